@@ -1,0 +1,85 @@
+"""Archiving: check a state_dict against the model, then pack it with torch-model-archiver into a .mar."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+import mnist_constants as C
+import mnist_model
+
+# Everything the handler imports that is not torch, torchvision, PIL, numpy or ts travels inside the .mar.
+HANDLER = importlib.util.find_spec("mnist_handler").origin
+EXTRA_FILES = [importlib.util.find_spec("mnist_preprocess").origin, C.__file__]
+
+
+class ArchiveError(Exception):
+    """The archive cannot be built; the message says why."""
+
+
+def mar_filename(model_name: str, version: str) -> str:
+    """`mnist.mar` for the default version, `mnist-2.0.mar` for others, so versions share a model store."""
+    return f"{model_name}.mar" if version == C.MODEL_VERSION else f"{model_name}-{version}.mar"
+
+
+def model_config(batch_size: int = C.BATCH_SIZE, max_batch_delay_ms: int = C.MAX_BATCH_DELAY_MS) -> str:
+    """The archive's model-config.yaml: TorchServe's batching settings for this model.
+
+    Workers are left to the server, which starts one per core; the handler runs each on one thread.
+    """
+    return (
+        f"batchSize: {batch_size}\n"
+        f"maxBatchDelay: {max_batch_delay_ms}\n"
+        f"responseTimeout: {C.RESPONSE_TIMEOUT_S}\n"
+    )
+
+
+def check_state_dict(path) -> None:
+    """Load the weights into MnistClassificationNet now, so a bad file fails here and not in a server worker."""
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ArchiveError(f"{path} not found: train a model first (mnist-kit train)") from None
+    except Exception as e:
+        raise ArchiveError(f"{path} is not a readable PyTorch state_dict: {e}") from None
+    if not isinstance(state_dict, dict):
+        raise ArchiveError(f"{path} holds a {type(state_dict).__name__}, not a state_dict")
+    try:
+        mnist_model.MnistClassificationNet().load_state_dict(state_dict)
+    except RuntimeError as e:
+        raise ArchiveError(f"{path} does not fit MnistClassificationNet: {e}") from None
+
+
+def build(serialized_file=C.CHECKPOINT, export_path=C.MODEL_STORE, model_name=C.MODEL_NAME,
+          version=C.MODEL_VERSION, force=False) -> Path:
+    """Write `export_path/<model_name>[-<version>].mar` and return its path; never leaves a partial file."""
+    check_state_dict(serialized_file)
+    export_path = Path(export_path)
+    target = export_path / mar_filename(model_name, version)
+    if target.exists() and not force:
+        raise ArchiveError(f"{target} already exists: pass --force to overwrite it")
+    export_path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=export_path, prefix=".archive-") as tmp:
+        config = Path(tmp, "model-config.yaml")
+        config.write_text(model_config())
+        command = [
+            sys.executable, "-m", "model_archiver.model_packaging",
+            "--model-name", model_name,
+            "--version", version,
+            "--model-file", mnist_model.__file__,
+            "--serialized-file", str(serialized_file),
+            "--handler", HANDLER,
+            "--extra-files", ",".join(EXTRA_FILES),
+            "--config-file", str(config),
+            "--export-path", tmp,
+        ]
+        result = subprocess.run(command, capture_output=True, text=True)
+        built = Path(tmp, f"{model_name}.mar")
+        if result.returncode != 0 or not built.is_file():
+            raise ArchiveError(f"torch-model-archiver failed: {(result.stderr or result.stdout).strip()}")
+        os.replace(built, target)
+    return target

@@ -1,0 +1,124 @@
+"""The `mnist-kit` command line: one command per function, each a thin layer over the module that does the work."""
+
+import json
+from pathlib import Path
+
+import click
+
+import mnist_constants as C
+
+
+class DataMissing(click.ClickException):
+    """Exit code 2: the data set is not where it was looked for."""
+
+    exit_code = 2
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mnist-kit")
+def cli():
+    """Train an MNIST digit classifier and serve it with TorchServe.
+
+    \b
+    The whole flow, from the repo root:
+      mnist-kit train                  # checkpoints/mnist_sd.pt, ~3 min on 2 CPU cores
+      mnist-kit archive                # model_store/mnist.mar
+      torchserve --start --ts-config config.properties --ncs
+      mnist-kit predict examples/digits/7.png
+      torchserve --stop
+    """
+
+
+@cli.command()
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help=f"Folder with the four MNIST IDX files (.gz or raw). Default: ${C.DATA_DIR_ENV} or {C.DATA_DIR}.")
+@click.option("--epochs", default=6, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Peak learning rate of the one-cycle schedule (AdamW).")
+@click.option("--seed", default=1, show_default=True, type=int, help="Same seed, same model (on CPU).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Train on the first N images only (quick runs).")
+@click.option("--augment/--no-augment", default=True, show_default=True,
+              help="Random rotation, scale and shift of training digits.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=C.CHECKPOINT, show_default=True,
+              help="Where to write the state_dict; metrics.json goes beside it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON.")
+def train(data_dir, epochs, batch_size, lr, seed, limit, augment, device, out, as_json):
+    """Train the CNN on MNIST and save its state_dict.
+
+    Reads train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and
+    t10k-labels-idx1-ubyte (raw or .gz), checks them against the published MD5s, prints test
+    accuracy after each epoch, and writes OUT and metrics.json beside it.
+    """
+    import mnist_data
+    import train as training
+
+    try:
+        metrics = training.fit(data_dir or mnist_data.default_data_dir(), out, epochs=epochs, batch_size=batch_size,
+                               lr=lr, seed=seed, limit=limit, device=device, augmentation=augment,
+                               progress=not as_json)
+    except mnist_data.DataError as e:
+        raise DataMissing(str(e))
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+    else:
+        click.echo(f"test accuracy {metrics['test_accuracy']:.2f} % after {epochs} epochs in {metrics['seconds']:.0f} s")
+        click.echo(f"wrote {out} and {out.parent / 'metrics.json'}")
+
+
+@cli.command()
+@click.option("--serialized-file", type=click.Path(dir_okay=False, path_type=Path), default=C.CHECKPOINT,
+              show_default=True, help="The trained state_dict.")
+@click.option("--model-name", default=C.MODEL_NAME, show_default=True)
+@click.option("--version", default=C.MODEL_VERSION, show_default=True,
+              help="Model version; other than the default, the file is NAME-VERSION.mar so versions share a store.")
+@click.option("--export-path", type=click.Path(file_okay=False, path_type=Path), default=C.MODEL_STORE,
+              show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing archive.")
+def archive(serialized_file, model_name, version, export_path, force):
+    """Pack the model into a TorchServe .mar archive.
+
+    Checks that the weights load into MnistClassificationNet, then runs torch-model-archiver with the
+    handler, the model file, the shared preprocessing and a model-config.yaml with batching settings.
+    """
+    import mnist_archive
+
+    try:
+        path = mnist_archive.build(serialized_file, export_path, model_name, version, force)
+    except mnist_archive.ArchiveError as e:
+        raise click.ClickException(str(e))
+    click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--url", default=C.INFERENCE_URL, show_default=True, help="TorchServe inference address.")
+@click.option("--model", default=C.MODEL_NAME, show_default=True, help="Model name, or NAME/VERSION.")
+@click.option("--token", envvar="MNIST_KIT_TOKEN", default=None,
+              help=f"Inference token when token authorization is on. Default: $MNIST_KIT_TOKEN, else read from "
+                   f"./{C.KEY_FILE}.")
+@click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), default=C.KEY_FILE, show_default=True,
+              help="TorchServe's key file, written where the server was started.")
+@click.option("--json", "as_json", is_flag=True, help="Print the server's JSON answers, one object per line.")
+def predict(images, url, model, token, key_file, as_json):
+    """Send IMAGES to a running TorchServe and print the digit each one shows.
+
+    Any image format PIL reads; each is sent with its image content type.
+    """
+    import mnist_client
+
+    try:
+        token = token or mnist_client.read_token(key_file)
+        for path in images:
+            answer = mnist_client.predict(path.read_bytes(), url=url, model=model, token=token)
+            if as_json:
+                click.echo(json.dumps({"file": str(path), **answer}))
+            else:
+                click.echo(f"{path}: {answer['digit']} ({100 * answer['confidence']:.1f} %)")
+    except mnist_client.ClientError as e:
+        raise click.ClickException(str(e))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,84 @@
+"""The client for a running TorchServe: sends images with an image content type, and the token when auth is on.
+
+TorchServe answers a body sent as application/x-www-form-urlencoded (curl --data-binary, urllib's default)
+with a 500, so every request here names its content type.
+"""
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mnist_constants as C
+
+MAGIC = [
+    (b"\x89PNG", "image/png"),
+    (b"\xff\xd8", "image/jpeg"),
+    (b"GIF8", "image/gif"),
+    (b"BM", "image/bmp"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+]
+
+
+class ClientError(Exception):
+    """The server could not be reached or answered with an error; the message says which."""
+
+
+def content_type(data: bytes) -> str:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    for magic, kind in MAGIC:
+        if data.startswith(magic):
+            return kind
+    return "application/octet-stream"
+
+
+def read_token(key_file=C.KEY_FILE, api: str = "inference") -> str | None:
+    """The token TorchServe wrote to key_file.json (in the directory it was started from), or None without one."""
+    path = Path(key_file)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())[api]["key"]
+    except (ValueError, KeyError, TypeError):
+        raise ClientError(f"{path} is not a TorchServe key file (expected {{\"{api}\": {{\"key\": ...}}}})") from None
+
+
+def request(url: str, data: bytes | None = None, method: str | None = None, headers: dict | None = None,
+            token: str | None = None, timeout: float = 30) -> bytes:
+    """One HTTP request; errors become ClientError with TorchServe's own message."""
+    headers = dict(headers or {})
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            return response.read()
+    except urllib.error.HTTPError as e:
+        body = e.read().decode("utf-8", "replace")
+        try:
+            message = json.loads(body).get("message", body)
+        except (ValueError, AttributeError):
+            message = body
+        hint = " (token authorization is on: pass --token or run from the server's directory with key_file.json)" \
+            if "token" in message.lower() or "InvalidKey" in body else ""
+        raise ClientError(f"{url}: HTTP {e.code}: {message.strip()}{hint}") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise ClientError(
+            f"cannot reach TorchServe at {url}: {reason}. Is it running? "
+            "(torchserve --start --ts-config config.properties)"
+        ) from None
+
+
+def predict(data: bytes, url: str = C.INFERENCE_URL, model: str = C.MODEL_NAME, token: str | None = None,
+            timeout: float = 30) -> dict:
+    """Send one image; returns the handler's {"digit", "confidence", "probabilities"}."""
+    body = request(f"{url.rstrip('/')}/predictions/{model}", data=data, method="POST",
+                   headers={"Content-Type": content_type(data)}, token=token, timeout=timeout)
+    return json.loads(body)
+
+
+def ping(url: str = C.INFERENCE_URL, token: str | None = None, timeout: float = 5) -> dict:
+    return json.loads(request(f"{url.rstrip('/')}/ping", token=token, timeout=timeout))

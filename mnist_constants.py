@@ -1,0 +1,32 @@
+"""The numbers the whole kit shares: model input, normalisation, addresses, serving defaults.
+
+Packed into the .mar beside the handler, so it imports nothing but the standard library.
+"""
+
+IMAGE_SIZE = 28
+NUM_CLASSES = 10
+# Mean and standard deviation of the MNIST training pixels (scaled to 0..1): training, the handler
+# and the client all normalise with these, so what is served is what was trained.
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+
+MODEL_NAME = "mnist"
+MODEL_VERSION = "1.0"
+CHECKPOINT = "checkpoints/mnist_sd.pt"
+MODEL_STORE = "model_store"
+DATA_DIR = "data/mnist"
+DATA_DIR_ENV = "MNIST_DATA_DIR"
+
+HOST = "127.0.0.1"
+INFERENCE_PORT = 8080
+MANAGEMENT_PORT = 8081
+METRICS_PORT = 8082
+INFERENCE_URL = f"http://{HOST}:{INFERENCE_PORT}"
+MANAGEMENT_URL = f"http://{HOST}:{MANAGEMENT_PORT}"
+KEY_FILE = "key_file.json"
+
+# Serving defaults written into the archive's model-config.yaml.
+WORKERS = 2
+BATCH_SIZE = 16
+MAX_BATCH_DELAY_MS = 2
+RESPONSE_TIMEOUT_S = 30

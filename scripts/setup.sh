@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Idempotent: creates .venv, installs the kit with its dev extras, checks Java.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v java >/dev/null 2>&1; then
+    echo "error: Java 17 or newer is required by TorchServe and 'java' is not on PATH (Debian: apt-get install openjdk-17-jre-headless)." >&2
+    exit 1
+fi
+java_major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n 1)
+if [ -z "$java_major" ] || [ "$java_major" -lt 17 ]; then
+    echo "error: TorchServe needs Java 17 or newer; found: $(java -version 2>&1 | head -n 1)" >&2
+    exit 1
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+stamp=.venv/.mnist-kit-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -e ".[dev]"
+    touch "$stamp"
+fi
+echo "setup: .venv ready ($(.venv/bin/python -c 'import torch, ts; print("torch", torch.__version__, "/ torchserve", ts.__version__)'))"
