@@ -100,8 +100,11 @@ def archive(serialized_file, model_name, version, export_path, force):
                    f"./{C.KEY_FILE}.")
 @click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), default=C.KEY_FILE, show_default=True,
               help="TorchServe's key file, written where the server was started.")
+@click.option("--wait", type=click.FloatRange(0), default=0, show_default=True,
+              help="Seconds to keep retrying, with backoff, while the server is unreachable or answers 503 "
+                   "(starting up, or no free worker).")
 @click.option("--json", "as_json", is_flag=True, help="Print the server's JSON answers, one object per line.")
-def predict(images, url, model, token, key_file, as_json):
+def predict(images, url, model, token, key_file, wait, as_json):
     """Send IMAGES to a running TorchServe and print the digit each one shows.
 
     Any image format PIL reads; each is sent with its image content type.
@@ -111,7 +114,7 @@ def predict(images, url, model, token, key_file, as_json):
     try:
         token = token or mnist_client.read_token(key_file)
         for path in images:
-            answer = mnist_client.predict(path.read_bytes(), url=url, model=model, token=token)
+            answer = mnist_client.predict(path.read_bytes(), url=url, model=model, token=token, wait=wait)
             if as_json:
                 click.echo(json.dumps({"file": str(path), **answer}))
             else:

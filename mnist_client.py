@@ -5,6 +5,7 @@ with a 500, so every request here names its content type.
 """
 
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,7 +23,16 @@ MAGIC = [
 
 
 class ClientError(Exception):
-    """The server could not be reached or answered with an error; the message says which."""
+    """The server could not be reached (status None) or answered with an error status; the message says which."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def retryable(self) -> bool:
+        """Worth another try: the server is not up yet, or has no free worker for the moment."""
+        return self.status in (None, 503)
 
 
 def content_type(data: bytes) -> str:
@@ -63,7 +73,7 @@ def request(url: str, data: bytes | None = None, method: str | None = None, head
             message = body
         hint = " (token authorization is on: pass --token or run from the server's directory with key_file.json)" \
             if "token" in message.lower() or "InvalidKey" in body else ""
-        raise ClientError(f"{url}: HTTP {e.code}: {message.strip()}{hint}") from None
+        raise ClientError(f"{url}: HTTP {e.code}: {message.strip()}{hint}", e.code) from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise ClientError(
@@ -73,11 +83,23 @@ def request(url: str, data: bytes | None = None, method: str | None = None, head
 
 
 def predict(data: bytes, url: str = C.INFERENCE_URL, model: str = C.MODEL_NAME, token: str | None = None,
-            timeout: float = 30) -> dict:
-    """Send one image; returns the handler's {"digit", "confidence", "probabilities"}."""
-    body = request(f"{url.rstrip('/')}/predictions/{model}", data=data, method="POST",
-                   headers={"Content-Type": content_type(data)}, token=token, timeout=timeout)
-    return json.loads(body)
+            timeout: float = 30, wait: float = 0) -> dict:
+    """Send one image; returns the handler's {"digit", "confidence", "probabilities"}.
+
+    With `wait` > 0, connection errors and 503s are retried with exponential backoff for up to `wait` seconds.
+    """
+    deadline = time.monotonic() + wait
+    delay = 0.1
+    while True:
+        try:
+            body = request(f"{url.rstrip('/')}/predictions/{model}", data=data, method="POST",
+                           headers={"Content-Type": content_type(data)}, token=token, timeout=timeout)
+            return json.loads(body)
+        except ClientError as e:
+            if not e.retryable or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 def ping(url: str = C.INFERENCE_URL, token: str | None = None, timeout: float = 5) -> dict:

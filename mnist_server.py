@@ -148,6 +148,10 @@ class TorchServe:
         described = json.loads(self.get(f"{self.management_url}/models/{model}"))
         return sorted(w["pid"] for version in described for w in version["workers"])
 
+    def count_in_log(self, text: str, log: str = "model_log.log") -> int:
+        path = self.workdir / "logs" / log
+        return path.read_text(errors="replace").count(text) if path.is_file() else 0
+
     def log_tail(self, lines: int = 40) -> str:
         log = self.workdir / "logs" / "ts_log.log"
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.is_file() else "(no log)"

@@ -27,6 +27,14 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def pick_precision(precision: str, device: torch.device) -> torch.dtype:
+    """bfloat16 autocast where the CPU computes it natively (AMX / AVX512-BF16): about twice as fast to train."""
+    if precision == "auto":
+        native = device.type == "cuda" or torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        precision = "bf16" if native else "fp32"
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random small rotation, scale and shift of a normalised batch: digits as people draw them are rarely centred."""
     n = x.shape[0]
@@ -53,12 +61,13 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 
 def fit(data_dir, out, epochs=6, batch_size=128, lr=3e-3, seed=1, limit=None, device="auto", augmentation=True,
-        progress=True) -> dict:
+        precision="auto", progress=True) -> dict:
     """Train, print test accuracy after each epoch, write the state_dict to `out` and metrics.json beside it."""
     start = time.time()
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     device = pick_device(device)
+    dtype = pick_precision(precision, device)
     train_x, train_y = mnist_data.load(data_dir, "train")
     test_x, test_y = mnist_data.load(data_dir, "test")
     if limit:
@@ -80,7 +89,8 @@ def fit(data_dir, out, epochs=6, batch_size=128, lr=3e-3, seed=1, limit=None, de
                 if augmentation:
                     x = augment(x, generator)
                 x = x.to(device).contiguous(memory_format=torch.channels_last)
-                loss = F.nll_loss(model(x), train_y[index].to(device))
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                    loss = F.nll_loss(model(x), train_y[index].to(device))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -99,6 +109,7 @@ def fit(data_dir, out, epochs=6, batch_size=128, lr=3e-3, seed=1, limit=None, de
         "seed": seed,
         "limit": limit,
         "augmentation": augmentation,
+        "precision": str(dtype).removeprefix("torch."),
         "train_images": len(train_x),
         "seconds": round(time.time() - start, 1),
         "device": str(device),

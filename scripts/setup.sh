@@ -19,8 +19,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.mnist-kit-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".[dev]"
+    echo "setup: installing mnist-kit and its dependencies into .venv (about a minute; log in .venv/install.log)"
+    if ! .venv/bin/python -m pip install -e ".[dev]" >.venv/install.log 2>&1; then
+        tail -n 30 .venv/install.log >&2
+        echo "error: pip install failed; the whole log is in .venv/install.log" >&2
+        exit 1
+    fi
     touch "$stamp"
 fi
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch, ts; print("torch", torch.__version__, "/ torchserve", ts.__version__)'))"

@@ -1,0 +1,74 @@
+import json
+import zipfile
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+import mnist_archive
+from mnist_cli import cli
+
+
+def manifest(mar) -> dict:
+    with zipfile.ZipFile(mar) as z:
+        return json.loads(z.read("MAR-INF/MANIFEST.json"))
+
+
+def test_archive_manifest_names_the_model_handler_and_version(model_store):
+    model = manifest(model_store / "mnist.mar")["model"]
+    assert model["modelName"] == "mnist"
+    assert model["modelVersion"] == "1.0"
+    assert model["handler"] == "mnist_handler.py"
+    assert model["modelFile"] == "mnist_model.py"
+    assert model["serializedFile"] == "mnist_sd.pt"
+    assert model["configFile"] == "model-config.yaml"
+
+
+def test_archive_packs_the_shared_preprocessing_and_constants_beside_the_handler(model_store):
+    names = set(zipfile.ZipFile(model_store / "mnist.mar").namelist())
+    assert {"mnist_handler.py", "mnist_model.py", "mnist_preprocess.py", "mnist_constants.py",
+            "mnist_sd.pt", "model-config.yaml"} <= names
+
+
+def test_archive_model_config_sets_batching(model_store):
+    with zipfile.ZipFile(model_store / "mnist.mar") as z:
+        config = yaml.safe_load(z.read("model-config.yaml"))
+    assert config["batchSize"] > 1 and config["maxBatchDelay"] > 0
+
+
+def test_archive_refuses_to_overwrite_without_force(tiny_checkpoint, tmp_path):
+    mnist_archive.build(tiny_checkpoint, tmp_path)
+    before = (tmp_path / "mnist.mar").stat().st_mtime_ns
+    with pytest.raises(mnist_archive.ArchiveError, match="already exists: pass --force"):
+        mnist_archive.build(tiny_checkpoint, tmp_path)
+    assert (tmp_path / "mnist.mar").stat().st_mtime_ns == before
+    mnist_archive.build(tiny_checkpoint, tmp_path, force=True)
+
+
+def test_other_versions_get_their_own_file(tiny_checkpoint, tmp_path):
+    path = mnist_archive.build(tiny_checkpoint, tmp_path, version="2.0")
+    assert path.name == "mnist-2.0.mar"
+    assert manifest(path)["model"]["modelVersion"] == "2.0"
+
+
+def test_weights_that_do_not_fit_the_model_are_refused_before_packing(tmp_path):
+    bad = tmp_path / "bad.pt"
+    torch.save({"conv1.weight": torch.zeros(3)}, bad)
+    with pytest.raises(mnist_archive.ArchiveError, match="does not fit MnistClassificationNet"):
+        mnist_archive.build(bad, tmp_path / "store")
+    assert not (tmp_path / "store" / "mnist.mar").exists()
+
+
+def test_a_file_that_is_not_a_state_dict_is_refused(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(mnist_archive.ArchiveError, match="not a readable PyTorch state_dict"):
+        mnist_archive.build(bad, tmp_path)
+
+
+def test_archive_command_without_a_checkpoint_says_to_train_first(tmp_path):
+    result = CliRunner().invoke(cli, ["archive", "--serialized-file", str(tmp_path / "none.pt"),
+                                      "--export-path", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "not found: train a model first (mnist-kit train)" in result.output

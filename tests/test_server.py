@@ -1,0 +1,100 @@
+"""Integration: a real TorchServe (the Java server and its Python workers) serving the tiny model's archive."""
+
+import json
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import mnist_client
+import mnist_preprocess
+from mnist_cli import cli
+from mnist_model import MnistClassificationNet
+from mnist_server import TorchServe
+
+
+def digit_of(path) -> int:
+    return int(path.stem)
+
+
+def test_ping_reports_healthy(server):
+    assert mnist_client.ping(server.inference_url) == {"status": "Healthy"}
+
+
+def test_each_sample_digit_is_read_correctly(server, digits):
+    for path in digits:
+        answer = mnist_client.predict(path.read_bytes(), url=server.inference_url)
+        assert answer["digit"] == digit_of(path), path
+        assert len(answer["probabilities"]) == 10
+        assert answer["confidence"] == max(answer["probabilities"])
+        assert sum(answer["probabilities"]) == pytest.approx(1, abs=1e-4)
+
+
+def test_served_probabilities_match_the_model_in_process(server, tiny_checkpoint, digits):
+    model = MnistClassificationNet().eval()
+    model.load_state_dict(torch.load(tiny_checkpoint, weights_only=True))
+    pixels = np.stack([np.asarray(Image.open(p)) for p in digits])
+    with torch.inference_mode():
+        expected = model(mnist_preprocess.normalize(torch.from_numpy(pixels))).exp()
+    served = [mnist_client.predict(p.read_bytes(), url=server.inference_url)["probabilities"] for p in digits]
+    assert torch.allclose(torch.tensor(served), expected, atol=1e-5)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_upload_as_in_the_readme(server, digits):
+    out = subprocess.run(["curl", "-sS", f"{server.inference_url}/predictions/mnist", "-T", str(digits[7])],
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out)["digit"] == 7
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(server, digits):
+    batches_before = server.count_in_log("Backend received inference")
+    requests = [digits[i % 10] for i in range(96)]
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(lambda p: mnist_client.predict(p.read_bytes(), url=server.inference_url), requests))
+    assert [a["digit"] for a in answers] == [digit_of(p) for p in requests]
+    batches = server.count_in_log("Backend received inference") - batches_before
+    assert 0 < batches < len(requests), "no request shared a batch"
+
+
+def test_model_description_shows_batching_and_ready_workers(server):
+    [description] = json.loads(server.get(f"{server.management_url}/models/mnist"))
+    assert description["modelVersion"] == "1.0"
+    assert description["batchSize"] == 16 and description["maxBatchDelay"] == 2
+    assert description["workers"] and all(w["status"] == "READY" for w in description["workers"])
+
+
+def test_predict_command_prints_digit_and_confidence(server, digits):
+    result = CliRunner().invoke(cli, ["predict", str(digits[2]), str(digits[5]), "--url", server.inference_url])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"{digits[2]}: 2 (") and lines[1].startswith(f"{digits[5]}: 5 (")
+
+
+def test_predict_command_json_output(server, digits):
+    result = CliRunner().invoke(cli, ["predict", str(digits[9]), "--url", server.inference_url, "--json"])
+    answer = json.loads(result.output)
+    assert answer["file"] == str(digits[9]) and answer["digit"] == 9
+
+
+@pytest.fixture(scope="module")
+def auth_server(model_store):
+    with TorchServe(model_store, token_auth=True) as ts:
+        yield ts
+
+
+def test_with_token_auth_a_request_without_the_token_is_refused(auth_server, digits):
+    with pytest.raises(mnist_client.ClientError, match="HTTP 40[01]"):
+        mnist_client.predict(digits[1].read_bytes(), url=auth_server.inference_url)
+
+
+def test_with_token_auth_predict_sends_the_token_from_key_file(auth_server, digits, monkeypatch):
+    monkeypatch.chdir(auth_server.workdir)
+    result = CliRunner().invoke(cli, ["predict", str(digits[4]), "--url", auth_server.inference_url])
+    assert result.exit_code == 0, result.output
+    assert ": 4 (" in result.output
