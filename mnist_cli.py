@@ -41,10 +41,13 @@ def cli():
 @click.option("--augment/--no-augment", default=True, show_default=True,
               help="Random rotation, scale and shift of training digits.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="bf16 autocast for the training math (weights stay fp32); auto uses it where the CPU or GPU "
+                   "computes bf16 natively, about twice as fast on CPUs with AMX.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=C.CHECKPOINT, show_default=True,
               help="Where to write the state_dict; metrics.json goes beside it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON.")
-def train(data_dir, epochs, batch_size, lr, seed, limit, augment, device, out, as_json):
+def train(data_dir, epochs, batch_size, lr, seed, limit, augment, device, precision, out, as_json):
     """Train the CNN on MNIST and save its state_dict.
 
     Reads train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and
@@ -57,7 +60,7 @@ def train(data_dir, epochs, batch_size, lr, seed, limit, augment, device, out, a
     try:
         metrics = training.fit(data_dir or mnist_data.default_data_dir(), out, epochs=epochs, batch_size=batch_size,
                                lr=lr, seed=seed, limit=limit, device=device, augmentation=augment,
-                               progress=not as_json)
+                               precision=precision, progress=not as_json)
     except mnist_data.DataError as e:
         raise DataMissing(str(e))
     if as_json:

@@ -22,8 +22,8 @@ import mnist_constants as C
 
 
 def server_config(inference_port=C.INFERENCE_PORT, management_port=C.MANAGEMENT_PORT, metrics_port=C.METRICS_PORT,
-                  model_store=C.MODEL_STORE, load_models=f"{C.MODEL_NAME}.mar", token_auth=False,
-                  initial_worker_port=None, host=C.HOST) -> str:
+                  grpc_ports=C.GRPC_PORTS, model_store=C.MODEL_STORE, load_models=f"{C.MODEL_NAME}.mar",
+                  token_auth=False, initial_worker_port=None, host=C.HOST) -> str:
     """The text of a config.properties; with the defaults, the one at the repo root."""
     lines = [
         "# TorchServe configuration of mnist-kit, written by mnist_server.server_config().",
@@ -31,6 +31,9 @@ def server_config(inference_port=C.INFERENCE_PORT, management_port=C.MANAGEMENT_
         f"inference_address=http://{host}:{inference_port}",
         f"management_address=http://{host}:{management_port}",
         f"metrics_address=http://{host}:{metrics_port}",
+        # gRPC listens too (on loopback); a second instance on this machine needs its own ports.
+        f"grpc_inference_port={grpc_ports[0]}",
+        f"grpc_management_port={grpc_ports[1]}",
         f"model_store={model_store}",
         f"load_models={load_models}",
         "# Loopback only, so inference answers without a token; set this to false (the production profile)",
@@ -87,8 +90,8 @@ class TorchServe:
     def start(self, timeout: float = 120) -> "TorchServe":
         config = self.workdir / "config.properties"
         config.write_text(server_config(
-            self.inference_port, self.management_port, self.metrics_port, self.model_store, self.load_models,
-            self.token_auth, initial_worker_port=free_port(),
+            self.inference_port, self.management_port, self.metrics_port, (free_port(), free_port()),
+            self.model_store, self.load_models, self.token_auth, initial_worker_port=free_port(),
         ))
         launcher = [sys.executable, "-m", "ts.model_server", "--start", "--ts-config", str(config), "--ncs"]
         # The launcher's output goes to a file: Java inherits it and would hold a pipe open forever.
