@@ -95,6 +95,63 @@ def archive(serialized_file, model_name, version, export_path, force):
 
 
 @cli.command()
+@click.option("--ts-config", type=click.Path(dir_okay=False, path_type=Path), default="config.properties",
+              show_default=True, help="TorchServe configuration; config.production.properties turns tokens on.")
+@click.option("--wait", type=click.FloatRange(0), default=120, show_default=True,
+              help="Seconds to wait for every model to have a ready worker.")
+def serve(ts_config, wait):
+    """Start TorchServe in the background, after checking what usually makes it fail.
+
+    Says plainly when the model store has no archive (train and archive first), when a TorchServe is
+    already running, or when a port is taken; then starts `torchserve --start --ts-config TS_CONFIG --ncs`
+    and waits until the models answer. Logs go to logs/; stop it with `mnist-kit stop`.
+    """
+    import subprocess
+    import sys
+
+    import mnist_server
+
+    try:
+        props = mnist_server.preflight(ts_config)
+        launcher = [sys.executable, "-m", "ts.model_server", "--start", "--ts-config", str(ts_config), "--ncs"]
+        # Java inherits the launcher's output: a pipe would never close, so it goes to a file.
+        Path("logs").mkdir(exist_ok=True)
+        with open("logs/torchserve.out", "w") as out:
+            result = subprocess.run(launcher, stdout=out, stderr=subprocess.STDOUT)
+        if result.returncode != 0:
+            raise mnist_server.ServerError(f"torchserve --start failed: {_tail(Path('logs/torchserve.out'))}")
+        management = props.get("management_address", C.MANAGEMENT_URL)
+        mnist_server.wait_ready(management, wait, lambda: mnist_server.read_key(".", "management"),
+                                log_tail=lambda: _tail(Path("logs/ts_log.log")))
+    except mnist_server.ServerError as e:
+        raise click.ClickException(str(e))
+    click.echo(f"TorchServe ready: inference {props.get('inference_address')}, management {management}, "
+               f"metrics {props.get('metrics_address')}; stop it with `mnist-kit stop`")
+
+
+@cli.command()
+def stop():
+    """Stop the TorchServe started from this machine's temp dir (as `torchserve --stop`), and its workers."""
+    import tempfile
+
+    import mnist_server
+
+    pid_file = Path(tempfile.gettempdir()) / ".model_server.pid"
+    pid = mnist_server._live_pid(pid_file)
+    if pid is None:
+        click.echo("TorchServe is not running.")
+        return
+    mnist_server.stop_pid(pid)
+    pid_file.unlink(missing_ok=True)
+    Path(C.KEY_FILE).unlink(missing_ok=True)
+    click.echo(f"TorchServe (pid {pid}) stopped.")
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.is_file() else ""
+
+
+@cli.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--url", default=C.INFERENCE_URL, show_default=True, help="TorchServe inference address.")
 @click.option("--model", default=C.MODEL_NAME, show_default=True, help="Model name, or NAME/VERSION.")
@@ -103,21 +160,25 @@ def archive(serialized_file, model_name, version, export_path, force):
                    f"./{C.KEY_FILE}.")
 @click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), default=C.KEY_FILE, show_default=True,
               help="TorchServe's key file, written where the server was started.")
+@click.option("--retries", type=click.IntRange(0), default=3, show_default=True,
+              help="Retries, with exponential backoff from 0.1 s, when the server is unreachable or answers 503 "
+                   "(starting up, a worker restarting, queue full).")
 @click.option("--wait", type=click.FloatRange(0), default=0, show_default=True,
-              help="Seconds to keep retrying, with backoff, while the server is unreachable or answers 503 "
-                   "(starting up, or no free worker).")
+              help="Keep retrying for up to this many seconds (e.g. while the server starts).")
 @click.option("--json", "as_json", is_flag=True, help="Print the server's JSON answers, one object per line.")
-def predict(images, url, model, token, key_file, wait, as_json):
+def predict(images, url, model, token, key_file, retries, wait, as_json):
     """Send IMAGES to a running TorchServe and print the digit each one shows.
 
-    Any image format PIL reads; each is sent with its image content type.
+    PNG, JPEG, BMP, GIF, WebP or TIFF, any size and colour mode: photos, canvas exports and scans are
+    cropped, scaled and centred by the server. Each file is sent with its image content type.
     """
     import mnist_client
 
     try:
         token = token or mnist_client.read_token(key_file)
         for path in images:
-            answer = mnist_client.predict(path.read_bytes(), url=url, model=model, token=token, wait=wait)
+            answer = mnist_client.predict(path.read_bytes(), url=url, model=model, token=token, retries=retries,
+                                            wait=wait)
             if as_json:
                 click.echo(json.dumps({"file": str(path), **answer}))
             else:

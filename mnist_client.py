@@ -83,20 +83,22 @@ def request(url: str, data: bytes | None = None, method: str | None = None, head
 
 
 def predict(data: bytes, url: str = C.INFERENCE_URL, model: str = C.MODEL_NAME, token: str | None = None,
-            timeout: float = 30, wait: float = 0) -> dict:
+            timeout: float = 30, retries: int = 3, wait: float = 0) -> dict:
     """Send one image; returns the handler's {"digit", "confidence", "probabilities"}.
 
-    With `wait` > 0, connection errors and 503s are retried with exponential backoff for up to `wait` seconds.
+    Connection errors and 503s (server starting, worker restarting, queue full) are retried up to `retries`
+    times with exponential backoff from 0.1 s, or for up to `wait` seconds when that is longer.
     """
     deadline = time.monotonic() + wait
-    delay = 0.1
+    delay, attempt = 0.1, 0
     while True:
         try:
             body = request(f"{url.rstrip('/')}/predictions/{model}", data=data, method="POST",
                            headers={"Content-Type": content_type(data)}, token=token, timeout=timeout)
             return json.loads(body)
         except ClientError as e:
-            if not e.retryable or time.monotonic() + delay > deadline:
+            attempt += 1
+            if not e.retryable or (attempt > retries and time.monotonic() + delay > deadline):
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 2.0)

@@ -5,6 +5,8 @@ Packed into the .mar beside the handler, so it imports nothing but the standard 
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
+# MNIST digits were scaled to fit 20×20 and centred by centre of mass in 28×28; served images are too.
+DIGIT_BOX = 20
 # Mean and standard deviation of the MNIST training pixels (scaled to 0..1): training, the handler
 # and the client all normalise with these, so what is served is what was trained.
 MNIST_MEAN = 0.1307
@@ -25,6 +27,11 @@ GRPC_PORTS = (7070, 7071)
 INFERENCE_URL = f"http://{HOST}:{INFERENCE_PORT}"
 MANAGEMENT_URL = f"http://{HOST}:{MANAGEMENT_PORT}"
 KEY_FILE = "key_file.json"
+
+# Input limits: 25 megapixels (a 6000×4000 photo), checked from the image header before decoding,
+# and a request body of at most 8 MiB (TorchServe's max_request_size).
+MAX_IMAGE_PIXELS = 25_000_000
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
 # Serving defaults written into the archive's model-config.yaml.
 WORKERS = 2

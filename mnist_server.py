@@ -23,28 +23,49 @@ import mnist_constants as C
 
 def server_config(inference_port=C.INFERENCE_PORT, management_port=C.MANAGEMENT_PORT, metrics_port=C.METRICS_PORT,
                   grpc_ports=C.GRPC_PORTS, model_store=C.MODEL_STORE, load_models=f"{C.MODEL_NAME}.mar",
-                  token_auth=False, initial_worker_port=None, host=C.HOST) -> str:
-    """The text of a config.properties; with the defaults, the one at the repo root."""
+                  production=False, initial_worker_port=None) -> str:
+    """The text of a config.properties: with the defaults the repo root's, with production=True its
+    config.production.properties (inference on every interface, token authorization on)."""
+    inference_host = "0.0.0.0" if production else C.HOST
+    name = "config.production.properties" if production else "config.properties"
     lines = [
-        "# TorchServe configuration of mnist-kit, written by mnist_server.server_config().",
-        "# Start from the repo root: torchserve --start --ts-config config.properties --ncs",
-        f"inference_address=http://{host}:{inference_port}",
-        f"management_address=http://{host}:{management_port}",
-        f"metrics_address=http://{host}:{metrics_port}",
-        # gRPC listens too (on loopback); a second instance on this machine needs its own ports.
+        f"# TorchServe configuration of mnist-kit ({'production profile' if production else 'loopback default'}),"
+        " written by mnist_server.server_config().",
+        f"# Start from the repo root: mnist-kit serve --ts-config {name}",
+        f"#   (or: torchserve --start --ts-config {name} --ncs)",
+        f"inference_address=http://{inference_host}:{inference_port}",
+        "# Management and metrics stay on loopback: nothing outside this machine may scale or unregister models.",
+        f"management_address=http://{C.HOST}:{management_port}",
+        f"metrics_address=http://{C.HOST}:{metrics_port}",
+        "# gRPC listens too, on loopback; a second instance on one machine needs its own ports.",
         f"grpc_inference_port={grpc_ports[0]}",
         f"grpc_management_port={grpc_ports[1]}",
         f"model_store={model_store}",
         f"load_models={load_models}",
-        "# Loopback only, so inference answers without a token; set this to false (the production profile)",
-        "# and clients send the token TorchServe writes to key_file.json.",
-        f"disable_token_authorization={'false' if token_auth else 'true'}",
+    ]
+    if production:
+        lines += ["# Every request needs 'Authorization: Bearer <key>', with the keys TorchServe writes to",
+                  "# key_file.json in the directory it was started from.",
+                  "disable_token_authorization=false"]
+    else:
+        lines += ["# Loopback only, so requests need no token; config.production.properties turns tokens on.",
+                  "disable_token_authorization=true"]
+    lines += [
+        "# No registering or deleting models over HTTP.",
         "enable_model_api=false",
+        "# A digit photo is at most a few MB; larger bodies get 413 before they reach a worker.",
+        f"max_request_size={C.MAX_REQUEST_BYTES}",
         "metrics_mode=prometheus",
+        "# No cors_allowed_origin: no CORS headers, so web pages from other origins cannot call the API.",
     ]
     if initial_worker_port:
         lines.append(f"initial_worker_port={initial_worker_port}")
     return "\n".join(lines) + "\n"
+
+
+def read_properties(path) -> dict:
+    text = Path(path).read_text()
+    return dict(line.split("=", 1) for line in map(str.strip, text.splitlines()) if "=" in line and line[0] != "#")
 
 
 def free_port() -> int:
@@ -54,17 +75,94 @@ def free_port() -> int:
 
 
 class ServerError(Exception):
-    """TorchServe did not start or did not become ready; the message carries the end of its log."""
+    """TorchServe cannot start, did not start or did not become ready; the message says why."""
+
+
+def preflight(config_path, tmp_dir=None) -> dict:
+    """Check what makes `torchserve --start` fail obscurely, and say it plainly. Returns the properties."""
+    config_path = Path(config_path)
+    if not config_path.is_file():
+        raise ServerError(f"{config_path} not found: run from the repo root or pass --ts-config")
+    props = read_properties(config_path)
+    pid_file = Path(tmp_dir or tempfile.gettempdir()) / ".model_server.pid"
+    pid = _live_pid(pid_file)
+    if pid:
+        raise ServerError(f"TorchServe is already running (pid {pid}): stop it first with `torchserve --stop`")
+    store = Path(props.get("model_store", C.MODEL_STORE))
+    archives = sorted(p.name for p in store.glob("*.mar")) if store.is_dir() else []
+    wanted = [m.split("=")[-1] for m in props.get("load_models", "").split(",") if m and m != "ALL"]
+    missing = [m for m in wanted if m not in archives]
+    if not archives or missing:
+        raise ServerError(f"{store}/ has no {', '.join(missing) or '.mar archives'}: "
+                          "train and archive first (mnist-kit train && mnist-kit archive)")
+    for key in ("inference_address", "management_address", "metrics_address"):
+        if key in props:
+            host, port = props[key].rsplit("/", 1)[-1].rsplit(":", 1)
+            _check_port_free(host, int(port), key, config_path)
+    return props
+
+
+def _live_pid(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        return pid if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE else None
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return None
+
+
+def _check_port_free(host: str, port: int, key: str, config_path) -> None:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise ServerError(f"port {port} ({key} in {config_path}) is taken by another program: "
+                              f"stop it (ss -ltnp | grep {port}) or change {key}") from None
+
+
+def wait_ready(management_url: str, timeout: float, token=lambda: None, alive=lambda: True,
+               log_tail=lambda: "") -> None:
+    """Until every registered model has a READY worker in every version; `token` returns the management key."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            raise ServerError(f"TorchServe exited while starting:\n{log_tail()}")
+        try:
+            models = json.loads(_get(f"{management_url}/models", token()))["models"]
+            if models and all(_ready(management_url, m["modelName"], token()) for m in models):
+                return
+        except (urllib.error.URLError, OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+    raise ServerError(f"TorchServe not ready after {timeout:.0f} s:\n{log_tail()}")
+
+
+def _ready(management_url: str, model: str, token: str | None) -> bool:
+    described = json.loads(_get(f"{management_url}/models/{model}/all", token))
+    return all(any(w["status"] == "READY" for w in version["workers"]) for version in described)
+
+
+def _get(url: str, token: str | None = None) -> bytes:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.read()
+
+
+def read_key(workdir, api: str) -> str | None:
+    key_file = Path(workdir) / C.KEY_FILE
+    return json.loads(key_file.read_text())[api]["key"] if key_file.is_file() else None
 
 
 class TorchServe:
-    """A private TorchServe: `with TorchServe(model_store) as ts: ts.inference_url ...`."""
+    """A private TorchServe: `with TorchServe(model_store) as ts: ts.inference_url ...`; stopped on exit."""
 
-    def __init__(self, model_store, load_models=f"{C.MODEL_NAME}.mar", token_auth=False, workdir=None,
+    def __init__(self, model_store, load_models=f"{C.MODEL_NAME}.mar", production=False, workdir=None,
                  env: dict | None = None):
         self.model_store = Path(model_store).resolve()
         self.load_models = load_models
-        self.token_auth = token_auth
+        self.production = production
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="mnist-kit-ts-")).resolve()
         self.inference_port, self.management_port, self.metrics_port = free_port(), free_port(), free_port()
@@ -79,19 +177,17 @@ class TorchServe:
 
     @property
     def token(self) -> str | None:
-        key_file = self.workdir / C.KEY_FILE
-        return json.loads(key_file.read_text())["inference"]["key"] if key_file.is_file() else None
+        return read_key(self.workdir, "inference")
 
     @property
     def management_token(self) -> str | None:
-        key_file = self.workdir / C.KEY_FILE
-        return json.loads(key_file.read_text())["management"]["key"] if key_file.is_file() else None
+        return read_key(self.workdir, "management")
 
     def start(self, timeout: float = 120) -> "TorchServe":
         config = self.workdir / "config.properties"
         config.write_text(server_config(
             self.inference_port, self.management_port, self.metrics_port, (free_port(), free_port()),
-            self.model_store, self.load_models, self.token_auth, initial_worker_port=free_port(),
+            self.model_store, self.load_models, self.production, initial_worker_port=free_port(),
         ))
         launcher = [sys.executable, "-m", "ts.model_server", "--start", "--ts-config", str(config), "--ncs"]
         # The launcher's output goes to a file: Java inherits it and would hold a pipe open forever.
@@ -101,54 +197,23 @@ class TorchServe:
         if result.returncode != 0:
             raise ServerError(f"torchserve --start failed: {output.read_text()}")
         try:
-            self.wait_ready(timeout)
+            wait_ready(self.management_url, timeout, lambda: self.management_token, self.running, self.log_tail)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def wait_ready(self, timeout: float) -> None:
-        """Until every model given in load_models has a READY worker."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.running():
-                raise ServerError(f"TorchServe exited while starting:\n{self.log_tail()}")
-            try:
-                models = json.loads(self.get(f"{self.management_url}/models"))["models"]
-                if self.load_models in ("", None) or (models and all(self._ready(m["modelName"]) for m in models)):
-                    return
-            except (urllib.error.URLError, OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.2)
-        raise ServerError(f"TorchServe not ready after {timeout:.0f} s:\n{self.log_tail()}")
-
-    def _ready(self, model: str) -> bool:
-        described = json.loads(self.get(f"{self.management_url}/models/{model}"))
-        return all(any(w["status"] == "READY" for w in version["workers"]) for version in described)
-
     def get(self, url: str) -> bytes:
-        request = urllib.request.Request(url)
-        token = self.management_token if url.startswith(self.management_url) else self.token
-        if token:
-            request.add_header("Authorization", f"Bearer {token}")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.read()
+        return _get(url, self.management_token if url.startswith(self.management_url) else self.token)
 
     def pid(self) -> int | None:
-        try:
-            return int(self.pid_file.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
+        return _live_pid(self.pid_file)
 
     def running(self) -> bool:
-        pid = self.pid()
-        try:
-            return pid is not None and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
+        return self.pid() is not None
 
     def worker_pids(self, model: str = C.MODEL_NAME) -> list[int]:
-        described = json.loads(self.get(f"{self.management_url}/models/{model}"))
+        described = json.loads(self.get(f"{self.management_url}/models/{model}/all"))
         return sorted(w["pid"] for version in described for w in version["workers"])
 
     def count_in_log(self, text: str, log: str = "model_log.log") -> int:
@@ -161,18 +226,8 @@ class TorchServe:
 
     def stop(self, timeout: float = 30) -> None:
         """Stop the server and its workers; escalate to SIGKILL so nothing outlives the caller."""
-        pid = self.pid()
-        if pid is not None:
-            try:
-                process = psutil.Process(pid)
-                children = process.children(recursive=True)
-                process.terminate()
-                _, alive = psutil.wait_procs([process, *children], timeout=timeout)
-                for p in alive:
-                    p.kill()
-            except psutil.Error:
-                pass
-            self.pid_file.unlink(missing_ok=True)
+        stop_pid(self.pid(), timeout)
+        self.pid_file.unlink(missing_ok=True)
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -181,3 +236,17 @@ class TorchServe:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def stop_pid(pid: int | None, timeout: float = 30) -> None:
+    if pid is None:
+        return
+    try:
+        process = psutil.Process(pid)
+        children = process.children(recursive=True)
+        process.terminate()
+        _, alive = psutil.wait_procs([process, *children], timeout=timeout)
+        for p in alive:
+            p.kill()
+    except psutil.Error:
+        pass

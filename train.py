@@ -36,7 +36,8 @@ def pick_precision(precision: str, device: torch.device) -> torch.dtype:
 
 
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random small rotation, scale and shift of a normalised batch: digits as people draw them are rarely centred."""
+    """Random rotation, scale, shift and stroke width of a normalised batch: the variation left in real digits
+    after the serving preprocessing has cropped, scaled and centred them."""
     n = x.shape[0]
     angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(10)
     scale = 1 + (torch.rand(n, generator=generator) * 2 - 1) * 0.1
@@ -45,7 +46,13 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
     background = normalize(torch.zeros(1, 1, 1, dtype=torch.uint8)).item()
-    return F.grid_sample(x - background, grid, align_corners=False) + background
+    ink = F.grid_sample(x - background, grid, align_corners=False)
+    # Stroke width: blend towards a 3×3 dilation (thicker pen) or erosion (thinner pen).
+    width = (torch.rand(n, 1, 1, 1, generator=generator) * 1.5 - 0.5).to(x.device)
+    thicker = F.max_pool2d(ink, 3, 1, 1)
+    thinner = -F.max_pool2d(-ink, 3, 1, 1)
+    ink = torch.where(width > 0, ink + width * (thicker - ink), ink - width * (thinner - ink))
+    return ink + background
 
 
 @torch.inference_mode()

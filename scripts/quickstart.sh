@@ -14,11 +14,10 @@ fi
 mnist-kit archive --force
 
 # A server from an earlier quickstart would still serve the old archive.
-torchserve --stop >/dev/null 2>&1 || true
-torchserve --start --ts-config config.properties --ncs >/dev/null
-echo "quickstart: TorchServe starting (logs in logs/)"
+mnist-kit stop >/dev/null
+mnist-kit serve
 
-predictions=$(mnist-kit predict --wait 120 examples/digits/*.png)
+predictions=$(mnist-kit predict --wait 30 examples/digits/*.png)
 echo "$predictions"
 wrong=$(echo "$predictions" | awk -F'[/.: ]+' '{ if ($3 != $5) print }')
 if [ -n "$wrong" ]; then
@@ -32,5 +31,5 @@ quickstart: all 10 sample digits read correctly. TorchServe is still running:
   curl http://127.0.0.1:8080/predictions/mnist -T examples/digits/7.png
   .venv/bin/mnist-kit predict path/to/digit.png
 Stop it with:
-  .venv/bin/torchserve --stop
+  .venv/bin/mnist-kit stop        (or: .venv/bin/torchserve --stop)
 MSG

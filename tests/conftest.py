@@ -31,6 +31,14 @@ def tiny_checkpoint(data_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def trained_checkpoint(data_dir, tmp_path_factory) -> Path:
+    """The default recipe (`mnist-kit train`), for the accuracy tests: about two and a half minutes."""
+    out = tmp_path_factory.mktemp("trained") / "mnist_sd.pt"
+    train.fit(data_dir, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def model_store(tiny_checkpoint, tmp_path_factory) -> Path:
     store = tmp_path_factory.mktemp("model_store")
     mnist_archive.build(tiny_checkpoint, store)

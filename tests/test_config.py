@@ -21,3 +21,19 @@ def test_default_server_listens_on_loopback_only_with_model_api_off():
     assert config["metrics_address"] == "http://127.0.0.1:8082"
     assert config["enable_model_api"] == "false"
     assert config["model_store"] == "model_store" and config["load_models"] == "mnist.mar"
+
+
+def test_production_profile_is_generated_and_turns_tokens_on():
+    text = (ROOT / "config.production.properties").read_text()
+    assert text == mnist_server.server_config(production=True)
+    config = properties(text)
+    assert config["disable_token_authorization"] == "false"
+    assert config["management_address"] == "http://127.0.0.1:8081"
+    assert config["enable_model_api"] == "false"
+
+
+def test_both_profiles_cap_the_request_size_and_set_no_cors_origin():
+    for name in ("config.properties", "config.production.properties"):
+        config = properties((ROOT / name).read_text())
+        assert int(config["max_request_size"]) == C.MAX_REQUEST_BYTES
+        assert "cors_allowed_origin" not in config

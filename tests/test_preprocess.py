@@ -1,5 +1,7 @@
 import base64
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -8,12 +10,34 @@ from PIL import Image
 
 import mnist_constants as C
 import mnist_preprocess
+from mnist_preprocess import InputError
 
 
-def png(image: Image.Image) -> bytes:
+def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, "PNG")
+    image.save(buffer, fmt, **options)
     return buffer.getvalue()
+
+
+def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A small PNG whose header declares `width`×`height` pixels: a decompression bomb unless checked first."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
+            + chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def seven(digits) -> np.ndarray:
+    return np.asarray(Image.open(digits[7]))
+
+
+def centre_of_mass(pixels: np.ndarray) -> tuple[float, float]:
+    mass = pixels.sum()
+    return ((pixels.sum(1) * np.arange(28)).sum() / mass, (pixels.sum(0) * np.arange(28)).sum() / mass)
 
 
 def test_normalize_uses_the_training_mean_and_std():
@@ -22,45 +46,148 @@ def test_normalize_uses_the_training_mean_and_std():
     assert x[0, 0, 0].tolist() == pytest.approx([-C.MNIST_MEAN / C.MNIST_STD, (1 - C.MNIST_MEAN) / C.MNIST_STD])
 
 
-def test_an_mnist_png_round_trips_to_its_pixels(digits):
-    pixels = np.asarray(Image.open(digits[7]))
-    assert np.array_equal(mnist_preprocess.image_bytes_to_pixels(digits[7].read_bytes()), pixels)
+def test_an_mnist_png_stays_almost_unchanged(digits, seven):
+    pixels = mnist_preprocess.image_bytes_to_pixels(digits[7].read_bytes())
+    assert np.abs(pixels.astype(int) - seven).mean() < 3
 
 
-def test_a_larger_image_is_scaled_to_28_by_28():
-    image = Image.new("L", (280, 280))
-    assert mnist_preprocess.image_bytes_to_pixels(png(image)).shape == (28, 28)
+def test_output_is_28_by_28_with_the_ink_centred_like_mnist(seven):
+    off_centre = Image.new("L", (300, 200))
+    off_centre.paste(Image.fromarray(seven).resize((56, 56)), (220, 10))
+    pixels = mnist_preprocess.image_bytes_to_pixels(encode(off_centre))
+    assert pixels.shape == (28, 28) and pixels.dtype == np.uint8
+    assert centre_of_mass(pixels) == pytest.approx((14, 14), abs=0.6)
+    rows, cols = np.nonzero(pixels > 0)
+    assert max(rows.max() - rows.min(), cols.max() - cols.min()) + 1 <= C.DIGIT_BOX + 1
 
 
-def test_transparent_background_becomes_black_and_white_ink_stays_white():
-    image = Image.new("RGBA", (28, 28), (0, 0, 0, 0))
-    image.putpixel((14, 14), (255, 255, 255, 255))
-    pixels = mnist_preprocess.image_bytes_to_pixels(png(image))
-    assert pixels[14, 14] == 255 and pixels.sum() == 255
+def test_dark_ink_on_light_paper_reads_like_light_ink_on_dark(seven):
+    light = mnist_preprocess.image_bytes_to_pixels(encode(Image.fromarray(255 - seven)))
+    dark = mnist_preprocess.image_bytes_to_pixels(encode(Image.fromarray(seven)))
+    assert np.abs(light.astype(int) - dark).mean() < 3
 
 
-def test_undecodable_bytes_raise_a_value_error_naming_the_problem():
-    with pytest.raises(ValueError, match="cannot decode the image"):
-        mnist_preprocess.image_bytes_to_pixels(b"not an image")
+def test_black_ink_on_a_transparent_canvas_is_found(seven):
+    alpha = Image.fromarray(seven).resize((280, 280))
+    black = Image.new("L", (280, 280), 0)
+    pixels = mnist_preprocess.image_bytes_to_pixels(encode(Image.merge("RGBA", [black, black, black, alpha])))
+    assert pixels.sum() > 0 and centre_of_mass(pixels) == pytest.approx((14, 14), abs=0.6)
 
 
-@pytest.mark.parametrize("row", [
-    lambda b: {"body": b},
-    lambda b: {"data": b},
-    lambda b: {"file": b},
-    lambda b: {"body": base64.b64encode(b).decode()},
-    lambda b: {"body": {"data": base64.b64encode(b).decode()}},
+def test_uneven_paper_and_noise_are_removed(seven):
+    height, width = 300, 400
+    shade = np.linspace(120, 250, width, dtype=np.float32)[None, :].repeat(height, 0)
+    ink = np.zeros((height, width), np.float32)
+    ink[100:184, 150:234] = np.asarray(Image.fromarray(seven).resize((84, 84)), dtype=np.float32) / 255
+    photo = shade * (1 - 0.8 * ink) + np.random.default_rng(0).normal(0, 4, (height, width))
+    pixels = mnist_preprocess.image_bytes_to_pixels(encode(Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)),
+                                                           "JPEG", quality=75))
+    reference = mnist_preprocess.image_bytes_to_pixels(encode(Image.fromarray(seven)))
+    assert np.abs(pixels.astype(int) - reference).mean() < 25
+    assert pixels[:, :3].sum() == 0 and pixels[:3].sum() == 0, "shading left at the edges"
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "I;16"])
+def test_every_colour_mode_is_read(seven, mode):
+    image = Image.fromarray(255 - seven).resize((56, 56))
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(image, dtype=np.uint16) * 257)
+    else:
+        image = image.convert(mode)
+    pixels = mnist_preprocess.image_bytes_to_pixels(encode(image, "TIFF" if mode == "I;16" else "PNG"))
+    assert pixels.sum() > 0 and centre_of_mass(pixels) == pytest.approx((14, 14), abs=0.6)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"])
+def test_every_supported_format_is_read(seven, fmt):
+    pixels = mnist_preprocess.image_bytes_to_pixels(encode(Image.fromarray(seven).convert("RGB"), fmt))
+    assert pixels.sum() > 0
+
+
+def test_a_palette_png_with_a_transparent_background_is_read(seven):
+    image = Image.fromarray(255 - seven).convert("P")
+    image.info["transparency"] = int(np.asarray(image)[0, 0])
+    assert mnist_preprocess.image_bytes_to_pixels(encode(image, transparency=image.info["transparency"])).sum() > 0
+
+
+def test_a_large_jpeg_is_decoded_reduced():
+    photo = Image.new("L", (4000, 3000), 230)
+    image = mnist_preprocess.decode(encode(photo, "JPEG"))
+    assert max(image.size) <= mnist_preprocess.WORK_SIZE
+
+
+@pytest.mark.parametrize("data, status, message", [
+    (b"", 400, "empty request"),
+    (b"\x00" * 100, 400, "not a decodable image"),
+    (b"GIF89a", 400, "not a decodable image"),
+    (png_header(30000, 30000), 413, "image too large"),
+    (png_header(65535, 65535), 413, "image too large"),
+    (png_header(600, 400)[:40], 400, "not a decodable image"),
+    (png_header(600, 400), 400, "corrupt or truncated PNG"),
+    (png_header(0, 10), 400, "not a decodable image"),
 ])
-def test_request_formats_all_give_the_same_pixels(digits, row):
+def test_bad_bytes_get_the_right_status_and_a_message(data, status, message):
+    with pytest.raises(InputError, match=message) as error:
+        mnist_preprocess.request_to_pixels({"body": data}, "image/png")
+    assert error.value.status == status
+
+
+def test_a_truncated_png_is_a_400(digits):
+    data = encode(Image.fromarray(np.asarray(Image.open(digits[8]))).resize((200, 200)))
+    with pytest.raises(InputError, match="corrupt or truncated PNG") as error:
+        mnist_preprocess.request_to_pixels({"body": data[: len(data) // 2]}, "image/png")
+    assert error.value.status == 400
+
+
+def test_a_blank_image_is_a_400_naming_it():
+    with pytest.raises(InputError, match="blank image") as error:
+        mnist_preprocess.image_bytes_to_pixels(encode(Image.new("RGB", (100, 100), (200, 180, 160))))
+    assert error.value.status == 400
+
+
+def test_an_unsupported_image_format_is_a_415():
+    with pytest.raises(InputError, match="unsupported image format") as error:
+        mnist_preprocess.image_bytes_to_pixels(encode(Image.new("L", (28, 28)), "PPM"))
+    assert error.value.status == 415
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/xml", "video/mp4"])
+def test_a_content_type_that_is_neither_image_nor_json_is_a_415(digits, content_type):
+    with pytest.raises(InputError, match="unsupported content type") as error:
+        mnist_preprocess.request_to_pixels({"body": digits[0].read_bytes()}, content_type)
+    assert error.value.status == 415
+
+
+@pytest.mark.parametrize("row, content_type", [
+    (lambda b: {"body": b}, "image/png"),
+    (lambda b: {"body": b}, None),
+    (lambda b: {"body": b}, "application/octet-stream"),
+    (lambda b: {"data": b}, "image/png"),
+    (lambda b: {"file": b}, "image/png"),
+    (lambda b: {"body": {"data": base64.b64encode(b).decode()}}, "application/json"),
+])
+def test_request_formats_all_give_the_same_pixels(digits, row, content_type):
     data = digits[3].read_bytes()
-    assert np.array_equal(mnist_preprocess.request_to_pixels(row(data)), np.asarray(Image.open(digits[3])))
+    expected = mnist_preprocess.image_bytes_to_pixels(data)
+    assert np.array_equal(mnist_preprocess.request_to_pixels(row(data), content_type), expected)
 
 
-def test_a_28_by_28_pixel_array_is_accepted():
-    pixels = np.arange(784).reshape(28, 28) % 256
-    assert np.array_equal(mnist_preprocess.request_to_pixels({"body": pixels.tolist()}), pixels)
+def test_a_json_28_by_28_array_is_read_like_the_image(seven):
+    pixels = mnist_preprocess.request_to_pixels({"body": seven.tolist()}, "application/json")
+    assert np.array_equal(pixels, mnist_preprocess.image_bytes_to_pixels(encode(Image.fromarray(seven))))
 
 
-def test_a_pixel_array_of_the_wrong_shape_is_rejected():
-    with pytest.raises(ValueError, match="28×28"):
-        mnist_preprocess.request_to_pixels({"body": [[0] * 27] * 28})
+@pytest.mark.parametrize("body, message", [
+    ([[0] * 27] * 28, "28×28"),
+    ([[0] * 28] * 28, "blank image"),
+    ([["a"] * 28] * 28, "28×28 numbers"),
+    ({"image": "x"}, 'JSON must be {"data"'),
+    ({"data": "not base64!"}, "not valid base64"),
+    ({"data": base64.b64encode(b"not an image").decode()}, "not a decodable image"),
+    (b"{not json", "not valid JSON"),
+    (42, "JSON must be"),
+])
+def test_bad_json_gets_a_400_naming_the_problem(body, message):
+    with pytest.raises(InputError, match=message) as error:
+        mnist_preprocess.request_to_pixels({"body": body}, "application/json")
+    assert error.value.status == 400

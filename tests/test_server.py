@@ -82,19 +82,35 @@ def test_predict_command_json_output(server, digits):
     assert answer["file"] == str(digits[9]) and answer["digit"] == 9
 
 
+def test_no_cors_headers_by_default(server, digits):
+    response = mnist_client.urllib.request.urlopen(mnist_client.urllib.request.Request(
+        f"{server.inference_url}/predictions/mnist", data=digits[0].read_bytes(), method="POST",
+        headers={"Content-Type": "image/png", "Origin": "http://evil.example"}))
+    assert response.status == 200
+    assert response.headers.get("Access-Control-Allow-Origin") is None
+
+
 @pytest.fixture(scope="module")
-def auth_server(model_store):
-    with TorchServe(model_store, token_auth=True) as ts:
+def production_server(model_store):
+    """The production profile: token authorization on."""
+    with TorchServe(model_store, production=True) as ts:
         yield ts
 
 
-def test_with_token_auth_a_request_without_the_token_is_refused(auth_server, digits):
+def test_production_profile_refuses_a_request_without_the_token(production_server, digits):
     with pytest.raises(mnist_client.ClientError, match="HTTP 40[01]"):
-        mnist_client.predict(digits[1].read_bytes(), url=auth_server.inference_url)
+        mnist_client.predict(digits[1].read_bytes(), url=production_server.inference_url)
 
 
-def test_with_token_auth_predict_sends_the_token_from_key_file(auth_server, digits, monkeypatch):
-    monkeypatch.chdir(auth_server.workdir)
-    result = CliRunner().invoke(cli, ["predict", str(digits[4]), "--url", auth_server.inference_url])
+def test_production_profile_predict_sends_the_token_from_key_file(production_server, digits, monkeypatch):
+    monkeypatch.chdir(production_server.workdir)
+    result = CliRunner().invoke(cli, ["predict", str(digits[4]), "--url", production_server.inference_url])
     assert result.exit_code == 0, result.output
     assert ": 4 (" in result.output
+
+
+def test_production_profile_predict_takes_the_token_as_an_option(production_server, digits):
+    result = CliRunner().invoke(cli, ["predict", str(digits[6]), "--url", production_server.inference_url,
+                                      "--token", production_server.token])
+    assert result.exit_code == 0, result.output
+    assert ": 6 (" in result.output
