@@ -56,12 +56,12 @@ class MnistHandler(ImageClassifier):
         ]
 
     def _content_type(self, i: int, row: dict) -> str | None:
-        """The content type of the request part that carries the payload (multipart parts have their own)."""
+        """The content type of the part that carries the payload (multipart parts have their own), else the request's."""
+        headers = self.context.get_all_request_header(i)
         for name in ("data", "file", "body"):
-            if name in row:
-                header = self.context.get_request_header(i, name)
-                return header.get("content-type") if isinstance(header, dict) else None
-        return None
+            if name in row and isinstance(headers.get(name), dict):
+                return headers[name].get("content-type")
+        return next((v for k, v in headers.items() if k.lower() == "content-type" and isinstance(v, str)), None)
 
     def _error(self, i: int, status: int, message: str) -> dict:
         self.context.set_response_status(status, ERROR_TYPES.get(status, "Error"), i)

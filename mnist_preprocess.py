@@ -42,8 +42,14 @@ def request_to_pixels(row: dict, content_type: str | None = None) -> np.ndarray:
     JSON {"data": "<base64 image>"}, and JSON 28×28 arrays of pixel values.
     """
     name = next((k for k in ("data", "file", "body") if k in row), None)
-    payload = row.get(name) if name else None
     kind = (content_type or "").split(";")[0].strip().lower()
+    if name is None and kind == "application/x-www-form-urlencoded":
+        raise InputError("the body was sent as application/x-www-form-urlencoded (curl -d, --data-binary): send the "
+                         "image with an image content type (curl -T FILE, or -H 'Content-Type: image/png')", 415)
+    if name is None and row:
+        raise InputError(f"no image in the request (fields: {', '.join(sorted(map(str, row)))}): send it as the body, "
+                         'or as the multipart field "data" or "file"')
+    payload = row.get(name) if name else None
     if payload is None or (isinstance(payload, (bytes, bytearray, str, list, dict)) and len(payload) == 0):
         raise InputError("empty request: send an image (PNG, JPEG, BMP, GIF, WebP or TIFF) or JSON")
     if kind == "application/json" or isinstance(payload, (dict, list)):

@@ -52,7 +52,7 @@ def server(model_store):
         yield ts
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def digits() -> list[Path]:
     assert len(DIGITS) == 10
     return DIGITS

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
 
 import mnist_client
 import mnist_preprocess
@@ -38,7 +37,7 @@ def test_each_sample_digit_is_read_correctly(server, digits):
 def test_served_probabilities_match_the_model_in_process(server, tiny_checkpoint, digits):
     model = MnistClassificationNet().eval()
     model.load_state_dict(torch.load(tiny_checkpoint, weights_only=True))
-    pixels = np.stack([np.asarray(Image.open(p)) for p in digits])
+    pixels = np.stack([mnist_preprocess.image_bytes_to_pixels(p.read_bytes()) for p in digits])
     with torch.inference_mode():
         expected = model(mnist_preprocess.normalize(torch.from_numpy(pixels))).exp()
     served = [mnist_client.predict(p.read_bytes(), url=server.inference_url)["probabilities"] for p in digits]
