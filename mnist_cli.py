@@ -132,11 +132,9 @@ def serve(ts_config, wait):
 @cli.command()
 def stop():
     """Stop the TorchServe started from this machine's temp dir (as `torchserve --stop`), and its workers."""
-    import tempfile
-
     import mnist_server
 
-    pid_file = Path(tempfile.gettempdir()) / ".model_server.pid"
+    pid_file = mnist_server.pid_file_path()
     pid = mnist_server._live_pid(pid_file)
     if pid is None:
         click.echo("TorchServe is not running.")

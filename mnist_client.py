@@ -31,8 +31,8 @@ class ClientError(Exception):
 
     @property
     def retryable(self) -> bool:
-        """Worth another try: the server is not up yet, or has no free worker for the moment."""
-        return self.status in (None, 503)
+        """Worth another try: the server is not up yet, has no free worker, or lost the worker mid-request (507)."""
+        return self.status in (None, 503, 507)
 
 
 def content_type(data: bytes) -> str:
@@ -86,7 +86,7 @@ def predict(data: bytes, url: str = C.INFERENCE_URL, model: str = C.MODEL_NAME, 
             timeout: float = 30, retries: int = 3, wait: float = 0) -> dict:
     """Send one image; returns the handler's {"digit", "confidence", "probabilities"}.
 
-    Connection errors and 503s (server starting, worker restarting, queue full) are retried up to `retries`
+    Connection errors, 503s (server starting, queue full) and 507s (worker died mid-request) are retried up to `retries`
     times with exponential backoff from 0.1 s, or for up to `wait` seconds when that is longer.
     """
     deadline = time.monotonic() + wait

@@ -119,24 +119,29 @@ def decode(data: bytes) -> Image.Image:
         if image.format == "JPEG":
             image.draft("L", (WORK_SIZE, WORK_SIZE))
         image.load()
-        if max(image.size) > WORK_SIZE:
-            image = image.reduce(-(-max(image.size) // WORK_SIZE))
     except Exception as e:
         raise InputError(f"corrupt or truncated {image.format} image: {e}") from None
     return image
 
 
 def grayscale(image: Image.Image) -> np.ndarray:
-    """Any mode → float32 gray 0..255; transparent pixels take the colour opposite to the ink's."""
+    """Any mode → float32 gray 0..255 at most WORK_SIZE a side; transparent pixels take the colour opposite
+    to the ink's. Bands are reduced one at a time: one byte a pixel is four times cheaper than RGBA."""
+    factor = -(-max(image.size) // WORK_SIZE)
+
+    def small(band: Image.Image) -> np.ndarray:
+        return np.asarray(band.reduce(factor) if factor > 1 else band, dtype=np.float32)
+
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        values = np.asarray(image.convert("F") if image.mode != "F" else image, dtype=np.float32)
+        values = small(image.convert("F"))
         top = values.max()
         return values * (255.0 / top) if top > 0 else values
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
-    if not has_alpha:
-        return np.asarray(image.convert("L"), dtype=np.float32)
-    gray_alpha = np.asarray(image.convert("LA"), dtype=np.float32)
-    gray, alpha = gray_alpha[..., 0], gray_alpha[..., 1] / 255.0
+    if image.mode == "P" or "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode not in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return small(image.convert("L"))
+    alpha = small(image.getchannel("A")) / 255.0
+    gray = small(image.convert("L"))
     if alpha.min() >= 1.0:
         return gray
     opaque = alpha > 0.5

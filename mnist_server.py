@@ -84,8 +84,7 @@ def preflight(config_path, tmp_dir=None) -> dict:
     if not config_path.is_file():
         raise ServerError(f"{config_path} not found: run from the repo root or pass --ts-config")
     props = read_properties(config_path)
-    pid_file = Path(tmp_dir or tempfile.gettempdir()) / ".model_server.pid"
-    pid = _live_pid(pid_file)
+    pid = _live_pid(pid_file_path(tmp_dir))
     if pid:
         raise ServerError(f"TorchServe is already running (pid {pid}): stop it first with `torchserve --stop`")
     store = Path(props.get("model_store", C.MODEL_STORE))
@@ -100,6 +99,11 @@ def preflight(config_path, tmp_dir=None) -> dict:
             host, port = props[key].rsplit("/", 1)[-1].rsplit(":", 1)
             _check_port_free(host, int(port), key, config_path)
     return props
+
+
+def pid_file_path(tmp_dir=None) -> Path:
+    """Where the torchserve launcher keeps its PID file: the temp dir it sees ($TMPDIR, else /tmp)."""
+    return Path(tmp_dir or os.environ.get("TMPDIR") or tempfile.gettempdir()) / ".model_server.pid"
 
 
 def _live_pid(pid_file: Path) -> int | None:

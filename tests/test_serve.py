@@ -1,0 +1,50 @@
+"""`mnist-kit serve` says plainly what would make `torchserve --start` fail, before starting anything."""
+
+import os
+import socket
+
+from click.testing import CliRunner
+
+import mnist_server
+from mnist_cli import cli
+
+
+def config(tmp_path, store, port=None) -> str:
+    path = tmp_path / "config.properties"
+    path.write_text(mnist_server.server_config(inference_port=port or mnist_server.free_port(),
+                                               management_port=mnist_server.free_port(),
+                                               metrics_port=mnist_server.free_port(), model_store=store))
+    return str(path)
+
+
+def serve(tmp_path, config_path):
+    return CliRunner().invoke(cli, ["serve", "--ts-config", config_path], env={"TMPDIR": str(tmp_path)})
+
+
+def test_an_empty_model_store_says_to_train_and_archive_first(tmp_path):
+    (tmp_path / "store").mkdir()
+    result = serve(tmp_path, config(tmp_path, tmp_path / "store"))
+    assert result.exit_code == 1
+    assert "has no mnist.mar: train and archive first (mnist-kit train && mnist-kit archive)" in result.output
+
+
+def test_a_taken_port_is_named(tmp_path, model_store):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = serve(tmp_path, config(tmp_path, model_store, port))
+    assert result.exit_code == 1
+    assert f"port {port} (inference_address" in result.output and "is taken by another program" in result.output
+
+
+def test_a_running_server_is_named_with_how_to_stop_it(tmp_path, model_store):
+    (tmp_path / ".model_server.pid").write_text(str(os.getpid()))
+    result = serve(tmp_path, config(tmp_path, model_store))
+    assert result.exit_code == 1
+    assert f"TorchServe is already running (pid {os.getpid()}): stop it first" in result.output
+
+
+def test_a_missing_config_file_is_named(tmp_path):
+    result = serve(tmp_path, str(tmp_path / "nowhere.properties"))
+    assert result.exit_code == 1 and "nowhere.properties not found" in result.output
