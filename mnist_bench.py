@@ -1,7 +1,19 @@
-"""Benchmarks: what preprocessing costs per kind of image (and, with a server, what serving costs)."""
+"""Benchmarks: serving throughput and latency against the stack's own ceiling, cold start, preprocessing cost.
+
+The load generator is wrk (C, epoll; Debian's `wrk`), one thread, keep-alive connections; its own CPU use is
+reported so a reader can see it is not the bottleneck. The ceiling is a no-op handler (noop_handler.py)
+served with the same batching settings: the most any handler could get out of TorchServe on this machine.
+"""
 
 import io
+import json
+import os
+import resource
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,6 +56,161 @@ def preprocess_costs(min_seconds: float = 1.0) -> dict[str, dict]:
         results[name] = {"bytes": len(data), "ms_median": round(1000 * statistics.median(times), 3),
                          "ms_p90": round(1000 * np.percentile(times, 90), 3), "runs": len(times)}
     return results
+
+
+WRK_SCRIPT = """
+local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE")
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d, '
+    .. '"p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+
+def wrk(url: str, body: Path, concurrency: int, seconds: float, content_type: str = "image/png") -> dict:
+    """One wrk run; returns req/s, latency percentiles in ms, errors and the generator's CPU use."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed: scripts/setup.sh installs it (Debian: apt-get install wrk)")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", script.name,
+             url], capture_output=True, text=True, timeout=seconds + 60,
+            env={**os.environ, "BENCH_BODY": str(body), "BENCH_CONTENT_TYPE": content_type})
+    finally:
+        os.unlink(script.name)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = next((l for l in out.stdout.splitlines() if l.startswith("{")), None)
+    if line is None:
+        raise RuntimeError(f"wrk failed: {out.stdout}{out.stderr}")
+    r = json.loads(line)
+    seconds_run = r["duration_us"] / 1e6
+    return {
+        "concurrency": concurrency,
+        "requests": r["requests"],
+        "req_per_s": round(r["requests"] / seconds_run, 1),
+        "p50_ms": r["p50_us"] / 1000, "p90_ms": r["p90_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
+        "errors": r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"],
+        "generator_cpu": round((after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / seconds_run, 2),
+    }
+
+
+def noop_archive(export_path: Path) -> Path:
+    """noop.mar with the kit's batching settings."""
+    import mnist_archive
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp, "model-config.yaml")
+        config.write_text(mnist_archive.model_config())
+        handler = Path(__file__).resolve().parent / "noop_handler.py"
+        subprocess.run([sys.executable, "-m", "model_archiver.model_packaging", "--model-name", "noop",
+                        "--version", "1.0", "--handler", str(handler), "--config-file", str(config),
+                        "--export-path", str(export_path), "--force"], check=True, capture_output=True,
+                       env={**os.environ, "TMPDIR": tmp})
+    return export_path / "noop.mar"
+
+
+def serve_and_load(archive: Path, model: str, concurrencies, seconds: float, body: Path, progress) -> dict:
+    """Start a private TorchServe with `archive`, time its cold start, then sweep the concurrencies."""
+    import mnist_client
+    import mnist_server
+
+    with tempfile.TemporaryDirectory() as store:
+        shutil.copy(archive, Path(store, archive.name))
+        start = time.perf_counter()
+        with mnist_server.TorchServe(store, load_models=archive.name) as ts:
+            mnist_client.predict(body.read_bytes(), url=ts.inference_url, model=model, wait=30)
+            cold_start = time.perf_counter() - start
+            url = f"{ts.inference_url}/predictions/{model}"
+            wrk(url, body, max(concurrencies), min(seconds, 2))  # warm-up
+            sweep = []
+            for c in concurrencies:
+                sweep.append(wrk(url, body, c, seconds))
+                progress(f"{model} c={c}: {sweep[-1]['req_per_s']:.0f} req/s, p99 {sweep[-1]['p99_ms']:.1f} ms")
+            workers = len(ts.worker_pids(model))
+    return {"cold_start_s": round(cold_start, 2), "workers": workers, "sweep": sweep}
+
+
+def run(archive=Path("model_store/mnist.mar"), concurrencies=(1, 8, 32, 64), seconds: float = 10,
+        body: Path = SAMPLE, progress=lambda message: None) -> dict:
+    """The whole benchmark: kit and ceiling with the same settings, one after the other, on this machine."""
+    import mnist_archive
+    import platform
+
+    with tempfile.TemporaryDirectory() as tmp:
+        noop = noop_archive(Path(tmp))
+        kit = serve_and_load(Path(archive), "mnist", concurrencies, seconds, body, progress)
+        ceiling = serve_and_load(noop, "noop", concurrencies, seconds, body, progress)
+    for k, c in zip(kit["sweep"], ceiling["sweep"]):
+        k["ratio_to_ceiling"] = round(k["req_per_s"] / c["req_per_s"], 3) if c["req_per_s"] else None
+    return {
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                    "python": platform.python_version()},
+        "settings": {"batch_size": mnist_archive_settings()[0], "max_batch_delay_ms": mnist_archive_settings()[1],
+                     "workers": kit["workers"], "seconds_per_point": seconds, "body": body.name},
+        "kit": kit, "ceiling": ceiling, "preprocess": preprocess_costs(),
+    }
+
+
+def mnist_archive_settings() -> tuple[int, int]:
+    import mnist_constants as C
+
+    return C.BATCH_SIZE, C.MAX_BATCH_DELAY_MS
+
+
+def plot(result: dict, path: Path) -> None:
+    """Throughput and p99 against concurrency, kit vs ceiling."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, style in (("kit", "o-"), ("ceiling", "s--")):
+        sweep = result[name]["sweep"]
+        xs = [p["concurrency"] for p in sweep]
+        label = "mnist-kit" if name == "kit" else "no-op handler (ceiling)"
+        left.plot(xs, [p["req_per_s"] for p in sweep], style, label=label)
+        right.plot(xs, [p["p99_ms"] for p in sweep], style, label=label)
+    for axis, title in ((left, "throughput (req/s)"), (right, "p99 latency (ms)")):
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("concurrent connections")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    fig.suptitle(f"TorchServe on {result['machine']['cpus']} CPU cores, batch {result['settings']['batch_size']}, "
+                 f"max delay {result['settings']['max_batch_delay_ms']} ms")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def report(result: dict) -> str:
+    """The figures as a table for people."""
+    lines = [f"{'conc':>4} | {'mnist-kit req/s':>15} {'p50':>6} {'p90':>6} {'p99':>6} {'err':>4} | "
+             f"{'ceiling req/s':>13} {'p50':>6} {'p99':>6} | {'ratio':>5}"]
+    for k, c in zip(result["kit"]["sweep"], result["ceiling"]["sweep"]):
+        lines.append(f"{k['concurrency']:>4} | {k['req_per_s']:>15.0f} {k['p50_ms']:>6.2f} {k['p90_ms']:>6.2f} "
+                     f"{k['p99_ms']:>6.2f} {k['errors']:>4} | {c['req_per_s']:>13.0f} {c['p50_ms']:>6.2f} "
+                     f"{c['p99_ms']:>6.2f} | {k['ratio_to_ceiling']:>5.2f}")
+    lines.append("latencies in ms; ceiling: a no-op handler served with the same settings, in the same run")
+    generator = max(p["generator_cpu"] for name in ("kit", "ceiling") for p in result[name]["sweep"])
+    lines.append(f"load generator (wrk, 1 thread) used at most {generator:.2f} of a core")
+    lines.append(f"cold start (torchserve --start to first prediction): {result['kit']['cold_start_s']:.2f} s "
+                 f"(no-op handler: {result['ceiling']['cold_start_s']:.2f} s)")
+    lines.append("preprocessing per image, one core: " + ", ".join(
+        f"{name} {r['ms_median']:.2f} ms" for name, r in result["preprocess"].items()))
+    return "\n".join(lines)
 
 
 def print_preprocess_costs() -> None:

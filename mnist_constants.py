@@ -33,8 +33,7 @@ KEY_FILE = "key_file.json"
 MAX_IMAGE_PIXELS = 25_000_000
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
-# Serving defaults written into the archive's model-config.yaml.
-WORKERS = 2
+# Serving defaults written into the archive's model-config.yaml (why: mnist_archive.model_config).
 BATCH_SIZE = 16
-MAX_BATCH_DELAY_MS = 2
+MAX_BATCH_DELAY_MS = 1
 RESPONSE_TIMEOUT_S = 30

@@ -4,6 +4,8 @@ Thin on purpose: decoding and normalisation live in mnist_preprocess, the networ
 the model cannot read gets its own 4xx with a JSON message; the other requests of its batch are answered as usual.
 """
 
+import json
+
 import numpy as np
 import torch
 from PIL import Image
@@ -21,6 +23,8 @@ class MnistHandler(ImageClassifier):
     def initialize(self, context):
         # One intra-op thread per worker: with one worker per core, larger pools fight over the cores.
         torch.set_num_threads(1)
+        if "x86" in torch.backends.quantized.supported_engines:
+            torch.backends.quantized.engine = "x86"  # what int8 archives were quantised for
         super().initialize(context)
         # VisionHandler lifts PIL's decompression-bomb limit unless limit_max_image_pixels is set; keep ours.
         Image.MAX_IMAGE_PIXELS = C.MAX_IMAGE_PIXELS
@@ -43,15 +47,19 @@ class MnistHandler(ImageClassifier):
                 answers[i] = self._error(i, 500, f"preprocessing failed: {type(e).__name__}: {e}")
         if pixels:
             x = mnist_preprocess.normalize(torch.from_numpy(np.stack(pixels))).to(self.device)
-            results = iter(self.postprocess(self.inference(x)))
+            with torch.inference_mode():
+                results = iter(self.postprocess(self.model(x)))
             answers = [answer if answer is not None else next(results) for answer in answers]
+        for i in range(len(data)):
+            context.set_response_content_type(i, "application/json")
         return answers
 
     def postprocess(self, data):
-        probabilities = data.exp()
+        """One JSON text per image, serialised here: TorchServe would pretty-print dicts, at twice the cost."""
+        probabilities = data.float().exp()
         confidence, digit = probabilities.max(dim=1)
         return [
-            {"digit": d, "confidence": c, "probabilities": p}
+            json.dumps({"digit": d, "confidence": round(c, 6), "probabilities": [round(v, 6) for v in p]})
             for d, c, p in zip(digit.tolist(), confidence.tolist(), probabilities.tolist())
         ]
 

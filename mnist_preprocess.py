@@ -91,11 +91,25 @@ def array_to_pixels(values: list) -> np.ndarray:
         raise InputError(f"a pixel array must be {C.IMAGE_SIZE}×{C.IMAGE_SIZE}, got shape {pixels.shape}")
     if not np.isfinite(pixels).all():
         raise InputError("a pixel array must hold finite numbers 0..255")
-    return center(find_ink(np.clip(pixels, 0, 255)))
+    pixels = np.clip(pixels, 0, 255)
+    if is_mnist_native(pixels) and (pixels == np.round(pixels)).all():
+        return pixels.astype(np.uint8)
+    return center(find_ink(pixels))
 
 
 def image_bytes_to_pixels(data: bytes) -> np.ndarray:
-    return center(find_ink(grayscale(decode(data))))
+    image = decode(data)
+    if image.size == (C.IMAGE_SIZE, C.IMAGE_SIZE) and image.mode == "L":
+        pixels = np.asarray(image)
+        if is_mnist_native(pixels):
+            return pixels
+    return center(find_ink(grayscale(image)))
+
+
+def is_mnist_native(pixels: np.ndarray) -> bool:
+    """Already in MNIST's format (28×28, ink on a black border): used as it is, which is both exact and fast."""
+    return (not pixels[0].any() and not pixels[-1].any() and not pixels[:, 0].any() and not pixels[:, -1].any()
+            and pixels.max() > 8)
 
 
 def decode(data: bytes) -> Image.Image:

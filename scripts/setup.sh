@@ -13,6 +13,16 @@ if [ -z "$java_major" ] || [ "$java_major" -lt 17 ]; then
     exit 1
 fi
 
+# wrk is the load generator of `mnist-kit bench` (a C program; Debian package wrk).
+if ! command -v wrk >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing wrk (load generator for mnist-kit bench)"
+        (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1 || echo "setup: warning: could not install wrk; mnist-kit bench needs it" >&2
+    else
+        echo "setup: warning: wrk not found; mnist-kit bench needs it (Debian/Ubuntu: sudo apt-get install wrk)" >&2
+    fi
+fi
+
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv

@@ -1,3 +1,4 @@
+import io
 import json
 import zipfile
 
@@ -15,20 +16,43 @@ def manifest(mar) -> dict:
         return json.loads(z.read("MAR-INF/MANIFEST.json"))
 
 
-def test_archive_manifest_names_the_model_handler_and_version(model_store):
+def test_default_archive_is_int8_torchscript_with_handler_and_version(model_store):
     model = manifest(model_store / "mnist.mar")["model"]
     assert model["modelName"] == "mnist"
     assert model["modelVersion"] == "1.0"
     assert model["handler"] == "mnist_handler.py"
-    assert model["modelFile"] == "mnist_model.py"
-    assert model["serializedFile"] == "mnist_sd.pt"
+    assert model["serializedFile"] == "model.pt" and "modelFile" not in model
     assert model["configFile"] == "model-config.yaml"
+    with zipfile.ZipFile(model_store / "mnist.mar") as z:
+        scripted = torch.jit.load(io.BytesIO(z.read("model.pt")))
+    assert any(p.dtype == torch.qint8 for p in scripted.state_dict().values() if isinstance(p, torch.Tensor)) or \
+        "quantized" in str(scripted.graph)
 
 
 def test_archive_packs_the_shared_preprocessing_and_constants_beside_the_handler(model_store):
     names = set(zipfile.ZipFile(model_store / "mnist.mar").namelist())
     assert {"mnist_handler.py", "mnist_model.py", "mnist_preprocess.py", "mnist_constants.py",
-            "mnist_sd.pt", "model-config.yaml"} <= names
+            "model.pt", "model-config.yaml"} <= names
+
+
+def test_eager_mode_packs_the_state_dict_and_model_file_as_the_tutorial_does(tiny_checkpoint, tmp_path):
+    model = manifest(mnist_archive.build(tiny_checkpoint, tmp_path, mode="eager"))["model"]
+    assert model["modelFile"] == "mnist_model.py" and model["serializedFile"] == "mnist_sd.pt"
+
+
+def test_script_mode_matches_eager_to_1e_5(tiny_checkpoint, tmp_path, data_dir):
+    import mnist_data
+    import mnist_optimize
+    from mnist_preprocess import normalize
+
+    with zipfile.ZipFile(mnist_archive.build(tiny_checkpoint, tmp_path, mode="script")) as z:
+        scripted = torch.jit.load(io.BytesIO(z.read("model.pt")))
+    eager = mnist_optimize.load_float(tiny_checkpoint)
+    images, _ = mnist_data.load(data_dir, "test", download=False)
+    with torch.inference_mode():
+        for i in range(0, len(images), 1000):
+            x = normalize(images[i : i + 1000])
+            assert torch.allclose(scripted(x).exp(), eager(x).exp(), atol=1e-5)
 
 
 def test_archive_model_config_sets_batching(model_store):
@@ -38,16 +62,16 @@ def test_archive_model_config_sets_batching(model_store):
 
 
 def test_archive_refuses_to_overwrite_without_force(tiny_checkpoint, tmp_path):
-    mnist_archive.build(tiny_checkpoint, tmp_path)
+    mnist_archive.build(tiny_checkpoint, tmp_path, mode="eager")
     before = (tmp_path / "mnist.mar").stat().st_mtime_ns
     with pytest.raises(mnist_archive.ArchiveError, match="already exists: pass --force"):
-        mnist_archive.build(tiny_checkpoint, tmp_path)
+        mnist_archive.build(tiny_checkpoint, tmp_path, mode="eager")
     assert (tmp_path / "mnist.mar").stat().st_mtime_ns == before
-    mnist_archive.build(tiny_checkpoint, tmp_path, force=True)
+    mnist_archive.build(tiny_checkpoint, tmp_path, force=True, mode="eager")
 
 
 def test_other_versions_get_their_own_file(tiny_checkpoint, tmp_path):
-    path = mnist_archive.build(tiny_checkpoint, tmp_path, version="2.0")
+    path = mnist_archive.build(tiny_checkpoint, tmp_path, version="2.0", mode="eager")
     assert path.name == "mnist-2.0.mar"
     assert manifest(path)["model"]["modelVersion"] == "2.0"
 
@@ -72,3 +96,8 @@ def test_archive_command_without_a_checkpoint_says_to_train_first(tmp_path):
                                       "--export-path", str(tmp_path)])
     assert result.exit_code == 1
     assert "not found: train a model first (mnist-kit train)" in result.output
+
+
+def test_int8_without_the_mnist_files_says_what_to_do(tiny_checkpoint, tmp_path):
+    with pytest.raises(mnist_archive.ArchiveError, match="--mode int8 calibrates and verifies on MNIST.*--mode eager"):
+        mnist_archive.build(tiny_checkpoint, tmp_path, data_dir=tmp_path / "nothing")

@@ -1,6 +1,7 @@
 """Accuracy on images shaped the way people send digits (mnist_variants), with the default training recipe."""
 
 import io
+import zipfile
 
 import numpy as np
 import pytest
@@ -68,8 +69,21 @@ def test_every_variant_kind_decodes_to_the_format_it_claims(variants):
     assert formats["printed"] == {"WEBP", "TIFF", "PNG"}
 
 
-def test_the_server_reads_variants_exactly_as_the_model_does_in_process(server, tiny_checkpoint, variants):
+def test_int8_serving_model_stays_within_0_05_points_of_float(trained_checkpoint, data_dir):
+    import mnist_optimize
+
+    images, labels = mnist_data.load(data_dir, "test", download=False)
+    train_images, _ = mnist_data.load(data_dir, "train", download=False)
+    model = mnist_optimize.load_float(trained_checkpoint)
+    quantized = mnist_optimize.quantize_int8(model, train_images[: mnist_optimize.CALIBRATION_IMAGES])
+    drop = mnist_optimize.accuracy(model, images, labels) - mnist_optimize.accuracy(quantized, images, labels)
+    assert drop <= mnist_optimize.MAX_ACCURACY_DROP
+
+
+def test_the_server_reads_variants_exactly_as_the_model_does_in_process(server, model_store, variants):
     sample = variants[::25]
-    expected = predict(load(tiny_checkpoint), [data for _, _, data in sample])
+    with zipfile.ZipFile(model_store / "mnist.mar") as z:
+        archived = torch.jit.load(io.BytesIO(z.read("model.pt")))
+    expected = predict(archived, [data for _, _, data in sample])
     served = [mnist_client.predict(data, url=server.inference_url)["digit"] for _, _, data in sample]
     assert served == expected

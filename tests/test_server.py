@@ -1,8 +1,10 @@
 """Integration: a real TorchServe (the Java server and its Python workers) serving the tiny model's archive."""
 
+import io
 import json
 import shutil
 import subprocess
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -11,9 +13,9 @@ import torch
 from click.testing import CliRunner
 
 import mnist_client
+import mnist_constants as C
 import mnist_preprocess
 from mnist_cli import cli
-from mnist_model import MnistClassificationNet
 from mnist_server import TorchServe
 
 
@@ -34,9 +36,9 @@ def test_each_sample_digit_is_read_correctly(server, digits):
         assert sum(answer["probabilities"]) == pytest.approx(1, abs=1e-4)
 
 
-def test_served_probabilities_match_the_model_in_process(server, tiny_checkpoint, digits):
-    model = MnistClassificationNet().eval()
-    model.load_state_dict(torch.load(tiny_checkpoint, weights_only=True))
+def test_served_probabilities_match_the_archived_model_in_process(server, model_store, digits):
+    with zipfile.ZipFile(model_store / "mnist.mar") as z:
+        model = torch.jit.load(io.BytesIO(z.read("model.pt")))
     pixels = np.stack([mnist_preprocess.image_bytes_to_pixels(p.read_bytes()) for p in digits])
     with torch.inference_mode():
         expected = model(mnist_preprocess.normalize(torch.from_numpy(pixels))).exp()
@@ -64,7 +66,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(server, di
 def test_model_description_shows_batching_and_ready_workers(server):
     [description] = json.loads(server.get(f"{server.management_url}/models/mnist"))
     assert description["modelVersion"] == "1.0"
-    assert description["batchSize"] == 16 and description["maxBatchDelay"] == 2
+    assert description["batchSize"] == C.BATCH_SIZE and description["maxBatchDelay"] == C.MAX_BATCH_DELAY_MS
     assert description["workers"] and all(w["status"] == "READY" for w in description["workers"])
 
 
