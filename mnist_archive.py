@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -78,7 +79,9 @@ def build(serialized_file=C.CHECKPOINT, export_path=C.MODEL_STORE, model_name=C.
             weights, model_file = ["--serialized-file", str(serialized_file)], ["--model-file", mnist_model.__file__]
         else:
             weights, model_file = ["--serialized-file", _serving_model(serialized_file, mode, data_dir, tmp, log)], []
-            extra_files.append(mnist_model.__file__)
+            explain_weights = Path(tmp, C.EXPLAIN_WEIGHTS)
+            shutil.copy(serialized_file, explain_weights)
+            extra_files += [mnist_model.__file__, str(explain_weights)]
         command = [
             sys.executable, "-m", "model_archiver.model_packaging",
             "--model-name", model_name,

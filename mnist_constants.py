@@ -33,6 +33,12 @@ KEY_FILE = "key_file.json"
 MAX_IMAGE_PIXELS = 25_000_000
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
+# Predictions below this confidence are counted in the LowConfidencePredictions metric.
+LOW_CONFIDENCE = 0.9
+# Integrated Gradients steps for /explanations, and the float weights packed beside an int8 or script model.
+EXPLAIN_STEPS = 32
+EXPLAIN_WEIGHTS = "explain_weights.pt"
+
 # Serving defaults written into the archive's model-config.yaml (why: mnist_archive.model_config).
 BATCH_SIZE = 16
 MAX_BATCH_DELAY_MS = 1

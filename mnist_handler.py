@@ -2,13 +2,19 @@
 
 Thin on purpose: decoding and normalisation live in mnist_preprocess, the network in mnist_model. A request
 the model cannot read gets its own 4xx with a JSON message; the other requests of its batch are answered as usual.
+Per batch it reports PredictionsPerDigit, LowConfidencePredictions, PreprocessingTime and RejectedInputs
+(by reason) to TorchServe's metrics, and /explanations answers Integrated Gradients attributions.
 """
 
 import json
+import os
+import time
+from collections import Counter
 
 import numpy as np
 import torch
 from PIL import Image
+from ts.metrics.dimension import Dimension
 from ts.torch_handler.image_classifier import ImageClassifier
 
 import mnist_constants as C
@@ -16,7 +22,7 @@ import mnist_preprocess
 from mnist_model import MnistClassificationNet
 
 ERROR_TYPES = {400: "BadRequestException", 413: "RequestEntityTooLargeException",
-               415: "UnsupportedMediaTypeException", 500: "InternalServerException"}
+               415: "UnsupportedMediaTypeException", 500: "InternalServerException", 501: "NotImplementedException"}
 
 
 class MnistHandler(ImageClassifier):
@@ -28,6 +34,11 @@ class MnistHandler(ImageClassifier):
         super().initialize(context)
         # VisionHandler lifts PIL's decompression-bomb limit unless limit_max_image_pixels is set; keep ours.
         Image.MAX_IMAGE_PIXELS = C.MAX_IMAGE_PIXELS
+        # Explanations need gradients: the float model itself (eager archives) or its weights packed beside.
+        self.float_model = self.model if isinstance(self.model, MnistClassificationNet) else None
+        weights = os.path.join(context.system_properties.get("model_dir"), C.EXPLAIN_WEIGHTS)
+        if self.float_model is None and os.path.isfile(weights):
+            self.float_model = self._load_pickled_model(None, None, weights).eval()
 
     def _load_pickled_model(self, model_dir, model_file, model_pt_path):
         """The base class's loader, but with weights_only=True: a .mar's weights are never executed as pickle code."""
@@ -37,26 +48,65 @@ class MnistHandler(ImageClassifier):
 
     def handle(self, data, context):
         self.context = context
-        answers, pixels = [None] * len(data), []
+        if self._is_explain():
+            return self.explanations(data)
+        start = time.perf_counter()
+        answers, pixels, rejected = [None] * len(data), [], Counter()
         for i, row in enumerate(data):
             try:
                 pixels.append(mnist_preprocess.request_to_pixels(row, self._content_type(i, row)))
             except mnist_preprocess.InputError as e:
                 answers[i] = self._error(i, e.status, str(e))
+                rejected[e.reason] += 1
             except Exception as e:  # a bug of ours must not take the batch or the worker down
                 answers[i] = self._error(i, 500, f"preprocessing failed: {type(e).__name__}: {e}")
+                rejected["internal"] += 1
+        metrics = context.metrics
+        metrics.add_time("PreprocessingTime", round((time.perf_counter() - start) * 1000, 3))
+        for reason, count in rejected.items():
+            metrics.add_counter("RejectedInputs", count, dimensions=[Dimension("Reason", reason)])
         if pixels:
             x = mnist_preprocess.normalize(torch.from_numpy(np.stack(pixels))).to(self.device)
             with torch.inference_mode():
-                results = iter(self.postprocess(self.model(x)))
+                probabilities = self.model(x).float().exp()
+            confidence, digit = probabilities.max(dim=1)
+            for d, count in Counter(digit.tolist()).items():
+                metrics.add_counter("PredictionsPerDigit", count, dimensions=[Dimension("Digit", str(d))])
+            low = int((confidence < C.LOW_CONFIDENCE).sum())
+            if low:
+                metrics.add_counter("LowConfidencePredictions", low)
+            results = iter(self.postprocess(probabilities))
             answers = [answer if answer is not None else next(results) for answer in answers]
         for i in range(len(data)):
             context.set_response_content_type(i, "application/json")
         return answers
 
-    def postprocess(self, data):
+    def explanations(self, data):
+        """/explanations: Integrated Gradients attributions of the predicted digit over the 28×28 input."""
+        from captum.attr import IntegratedGradients
+
+        if self.float_model is None:
+            return [self._error(i, 501, "this archive has no float weights to explain with") for i in range(len(data))]
+        answers = []
+        for i, row in enumerate(data):
+            try:
+                pixels = mnist_preprocess.request_to_pixels(row, self._content_type(i, row))
+            except mnist_preprocess.InputError as e:
+                answers.append(self._error(i, e.status, str(e)))
+                continue
+            x = mnist_preprocess.normalize(torch.from_numpy(pixels[None]))
+            with torch.no_grad():
+                digit = int(self.float_model(x).argmax(1))
+            baseline = mnist_preprocess.normalize(torch.zeros_like(torch.from_numpy(pixels[None])))
+            attributions = IntegratedGradients(self.float_model).attribute(x, baselines=baseline, target=digit,
+                                                                           n_steps=C.EXPLAIN_STEPS)
+            answers.append(json.dumps({"digit": digit, "pixels": pixels.tolist(),
+                                       "attributions": attributions[0, 0].round(decimals=6).tolist()}))
+            self.context.set_response_content_type(i, "application/json")
+        return answers
+
+    def postprocess(self, probabilities):
         """One JSON text per image, serialised here: TorchServe would pretty-print dicts, at twice the cost."""
-        probabilities = data.float().exp()
         confidence, digit = probabilities.max(dim=1)
         return [
             json.dumps({"digit": d, "confidence": round(c, 6), "probabilities": [round(v, 6) for v in p]})

@@ -23,11 +23,12 @@ WORK_SIZE = 160
 
 
 class InputError(ValueError):
-    """A request the model cannot read; `status` is the HTTP status to answer with."""
+    """A request the model cannot read: `status` is the HTTP status to answer with, `reason` its metric label."""
 
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400, reason: str = "invalid"):
         super().__init__(message)
         self.status = status
+        self.reason = reason
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -45,29 +46,32 @@ def request_to_pixels(row: dict, content_type: str | None = None) -> np.ndarray:
     kind = (content_type or "").split(";")[0].strip().lower()
     if name is None and kind == "application/x-www-form-urlencoded":
         raise InputError("the body was sent as application/x-www-form-urlencoded (curl -d, --data-binary): send the "
-                         "image with an image content type (curl -T FILE, or -H 'Content-Type: image/png')", 415)
+                         "image with an image content type (curl -T FILE, or -H 'Content-Type: image/png')", 415,
+                         reason="content_type")
     if name is None and row:
         raise InputError(f"no image in the request (fields: {', '.join(sorted(map(str, row)))}): send it as the body, "
-                         'or as the multipart field "data" or "file"')
+                         'or as the multipart field "data" or "file"', reason="empty")
     payload = row.get(name) if name else None
     if payload is None or (isinstance(payload, (bytes, bytearray, str, list, dict)) and len(payload) == 0):
-        raise InputError("empty request: send an image (PNG, JPEG, BMP, GIF, WebP or TIFF) or JSON")
+        raise InputError("empty request: send an image (PNG, JPEG, BMP, GIF, WebP or TIFF) or JSON", reason="empty")
     if kind == "application/json" or isinstance(payload, (dict, list)):
         return json_to_pixels(payload)
     if kind.startswith("text/") or kind == "application/x-www-form-urlencoded" or isinstance(payload, str):
         raise InputError(f"unsupported content type {kind or 'text'!r}: send an image/* body or application/json",
-                         415)
+                         415, reason="content_type")
     if kind and not (kind.startswith("image/") or kind == "application/octet-stream"):
-        raise InputError(f"unsupported content type {kind!r}: send an image/* body or application/json", 415)
+        raise InputError(f"unsupported content type {kind!r}: send an image/* body or application/json", 415,
+                         reason="content_type")
     return image_bytes_to_pixels(bytes(payload))
 
 
 def json_to_pixels(payload) -> np.ndarray:
     if isinstance(payload, (bytes, bytearray)):
-        raise InputError("the body is not valid JSON")
+        raise InputError("the body is not valid JSON", reason="bad_json")
     if isinstance(payload, dict):
         if "data" not in payload:
-            raise InputError('JSON must be {"data": "<base64 image>"} or a 28×28 array of pixel values')
+            raise InputError('JSON must be {"data": "<base64 image>"} or a 28×28 array of pixel values',
+                             reason="bad_json")
         payload = payload["data"]
         if isinstance(payload, str):
             try:
@@ -75,10 +79,10 @@ def json_to_pixels(payload) -> np.ndarray:
             except (binascii.Error, ValueError) as e:
                 if isinstance(e, InputError):
                     raise
-                raise InputError(f'"data" is not valid base64: {e}') from None
+                raise InputError(f'"data" is not valid base64: {e}', reason="bad_json") from None
     if isinstance(payload, list):
         return array_to_pixels(payload)
-    raise InputError('JSON must be {"data": "<base64 image>"} or a 28×28 array of pixel values')
+    raise InputError('JSON must be {"data": "<base64 image>"} or a 28×28 array of pixel values', reason="bad_json")
 
 
 def array_to_pixels(values: list) -> np.ndarray:
@@ -86,11 +90,12 @@ def array_to_pixels(values: list) -> np.ndarray:
     try:
         pixels = np.array(values, dtype=np.float32)
     except (ValueError, TypeError, OverflowError):
-        raise InputError(f"a pixel array must be {C.IMAGE_SIZE}×{C.IMAGE_SIZE} numbers") from None
+        raise InputError(f"a pixel array must be {C.IMAGE_SIZE}×{C.IMAGE_SIZE} numbers", reason="bad_json") from None
     if pixels.shape != (C.IMAGE_SIZE, C.IMAGE_SIZE):
-        raise InputError(f"a pixel array must be {C.IMAGE_SIZE}×{C.IMAGE_SIZE}, got shape {pixels.shape}")
+        raise InputError(f"a pixel array must be {C.IMAGE_SIZE}×{C.IMAGE_SIZE}, got shape {pixels.shape}",
+                         reason="bad_json")
     if not np.isfinite(pixels).all():
-        raise InputError("a pixel array must hold finite numbers 0..255")
+        raise InputError("a pixel array must hold finite numbers 0..255", reason="bad_json")
     pixels = np.clip(pixels, 0, 255)
     if is_mnist_native(pixels) and (pixels == np.round(pixels)).all():
         return pixels.astype(np.uint8)
@@ -117,16 +122,19 @@ def decode(data: bytes) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
-        raise InputError(f"image too large: {e}", 413) from None
+        raise InputError(f"image too large: {e}", 413, reason="too_large") from None
     except Exception:
-        raise InputError("not a decodable image: send PNG, JPEG, BMP, GIF, WebP or TIFF") from None
+        raise InputError("not a decodable image: send PNG, JPEG, BMP, GIF, WebP or TIFF",
+                         reason="undecodable") from None
     width, height = image.size
     if image.format not in FORMATS:
-        raise InputError(f"unsupported image format {image.format}: send PNG, JPEG, BMP, GIF, WebP or TIFF", 415)
+        raise InputError(f"unsupported image format {image.format}: send PNG, JPEG, BMP, GIF, WebP or TIFF", 415,
+                         reason="format")
     if width < 1 or height < 1:
-        raise InputError(f"image has no pixels ({width}×{height})")
+        raise InputError(f"image has no pixels ({width}×{height})", reason="undecodable")
     if width * height > C.MAX_IMAGE_PIXELS:
-        raise InputError(f"image too large: {width}×{height} pixels, the limit is {C.MAX_IMAGE_PIXELS:,}", 413)
+        raise InputError(f"image too large: {width}×{height} pixels, the limit is {C.MAX_IMAGE_PIXELS:,}", 413,
+                         reason="too_large")
     try:
         if image.mode.startswith("I;16"):
             image = image.convert("I")
@@ -134,7 +142,7 @@ def decode(data: bytes) -> Image.Image:
             image.draft("L", (WORK_SIZE, WORK_SIZE))
         image.load()
     except Exception as e:
-        raise InputError(f"corrupt or truncated {image.format} image: {e}") from None
+        raise InputError(f"corrupt or truncated {image.format} image: {e}", reason="corrupt") from None
     return image
 
 
@@ -182,7 +190,7 @@ def find_ink(gray: np.ndarray) -> np.ndarray:
     inked = ink[ink > 0]
     top = np.percentile(inked, 95) if inked.size else 0.0
     if top <= 8.0:
-        raise InputError("blank image: no digit found")
+        raise InputError("blank image: no digit found", reason="blank")
     return np.clip(ink * (255.0 / top), 0, 255, out=ink)
 
 
@@ -218,7 +226,7 @@ def center(ink: np.ndarray) -> np.ndarray:
     patch = np.asarray(patch, dtype=np.float32)
     mass = patch.sum()
     if mass <= 0:
-        raise InputError("blank image: no digit found")
+        raise InputError("blank image: no digit found", reason="blank")
     cy = (patch.sum(1) * np.arange(patch.shape[0])).sum() / mass
     cx = (patch.sum(0) * np.arange(patch.shape[1])).sum() / mass
     half = C.IMAGE_SIZE / 2  # MNIST centres of mass sit at pixel (14, 14)

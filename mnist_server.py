@@ -56,6 +56,8 @@ def server_config(inference_port=C.INFERENCE_PORT, management_port=C.MANAGEMENT_
         "# A digit photo is at most a few MB; larger bodies get 413 before they reach a worker.",
         f"max_request_size={C.MAX_REQUEST_BYTES}",
         "metrics_mode=prometheus",
+        "# Publish the handler's own metrics (PredictionsPerDigit, RejectedInputs, ...) without a metrics.yaml.",
+        "model_metrics_auto_detect=true",
         "# No cors_allowed_origin: no CORS headers, so web pages from other origins cannot call the API.",
     ]
     if initial_worker_port:
