@@ -1,6 +1,7 @@
 """The `mnist-kit` command line: one command per function, each a thin layer over the module that does the work."""
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -195,6 +196,187 @@ def predict(images, url, model, token, key_file, retries, wait, as_json):
                 click.echo(f"{path}: {answer['digit']} ({100 * answer['confidence']:.1f} %)")
     except mnist_client.ClientError as e:
         raise click.ClickException(str(e))
+
+
+@cli.command()
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=C.CHECKPOINT,
+              show_default=True, help="The state_dict to evaluate in this process (ignored with --url).")
+@click.option("--url", default=None, help="Evaluate a live TorchServe instead, sending each test image as a PNG.")
+@click.option("--token", envvar="MNIST_KIT_TOKEN", default=None, help="Inference token when token auth is on.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help=f"Folder with the MNIST files. Default: ${C.DATA_DIR_ENV} or {C.DATA_DIR}.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N test images.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="reports", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print evaluation.json instead of the summary.")
+def evaluate(checkpoint, url, token, data_dir, limit, out, as_json):
+    """Measure accuracy on the MNIST test set, per digit, with pictures.
+
+    Writes OUT/evaluation.json (accuracy, per-digit precision and recall, confusion matrix),
+    OUT/confusion_matrix.png and OUT/misclassified.png (the most confidently wrong images).
+    With --url it checks what is served: every image goes through HTTP and the handler.
+    """
+    import mnist_client
+    import mnist_data
+    import mnist_evaluate
+
+    try:
+        images, labels = mnist_data.load(data_dir or mnist_data.default_data_dir(), "test")
+    except mnist_data.DataError as e:
+        raise DataMissing(str(e))
+    images, labels = images[:limit], labels[:limit]
+    try:
+        if url:
+            token = token or mnist_client.read_token()
+            with click.progressbar(length=len(images), label=f"evaluating {url}", file=sys.stderr) as bar:
+                def progress(results):
+                    for r in results:
+                        bar.update(1)
+                        yield r
+                probabilities = mnist_evaluate.predict_endpoint(url, images, token, progress=progress)
+        else:
+            probabilities = mnist_evaluate.predict_checkpoint(checkpoint, images)
+    except mnist_client.ClientError as e:
+        raise click.ClickException(str(e))
+    except FileNotFoundError:
+        raise click.ClickException(f"{checkpoint} not found: train a model first (mnist-kit train)")
+    summary = mnist_evaluate.summarize(probabilities, labels.numpy())
+    paths = mnist_evaluate.write_reports(summary, probabilities, labels.numpy(), images.numpy(), out)
+    if as_json:
+        click.echo(paths["json"].read_text())
+        return
+    click.echo(f"{url or checkpoint}: {summary['accuracy']:.2f} % of {summary['images']} test images "
+               f"({summary['errors']} errors)")
+    click.echo("digit  precision  recall")
+    for d, r in summary["per_digit"].items():
+        click.echo(f"{d:>5}  {r['precision']:>8.2f}  {r['recall']:>6.2f}")
+    click.echo(f"wrote {paths['json']}, {paths['confusion']} and {paths['misclassified']}")
+
+
+@cli.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default="explain.png", show_default=True)
+@click.option("--url", default=C.INFERENCE_URL, show_default=True, help="TorchServe inference address.")
+@click.option("--model", default=C.MODEL_NAME, show_default=True)
+@click.option("--token", envvar="MNIST_KIT_TOKEN", default=None, help="Inference token when token auth is on.")
+def explain(image, out, url, model, token):
+    """Show which pixels made the served model read IMAGE as its digit.
+
+    Asks /explanations/MODEL for Integrated Gradients attributions and writes OUT: the 28×28 input the
+    model saw, with pixels that pushed towards the digit in red and against it in blue.
+    """
+    import mnist_client
+    import mnist_explain
+
+    try:
+        answer = mnist_client.explain(image.read_bytes(), url=url, model=model,
+                                      token=token or mnist_client.read_token())
+    except mnist_client.ClientError as e:
+        raise click.ClickException(str(e))
+    mnist_explain.overlay(answer, out, title=f"{image.name}: read as {answer['digit']}")
+    click.echo(f"{image}: {answer['digit']}; wrote {out}")
+
+
+@cli.group()
+@click.option("--url", default=C.MANAGEMENT_URL, show_default=True, help="TorchServe management address.")
+@click.option("--token", envvar="MNIST_KIT_MANAGEMENT_TOKEN", default=None,
+              help=f"Management token when token auth is on. Default: read from ./{C.KEY_FILE}.")
+@click.pass_context
+def models(ctx, url, token):
+    """Manage the models a running TorchServe serves (its management API).
+
+    \b
+      mnist-kit models list
+      mnist-kit models describe mnist
+      mnist-kit models set-default mnist 2.0      # A/B: switch the default version live
+      mnist-kit models scale mnist --workers 4
+      mnist-kit models register mnist-2.0.mar     # needs enable_model_api=true
+    """
+    import mnist_client
+
+    try:
+        ctx.obj = {"url": url.rstrip("/"), "token": token or mnist_client.read_token(api="management")}
+    except mnist_client.ClientError as e:
+        raise click.ClickException(str(e))
+
+
+def _management(ctx, method: str, path: str) -> dict:
+    import mnist_client
+
+    try:
+        body = mnist_client.request(f"{ctx.obj['url']}{path}", method=method, token=ctx.obj["token"])
+    except mnist_client.ClientError as e:
+        if e.status == 405 and method in ("POST", "DELETE"):
+            raise click.ClickException("registering and unregistering models over HTTP is off: set "
+                                       "enable_model_api=true in the server's config.properties to allow it")
+        raise click.ClickException(str(e))
+    return json.loads(body)
+
+
+@models.command("list")
+@click.pass_context
+def models_list(ctx):
+    """The registered models and their archives."""
+    for model in _management(ctx, "GET", "/models")["models"]:
+        click.echo(f"{model['modelName']}  ({model['modelUrl']})")
+
+
+@models.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def describe(ctx, name, as_json):
+    """Every version of NAME: batching, workers and their status."""
+    versions = _management(ctx, "GET", f"/models/{name}/all")
+    default = _management(ctx, "GET", f"/models/{name}")[0]["modelVersion"]
+    if as_json:
+        click.echo(json.dumps(versions, indent=2))
+        return
+    for v in versions:
+        workers = ", ".join(f"{w['pid']} {w['status']}" for w in v["workers"]) or "none"
+        mark = " (default)" if v["modelVersion"] == default else ""
+        click.echo(f"{v['modelName']} {v['modelVersion']}{mark}: {v['modelUrl']}, batch {v['batchSize']} / "
+                   f"{v['maxBatchDelay']} ms, workers {v['minWorkers']}-{v['maxWorkers']}: {workers}")
+
+
+@models.command()
+@click.argument("name")
+@click.option("--workers", type=click.IntRange(0), required=True, help="Number of workers to run.")
+@click.option("--version", default=None, help="A version other than the default.")
+@click.pass_context
+def scale(ctx, name, workers, version):
+    """Run exactly WORKERS workers for NAME (waits until they are up)."""
+    path = f"/models/{name}" + (f"/{version}" if version else "")
+    click.echo(_management(ctx, "PUT", f"{path}?min_worker={workers}&max_worker={workers}&synchronous=true")["status"])
+
+
+@models.command("set-default")
+@click.argument("name")
+@click.argument("version")
+@click.pass_context
+def set_default(ctx, name, version):
+    """Make VERSION what /predictions/NAME answers with, without a restart."""
+    click.echo(_management(ctx, "PUT", f"/models/{name}/{version}/set-default")["status"])
+
+
+@models.command()
+@click.argument("archive")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True)
+@click.pass_context
+def register(ctx, archive, workers):
+    """Register ARCHIVE (a .mar in the server's model store) and start its workers."""
+    from urllib.parse import quote
+
+    click.echo(_management(ctx, "POST", f"/models?url={quote(archive)}&initial_workers={workers}&synchronous=true")
+               ["status"])
+
+
+@models.command()
+@click.argument("name")
+@click.argument("version", required=False)
+@click.pass_context
+def unregister(ctx, name, version):
+    """Unregister NAME (or one VERSION of it) and stop its workers."""
+    click.echo(_management(ctx, "DELETE", f"/models/{name}" + (f"/{version}" if version else ""))["status"])
 
 
 @cli.command()

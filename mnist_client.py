@@ -104,5 +104,13 @@ def predict(data: bytes, url: str = C.INFERENCE_URL, model: str = C.MODEL_NAME, 
         delay = min(delay * 2, 2.0)
 
 
+def explain(data: bytes, url: str = C.INFERENCE_URL, model: str = C.MODEL_NAME, token: str | None = None,
+            timeout: float = 60) -> dict:
+    """Integrated Gradients of the predicted digit: {"digit", "pixels": 28×28, "attributions": 28×28}."""
+    body = request(f"{url.rstrip('/')}/explanations/{model}", data=data, method="POST",
+                   headers={"Content-Type": content_type(data)}, token=token, timeout=timeout)
+    return json.loads(body)
+
+
 def ping(url: str = C.INFERENCE_URL, token: str | None = None, timeout: float = 5) -> dict:
     return json.loads(request(f"{url.rstrip('/')}/ping", token=token, timeout=timeout))

@@ -1,0 +1,105 @@
+"""Evaluation: accuracy, per-digit precision and recall, a confusion matrix and the worst errors, as pictures.
+
+Either the checkpoint in this process, or a live endpoint sent real PNGs, so what is served is what is checked.
+"""
+
+import io
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import mnist_client
+import mnist_optimize
+from mnist_preprocess import normalize
+
+
+def predict_checkpoint(checkpoint, images: torch.Tensor) -> np.ndarray:
+    """Probabilities N×10 of the float model on uint8 images."""
+    model = mnist_optimize.load_float(checkpoint)
+    with torch.inference_mode():
+        return torch.cat([model(normalize(images[i : i + 1000])).exp() for i in range(0, len(images), 1000)]).numpy()
+
+
+def predict_endpoint(url: str, images: torch.Tensor, token=None, concurrency: int = 16, progress=None) -> np.ndarray:
+    """Probabilities N×10 as served: each image sent as a PNG, as a client would."""
+    def one(image: np.ndarray) -> list[float]:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, "PNG")
+        return mnist_client.predict(buffer.getvalue(), url=url, token=token, retries=5)["probabilities"]
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = pool.map(one, images.numpy())
+        return np.array(list(progress(results) if progress else results))
+
+
+def summarize(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    predicted = probabilities.argmax(1)
+    confusion = np.zeros((10, 10), dtype=int)
+    np.add.at(confusion, (labels, predicted), 1)
+    per_digit = {}
+    for d in range(10):
+        tp = confusion[d, d]
+        per_digit[str(d)] = {"precision": round(100 * tp / max(confusion[:, d].sum(), 1), 2),
+                             "recall": round(100 * tp / max(confusion[d].sum(), 1), 2),
+                             "support": int(confusion[d].sum())}
+    return {"images": int(len(labels)), "accuracy": round(100 * float((predicted == labels).mean()), 2),
+            "errors": int((predicted != labels).sum()), "per_digit": per_digit, "confusion_matrix": confusion.tolist()}
+
+
+def worst_errors(probabilities: np.ndarray, labels: np.ndarray, count: int = 36) -> list[int]:
+    """Indexes of the misclassified images, most confidently wrong first."""
+    predicted = probabilities.argmax(1)
+    wrong = np.nonzero(predicted != labels)[0]
+    return wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:count].tolist()
+
+
+def write_reports(summary: dict, probabilities, labels, images, out_dir) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "evaluation.json", "confusion": out_dir / "confusion_matrix.png",
+             "misclassified": out_dir / "misclassified.png"}
+
+    confusion = np.array(summary["confusion_matrix"])
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    shown = np.log1p(confusion)
+    ax.imshow(shown, cmap="Blues")
+    for t in range(10):
+        for p in range(10):
+            if confusion[t, p]:
+                ax.text(p, t, confusion[t, p], ha="center", va="center", fontsize=8,
+                        color="white" if shown[t, p] > shown.max() / 2 else "black")
+    ax.set_xticks(range(10))
+    ax.set_yticks(range(10))
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    ax.set_title(f"MNIST test set: {summary['accuracy']:.2f} % of {summary['images']} ({summary['errors']} errors)")
+    fig.tight_layout()
+    fig.savefig(paths["confusion"], dpi=100)
+    plt.close(fig)
+
+    worst = worst_errors(probabilities, labels)
+    columns = 9
+    rows = max(1, -(-len(worst) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.2, rows * 1.45))
+    for ax in np.atleast_1d(axes).flat:
+        ax.axis("off")
+    for ax, i in zip(np.atleast_1d(axes).flat, worst):
+        predicted = int(probabilities[i].argmax())
+        ax.imshow(images[i], cmap="gray")
+        ax.set_title(f"true {labels[i]} → {predicted}\n{100 * probabilities[i, predicted]:.0f} %", fontsize=7)
+    fig.suptitle("Most confident errors (true → predicted, confidence)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(paths["misclassified"], dpi=100)
+    plt.close(fig)
+
+    paths["json"].write_text(json.dumps({**summary, "worst_errors": worst}, indent=2) + "\n")
+    return paths
