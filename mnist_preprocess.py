@@ -2,7 +2,7 @@
 
 Real images become MNIST-like the way MNIST itself was made: find the ink whatever its polarity, crop to it,
 fit it in a 20×20 box keeping the aspect ratio, and centre it by centre of mass in 28×28.
-Packed into the .mar beside the handler, so it imports only numpy, PIL, torch, torchvision and mnist_constants.
+Packed into the .mar beside the handler, so it imports only numpy, PIL, torch and mnist_constants.
 """
 
 import base64
@@ -12,7 +12,6 @@ import io
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.io import decode_png
 
 import mnist_constants as C
 
@@ -104,27 +103,12 @@ def array_to_pixels(values: list) -> np.ndarray:
 
 
 def image_bytes_to_pixels(data: bytes) -> np.ndarray:
-    pixels = mnist_png(data)
-    if pixels is not None:
-        return pixels
     image = decode(data)
     if image.size == (C.IMAGE_SIZE, C.IMAGE_SIZE) and image.mode == "L":
         pixels = np.asarray(image)
         if is_mnist_native(pixels):
             return pixels
     return center(find_ink(grayscale(image)))
-
-
-def mnist_png(data: bytes) -> np.ndarray | None:
-    """A 28×28 8-bit grayscale PNG in MNIST's format, decoded by libpng (torchvision) at half PIL's cost: the
-    hot path of a digit service. Anything else, or anything odd, returns None and takes the general path."""
-    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:26] != b"IHDR\0\0\0\x1c\0\0\0\x1c\x08\x00":
-        return None
-    try:
-        pixels = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8))[0].numpy()
-    except RuntimeError:
-        return None
-    return pixels if is_mnist_native(pixels) else None
 
 
 def is_mnist_native(pixels: np.ndarray) -> bool:
