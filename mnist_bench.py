@@ -8,6 +8,7 @@ served with the same batching settings: the most any handler could get out of To
 import io
 import json
 import os
+import platform
 import resource
 import shutil
 import statistics
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import mnist_constants as C
 import mnist_preprocess
 import mnist_variants
 
@@ -144,9 +146,6 @@ def serve_and_load(archive: Path, model: str, concurrencies, seconds: float, bod
 def run(archive=Path("model_store/mnist.mar"), concurrencies=(1, 8, 32, 64), seconds: float = 10,
         body: Path = SAMPLE, progress=lambda message: None) -> dict:
     """The whole benchmark: kit and ceiling with the same settings, one after the other, on this machine."""
-    import mnist_archive
-    import platform
-
     with tempfile.TemporaryDirectory() as tmp:
         noop = noop_archive(Path(tmp))
         kit = serve_and_load(Path(archive), "mnist", concurrencies, seconds, body, progress)
@@ -156,16 +155,10 @@ def run(archive=Path("model_store/mnist.mar"), concurrencies=(1, 8, 32, 64), sec
     return {
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "python": platform.python_version()},
-        "settings": {"batch_size": mnist_archive_settings()[0], "max_batch_delay_ms": mnist_archive_settings()[1],
+        "settings": {"batch_size": C.BATCH_SIZE, "max_batch_delay_ms": C.MAX_BATCH_DELAY_MS,
                      "workers": kit["workers"], "seconds_per_point": seconds, "body": body.name},
         "kit": kit, "ceiling": ceiling, "preprocess": preprocess_costs(),
     }
-
-
-def mnist_archive_settings() -> tuple[int, int]:
-    import mnist_constants as C
-
-    return C.BATCH_SIZE, C.MAX_BATCH_DELAY_MS
 
 
 def plot(result: dict, path: Path) -> None:

@@ -1,6 +1,5 @@
 """Shared fixtures: the MNIST files, a tiny model trained once per session, its archive, and a real TorchServe."""
 
-import os
 from pathlib import Path
 
 import pytest
