@@ -119,24 +119,16 @@ def serve(ts_config, wait):
     already running, or when a port is taken; then starts `torchserve --start --ts-config TS_CONFIG --ncs`
     and waits until the models answer. Logs go to logs/; stop it with `mnist-kit stop`.
     """
-    import subprocess
-    import sys
-
+    import mnist_client
     import mnist_server
 
     try:
         props = mnist_server.preflight(ts_config)
-        launcher = [sys.executable, "-m", "ts.model_server", "--start", "--ts-config", str(ts_config), "--ncs"]
-        # Java inherits the launcher's output: a pipe would never close, so it goes to a file.
-        Path("logs").mkdir(exist_ok=True)
-        with open("logs/torchserve.out", "w") as out:
-            result = subprocess.run(launcher, stdout=out, stderr=subprocess.STDOUT)
-        if result.returncode != 0:
-            raise mnist_server.ServerError(f"torchserve --start failed: {_tail(Path('logs/torchserve.out'))}")
+        mnist_server.launch(ts_config, Path("logs/torchserve.out"))
         management = props.get("management_address", C.MANAGEMENT_URL)
-        mnist_server.wait_ready(management, wait, lambda: mnist_server.read_key(".", "management"),
-                                log_tail=lambda: _tail(Path("logs/ts_log.log")))
-    except mnist_server.ServerError as e:
+        mnist_server.wait_ready(management, wait, lambda: mnist_client.read_token(api="management"),
+                                log_tail=lambda: mnist_server.tail(Path("logs/ts_log.log")))
+    except (mnist_server.ServerError, mnist_client.ClientError) as e:
         raise click.ClickException(str(e))
     click.echo(f"TorchServe ready: inference {props.get('inference_address')}, management {management}, "
                f"metrics {props.get('metrics_address')}; stop it with `mnist-kit stop`")
@@ -148,7 +140,7 @@ def stop():
     import mnist_server
 
     pid_file = mnist_server.pid_file_path()
-    pid = mnist_server._live_pid(pid_file)
+    pid = mnist_server.live_pid(pid_file)
     if pid is None:
         click.echo("TorchServe is not running.")
         return
@@ -156,10 +148,6 @@ def stop():
     pid_file.unlink(missing_ok=True)
     Path(C.KEY_FILE).unlink(missing_ok=True)
     click.echo(f"TorchServe (pid {pid}) stopped.")
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.is_file() else ""
 
 
 @cli.command()

@@ -6,7 +6,6 @@ Packed into the .mar beside the handler, so it imports only numpy, PIL, torch an
 """
 
 import base64
-import binascii
 import io
 
 import numpy as np
@@ -75,11 +74,10 @@ def json_to_pixels(payload) -> np.ndarray:
         payload = payload["data"]
         if isinstance(payload, str):
             try:
-                return image_bytes_to_pixels(base64.b64decode(payload, validate=True))
-            except (binascii.Error, ValueError) as e:
-                if isinstance(e, InputError):
-                    raise
+                data = base64.b64decode(payload, validate=True)
+            except ValueError as e:
                 raise InputError(f'"data" is not valid base64: {e}', reason="bad_json") from None
+            return image_bytes_to_pixels(data)
     if isinstance(payload, list):
         return array_to_pixels(payload)
     raise InputError('JSON must be {"data": "<base64 image>"} or a 28×28 array of pixel values', reason="bad_json")

@@ -12,12 +12,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import psutil
 
+import mnist_client
 import mnist_constants as C
 
 
@@ -86,7 +85,7 @@ def preflight(config_path, tmp_dir=None) -> dict:
     if not config_path.is_file():
         raise ServerError(f"{config_path} not found: run from the repo root or pass --ts-config")
     props = read_properties(config_path)
-    pid = _live_pid(pid_file_path(tmp_dir))
+    pid = live_pid(pid_file_path(tmp_dir))
     if pid:
         raise ServerError(f"TorchServe is already running (pid {pid}): stop it first with `torchserve --stop`")
     store = Path(props.get("model_store", C.MODEL_STORE))
@@ -108,7 +107,7 @@ def pid_file_path(tmp_dir=None) -> Path:
     return Path(tmp_dir or os.environ.get("TMPDIR") or tempfile.gettempdir()) / ".model_server.pid"
 
 
-def _live_pid(pid_file: Path) -> int | None:
+def live_pid(pid_file: Path) -> int | None:
     try:
         pid = int(pid_file.read_text().split()[0])
         return pid if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE else None
@@ -134,31 +133,33 @@ def wait_ready(management_url: str, timeout: float, token=lambda: None, alive=la
         if not alive():
             raise ServerError(f"TorchServe exited while starting:\n{log_tail()}")
         try:
-            models = json.loads(_get(f"{management_url}/models", token()))["models"]
+            models = json.loads(mnist_client.request(f"{management_url}/models", token=token(), timeout=10))["models"]
             if models and all(_ready(management_url, m["modelName"], token()) for m in models):
                 return
-        except (urllib.error.URLError, OSError, ValueError, KeyError):
+        except (mnist_client.ClientError, ValueError, KeyError):
             pass
         time.sleep(0.2)
     raise ServerError(f"TorchServe not ready after {timeout:.0f} s:\n{log_tail()}")
 
 
 def _ready(management_url: str, model: str, token: str | None) -> bool:
-    described = json.loads(_get(f"{management_url}/models/{model}/all", token))
+    described = json.loads(mnist_client.request(f"{management_url}/models/{model}/all", token=token, timeout=10))
     return all(any(w["status"] == "READY" for w in version["workers"]) for version in described)
 
 
-def _get(url: str, token: str | None = None) -> bytes:
-    request = urllib.request.Request(url)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return response.read()
+def launch(config, output: Path, cwd=None, env=None) -> None:
+    """`torchserve --start --ts-config CONFIG --ncs`; its output goes to a file, since Java inherits it and
+    would hold a pipe open forever."""
+    launcher = [sys.executable, "-m", "ts.model_server", "--start", "--ts-config", str(config), "--ncs"]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "w") as out:
+        result = subprocess.run(launcher, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise ServerError(f"torchserve --start failed: {tail(output)}")
 
 
-def read_key(workdir, api: str) -> str | None:
-    key_file = Path(workdir) / C.KEY_FILE
-    return json.loads(key_file.read_text())[api]["key"] if key_file.is_file() else None
+def tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.is_file() else "(no log)"
 
 
 class TorchServe:
@@ -183,11 +184,11 @@ class TorchServe:
 
     @property
     def token(self) -> str | None:
-        return read_key(self.workdir, "inference")
+        return mnist_client.read_token(self.workdir / C.KEY_FILE, "inference")
 
     @property
     def management_token(self) -> str | None:
-        return read_key(self.workdir, "management")
+        return mnist_client.read_token(self.workdir / C.KEY_FILE, "management")
 
     def start(self, timeout: float = 120) -> "TorchServe":
         config = self.workdir / "config.properties"
@@ -195,13 +196,7 @@ class TorchServe:
             self.inference_port, self.management_port, self.metrics_port, (free_port(), free_port()),
             self.model_store, self.load_models, self.production, initial_worker_port=free_port(),
         ))
-        launcher = [sys.executable, "-m", "ts.model_server", "--start", "--ts-config", str(config), "--ncs"]
-        # The launcher's output goes to a file: Java inherits it and would hold a pipe open forever.
-        output = self.workdir / "torchserve.out"
-        with open(output, "w") as out:
-            result = subprocess.run(launcher, cwd=self.workdir, env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        if result.returncode != 0:
-            raise ServerError(f"torchserve --start failed: {output.read_text()}")
+        launch(config, self.workdir / "torchserve.out", cwd=self.workdir, env=self.env)
         try:
             wait_ready(self.management_url, timeout, lambda: self.management_token, self.running, self.log_tail)
         except BaseException:
@@ -210,10 +205,11 @@ class TorchServe:
         return self
 
     def get(self, url: str) -> bytes:
-        return _get(url, self.management_token if url.startswith(self.management_url) else self.token)
+        token = self.management_token if url.startswith(self.management_url) else self.token
+        return mnist_client.request(url, token=token, timeout=10)
 
     def pid(self) -> int | None:
-        return _live_pid(self.pid_file)
+        return live_pid(self.pid_file)
 
     def running(self) -> bool:
         return self.pid() is not None
@@ -226,9 +222,8 @@ class TorchServe:
         path = self.workdir / "logs" / log
         return path.read_text(errors="replace").count(text) if path.is_file() else 0
 
-    def log_tail(self, lines: int = 40) -> str:
-        log = self.workdir / "logs" / "ts_log.log"
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.is_file() else "(no log)"
+    def log_tail(self) -> str:
+        return tail(self.workdir / "logs" / "ts_log.log")
 
     def stop(self, timeout: float = 30) -> None:
         """Stop the server and its workers; escalate to SIGKILL so nothing outlives the caller."""
