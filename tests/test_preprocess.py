@@ -46,6 +46,34 @@ def test_normalize_uses_the_training_mean_and_std():
     assert x[0, 0, 0].tolist() == pytest.approx([-C.MNIST_MEAN / C.MNIST_STD, (1 - C.MNIST_MEAN) / C.MNIST_STD])
 
 
+def test_model_input_is_normalize_by_table_lookup(seven):
+    images = np.stack([seven, 255 - seven, np.arange(28 * 28).reshape(28, 28) % 256]).astype(np.uint8)
+    assert torch.equal(mnist_preprocess.model_input(list(images)), mnist_preprocess.normalize(torch.from_numpy(images)))
+
+
+def test_mnist_format_pngs_take_the_libpng_path_with_the_same_pixels_as_pil(digits):
+    for path in digits:
+        data = path.read_bytes()
+        assert np.array_equal(mnist_preprocess.mnist_png(data), np.asarray(Image.open(path))), path
+
+
+@pytest.mark.parametrize("image", [
+    Image.new("L", (28, 28)),  # blank
+    Image.new("L", (28, 28), 255),  # ink at the border: not MNIST's framing
+    Image.new("RGB", (28, 28)),
+    Image.new("L", (29, 28)),
+])
+def test_other_pngs_take_the_general_path(image):
+    assert mnist_preprocess.mnist_png(encode(image)) is None
+
+
+def test_a_corrupt_mnist_format_png_gets_the_general_paths_error(digits):
+    data = digits[7].read_bytes()
+    with pytest.raises(InputError) as e:
+        mnist_preprocess.image_bytes_to_pixels(data[:60])
+    assert e.value.status == 400
+
+
 def test_an_mnist_png_stays_almost_unchanged(digits, seven):
     pixels = mnist_preprocess.image_bytes_to_pixels(digits[7].read_bytes())
     assert np.abs(pixels.astype(int) - seven).mean() < 3
