@@ -15,7 +15,7 @@ import mnist_model
 
 # Everything the handler imports that is not torch, torchvision, PIL, numpy or ts travels inside the .mar.
 HANDLER = importlib.util.find_spec("mnist_handler").origin
-EXTRA_FILES = [importlib.util.find_spec("mnist_preprocess").origin, C.__file__]
+EXTRA_FILES = [importlib.util.find_spec(m).origin for m in ("mnist_preprocess", "mnist_metrics")] + [C.__file__]
 
 
 class ArchiveError(Exception):

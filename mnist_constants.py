@@ -33,8 +33,10 @@ KEY_FILE = "key_file.json"
 MAX_IMAGE_PIXELS = 25_000_000
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
-# Predictions below this confidence are counted in the LowConfidencePredictions metric.
+# Predictions below this confidence are counted in the LowConfidencePredictions metric. The handler's
+# metrics are summed and reported this often (seconds), not per batch.
 LOW_CONFIDENCE = 0.9
+METRICS_INTERVAL_S = 1.0
 # Integrated Gradients steps for /explanations, and the float weights packed beside an int8 or script model.
 EXPLAIN_STEPS = 32
 EXPLAIN_WEIGHTS = "explain_weights.pt"

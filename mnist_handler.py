@@ -2,23 +2,22 @@
 
 Thin on purpose: decoding and normalisation live in mnist_preprocess, the network in mnist_model. A request
 the model cannot read gets its own 4xx with a JSON message; the other requests of its batch are answered as usual.
-Per batch it reports PredictionsPerDigit, LowConfidencePredictions, PreprocessingTime and RejectedInputs
-(by reason) to TorchServe's metrics, and /explanations answers Integrated Gradients attributions.
+It reports PredictionsPerDigit, LowConfidencePredictions, PreprocessingTime and RejectedInputs (by reason)
+to TorchServe's metrics once a second, and /explanations answers Integrated Gradients attributions.
 """
 
 import json
 import os
 import time
-from collections import Counter
 
 import numpy as np
 import torch
 from PIL import Image
-from ts.metrics.dimension import Dimension
 from ts.torch_handler.image_classifier import ImageClassifier
 
 import mnist_constants as C
 import mnist_preprocess
+from mnist_metrics import MetricsWindow
 from mnist_model import MnistClassificationNet
 
 ERROR_TYPES = {400: "BadRequestException", 413: "RequestEntityTooLargeException",
@@ -39,6 +38,7 @@ class MnistHandler(ImageClassifier):
         weights = os.path.join(context.system_properties.get("model_dir"), C.EXPLAIN_WEIGHTS)
         if self.float_model is None and os.path.isfile(weights):
             self.float_model = self._load_pickled_model(None, None, weights).eval()
+        self.metrics_window = MetricsWindow(context.metrics)
 
     def _load_pickled_model(self, model_dir, model_file, model_pt_path):
         """The base class's loader, but with weights_only=True: a .mar's weights are never executed as pickle code."""
@@ -51,35 +51,36 @@ class MnistHandler(ImageClassifier):
         if self._is_explain():
             return self.explanations(data)
         start = time.perf_counter()
-        answers, pixels, rejected = [None] * len(data), [], Counter()
+        answers, pixels, rejected = [None] * len(data), [], []
         for i, row in enumerate(data):
             try:
                 pixels.append(mnist_preprocess.request_to_pixels(row, self._content_type(i, row)))
             except mnist_preprocess.InputError as e:
                 answers[i] = self._error(i, e.status, str(e))
-                rejected[e.reason] += 1
+                rejected.append(e.reason)
             except Exception as e:  # a bug of ours must not take the batch or the worker down
                 answers[i] = self._error(i, 500, f"preprocessing failed: {type(e).__name__}: {e}")
-                rejected["internal"] += 1
-        metrics = context.metrics
-        metrics.add_time("PreprocessingTime", round((time.perf_counter() - start) * 1000, 3))
-        for reason, count in rejected.items():
-            metrics.add_counter("RejectedInputs", count, dimensions=[Dimension("Reason", reason)])
+                rejected.append("internal")
+        preprocessing_ms = (time.perf_counter() - start) * 1000
+        digits, rows = [], []
         if pixels:
-            x = mnist_preprocess.normalize(torch.from_numpy(np.stack(pixels))).to(self.device)
             with torch.inference_mode():
-                probabilities = self.model(x).float().exp()
-            confidence, digit = probabilities.max(dim=1)
-            for d, count in Counter(digit.tolist()).items():
-                metrics.add_counter("PredictionsPerDigit", count, dimensions=[Dimension("Digit", str(d))])
-            low = int((confidence < C.LOW_CONFIDENCE).sum())
-            if low:
-                metrics.add_counter("LowConfidencePredictions", low)
-            results = iter(self.postprocess(probabilities))
+                log_probabilities = self.model(mnist_preprocess.model_input(pixels).to(self.device))
+            probabilities = np.exp(log_probabilities.float().cpu().numpy(), dtype=np.float64)
+            digits, rows = probabilities.argmax(axis=1).tolist(), probabilities.round(6).tolist()
+            results = iter(map(self.to_json, digits, rows))
             answers = [answer if answer is not None else next(results) for answer in answers]
         for i in range(len(data)):
             context.set_response_content_type(i, "application/json")
+        self.metrics_window.add(digits, [row[d] for d, row in zip(digits, rows)], rejected, preprocessing_ms, len(data))
         return answers
+
+    @staticmethod
+    def to_json(digit: int, probabilities: list[float]) -> str:
+        """The answer, written here: TorchServe would pretty-print a dict at several times the cost. Probabilities
+        come rounded to 6 decimals in float64, so each prints in its shortest form."""
+        return (f'{{"digit": {digit}, "confidence": {probabilities[digit]!r}, '
+                f'"probabilities": [{", ".join(map(repr, probabilities))}]}}')
 
     def explanations(self, data):
         """/explanations: Integrated Gradients attributions of the predicted digit over the 28×28 input."""
@@ -94,24 +95,16 @@ class MnistHandler(ImageClassifier):
             except mnist_preprocess.InputError as e:
                 answers.append(self._error(i, e.status, str(e)))
                 continue
-            x = mnist_preprocess.normalize(torch.from_numpy(pixels[None]))
+            x = mnist_preprocess.model_input([pixels])
             with torch.no_grad():
                 digit = int(self.float_model(x).argmax(1))
-            baseline = mnist_preprocess.normalize(torch.zeros_like(torch.from_numpy(pixels[None])))
+            baseline = mnist_preprocess.model_input([np.zeros_like(pixels)])
             attributions = IntegratedGradients(self.float_model).attribute(x, baselines=baseline, target=digit,
                                                                            n_steps=C.EXPLAIN_STEPS)
             answers.append(json.dumps({"digit": digit, "pixels": pixels.tolist(),
                                        "attributions": attributions[0, 0].round(decimals=6).tolist()}))
             self.context.set_response_content_type(i, "application/json")
         return answers
-
-    def postprocess(self, probabilities):
-        """One JSON text per image, serialised here: TorchServe would pretty-print dicts, at twice the cost."""
-        confidence, digit = probabilities.max(dim=1)
-        return [
-            json.dumps({"digit": d, "confidence": round(c, 6), "probabilities": [round(v, 6) for v in p]})
-            for d, c, p in zip(digit.tolist(), confidence.tolist(), probabilities.tolist())
-        ]
 
     def _content_type(self, i: int, row: dict) -> str | None:
         """The content type of the part that carries the payload (multipart parts have their own), else the request's."""
@@ -124,3 +117,4 @@ class MnistHandler(ImageClassifier):
     def _error(self, i: int, status: int, message: str) -> dict:
         self.context.set_response_status(status, ERROR_TYPES.get(status, "Error"), i)
         return {"code": status, "type": ERROR_TYPES.get(status, "Error"), "message": message}
+

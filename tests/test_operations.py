@@ -3,12 +3,14 @@ the handler's own metrics, explanations, and evaluation of what is served."""
 
 import json
 import shutil
+import time
 
 import pytest
 from click.testing import CliRunner
 
 import mnist_archive
 import mnist_client
+import mnist_constants as C
 from mnist_cli import cli
 from mnist_server import TorchServe
 
@@ -68,7 +70,11 @@ def test_handler_metrics_appear_in_prometheus(two_versions, digits):
         mnist_client.predict(path.read_bytes(), url=url)
     with pytest.raises(mnist_client.ClientError):
         mnist_client.predict(b"not an image", url=url)
-    metrics = two_versions.get(f"{two_versions.metrics_url}/metrics").decode()
+    metrics = ""
+    deadline = time.monotonic() + 5 * C.METRICS_INTERVAL_S  # the handler reports once per interval
+    while 'RejectedInputs{Reason="undecodable"' not in metrics and time.monotonic() < deadline:
+        time.sleep(0.2)
+        metrics = two_versions.get(f"{two_versions.metrics_url}/metrics").decode()
     assert 'PredictionsPerDigit{Digit="7",ModelName="mnist"' in metrics
     assert 'RejectedInputs{Reason="undecodable",ModelName="mnist"' in metrics
     assert "PreprocessingTime{" in metrics

@@ -1,0 +1,55 @@
+"""The handler's metrics are summed in the worker and reported once per interval (mnist_metrics.MetricsWindow).
+
+The report goes to TorchServe's metrics cache, recorded here; tests/test_operations.py checks that the same
+metrics reach Prometheus on a real TorchServe."""
+
+import time
+
+from mnist_metrics import MetricsWindow
+
+
+class Recorded:
+    """Stands in for TorchServe's metrics cache: remembers what was reported."""
+
+    def __init__(self):
+        self.reported = []
+
+    def add_counter(self, name, value, dimensions=()):
+        self.reported.append((name, value, {d.name: d.value for d in dimensions}))
+
+    def add_time(self, name, value):
+        self.reported.append((name, value, {}))
+
+
+def test_counts_are_summed_between_reports():
+    target = Recorded()
+    window = MetricsWindow(target, interval=3600)
+    window.add([7, 7, 1], [0.99, 0.5, 0.95], [], 3.0, 3)
+    window.add([7], [0.999], ["blank", "blank"], 1.0, 3)
+    window.report()
+    assert sorted(target.reported, key=str) == sorted([
+        ("PredictionsPerDigit", 3, {"Digit": "7"}),
+        ("PredictionsPerDigit", 1, {"Digit": "1"}),
+        ("RejectedInputs", 2, {"Reason": "blank"}),
+        ("LowConfidencePredictions", 1, {}),
+        ("PreprocessingTime", round(4.0 / 6, 3), {}),
+    ], key=str)
+
+
+def test_nothing_is_reported_twice_or_when_idle():
+    target = Recorded()
+    window = MetricsWindow(target, interval=3600)
+    window.add([3], [0.99], [], 1.0, 1)
+    window.report()
+    window.report()
+    assert [name for name, _, _ in target.reported] == ["PredictionsPerDigit", "PreprocessingTime"]
+
+
+def test_the_background_thread_reports_without_further_requests():
+    target = Recorded()
+    window = MetricsWindow(target, interval=0.05)
+    window.add([5], [0.99], [], 1.0, 1)
+    deadline = time.monotonic() + 5
+    while not target.reported and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ("PredictionsPerDigit", 1, {"Digit": "5"}) in target.reported
