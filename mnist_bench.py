@@ -5,6 +5,7 @@ reported so a reader can see it is not the bottleneck. The ceiling is a no-op ha
 served with the same batching settings: the most any handler could get out of TorchServe on this machine.
 """
 
+import contextlib
 import io
 import json
 import os
@@ -122,42 +123,48 @@ def noop_archive(export_path: Path) -> Path:
     return export_path / "noop.mar"
 
 
-def serve_and_load(archive: Path, model: str, concurrencies, seconds: float, body: Path, progress) -> dict:
-    """Start a private TorchServe with `archive`, time its cold start, then sweep the concurrencies."""
+def started(stack: contextlib.ExitStack, archive: Path, model: str, body: Path):
+    """A private TorchServe serving `archive`, kept open by `stack`; returns it with its cold start in seconds
+    (`torchserve --start` to the first successful prediction)."""
     import mnist_client
     import mnist_server
 
-    with tempfile.TemporaryDirectory() as store:
-        shutil.copy(archive, Path(store, archive.name))
-        start = time.perf_counter()
-        with mnist_server.TorchServe(store, load_models=archive.name) as ts:
-            mnist_client.predict(body.read_bytes(), url=ts.inference_url, model=model, wait=30)
-            cold_start = time.perf_counter() - start
-            url = f"{ts.inference_url}/predictions/{model}"
-            wrk(url, body, max(concurrencies), min(seconds, 2))  # warm-up
-            sweep = []
-            for c in concurrencies:
-                sweep.append(wrk(url, body, c, seconds))
-                progress(f"{model} c={c}: {sweep[-1]['req_per_s']:.0f} req/s, p99 {sweep[-1]['p99_ms']:.1f} ms")
-            workers = len(ts.worker_pids(model))
-    return {"cold_start_s": round(cold_start, 2), "workers": workers, "sweep": sweep}
+    store = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    shutil.copy(archive, store / archive.name)
+    start = time.perf_counter()
+    ts = stack.enter_context(mnist_server.TorchServe(store, load_models=archive.name))
+    mnist_client.predict(body.read_bytes(), url=ts.inference_url, model=model, wait=30)
+    return ts, round(time.perf_counter() - start, 2)
 
 
 def run(archive=Path("model_store/mnist.mar"), concurrencies=(1, 8, 32, 64), seconds: float = 10,
         body: Path = SAMPLE, progress=lambda message: None) -> dict:
-    """The whole benchmark: kit and ceiling with the same settings, one after the other, on this machine."""
-    with tempfile.TemporaryDirectory() as tmp:
+    """The whole benchmark on this machine: the kit and the ceiling with the same settings, both up at once and
+    measured one after the other at each concurrency, so that both see the same machine."""
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         noop = noop_archive(Path(tmp))
-        kit = serve_and_load(Path(archive), "mnist", concurrencies, seconds, body, progress)
-        ceiling = serve_and_load(noop, "noop", concurrencies, seconds, body, progress)
-    for k, c in zip(kit["sweep"], ceiling["sweep"]):
+        servers = {"kit": started(stack, Path(archive), "mnist", body),
+                   "ceiling": started(stack, noop, "noop", body)}
+        urls = {name: f"{ts.inference_url}/predictions/{'mnist' if name == 'kit' else 'noop'}"
+                for name, (ts, _) in servers.items()}
+        for url in urls.values():
+            wrk(url, body, max(concurrencies), min(seconds, 2))  # warm-up
+        sweeps = {name: [] for name in servers}
+        for c in concurrencies:
+            for name, url in urls.items():
+                sweeps[name].append(wrk(url, body, c, seconds))
+                progress(f"{name} c={c}: {sweeps[name][-1]['req_per_s']:.0f} req/s, "
+                         f"p99 {sweeps[name][-1]['p99_ms']:.1f} ms")
+        workers = len(servers["kit"][0].worker_pids("mnist"))
+    for k, c in zip(sweeps["kit"], sweeps["ceiling"]):
         k["ratio_to_ceiling"] = round(k["req_per_s"] / c["req_per_s"], 3) if c["req_per_s"] else None
     return {
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "python": platform.python_version()},
         "settings": {"batch_size": C.BATCH_SIZE, "max_batch_delay_ms": C.MAX_BATCH_DELAY_MS,
-                     "workers": kit["workers"], "seconds_per_point": seconds, "body": body.name},
-        "kit": kit, "ceiling": ceiling, "preprocess": preprocess_costs(),
+                     "workers": workers, "seconds_per_point": seconds, "body": body.name},
+        **{name: {"cold_start_s": servers[name][1], "sweep": sweeps[name]} for name in servers},
+        "preprocess": preprocess_costs(),
     }
 
 

@@ -379,11 +379,12 @@ def bench(archive, concurrency, seconds, out, as_json):
     """Load-test the served model against the serving stack's own ceiling.
 
     \b
-    Starts a private TorchServe (free ports) with ARCHIVE, measures its cold start (torchserve --start
-    to the first prediction), then drives it with wrk at each concurrency: req/s, p50/p90/p99, errors.
-    Then does the same with a no-op handler (no decoding, no model) and the same batching settings: the
-    most TorchServe itself can do here; the ratio says how close the kit gets. Also times preprocessing
-    per image type. Run it on an otherwise idle machine; about 2 × (4 × SECONDS + 10) seconds.
+    Starts a private TorchServe (free ports) with ARCHIVE and another with a no-op handler (no decoding,
+    no model) under the same settings: the most TorchServe itself can do here. Measures each one's cold
+    start (torchserve --start to the first prediction), then at each concurrency drives one, then the
+    other, with wrk: req/s, p50/p90/p99, errors; the ratio says how close the kit gets to the ceiling.
+    Also times preprocessing per image type. Run it on an otherwise idle machine; about 2 × (4 × SECONDS
+    + 10) seconds.
     """
     import mnist_bench
 
