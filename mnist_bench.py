@@ -17,12 +17,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-import mnist_constants as C
 import mnist_preprocess
 import mnist_variants
 
@@ -108,16 +108,24 @@ def wrk(url: str, body: Path, concurrency: int, seconds: float, content_type: st
     }
 
 
-def noop_archive(export_path: Path) -> Path:
-    """noop.mar with the kit's batching settings."""
-    import mnist_archive
+def model_config(archive: Path) -> dict:
+    """The archive's model-config.yaml: its batching settings."""
+    import yaml
+
+    with zipfile.ZipFile(archive) as z:
+        return yaml.safe_load(z.read("model-config.yaml"))
+
+
+def noop_archive(export_path: Path, config: dict) -> Path:
+    """noop.mar with the same model-config.yaml (batching settings) as the kit's archive."""
+    import yaml
 
     with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp, "model-config.yaml")
-        config.write_text(mnist_archive.model_config())
+        config_file = Path(tmp, "model-config.yaml")
+        config_file.write_text(yaml.safe_dump(config))
         handler = Path(__file__).resolve().parent / "noop_handler.py"
         subprocess.run([sys.executable, "-m", "model_archiver.model_packaging", "--model-name", "noop",
-                        "--version", "1.0", "--handler", str(handler), "--config-file", str(config),
+                        "--version", "1.0", "--handler", str(handler), "--config-file", str(config_file),
                         "--export-path", str(export_path), "--force"], check=True, capture_output=True,
                        env={**os.environ, "TMPDIR": tmp})
     return export_path / "noop.mar"
@@ -141,8 +149,9 @@ def run(archive=Path("model_store/mnist.mar"), concurrencies=(1, 8, 32, 64), sec
         body: Path = SAMPLE, progress=lambda message: None) -> dict:
     """The whole benchmark on this machine: the kit and the ceiling with the same settings, both up at once and
     measured one after the other at each concurrency, so that both see the same machine."""
+    config = model_config(Path(archive))
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        noop = noop_archive(Path(tmp))
+        noop = noop_archive(Path(tmp), config)
         servers = {"kit": started(stack, Path(archive), "mnist", body),
                    "ceiling": started(stack, noop, "noop", body)}
         urls = {name: f"{ts.inference_url}/predictions/{'mnist' if name == 'kit' else 'noop'}"
@@ -161,7 +170,7 @@ def run(archive=Path("model_store/mnist.mar"), concurrencies=(1, 8, 32, 64), sec
     return {
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "python": platform.python_version()},
-        "settings": {"batch_size": C.BATCH_SIZE, "max_batch_delay_ms": C.MAX_BATCH_DELAY_MS,
+        "settings": {"batch_size": config["batchSize"], "max_batch_delay_ms": config["maxBatchDelay"],
                      "workers": workers, "seconds_per_point": seconds, "body": body.name},
         **{name: {"cold_start_s": servers[name][1], "sweep": sweeps[name]} for name in servers},
         "preprocess": preprocess_costs(),
@@ -209,7 +218,7 @@ def report(result: dict) -> str:
     lines.append(f"cold start (torchserve --start to first prediction): {result['kit']['cold_start_s']:.2f} s "
                  f"(no-op handler: {result['ceiling']['cold_start_s']:.2f} s)")
     lines.append("preprocessing per image, one core: " + ", ".join(
-        f"{name} {r['ms_median']:.2f} ms" for name, r in result["preprocess"].items()))
+        f"{name} {r['ms_median']:.3f} ms" for name, r in result["preprocess"].items()))
     return "\n".join(lines)
 
 
