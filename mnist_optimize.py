@@ -3,7 +3,7 @@
 int8 is static post-training quantisation (FX graph mode, x86 backend: FBGEMM/oneDNN with VNNI), calibrated
 on training images and frozen into TorchScript; it is kept only if MNIST test accuracy stays within
 MAX_ACCURACY_DROP points of the float model. Measured on 2 CPU cores, one thread, batch 16: eager 4.9 ms,
-frozen fp32 TorchScript 2.5 ms, int8 TorchScript 0.56 ms (see docs/PERFORMANCE.md).
+frozen fp32 TorchScript 2.5 ms, int8 TorchScript 0.50 ms (see docs/PERFORMANCE.md).
 """
 
 import copy
