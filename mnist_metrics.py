@@ -5,6 +5,7 @@ batch, they cost more than preprocessing a 28×28 PNG and sat on the request's p
 totals. Packed into the .mar beside the handler (TorchServe wants exactly one class in the handler's file).
 """
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -54,4 +55,7 @@ class MetricsWindow:
     def _report_forever(self) -> None:
         while True:
             time.sleep(self.interval)
-            self.report()
+            try:
+                self.report()
+            except Exception:  # one failed report must not end the reporting
+                logging.exception("reporting the handler's metrics failed")

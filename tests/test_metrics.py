@@ -53,3 +53,22 @@ def test_the_background_thread_reports_without_further_requests():
     while not target.reported and time.monotonic() < deadline:
         time.sleep(0.01)
     assert ("PredictionsPerDigit", 1, {"Digit": "5"}) in target.reported
+
+
+def test_a_failed_report_does_not_end_the_reporting():
+    class FailsOnce(Recorded):
+        def add_counter(self, name, value, dimensions=()):
+            if not getattr(self, "failed", False):
+                self.failed = True
+                raise RuntimeError("metrics cache unavailable")
+            super().add_counter(name, value, dimensions)
+
+    target = FailsOnce()
+    window = MetricsWindow(target, interval=0.05)
+    window.add([5], [0.99], [], 1.0, 1)
+    time.sleep(0.2)
+    window.add([6], [0.99], [], 1.0, 1)
+    deadline = time.monotonic() + 5
+    while ("PredictionsPerDigit", 1, {"Digit": "6"}) not in target.reported and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ("PredictionsPerDigit", 1, {"Digit": "6"}) in target.reported
