@@ -24,6 +24,8 @@ except (ImportError, AttributeError, RuntimeError):
 
 Image.MAX_IMAGE_PIXELS = C.MAX_IMAGE_PIXELS
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# IHDR of a 28×28 PNG, 8-bit grayscale, not interlaced.
+MNIST_PNG_HEADER = b"IHDR" + C.IMAGE_SIZE.to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
 FORMATS = {"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "MPO"}
 # Images are reduced to at most this many pixels a side before any pixel work: plenty to find a digit
 # that ends up 20 pixels tall, and it keeps preprocessing well under a millisecond for a canvas.
@@ -134,8 +136,10 @@ def image_bytes_to_pixels(data: bytes) -> np.ndarray:
 
 def mnist_png(data: bytes) -> np.ndarray | None:
     """A 28×28 8-bit grayscale PNG in MNIST's format, decoded by libpng (torchvision) without PIL's per-image
-    overhead: the hot path of a digit service. Anything else, or anything odd, returns None: the general path."""
-    if decode_png is None or data[12:26] != b"IHDR\0\0\0\x1c\0\0\0\x1c\x08\x00" or data[:8] != PNG_SIGNATURE:
+    overhead: the hot path of a digit service. Anything else (interlaced, with transparency, ink at the border,
+    unreadable) returns None: the general path."""
+    if (decode_png is None or data[:8] != PNG_SIGNATURE or data[12:29] != MNIST_PNG_HEADER
+            or b"tRNS" in data):
         return None
     try:
         pixels = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), 0, False)[0].numpy()

@@ -67,6 +67,10 @@ def test_other_pngs_take_the_general_path(image):
     assert mnist_preprocess.mnist_png(encode(image)) is None
 
 
+def test_a_gray_png_with_transparency_takes_the_general_path(seven):
+    assert mnist_preprocess.mnist_png(encode(Image.fromarray(seven), transparency=0)) is None
+
+
 def test_a_corrupt_mnist_format_png_gets_the_general_paths_error(digits):
     data = digits[7].read_bytes()
     with pytest.raises(InputError) as e:
