@@ -157,7 +157,7 @@ def run(archive=Path("model_store/mnist.mar"), concurrencies=(1, 8, 32, 64), sec
         urls = {name: f"{ts.inference_url}/predictions/{'mnist' if name == 'kit' else 'noop'}"
                 for name, (ts, _) in servers.items()}
         for url in urls.values():
-            wrk(url, body, max(concurrencies), min(seconds, 2))  # warm-up
+            wrk(url, body, max(concurrencies), seconds)  # warm-up: the JVM's JIT compiles the hot paths
         sweeps = {name: [] for name in servers}
         for c in concurrencies:
             for name, url in urls.items():

@@ -381,10 +381,10 @@ def bench(archive, concurrency, seconds, out, as_json):
     \b
     Starts a private TorchServe (free ports) with ARCHIVE and another with a no-op handler (no decoding,
     no model) under the same settings: the most TorchServe itself can do here. Measures each one's cold
-    start (torchserve --start to the first prediction), then at each concurrency drives one, then the
-    other, with wrk: req/s, p50/p90/p99, errors; the ratio says how close the kit gets to the ceiling.
-    Also times preprocessing per image type. Run it on an otherwise idle machine; about 2 × (4 × SECONDS
-    + 10) seconds.
+    start (torchserve --start to the first prediction), warms both up for SECONDS at the highest
+    concurrency, then at each concurrency drives one, then the other, with wrk: req/s, p50/p90/p99,
+    errors; the ratio says how close the kit gets to the ceiling. Also times preprocessing per image
+    type. Run it on an otherwise idle machine; about 2 × (5 × SECONDS + 10) seconds.
     """
     import mnist_bench
 
