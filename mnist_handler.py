@@ -72,7 +72,8 @@ class MnistHandler(ImageClassifier):
             answers = [answer if answer is not None else next(results) for answer in answers]
         for i in range(len(data)):
             context.set_response_content_type(i, "application/json")
-        self.metrics_window.add(digits, [row[d] for d, row in zip(digits, rows)], rejected, preprocessing_ms, len(data))
+        confidences = [row[d] for d, row in zip(digits, rows)]
+        self.metrics_window.add(digits, confidences, rejected, preprocessing_ms, len(data))
         return answers
 
     @staticmethod
@@ -107,7 +108,7 @@ class MnistHandler(ImageClassifier):
         return answers
 
     def _content_type(self, i: int, row: dict) -> str | None:
-        """The content type of the part that carries the payload (multipart parts have their own), else the request's."""
+        """The content type of the part carrying the payload (multipart parts have their own), else the request's."""
         headers = self.context.get_all_request_header(i)
         for name in ("data", "file", "body"):
             if name in row and isinstance(headers.get(name), dict):
@@ -117,4 +118,3 @@ class MnistHandler(ImageClassifier):
     def _error(self, i: int, status: int, message: str) -> dict:
         self.context.set_response_status(status, ERROR_TYPES.get(status, "Error"), i)
         return {"code": status, "type": ERROR_TYPES.get(status, "Error"), "message": message}
-

@@ -38,9 +38,11 @@ class ChannelsLastFlatten(MnistClassificationNet):
     def __init__(self, model: MnistClassificationNet):
         super().__init__()
         self.load_state_dict(model.state_dict())
+        channels = self.conv2.out_channels
+        side = round((self.fc1.in_features // channels) ** 0.5)
         with torch.no_grad():
-            columns = self.fc1.weight.view(-1, 64, 12, 12).permute(0, 2, 3, 1).reshape(self.fc1.weight.shape)
-            self.fc1.weight.copy_(columns)
+            columns = self.fc1.weight.view(-1, channels, side, side).permute(0, 2, 3, 1)
+            self.fc1.weight.copy_(columns.reshape(self.fc1.weight.shape))
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
