@@ -152,10 +152,9 @@ def run(archive=Path("model_store/mnist.mar"), concurrencies=(1, 8, 32, 64), sec
     config = model_config(Path(archive))
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         noop = noop_archive(Path(tmp), config)
-        servers = {"kit": started(stack, Path(archive), "mnist", body),
-                   "ceiling": started(stack, noop, "noop", body)}
-        urls = {name: f"{ts.inference_url}/predictions/{'mnist' if name == 'kit' else 'noop'}"
-                for name, (ts, _) in servers.items()}
+        models = {"kit": (Path(archive), "mnist"), "ceiling": (noop, "noop")}
+        servers = {name: started(stack, path, model, body) for name, (path, model) in models.items()}
+        urls = {name: f"{servers[name][0].inference_url}/predictions/{model}" for name, (_, model) in models.items()}
         for url in urls.values():
             wrk(url, body, max(concurrencies), seconds)  # warm-up: the JVM's JIT compiles the hot paths
         sweeps = {name: [] for name in servers}
