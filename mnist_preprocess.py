@@ -30,6 +30,12 @@ FORMATS = {"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "MPO"}
 # Images are reduced to at most this many pixels a side before any pixel work: plenty to find a digit
 # that ends up 20 pixels tall, and it keeps preprocessing well under a millisecond for a canvas.
 WORK_SIZE = 160
+# Uneven lighting is removed block by block, BLOCK pixels a side, a block's paper level being its PAPER_QUANTILE,
+# where paper is then at least SPARSE_INK of the picture (a photo, a drawing with a margin). A tight crop, whose
+# ink fills much of the frame, is taken as evenly lit: some of its blocks are all ink.
+BLOCK = 16
+SPARSE_INK = 0.75
+PAPER_QUANTILE = 0.2
 # Flat indices of the outermost ring of pixels of a 28×28 image: MNIST digits never touch it.
 BORDER = np.flatnonzero(np.pad(np.zeros((C.IMAGE_SIZE - 2, C.IMAGE_SIZE - 2), dtype=bool), 1, constant_values=True))
 
@@ -209,19 +215,37 @@ def grayscale(image: Image.Image) -> np.ndarray:
 
 
 def find_ink(gray: np.ndarray) -> np.ndarray:
-    """Gray 0..255 of either polarity → ink 0..255 on 0: paper, shading and noise removed."""
+    """Gray 0..255 of either polarity → ink 0..255 on 0: paper, shading and noise removed.
+
+    The paper is the side of the grey range, dark or light, that most of the border lies on: true with a wide
+    margin, and still true when a tight crop lets the ink touch every edge, as long as it does not cover most
+    of them. The paper's level and noise are measured on the paper's own pixels, never on the ink's, so ink
+    that fills the frame is not taken for background.
+    """
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    ink = 255.0 - gray if np.median(border) > 127 else gray.astype(np.float32, copy=True)
-    sample = ink[::2, ::2]  # statistics from every fourth pixel: as good, and four times cheaper
-    peak = np.percentile(sample, 99.9)
+    sample = gray[::2, ::2] if min(gray.shape) >= 32 else gray  # every fourth pixel: as good, and cheaper
+    darkest, lightest = np.percentile(sample, [0.1, 99.9])
+    if np.median(border) >= (darkest + lightest) / 2:
+        ink, sample, peak = 255.0 - gray, 255.0 - sample, 255.0 - darkest
+    else:
+        ink, peak = gray.astype(np.float32, copy=True), lightest
     if border.min() == border.max():  # a clean export (canvas, MNIST): flat background, no noise
         level, noise = float(ink[0, 0]), 0.0
     else:
-        ink -= local_background(ink, peak)
-        sample = ink[::2, ::2]
-        level = np.median(sample)
-        noise = 1.4826 * np.median(np.abs(sample - level))
-    ink -= level + 3.0 * noise + 0.05 * (peak - level)
+        flattened = None
+        if min(ink.shape) >= 3 * BLOCK:  # room for uneven light (a photo), removed block by block
+            flattened = ink - local_background(ink)
+            level, noise, paper = paper_level(flattened[::2, ::2])
+            if paper < SPARSE_INK:  # ink fills the frame (a tight crop): blocks inside strokes were taken for paper
+                flattened = None
+        if flattened is None:
+            level, noise, _ = paper_level(sample)
+        else:
+            ink, sample = flattened, flattened[::2, ::2]
+        peak = np.percentile(sample, 99.9)
+    # Above the paper's noise, but never more than half the contrast: where much of the paper side is the
+    # soft edge of a thick stroke, the estimates run high, and the strokes' cores must still survive.
+    ink -= level + min(3.0 * noise + 0.05 * (peak - level), 0.5 * (peak - level))
     np.clip(ink, 0, None, out=ink)
     inked = ink[ink > 0]
     top = np.percentile(inked, 95) if inked.size else 0.0
@@ -230,21 +254,41 @@ def find_ink(gray: np.ndarray) -> np.ndarray:
     return np.clip(ink * (255.0 / top), 0, 255, out=ink)
 
 
-def local_background(ink: np.ndarray, peak: float, block: int = 16) -> np.ndarray | float:
-    """Median per block, upsampled: removes uneven lighting in photos; a constant for small clean images."""
+def paper_level(ink: np.ndarray) -> tuple[float, float, float]:
+    """Level, noise and share of the paper in ink values (paper low), from the pixels on the paper's half of the
+    range: the level is their most common value, not their median, which the soft edges of thick strokes pull
+    up; the noise is their spread on the side away from the ink, which those edges do not reach."""
+    paper = ink[ink < midpoint(ink)]
+    if paper.size == 0:
+        return float(ink.min()), 0.0, 0.0
+    lowest = np.floor(paper.min())
+    level = float(lowest + np.bincount((paper - lowest).astype(np.int64)).argmax())
+    below = level - paper[paper <= level]
+    return level, 1.4826 * float(np.median(below)), paper.size / ink.size
+
+
+def midpoint(values: np.ndarray) -> float:
+    """Halfway between the darkest and the lightest values, ignoring the extreme 0.1 % (specks, hot pixels)."""
+    return float(np.percentile(values, [0.1, 99.9]).mean())
+
+
+def local_background(ink: np.ndarray, block: int = BLOCK) -> np.ndarray:
+    """The paper's level per block, upsampled: removes uneven lighting in photos.
+
+    Each block's level is its PAPER_QUANTILE: paper wherever a block holds some, also in a tight crop where ink
+    covers most of many blocks. Blocks wholly inside thick strokes are isolated where shading is smooth: a
+    3×3 median over the block grid removes them."""
     height, width = ink.shape
-    if min(height, width) < 3 * block:
-        return float(np.median(ink))
     nh, nw = height // block, width // block
-    blocks = ink[: nh * block, : nw * block].reshape(nh, block, nw, block).transpose(0, 2, 1, 3)
-    medians = np.median(blocks.reshape(nh, nw, -1), axis=2).astype(np.float32)
-    # A block inside a thick stroke has ink for its median. Such blocks are isolated where shading is smooth:
-    # a 3×3 median over the block grid removes them, and a cap keeps ink levels out of the background.
-    padded = np.pad(medians, 1, mode="edge")
-    medians = np.median([padded[i : i + nh, j : j + nw] for i in range(3) for j in range(3)], axis=0)
-    typical = np.median(medians)
-    medians = np.minimum(medians, typical + 0.5 * (peak - typical)).astype(np.float32)
-    return np.asarray(Image.fromarray(medians, mode="F").resize((width, height), Image.Resampling.BILINEAR))
+    blocks = ink[: nh * block, : nw * block].reshape(nh, block, nw, block).transpose(0, 2, 1, 3).reshape(nh, nw, -1)
+    kth = int(PAPER_QUANTILE * block * block)
+    levels = np.partition(blocks, kth, axis=2)[:, :, kth]
+    padded = np.pad(levels, 1, mode="edge")
+    levels = np.median([padded[i : i + nh, j : j + nw] for i in range(3) for j in range(3)], axis=0)
+    typical = np.median(levels)
+    levels = np.minimum(levels, typical + 0.5 * (np.percentile(ink, 99.9) - typical))
+    return np.asarray(Image.fromarray(levels.astype(np.float32), mode="F").resize((width, height),
+                                                                                   Image.Resampling.BILINEAR))
 
 
 def center(ink: np.ndarray) -> np.ndarray:

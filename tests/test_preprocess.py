@@ -119,6 +119,57 @@ def test_uneven_paper_and_noise_are_removed(seven):
     assert pixels[:, :3].sum() == 0 and pixels[:3].sum() == 0, "shading left at the edges"
 
 
+def tight_crop(digit: np.ndarray) -> np.ndarray:
+    rows, cols = np.flatnonzero(digit.any(1)), np.flatnonzero(digit.any(0))
+    return digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+@pytest.mark.parametrize("scale", [1, 3, 8])
+@pytest.mark.parametrize("dark_on_light", [True, False])
+def test_a_digit_cropped_to_its_ink_reads_like_the_framed_digit(seven, scale, dark_on_light):
+    crop = Image.fromarray(tight_crop(seven))
+    crop = crop.resize((crop.width * scale, crop.height * scale), Image.Resampling.BILINEAR)
+    if dark_on_light:
+        crop = crop.point(lambda v: 255 - v)
+    pixels = mnist_preprocess.image_bytes_to_pixels(encode(crop))
+    reference = mnist_preprocess.image_bytes_to_pixels(encode(Image.fromarray(seven).resize((280, 280))))
+    assert pixels.sum() > 0.6 * reference.sum(), "ink touching the edges was erased"
+    assert np.abs(pixels.astype(int) - reference).mean() < 12
+
+
+def test_a_transparent_tight_crop_keeps_its_ink(seven):
+    alpha = Image.fromarray(tight_crop(seven)).resize((60, 80))
+    black = Image.new("L", alpha.size, 0)
+    pixels = mnist_preprocess.image_bytes_to_pixels(encode(Image.merge("RGBA", [black, black, black, alpha])))
+    assert centre_of_mass(pixels) == pytest.approx((14, 14), abs=0.6)
+    assert (pixels > 128).sum() > 0.5 * (seven > 128).sum()
+
+
+def test_an_8_by_8_digit_of_16_grey_levels_is_read_at_its_own_size_and_scaled_up(seven):
+    small = np.asarray(Image.fromarray(tight_crop(seven)).resize((8, 8), Image.Resampling.BOX))
+    small = (np.round(small / 255 * 16) * 255 / 16).astype(np.uint8)
+    reference = mnist_preprocess.image_bytes_to_pixels(encode(Image.fromarray(small).resize((128, 128))))
+    for image in (Image.fromarray(small), Image.fromarray(255 - small).resize((64, 64), Image.Resampling.NEAREST)):
+        pixels = mnist_preprocess.image_bytes_to_pixels(encode(image))
+        assert pixels.sum() > 0 and np.abs(pixels.astype(int) - reference).mean() < 25
+
+
+def test_ink_against_one_edge_with_a_wide_margin_is_centred(seven):
+    frame = Image.new("L", (400, 400), 255)
+    frame.paste(Image.fromarray(255 - tight_crop(seven)).resize((57, 72)), (0, 150))
+    pixels = mnist_preprocess.image_bytes_to_pixels(encode(frame, "JPEG", quality=85))
+    reference = mnist_preprocess.image_bytes_to_pixels(encode(Image.fromarray(seven)))
+    assert centre_of_mass(pixels) == pytest.approx((14, 14), abs=0.6)
+    assert np.abs(pixels.astype(int) - reference).mean() < 25
+
+
+def test_the_paper_level_ignores_ink_that_covers_most_of_the_picture():
+    rng = np.random.default_rng(0)
+    paper = rng.normal(20, 3, 400)
+    level, noise, share = mnist_preprocess.paper_level(np.concatenate([paper, np.full(600, 230.0), np.linspace(20, 230, 200)]))
+    assert level == pytest.approx(20, abs=3) and noise == pytest.approx(3, abs=1.5) and share < 0.5
+
+
 @pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "I;16"])
 def test_every_colour_mode_is_read(seven, mode):
     image = Image.fromarray(255 - seven).resize((56, 56))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 import mnist_client
 import mnist_constants as C
@@ -44,6 +45,17 @@ def test_served_probabilities_match_the_archived_model_in_process(server, model_
         expected = model(mnist_preprocess.normalize(torch.from_numpy(pixels))).exp()
     served = [mnist_client.predict(p.read_bytes(), url=server.inference_url)["probabilities"] for p in digits]
     assert torch.allclose(torch.tensor(served), expected, atol=1e-5)
+
+
+def test_a_tight_crop_of_each_sample_digit_is_read_correctly(server, digits):
+    """Cropped to the ink, which then touches all four edges, dark on white and three times larger."""
+    for path in digits:
+        pixels = np.asarray(Image.open(path))
+        rows, cols = np.flatnonzero(pixels.any(1)), np.flatnonzero(pixels.any(0))
+        crop = Image.fromarray(255 - pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+        buffer = io.BytesIO()
+        crop.resize((crop.width * 3, crop.height * 3), Image.Resampling.BILINEAR).save(buffer, "PNG")
+        assert mnist_client.predict(buffer.getvalue(), url=server.inference_url)["digit"] == digit_of(path), path
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
