@@ -195,13 +195,17 @@ def predict(images, url, model, token, key_file, retries, wait, as_json):
               help=f"Folder with the MNIST files. Default: ${C.DATA_DIR_ENV} or {C.DATA_DIR}.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N test images.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="reports", show_default=True)
+@click.option("--real-world", is_flag=True,
+              help="Accuracy on held-out images shaped the way people send digits (canvas, photo, tight crop, …), "
+                   "through the serving preprocessing; writes OUT/real_world.json.")
 @click.option("--json", "as_json", is_flag=True, help="Print evaluation.json instead of the summary.")
-def evaluate(checkpoint, url, token, data_dir, limit, out, as_json):
+def evaluate(checkpoint, url, token, data_dir, limit, out, real_world, as_json):
     """Measure accuracy on the MNIST test set, per digit, with pictures.
 
     Writes OUT/evaluation.json (accuracy, per-digit precision and recall, confusion matrix),
     OUT/confusion_matrix.png and OUT/misclassified.png (the most confidently wrong images).
     With --url it checks what is served: every image goes through HTTP and the handler.
+    With --real-world it measures the checkpoint on the kinds of images of the README's table instead.
     """
     import mnist_client
     import mnist_data
@@ -212,6 +216,8 @@ def evaluate(checkpoint, url, token, data_dir, limit, out, as_json):
     except mnist_data.DataError as e:
         raise DataMissing(str(e))
     images, labels = images[:limit], labels[:limit]
+    if real_world:
+        return evaluate_real_world(checkpoint, images, labels, out, as_json)
     try:
         if url:
             token = token or mnist_client.read_token()
@@ -238,6 +244,26 @@ def evaluate(checkpoint, url, token, data_dir, limit, out, as_json):
     for d, r in summary["per_digit"].items():
         click.echo(f"{d:>5}  {r['precision']:>8.2f}  {r['recall']:>6.2f}")
     click.echo(f"wrote {paths['json']}, {paths['confusion']} and {paths['misclassified']}")
+
+
+def evaluate_real_world(checkpoint, images, labels, out, as_json):
+    import mnist_evaluate
+    import train as training
+
+    try:
+        results = mnist_evaluate.real_world(checkpoint, images, labels)
+    except FileNotFoundError:
+        raise click.ClickException(f"{checkpoint} not found: train a model first (mnist-kit train)")
+    path = Path(out) / "real_world.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    training.write_json({"checkpoint": str(checkpoint), "kinds": results}, path)
+    if as_json:
+        click.echo(path.read_text())
+        return
+    click.echo("kind          images  accuracy")
+    for kind, r in results.items():
+        click.echo(f"{kind:<12}  {r['images']:>6}  {r['accuracy']:>7.2f} %")
+    click.echo(f"wrote {path}")
 
 
 @cli.command()

@@ -36,6 +36,33 @@ def predict_endpoint(url: str, images: torch.Tensor, token=None, concurrency: in
         return np.array(list(progress(results) if progress else results))
 
 
+def real_world(checkpoint, images: torch.Tensor, labels: torch.Tensor, per_kind: int = 200, seed: int = 0) -> dict:
+    """Accuracy in percent per kind of held-out real-world image (mnist_variants, made from these test images),
+    each through the serving preprocessing; `mnist` is every test image sent as a PNG. An image the
+    preprocessing rejects counts as wrong."""
+    import mnist_variants
+    from mnist_preprocess import InputError, image_bytes_to_pixels
+
+    variants = mnist_variants.make(images.numpy(), labels.numpy(), per_kind=per_kind, seed=seed)
+    variants = [v for v in variants if v[0] != "mnist"]
+    variants += [("mnist", int(label), mnist_variants.mnist_png(image, None)) for image, label in
+                 zip(images.numpy(), labels.numpy())]
+    blank = np.zeros((28, 28), dtype=np.uint8)
+    pixels, readable = [], []
+    for _, _, data in variants:
+        try:
+            pixels.append(image_bytes_to_pixels(data))
+            readable.append(True)
+        except InputError:
+            pixels.append(blank)
+            readable.append(False)
+    predicted = predict_checkpoint(checkpoint, torch.from_numpy(np.stack(pixels))).argmax(1)
+    hits: dict[str, list[bool]] = {kind: [] for kind in mnist_variants.KINDS}
+    for (kind, label, _), guess, ok in zip(variants, predicted, readable):
+        hits[kind].append(bool(ok and guess == label))
+    return {kind: {"accuracy": round(100 * float(np.mean(h)), 2), "images": len(h)} for kind, h in hits.items()}
+
+
 def summarize(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     predicted = probabilities.argmax(1)
     confusion = np.zeros((10, 10), dtype=int)

@@ -1,9 +1,12 @@
 """Held-out images shaped the way people really send digits, made from MNIST test digits and printed fonts.
 
-Five kinds: `mnist` (28×28 PNG as in the data set), `canvas` (a drawing app's export: black ink on a transparent
+Eight kinds: `mnist` (28×28 PNG as in the data set), `canvas` (a drawing app's export: black ink on a transparent
 280×280 RGBA), `photo` (a phone photo of a digit on paper: uneven light, noise, blur, JPEG), `lowres` (another
-writer's digit at low resolution, in GIF, BMP or 1-bit PNG) and `printed` (digits in the fonts matplotlib ships,
-in WebP, TIFF and PNG). Deterministic for a seed; used by the accuracy tests, `mnist-kit evaluate` and the benchmarks.
+writer's digit at low resolution, in GIF, BMP or 1-bit PNG), `printed` (digits in the fonts matplotlib ships,
+in WebP, TIFF and PNG), `tight` (cropped to the ink, which touches all four edges, at several scales, either
+polarity, some transparent), `lowres_fill` (8×8 to 16×16 with coarse grey levels, as old optical-recognition
+data sets store digits, scaled up and filling the frame) and `offcentre` (ink at one edge, a wide margin on the
+other side). Deterministic for a seed; used by the accuracy tests, `mnist-kit evaluate` and the benchmarks.
 """
 
 import io
@@ -12,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-KINDS = ("mnist", "canvas", "photo", "lowres", "printed")
+KINDS = ("mnist", "canvas", "photo", "lowres", "printed", "tight", "lowres_fill", "offcentre")
 FONTS = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSansMono.ttf",
          "DejaVuSans-Oblique.ttf", "STIXGeneral.ttf", "STIXGeneralBol.ttf", "cmss10.ttf", "cmr10.ttf"]
 
@@ -113,7 +116,71 @@ def printed_image(digit: int, rng) -> bytes:
     return encode(image.convert("RGB"), "PNG")
 
 
-MAKERS = {"mnist": mnist_png, "canvas": canvas_png, "photo": photo_jpeg, "lowres": lowres_image}
+def _ink_box(digit: np.ndarray) -> np.ndarray:
+    """The digit cropped to the bounding box of its solid ink (half of full strength or more), cutting through
+    the faint edges of the strokes: every edge of the result touches solid ink."""
+    solid = digit >= 128
+    rows, cols = np.flatnonzero(solid.any(1)), np.flatnonzero(solid.any(0))
+    return digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _paint(ink: Image.Image, rng, transparent: float = 0.0) -> bytes:
+    """An ink mask (255 = ink) as dark on light or light on dark, sometimes ink on a transparent background,
+    in PNG, JPEG or BMP."""
+    if rng.random() < transparent:
+        black = Image.new("L", ink.size, 0)
+        return encode(Image.merge("RGBA", [black, black, black, ink]), "PNG")
+    if rng.random() < 0.5:
+        ink = ink.point(lambda v: 255 - v)
+    fmt = ["PNG", "JPEG", "BMP"][int(rng.integers(3))]
+    if fmt == "JPEG":
+        return encode(ink.convert("RGB"), "JPEG", quality=int(rng.integers(75, 95)))
+    return encode(ink, fmt)
+
+
+def tight_crop(digit: np.ndarray, rng) -> bytes:
+    """The digit cropped tightly around its ink, as a user crops a scan before uploading, scaled 1× to 8×."""
+    box = Image.fromarray(_ink_box(digit), mode="L")
+    scale = [1, 2, 3, 4, 6, 8][int(rng.integers(6))]
+    resample = [Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.NEAREST][int(rng.integers(3))]
+    return _paint(box.resize((box.width * scale, box.height * scale), resample), rng, transparent=0.2)
+
+
+def lowres_fill(digit: np.ndarray, rng) -> bytes:
+    """The digit's ink box, squared, reduced to 8×8–16×16 with 5 to 17 grey levels (the UCI optical digits
+    keep 0..16), then scaled up to 32–128 px: a coarse digit that fills its frame."""
+    box = _ink_box(digit)
+    side = max(box.shape)
+    square = np.zeros((side, side), dtype=np.uint8)
+    top, left = (side - box.shape[0]) // 2, (side - box.shape[1]) // 2
+    square[top : top + box.shape[0], left : left + box.shape[1]] = box
+    small = np.asarray(Image.fromarray(square).resize((int(rng.integers(8, 17)),) * 2, Image.Resampling.BOX))
+    levels = int(rng.choice([5, 9, 17])) - 1
+    small = (np.round(small / 255.0 * levels) * (255.0 / levels)).astype(np.uint8)
+    size = int(rng.integers(32, 129))
+    resample = [Image.Resampling.NEAREST, Image.Resampling.BILINEAR][int(rng.integers(2))]
+    return _paint(Image.fromarray(small).resize((size, size), resample), rng)
+
+
+def offcentre(digit: np.ndarray, rng) -> bytes:
+    """The digit against one edge (0–2 px away) of a frame two to five times its size, wide margin opposite."""
+    box = Image.fromarray(_ink_box(digit), mode="L")
+    scale = int(rng.integers(2, 6))
+    box = box.resize((box.width * scale, box.height * scale), Image.Resampling.BICUBIC)
+    size = max(box.size) * int(rng.integers(2, 6))
+    frame = Image.new("L", (size, size), 0)
+    gap = int(rng.integers(0, 3))
+    x = int(rng.integers(0, size - box.width + 1))
+    y = int(rng.integers(0, size - box.height + 1))
+    edge = int(rng.integers(4))
+    x = gap if edge == 0 else size - box.width - gap if edge == 1 else x
+    y = gap if edge == 2 else size - box.height - gap if edge == 3 else y
+    frame.paste(box, (x, y))
+    return _paint(frame, rng, transparent=0.2)
+
+
+MAKERS = {"mnist": mnist_png, "canvas": canvas_png, "photo": photo_jpeg, "lowres": lowres_image,
+          "tight": tight_crop, "lowres_fill": lowres_fill, "offcentre": offcentre}
 
 
 def make(images: np.ndarray, labels: np.ndarray, per_kind: int = 100, seed: int = 0,

@@ -10,6 +10,7 @@ from PIL import Image
 
 import mnist_client
 import mnist_data
+import mnist_evaluate
 import mnist_preprocess
 import mnist_variants
 from mnist_model import MnistClassificationNet
@@ -35,29 +36,22 @@ def variants(data_dir):
     return mnist_variants.make(images.numpy(), labels.numpy(), per_kind=PER_KIND, seed=0)
 
 
+# Accuracy in percent each kind must reach: the new kinds 97 %, the others what the default model read before them.
+# The default recipe gives a slightly different model on each CPU kind; these hold for both measured (README).
+TARGETS = {"mnist": 99.3, "canvas": 99.0, "photo": 99.5, "lowres": 98.5, "printed": 97.5,
+           "tight": 97.0, "lowres_fill": 97.0, "offcentre": 97.0}
+
+
 @pytest.fixture(scope="module")
-def accuracy_by_kind(trained_checkpoint, variants) -> dict[str, float]:
-    predicted = predict(load(trained_checkpoint), [data for _, _, data in variants])
-    correct: dict[str, list[bool]] = {}
-    for (kind, label, _), guess in zip(variants, predicted):
-        correct.setdefault(kind, []).append(guess == label)
-    return {kind: 100 * float(np.mean(hits)) for kind, hits in correct.items()}
-
-
-def test_every_mnist_test_image_sent_as_png_is_read_at_least_99_percent(trained_checkpoint, data_dir):
+def accuracy_by_kind(trained_checkpoint, data_dir) -> dict[str, float]:
     images, labels = mnist_data.load(data_dir, "test", download=False)
-    pngs = [mnist_variants.encode(Image.fromarray(image.numpy()), "PNG") for image in images]
-    predicted = predict(load(trained_checkpoint), pngs)
-    assert 100 * np.mean(np.array(predicted) == labels.numpy()) >= 99.0
+    results = mnist_evaluate.real_world(trained_checkpoint, images, labels, per_kind=PER_KIND, seed=0)
+    return {kind: r["accuracy"] for kind, r in results.items()}
 
 
-@pytest.mark.parametrize("kind", [k for k in mnist_variants.KINDS if k != "mnist"])
-def test_each_real_world_kind_is_read_at_least_95_percent(accuracy_by_kind, kind):
-    assert accuracy_by_kind[kind] >= 95.0, accuracy_by_kind
-
-
-def test_real_world_images_overall_are_read_at_least_97_percent(accuracy_by_kind):
-    assert np.mean(list(accuracy_by_kind.values())) >= 97.0, accuracy_by_kind
+@pytest.mark.parametrize("kind", mnist_variants.KINDS)
+def test_each_real_world_kind_reaches_its_target(accuracy_by_kind, kind):
+    assert accuracy_by_kind[kind] >= TARGETS[kind], accuracy_by_kind
 
 
 def test_every_variant_kind_decodes_to_the_format_it_claims(variants):
@@ -67,6 +61,18 @@ def test_every_variant_kind_decodes_to_the_format_it_claims(variants):
     assert formats["photo"] == {"JPEG"}
     assert formats["lowres"] == {"GIF", "BMP", "PNG"}
     assert formats["printed"] == {"WEBP", "TIFF", "PNG"}
+    assert formats["tight"] == formats["lowres_fill"] == {"PNG", "JPEG", "BMP"}
+
+
+def test_tight_crops_have_ink_on_all_four_edges(variants):
+    for kind, _, data in variants:
+        if kind == "tight":
+            image = Image.open(io.BytesIO(data))
+            pixels = np.asarray(image.getchannel("A") if image.mode == "RGBA" else image.convert("L"), dtype=int)
+            corners = pixels[[0, 0, -1, -1], [0, -1, 0, -1]]
+            paper = 0 if image.mode == "RGBA" or np.median(corners) < 128 else 255
+            ink = np.abs(pixels - paper) > 96
+            assert ink[0].any() and ink[-1].any() and ink[:, 0].any() and ink[:, -1].any()
 
 
 def test_int8_serving_model_stays_within_0_05_points_of_float(trained_checkpoint, data_dir):
