@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 from ts.torch_handler.image_classifier import ImageClassifier
 
-import mnist_constants as C
-import mnist_preprocess
-from mnist_metrics import MetricsWindow
+from mnist_kit import constants as C
+from mnist_kit.worker import preprocess as mnist_preprocess
+from mnist_kit.worker.metrics import MetricsWindow
 from mnist_model import MnistClassificationNet
 
 ERROR_TYPES = {400: "BadRequestException", 413: "RequestEntityTooLargeException",

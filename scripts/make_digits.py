@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import mnist_data  # noqa: E402
+from mnist_kit import data as mnist_data  # noqa: E402
 
 
 def main() -> None:

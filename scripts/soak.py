@@ -27,7 +27,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-import mnist_server  # noqa: E402
+from mnist_kit import server as mnist_server  # noqa: E402
 
 
 def requests_mix() -> list[tuple[str, bytes, str, int, int | None]]:

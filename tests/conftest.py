@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-import mnist_archive
-import mnist_data
-import train
-from mnist_server import TorchServe
+from mnist_kit import archive as mnist_archive
+from mnist_kit import data as mnist_data
+from mnist_kit import training as train
+from mnist_kit.server import TorchServe
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = sorted((ROOT / "examples" / "digits").glob("*.png"))

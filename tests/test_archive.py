@@ -7,8 +7,8 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-import mnist_archive
-from mnist_cli import cli
+from mnist_kit import archive as mnist_archive
+from mnist_kit.cli import cli
 
 
 def manifest(mar) -> dict:
@@ -41,9 +41,9 @@ def test_eager_mode_packs_the_state_dict_and_model_file_as_the_tutorial_does(tin
 
 
 def test_script_mode_matches_eager_to_1e_5(tiny_checkpoint, tmp_path, data_dir):
-    import mnist_data
-    import mnist_optimize
-    from mnist_preprocess import normalize
+    from mnist_kit import data as mnist_data
+    from mnist_kit import optimize as mnist_optimize
+    from mnist_kit.worker.preprocess import normalize
 
     with zipfile.ZipFile(mnist_archive.build(tiny_checkpoint, tmp_path, mode="script")) as z:
         scripted = torch.jit.load(io.BytesIO(z.read("model.pt")))
@@ -56,9 +56,9 @@ def test_script_mode_matches_eager_to_1e_5(tiny_checkpoint, tmp_path, data_dir):
 
 
 def test_int8_flattens_channels_last_with_the_same_float_network(tiny_checkpoint, data_dir):
-    import mnist_data
-    import mnist_optimize
-    from mnist_preprocess import normalize
+    from mnist_kit import data as mnist_data
+    from mnist_kit import optimize as mnist_optimize
+    from mnist_kit.worker.preprocess import normalize
 
     model = mnist_optimize.load_float(tiny_checkpoint)
     images, _ = mnist_data.load(data_dir, "test", download=False)

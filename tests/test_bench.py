@@ -4,7 +4,7 @@ import json
 
 from click.testing import CliRunner
 
-from mnist_cli import cli
+from mnist_kit.cli import cli
 
 
 def test_bench_reports_throughput_latency_ratio_cold_start_and_preprocessing(model_store, tmp_path):

@@ -1,7 +1,7 @@
 from click.testing import CliRunner
 
-import mnist_server
-from mnist_cli import cli
+from mnist_kit import server as mnist_server
+from mnist_kit.cli import cli
 
 
 def test_help_teaches_the_whole_flow():

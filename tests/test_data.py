@@ -2,7 +2,7 @@ import gzip
 
 import pytest
 
-import mnist_data
+from mnist_kit import data as mnist_data
 
 
 def raw_bytes(data_dir, name) -> bytes:

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import mnist_client
-import mnist_constants as C
+from mnist_kit import client as mnist_client
+from mnist_kit import constants as C
 from test_preprocess import png_header
 
 

@@ -5,7 +5,7 @@ metrics reach Prometheus on a real TorchServe."""
 
 import time
 
-from mnist_metrics import MetricsWindow
+from mnist_kit.worker.metrics import MetricsWindow
 
 
 class Recorded:

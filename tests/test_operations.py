@@ -8,11 +8,11 @@ import time
 import pytest
 from click.testing import CliRunner
 
-import mnist_archive
-import mnist_client
-import mnist_constants as C
-from mnist_cli import cli
-from mnist_server import TorchServe
+from mnist_kit import archive as mnist_archive
+from mnist_kit import client as mnist_client
+from mnist_kit import constants as C
+from mnist_kit.cli import cli
+from mnist_kit.server import TorchServe
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-import mnist_constants as C
-import mnist_preprocess
-from mnist_preprocess import InputError
+from mnist_kit import constants as C
+from mnist_kit.worker import preprocess as mnist_preprocess
+from mnist_kit.worker.preprocess import InputError
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:

@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-import mnist_client
-import mnist_data
-import mnist_preprocess
-import mnist_variants
+from mnist_kit import client as mnist_client
+from mnist_kit import data as mnist_data
+from mnist_kit.worker import preprocess as mnist_preprocess
+import variants as mnist_variants
 from mnist_model import MnistClassificationNet
 
 PER_KIND = 200
@@ -70,7 +70,7 @@ def test_every_variant_kind_decodes_to_the_format_it_claims(variants):
 
 
 def test_int8_serving_model_stays_within_0_05_points_of_float(trained_checkpoint, data_dir):
-    import mnist_optimize
+    from mnist_kit import optimize as mnist_optimize
 
     images, labels = mnist_data.load(data_dir, "test", download=False)
     train_images, _ = mnist_data.load(data_dir, "train", download=False)

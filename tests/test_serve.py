@@ -5,8 +5,8 @@ import socket
 
 from click.testing import CliRunner
 
-import mnist_server
-from mnist_cli import cli
+from mnist_kit import server as mnist_server
+from mnist_kit.cli import cli
 
 
 def config(tmp_path, store, port=None) -> str:

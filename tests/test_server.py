@@ -12,11 +12,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import mnist_client
-import mnist_constants as C
-import mnist_preprocess
-from mnist_cli import cli
-from mnist_server import TorchServe
+from mnist_kit import client as mnist_client
+from mnist_kit import constants as C
+from mnist_kit.worker import preprocess as mnist_preprocess
+from mnist_kit.cli import cli
+from mnist_kit.server import TorchServe
 
 
 def digit_of(path) -> int:

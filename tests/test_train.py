@@ -3,8 +3,8 @@ import json
 import torch
 from click.testing import CliRunner
 
-import train
-from mnist_cli import cli
+from mnist_kit import training as train
+from mnist_kit.cli import cli
 
 
 def test_training_writes_the_state_dict_and_its_metrics(tiny_checkpoint):
@@ -24,7 +24,7 @@ def test_same_seed_gives_the_same_model_on_cpu(data_dir, tmp_path):
 
 
 def test_train_without_data_exits_2_with_one_clear_line(tmp_path, monkeypatch):
-    monkeypatch.setattr("mnist_data._download", lambda data_dir: None)
+    monkeypatch.setattr("mnist_kit.data._download", lambda data_dir: None)
     result = CliRunner().invoke(cli, ["train", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m.pt")])
     assert result.exit_code == 2
     assert "Error: MNIST file train-images-idx3-ubyte(.gz) not found" in result.output

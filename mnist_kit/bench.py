@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-import mnist_preprocess
-import mnist_variants
+from mnist_kit.worker import preprocess as mnist_preprocess
+import variants as mnist_variants
 
-SAMPLE = Path(__file__).resolve().parent / "examples" / "digits" / "7.png"
+SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits" / "7.png"
 
 
 def sample_images() -> dict[str, bytes]:
@@ -134,8 +134,8 @@ def noop_archive(export_path: Path, config: dict) -> Path:
 def started(stack: contextlib.ExitStack, archive: Path, model: str, body: Path):
     """A private TorchServe serving `archive`, kept open by `stack`; returns it with its cold start in seconds
     (`torchserve --start` to the first successful prediction)."""
-    import mnist_client
-    import mnist_server
+    from mnist_kit import client as mnist_client
+    from mnist_kit import server as mnist_server
 
     store = Path(stack.enter_context(tempfile.TemporaryDirectory()))
     shutil.copy(archive, store / archive.name)

@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import mnist_constants as C
+from mnist_kit import constants as C
 
 MAGIC = [
     (b"\x89PNG", "image/png"),

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import psutil
 
-import mnist_client
-import mnist_constants as C
+from mnist_kit import client as mnist_client
+from mnist_kit import constants as C
 
 
 def server_config(inference_port=C.INFERENCE_PORT, management_port=C.MANAGEMENT_PORT, metrics_port=C.METRICS_PORT,

@@ -14,9 +14,9 @@ import click
 import torch
 import torch.nn.functional as F
 
-import mnist_data
+from mnist_kit import data as mnist_data
 from mnist_model import MnistClassificationNet
-from mnist_preprocess import normalize
+from mnist_kit.worker.preprocess import normalize
 
 
 def pick_device(device: str) -> torch.device:
@@ -141,9 +141,3 @@ def write_json(data: dict, path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
-
-
-if __name__ == "__main__":
-    from mnist_cli import train as train_command
-
-    train_command(prog_name="python train.py")

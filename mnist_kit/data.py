@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import mnist_constants as C
+from mnist_kit import constants as C
 
 # MD5 of the decompressed files, as published with the data set.
 FILES = {

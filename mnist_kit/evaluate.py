@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-import mnist_client
-import mnist_optimize
-from mnist_preprocess import normalize
+from mnist_kit import client as mnist_client
+from mnist_kit import optimize as mnist_optimize
+from mnist_kit.worker.preprocess import normalize
 
 
 def predict_checkpoint(checkpoint, images: torch.Tensor) -> np.ndarray:

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import torch
 
-import mnist_constants as C
 import mnist_model
+from mnist_kit import constants as C
 
-# Everything the handler imports that is not torch, torchvision, PIL, numpy or ts travels inside the .mar.
 HANDLER = importlib.util.find_spec("mnist_handler").origin
-EXTRA_FILES = [importlib.util.find_spec(m).origin for m in ("mnist_preprocess", "mnist_metrics")] + [C.__file__]
+PACKAGE = Path(C.__file__).parent
 
 
 class ArchiveError(Exception):
@@ -74,7 +73,7 @@ def build(serialized_file=C.CHECKPOINT, export_path=C.MODEL_STORE, model_name=C.
     with tempfile.TemporaryDirectory(dir=export_path, prefix=".archive-") as tmp:
         config = Path(tmp, "model-config.yaml")
         config.write_text(model_config(batch_size, max_batch_delay_ms))
-        extra_files = list(EXTRA_FILES)
+        extra_files = [_worker_package(tmp)]
         if mode == "eager":
             weights, model_file = ["--serialized-file", str(serialized_file)], ["--model-file", mnist_model.__file__]
         else:
@@ -102,10 +101,21 @@ def build(serialized_file=C.CHECKPOINT, export_path=C.MODEL_STORE, model_name=C.
     return target
 
 
+def _worker_package(tmp: str) -> str:
+    """A folder holding mnist_kit/ with only what the handler imports beyond torch, torchvision, PIL, numpy and ts:
+    the package's empty __init__, its constants and worker/. torch-model-archiver copies a folder's contents to
+    the archive root, so the worker imports them as mnist_kit.* with or without mnist-kit installed."""
+    stage = Path(tmp, "worker-files", "mnist_kit")
+    shutil.copytree(PACKAGE / "worker", stage / "worker", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("__init__.py", "constants.py"):
+        shutil.copy(PACKAGE / name, stage / name)
+    return str(stage.parent)
+
+
 def _serving_model(serialized_file, mode: str, data_dir, tmp: str, log) -> str:
     """Write the TorchScript form of the weights into tmp and return its path."""
-    import mnist_data
-    import mnist_optimize
+    from mnist_kit import data as mnist_data
+    from mnist_kit import optimize as mnist_optimize
 
     model = mnist_optimize.load_float(serialized_file)
     path = Path(tmp, "model.pt")

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-import mnist_constants as C
+from mnist_kit import constants as C
 
 try:  # libpng through torchvision's op, without its Python wrapper's per-call deprecation warning (torchvision
     # 0.29 deprecates its decoders for torchcodec's); where the op is gone, PIL decodes everything

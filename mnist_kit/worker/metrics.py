@@ -12,7 +12,7 @@ from collections import Counter
 
 from ts.metrics.dimension import Dimension
 
-import mnist_constants as C
+from mnist_kit import constants as C
 
 
 class MetricsWindow:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-import mnist_constants as C
+from mnist_kit import constants as C
 
 
 class DataMissing(click.ClickException):
@@ -55,8 +55,8 @@ def train(data_dir, epochs, batch_size, lr, seed, limit, augment, device, precis
     t10k-labels-idx1-ubyte (raw or .gz), checks them against the published MD5s, prints test
     accuracy after each epoch, and writes OUT and metrics.json beside it.
     """
-    import mnist_data
-    import train as training
+    from mnist_kit import data as mnist_data
+    from mnist_kit import training
 
     try:
         metrics = training.fit(data_dir or mnist_data.default_data_dir(), out, epochs=epochs, batch_size=batch_size,
@@ -97,7 +97,7 @@ def archive(serialized_file, model_name, version, export_path, mode, data_dir, b
     then runs torch-model-archiver with the handler, the model, the shared preprocessing and a
     model-config.yaml with the batching settings.
     """
-    import mnist_archive
+    from mnist_kit import archive as mnist_archive
 
     try:
         path = mnist_archive.build(serialized_file, export_path, model_name, version, force, mode, data_dir,
@@ -119,8 +119,8 @@ def serve(ts_config, wait):
     already running, or when a port is taken; then starts `torchserve --start --ts-config TS_CONFIG --ncs`
     and waits until the models answer. Logs go to logs/; stop it with `mnist-kit stop`.
     """
-    import mnist_client
-    import mnist_server
+    from mnist_kit import client as mnist_client
+    from mnist_kit import server as mnist_server
 
     try:
         props = mnist_server.preflight(ts_config)
@@ -137,7 +137,7 @@ def serve(ts_config, wait):
 @cli.command()
 def stop():
     """Stop the TorchServe started from this machine's temp dir (as `torchserve --stop`), and its workers."""
-    import mnist_server
+    from mnist_kit import server as mnist_server
 
     pid_file = mnist_server.pid_file_path()
     pid = mnist_server.live_pid(pid_file)
@@ -171,7 +171,7 @@ def predict(images, url, model, token, key_file, retries, wait, as_json):
     PNG, JPEG, BMP, GIF, WebP or TIFF, any size and colour mode: photos, canvas exports and scans are
     cropped, scaled and centred by the server. Each file is sent with its image content type.
     """
-    import mnist_client
+    from mnist_kit import client as mnist_client
 
     try:
         token = token or mnist_client.read_token(key_file)
@@ -203,9 +203,9 @@ def evaluate(checkpoint, url, token, data_dir, limit, out, as_json):
     OUT/confusion_matrix.png and OUT/misclassified.png (the most confidently wrong images).
     With --url it checks what is served: every image goes through HTTP and the handler.
     """
-    import mnist_client
-    import mnist_data
-    import mnist_evaluate
+    from mnist_kit import client as mnist_client
+    from mnist_kit import data as mnist_data
+    from mnist_kit import evaluate as mnist_evaluate
 
     try:
         images, labels = mnist_data.load(data_dir or mnist_data.default_data_dir(), "test")
@@ -252,8 +252,8 @@ def explain(image, out, url, model, token):
     Asks /explanations/MODEL for Integrated Gradients attributions and writes OUT: the 28×28 input the
     model saw, with pixels that pushed towards the digit in red and against it in blue.
     """
-    import mnist_client
-    import mnist_explain
+    from mnist_kit import client as mnist_client
+    from mnist_kit import explain as mnist_explain
 
     try:
         answer = mnist_client.explain(image.read_bytes(), url=url, model=model,
@@ -279,7 +279,7 @@ def models(ctx, url, token):
       mnist-kit models scale mnist --workers 4
       mnist-kit models register mnist-2.0.mar     # needs enable_model_api=true
     """
-    import mnist_client
+    from mnist_kit import client as mnist_client
 
     try:
         ctx.obj = {"url": url.rstrip("/"), "token": token or mnist_client.read_token(api="management")}
@@ -288,7 +288,7 @@ def models(ctx, url, token):
 
 
 def _management(ctx, method: str, path: str) -> dict:
-    import mnist_client
+    from mnist_kit import client as mnist_client
 
     try:
         body = mnist_client.request(f"{ctx.obj['url']}{path}", method=method, token=ctx.obj["token"])
@@ -386,7 +386,7 @@ def bench(archive, concurrency, seconds, out, as_json):
     errors; the ratio says how close the kit gets to the ceiling. Also times preprocessing per image
     type. Run it on an otherwise idle machine; about 2 × (5 × SECONDS + 10) seconds.
     """
-    import mnist_bench
+    from mnist_kit import bench as mnist_bench
 
     try:
         levels = [int(c) for c in concurrency.split(",") if c.strip()]

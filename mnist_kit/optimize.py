@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from mnist_model import MnistClassificationNet
-from mnist_preprocess import normalize
+from mnist_kit.worker.preprocess import normalize
 
 MAX_ACCURACY_DROP = 0.05
 CALIBRATION_IMAGES = 2000
