@@ -12,12 +12,13 @@ import torch
 
 import mnist_model
 from mnist_kit import constants as C
+from mnist_kit.errors import KitError
 
 HANDLER = importlib.util.find_spec("mnist_handler").origin
 PACKAGE = Path(C.__file__).parent
 
 
-class ArchiveError(Exception):
+class ArchiveError(KitError):
     """The archive cannot be built; the message says why."""
 
 

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from mnist_kit import constants as C
+from mnist_kit.errors import KitError
 
 MAGIC = [
     (b"\x89PNG", "image/png"),
@@ -22,7 +23,7 @@ MAGIC = [
 ]
 
 
-class ClientError(Exception):
+class ClientError(KitError):
     """The server could not be reached (status None) or answered with an error status; the message says which."""
 
     def __init__(self, message: str, status: int | None = None):

@@ -14,26 +14,35 @@ from PIL import Image
 
 from mnist_kit import client as mnist_client
 from mnist_kit import optimize as mnist_optimize
+from mnist_kit.errors import KitError
 from mnist_kit.worker.preprocess import normalize
 
 
 def predict_checkpoint(checkpoint, images: torch.Tensor) -> np.ndarray:
     """Probabilities N×10 of the float model on uint8 images."""
-    model = mnist_optimize.load_float(checkpoint)
+    try:
+        model = mnist_optimize.load_float(checkpoint)
+    except FileNotFoundError:
+        raise KitError(f"{checkpoint} not found: train a model first (mnist-kit train)") from None
     with torch.inference_mode():
         return torch.cat([model(normalize(images[i : i + 1000])).exp() for i in range(0, len(images), 1000)]).numpy()
 
 
-def predict_endpoint(url: str, images: torch.Tensor, token=None, concurrency: int = 16, progress=None) -> np.ndarray:
-    """Probabilities N×10 as served: each image sent as a PNG, as a client would."""
+def predict_endpoint(url: str, images: torch.Tensor, token=None, concurrency: int = 16,
+                     on_result=lambda: None) -> np.ndarray:
+    """Probabilities N×10 as served: each image sent as a PNG, as a client would; on_result() after each answer."""
+
     def one(image: np.ndarray) -> list[float]:
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, "PNG")
         return mnist_client.predict(buffer.getvalue(), url=url, token=token, retries=5)["probabilities"]
 
     with ThreadPoolExecutor(concurrency) as pool:
-        results = pool.map(one, images.numpy())
-        return np.array(list(progress(results) if progress else results))
+        results = []
+        for probabilities in pool.map(one, images.numpy()):
+            results.append(probabilities)
+            on_result()
+        return np.array(results)
 
 
 def summarize(probabilities: np.ndarray, labels: np.ndarray) -> dict:

@@ -1,6 +1,7 @@
 """Training: fit MnistClassificationNet on MNIST and save its state_dict, with the run's metrics beside it.
 
-Run as `mnist-kit train` or `python train.py`; both take the same options (see --help).
+Run as `mnist-kit train` or `python train.py`; both take the same options (see --help). Progress reaches the
+caller through callbacks, failures as KitError: this module knows nothing of the command line.
 """
 
 import json
@@ -10,20 +11,21 @@ import platform
 import time
 from pathlib import Path
 
-import click
 import torch
 import torch.nn.functional as F
 
+from mnist_kit import constants as C
 from mnist_kit import data as mnist_data
-from mnist_model import MnistClassificationNet
+from mnist_kit.errors import KitError
 from mnist_kit.worker.preprocess import normalize
+from mnist_model import MnistClassificationNet
 
 
 def pick_device(device: str) -> torch.device:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise click.ClickException("--device cuda asked for, but no CUDA device is available")
+        raise KitError("--device cuda asked for, but no CUDA device is available")
     return torch.device(device)
 
 
@@ -67,9 +69,13 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return 100.0 * correct / len(images)
 
 
-def fit(data_dir, out, epochs=6, batch_size=128, lr=3e-3, seed=1, limit=None, device="auto", augmentation=True,
-        precision="auto", progress=True) -> dict:
-    """Train, print test accuracy after each epoch, write the state_dict to `out` and metrics.json beside it."""
+def fit(data_dir, out, epochs=C.EPOCHS, batch_size=C.TRAIN_BATCH_SIZE, lr=C.LEARNING_RATE, seed=C.SEED, limit=None,
+        device="auto", augmentation=True, precision="auto", on_step=None, on_epoch=None) -> dict:
+    """Train, write the state_dict to `out` and metrics.json beside it, and return the metrics.
+
+    on_step(epoch, step, steps) is called after each optimiser step, on_epoch(epoch, loss, test_accuracy) after
+    each epoch: the CLI draws its progress bar and prints its lines with them.
+    """
     start = time.time()
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -89,23 +95,24 @@ def fit(data_dir, out, epochs=6, batch_size=128, lr=3e-3, seed=1, limit=None, de
     for epoch in range(1, epochs + 1):
         model.train()
         order = torch.randperm(len(train_x), generator=generator)
-        with click.progressbar(range(steps), label=f"epoch {epoch}/{epochs}", hidden=not progress) as bar:
-            for step in bar:
-                index = order[step * batch_size : (step + 1) * batch_size]
-                x = train_x[index]
-                if augmentation:
-                    x = augment(x, generator)
-                x = x.to(device).contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                    loss = F.nll_loss(model(x), train_y[index].to(device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
+        for step in range(steps):
+            index = order[step * batch_size : (step + 1) * batch_size]
+            x = train_x[index]
+            if augmentation:
+                x = augment(x, generator)
+            x = x.to(device).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                loss = F.nll_loss(model(x), train_y[index].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            if on_step:
+                on_step(epoch, step + 1, steps)
         accuracy = evaluate(model, test_x, test_y)
         history.append(accuracy)
-        if progress:
-            click.echo(f"epoch {epoch}/{epochs}: loss {loss.item():.4f}, test accuracy {accuracy:.2f} %")
+        if on_epoch:
+            on_epoch(epoch, loss.item(), accuracy)
 
     metrics = {
         "test_accuracy": history[-1],

@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--kill-worker", action="store_true", help="kill -9 one worker halfway through")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    with mnist_server.TorchServe(args.model_store) as ts:
+    with mnist_server.PrivateServer(args.model_store) as ts:
         pids = ts.worker_pids()
         rss_before = worker_rss(pids)
         run(ts.inference_url, 500, args.concurrency)  # warm-up, so growth is not first-use allocation

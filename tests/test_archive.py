@@ -29,10 +29,10 @@ def test_default_archive_is_int8_torchscript_with_handler_and_version(model_stor
         "quantized" in str(scripted.graph)
 
 
-def test_archive_packs_the_shared_preprocessing_and_constants_beside_the_handler(model_store):
+def test_archive_packs_the_worker_package_and_constants_beside_the_handler(model_store):
     names = set(zipfile.ZipFile(model_store / "mnist.mar").namelist())
-    assert {"mnist_handler.py", "mnist_model.py", "mnist_preprocess.py", "mnist_constants.py",
-            "model.pt", "model-config.yaml"} <= names
+    assert {"mnist_handler.py", "mnist_model.py", "mnist_kit/worker/preprocess.py", "mnist_kit/constants.py",
+            "model.pt", "model-config.yaml", "explain_weights.pt"} <= names
 
 
 def test_eager_mode_packs_the_state_dict_and_model_file_as_the_tutorial_does(tiny_checkpoint, tmp_path):

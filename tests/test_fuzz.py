@@ -12,11 +12,12 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pytest
+from harness import TorchServe
 from PIL import Image
+from test_preprocess import png_header
 
 from mnist_kit import client as mnist_client
 from mnist_kit import constants as C
-from test_preprocess import png_header
 
 
 def post(url: str, body: bytes, content_type: str | None, path: str = "/predictions/mnist") -> tuple[int, bytes]:
@@ -129,7 +130,15 @@ def test_in_a_batch_a_bad_request_fails_alone(server, digits):
     assert server.count_in_log("Backend received inference") - batches_before < len(requests)
 
 
-def test_a_worker_killed_with_sigkill_is_replaced_and_serving_goes_on(server, digits):
+@pytest.fixture
+def own_server(model_store):
+    """A server of its own, for a test that kills one of its workers."""
+    with TorchServe(model_store) as ts:
+        yield ts
+
+
+def test_a_worker_killed_with_sigkill_is_replaced_and_serving_goes_on(own_server, digits):
+    server = own_server
     before = server.worker_pids()
     os.kill(before[0], signal.SIGKILL)
     answer = mnist_client.predict(digits[1].read_bytes(), url=server.inference_url, wait=60)

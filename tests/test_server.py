@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from harness import TorchServe
 
 from mnist_kit import client as mnist_client
 from mnist_kit import constants as C
-from mnist_kit.worker import preprocess as mnist_preprocess
 from mnist_kit.cli import cli
-from mnist_kit.server import TorchServe
+from mnist_kit.worker import preprocess as mnist_preprocess
 
 
 def digit_of(path) -> int:
