@@ -12,17 +12,15 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from mnist_model import MnistClassificationNet
 from mnist_kit.worker.preprocess import normalize
+from mnist_model import MnistClassificationNet, from_state_dict
 
 MAX_ACCURACY_DROP = 0.05
 CALIBRATION_IMAGES = 2000
 
 
 def load_float(state_dict_path) -> MnistClassificationNet:
-    model = MnistClassificationNet().eval()
-    model.load_state_dict(torch.load(state_dict_path, map_location="cpu", weights_only=True))
-    return model
+    return from_state_dict(state_dict_path)
 
 
 def script(model: MnistClassificationNet) -> torch.jit.ScriptModule:
