@@ -3,6 +3,7 @@
 The load generator is wrk (C, epoll; Debian's `wrk`), one thread, keep-alive connections; its own CPU use is
 reported so a reader can see it is not the bottleneck. The ceiling is a no-op handler (noop_handler.py)
 served with the same batching settings: the most any handler could get out of TorchServe on this machine.
+The tables of docs/PERFORMANCE.md are written from a run's JSON by markdown(), so no figure is retyped.
 """
 
 import contextlib
@@ -23,25 +24,30 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mnist_kit import constants as C
+from mnist_kit.errors import KitError
 from mnist_kit.worker import preprocess as mnist_preprocess
-import variants as mnist_variants
 
-SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits" / "7.png"
+# The sample 7, a canvas export and a phone photo of it (scripts/make_samples.py), shipped with the package.
+SAMPLES = Path(__file__).resolve().parent / "samples"
+SAMPLE = SAMPLES / "7.png"
+BEGIN, END = "<!-- bench tables: mnist-kit bench --markdown", "<!-- end of bench tables -->"
+
+
+def jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
 
 
 def sample_images() -> dict[str, bytes]:
-    """The image types the README promises to handle fast, made from the sample 7."""
-    digit = np.asarray(Image.open(SAMPLE))
-    rng = np.random.default_rng(0)
-    canvas = mnist_variants.canvas_png(digit, rng)
-    while Image.open(io.BytesIO(canvas)).mode != "RGBA":
-        canvas = mnist_variants.canvas_png(digit, rng)
-    photo = Image.open(io.BytesIO(mnist_variants.photo_jpeg(digit, rng)))
+    """The image types the README promises to handle fast."""
+    photo = Image.open(SAMPLES / "photo.jpg")
     return {
         "28×28 PNG": SAMPLE.read_bytes(),
-        "280×280 RGBA canvas PNG": canvas,
-        "1000×750 JPEG": mnist_variants.encode(photo.resize((1000, 750)), "JPEG", quality=90),
-        "4000×3000 JPEG": mnist_variants.encode(photo.resize((4000, 3000)), "JPEG", quality=90),
+        "280×280 RGBA canvas PNG": (SAMPLES / "canvas.png").read_bytes(),
+        "1000×750 JPEG": jpeg(photo.resize((1000, 750))),
+        "4000×3000 JPEG": jpeg(photo.resize((4000, 3000))),
     }
 
 
@@ -78,10 +84,14 @@ end
 """
 
 
+def require_wrk() -> None:
+    if shutil.which("wrk") is None:
+        raise KitError("wrk is not installed: scripts/setup.sh installs it (Debian: apt-get install wrk)")
+
+
 def wrk(url: str, body: Path, concurrency: int, seconds: float, content_type: str = "image/png") -> dict:
     """One wrk run; returns req/s, latency percentiles in ms, errors and the generator's CPU use."""
-    if shutil.which("wrk") is None:
-        raise RuntimeError("wrk is not installed: scripts/setup.sh installs it (Debian: apt-get install wrk)")
+    require_wrk()
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -95,7 +105,7 @@ def wrk(url: str, body: Path, concurrency: int, seconds: float, content_type: st
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     line = next((l for l in out.stdout.splitlines() if l.startswith("{")), None)
     if line is None:
-        raise RuntimeError(f"wrk failed: {out.stdout}{out.stderr}")
+        raise KitError(f"wrk failed: {(out.stderr or out.stdout).strip() or f'exit code {out.returncode}'}")
     r = json.loads(line)
     seconds_run = r["duration_us"] / 1e6
     return {
@@ -112,8 +122,11 @@ def model_config(archive: Path) -> dict:
     """The archive's model-config.yaml: its batching settings."""
     import yaml
 
-    with zipfile.ZipFile(archive) as z:
-        return yaml.safe_load(z.read("model-config.yaml"))
+    try:
+        with zipfile.ZipFile(archive) as z:
+            return yaml.safe_load(z.read("model-config.yaml"))
+    except (OSError, zipfile.BadZipFile, KeyError) as e:
+        raise KitError(f"{archive} is not an archive of mnist-kit archive ({e})") from None
 
 
 def noop_archive(export_path: Path, config: dict) -> Path:
@@ -124,10 +137,12 @@ def noop_archive(export_path: Path, config: dict) -> Path:
         config_file = Path(tmp, "model-config.yaml")
         config_file.write_text(yaml.safe_dump(config))
         handler = Path(__file__).resolve().parent / "noop_handler.py"
-        subprocess.run([sys.executable, "-m", "model_archiver.model_packaging", "--model-name", "noop",
-                        "--version", "1.0", "--handler", str(handler), "--config-file", str(config_file),
-                        "--export-path", str(export_path), "--force"], check=True, capture_output=True,
-                       env={**os.environ, "TMPDIR": tmp})
+        result = subprocess.run([sys.executable, "-m", "model_archiver.model_packaging", "--model-name", "noop",
+                                 "--version", "1.0", "--handler", str(handler), "--config-file", str(config_file),
+                                 "--export-path", str(export_path), "--force"], capture_output=True, text=True,
+                                env={**os.environ, "TMPDIR": tmp})
+    if result.returncode != 0:
+        raise KitError(f"torch-model-archiver failed on the no-op handler: {(result.stderr or result.stdout).strip()}")
     return export_path / "noop.mar"
 
 
@@ -140,15 +155,16 @@ def started(stack: contextlib.ExitStack, archive: Path, model: str, body: Path):
     store = Path(stack.enter_context(tempfile.TemporaryDirectory()))
     shutil.copy(archive, store / archive.name)
     start = time.perf_counter()
-    ts = stack.enter_context(mnist_server.TorchServe(store, load_models=archive.name))
+    ts = stack.enter_context(mnist_server.PrivateServer(store, load_models=archive.name))
     mnist_client.predict(body.read_bytes(), url=ts.inference_url, model=model, wait=30)
     return ts, round(time.perf_counter() - start, 2)
 
 
-def run(archive=Path("model_store/mnist.mar"), concurrencies=(1, 8, 32, 64), seconds: float = 10,
+def run(archive=Path(C.MODEL_STORE, f"{C.MODEL_NAME}.mar"), concurrencies=(1, 8, 32, 64), seconds: float = 10,
         body: Path = SAMPLE, progress=lambda message: None) -> dict:
     """The whole benchmark on this machine: the kit and the ceiling with the same settings, both up at once and
     measured one after the other at each concurrency, so that both see the same machine."""
+    require_wrk()
     config = model_config(Path(archive))
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         noop = noop_archive(Path(tmp), config)
@@ -168,12 +184,21 @@ def run(archive=Path("model_store/mnist.mar"), concurrencies=(1, 8, 32, 64), sec
         k["ratio_to_ceiling"] = round(k["req_per_s"] / c["req_per_s"], 3) if c["req_per_s"] else None
     return {
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version()},
+                    "cpu": cpu_model(), "python": platform.python_version()},
         "settings": {"batch_size": config["batchSize"], "max_batch_delay_ms": config["maxBatchDelay"],
                      "workers": workers, "seconds_per_point": seconds, "body": body.name},
         **{name: {"cold_start_s": servers[name][1], "sweep": sweeps[name]} for name in servers},
         "preprocess": preprocess_costs(),
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), which says more about the figures than the architecture does."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.machine())
 
 
 def plot(result: dict, path: Path) -> None:
@@ -229,3 +254,56 @@ def print_preprocess_costs() -> None:
 
 if __name__ == "__main__":
     print_preprocess_costs()
+
+
+def load(path: Path) -> dict:
+    """A bench JSON file (reports/bench.json), checked to hold what markdown() reads."""
+    try:
+        result = json.loads(Path(path).read_text())
+        result["kit"]["sweep"], result["ceiling"]["sweep"], result["preprocess"], result["machine"]["cpus"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise KitError(f"{path} is not a bench result written by mnist-kit bench ({type(e).__name__}: {e})") from None
+    return result
+
+
+def number(value: float, decimals: int = 0) -> str:
+    return f"{value:,.{decimals}f}".replace(",", " ")
+
+
+def markdown(result: dict) -> str:
+    """The serving and preprocessing tables of docs/PERFORMANCE.md, with the machine they were measured on."""
+    machine, settings = result["machine"], result["settings"]
+    lines = [
+        f"Measured by `mnist-kit bench` on {machine.get('cpu') or machine['processor']}, {machine['cpus']} CPU "
+        f"cores, Python {machine['python']}: batch {settings['batch_size']}, max delay "
+        f"{settings['max_batch_delay_ms']} ms, {settings['workers']} workers, "
+        f"{number(settings['seconds_per_point'])} s per point, body `{settings['body']}`.",
+        "",
+        "| conc | mnist-kit req/s | p50 ms | p90 ms | p99 ms | errors | ceiling req/s | ceiling p50 | ceiling p99 "
+        "| ratio |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for k, c in zip(result["kit"]["sweep"], result["ceiling"]["sweep"]):
+        lines.append(f"| {k['concurrency']} | {number(k['req_per_s'])} | {k['p50_ms']:.2f} | {k['p90_ms']:.2f} | "
+                     f"{k['p99_ms']:.2f} | {k['errors']} | {number(c['req_per_s'])} | {c['p50_ms']:.2f} | "
+                     f"{c['p99_ms']:.2f} | {k['ratio_to_ceiling']:.2f} |")
+    lines += [
+        "",
+        f"Cold start (`torchserve --start` to the first answer): {result['kit']['cold_start_s']:.2f} s "
+        f"(no-op handler: {result['ceiling']['cold_start_s']:.2f} s).",
+        "",
+        "| image | preprocessing ms, median on one core |",
+        "|---|---:|",
+        *(f"| {name} | {r['ms_median']:.3f} |" for name, r in result["preprocess"].items()),
+    ]
+    return "\n".join(lines)
+
+
+def write_markdown(result: dict, path: Path) -> None:
+    """Replace the tables between the bench markers of `path` (docs/PERFORMANCE.md) with markdown(result)."""
+    text = Path(path).read_text()
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        raise KitError(f"{path} has no bench markers: a line starting {BEGIN!r}, later a line {END!r}")
+    start = text.index("\n", start) + 1
+    Path(path).write_text(text[:start] + markdown(result) + "\n" + text[end:])
