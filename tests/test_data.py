@@ -40,6 +40,7 @@ def test_a_corrupt_file_is_caught_by_its_md5(data_dir, tmp_path):
 
 def test_a_truncated_gzip_is_a_clear_error(data_dir, tmp_path):
     (tmp_path / "t10k-images-idx3-ubyte").write_bytes(raw_bytes(data_dir, "t10k-images-idx3-ubyte"))
-    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(raw_bytes(data_dir, "t10k-labels-idx1-ubyte"))[:500])
+    truncated = gzip.compress(raw_bytes(data_dir, "t10k-labels-idx1-ubyte"))[:500]
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(truncated)
     with pytest.raises(mnist_data.DataError, match="t10k-labels-idx1-ubyte.gz is corrupt"):
         mnist_data.load(tmp_path, "test", download=False)

@@ -6,12 +6,12 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+import variants as mnist_variants
 from PIL import Image
 
 from mnist_kit import client as mnist_client
 from mnist_kit import data as mnist_data
 from mnist_kit.worker import preprocess as mnist_preprocess
-import variants as mnist_variants
 from mnist_model import MnistClassificationNet
 
 PER_KIND = 200
