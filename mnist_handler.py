@@ -21,8 +21,13 @@ from mnist_kit.worker.metrics import MetricsWindow
 from mnist_kit.worker.preprocess import InputError
 from mnist_model import MnistClassificationNet, from_state_dict
 
-ERROR_TYPES = {400: "BadRequestException", 413: "RequestEntityTooLargeException",
-               415: "UnsupportedMediaTypeException", 500: "InternalServerException", 501: "NotImplementedException"}
+ERROR_TYPES = {
+    400: "BadRequestException",
+    413: "RequestEntityTooLargeException",
+    415: "UnsupportedMediaTypeException",
+    500: "InternalServerException",
+    501: "NotImplementedException",
+}
 
 
 class MnistHandler(BaseHandler):
@@ -60,8 +65,13 @@ class MnistHandler(BaseHandler):
         answers = self.postprocess(results)
         probabilities = [r for r in results if not isinstance(r, InputError)]
         digits = [int(p.argmax()) for p in probabilities]
-        self.metrics_window.add(digits, [p[d] for p, d in zip(probabilities, digits)],
-                                [r.reason for r in results if isinstance(r, InputError)], preprocessing_ms, len(data))
+        self.metrics_window.add(
+            digits,
+            [p[d] for p, d in zip(probabilities, digits)],
+            [r.reason for r in results if isinstance(r, InputError)],
+            preprocessing_ms,
+            len(data),
+        )
         return answers
 
     def preprocess(self, data) -> list:
@@ -105,8 +115,10 @@ class MnistHandler(BaseHandler):
     def to_json(digit: int, probabilities: list[float]) -> str:
         """The answer, written here: TorchServe would pretty-print a dict at several times the cost. Probabilities
         come rounded to 6 decimals in float64, so each prints in its shortest form."""
-        return (f'{{"digit": {digit}, "confidence": {probabilities[digit]!r}, '
-                f'"probabilities": [{", ".join(map(repr, probabilities))}]}}')
+        return (
+            f'{{"digit": {digit}, "confidence": {probabilities[digit]!r}, '
+            f'"probabilities": [{", ".join(map(repr, probabilities))}]}}'
+        )
 
     def explain_handle(self, rows, data):
         """/explanations: Integrated Gradients attributions of the predicted digit over the 28×28 input."""
@@ -123,10 +135,18 @@ class MnistHandler(BaseHandler):
             with torch.no_grad():
                 digit = int(self.float_model(x).argmax(1))
             baseline = preprocess.model_input([np.zeros_like(pixels)]).to(self.device)
-            attributions = IntegratedGradients(self.float_model).attribute(x, baselines=baseline, target=digit,
-                                                                           n_steps=C.EXPLAIN_STEPS)
-            answers.append(json.dumps({"digit": digit, "pixels": pixels.tolist(),
-                                       "attributions": attributions[0, 0].round(decimals=6).tolist()}))
+            attributions = IntegratedGradients(self.float_model).attribute(
+                x, baselines=baseline, target=digit, n_steps=C.EXPLAIN_STEPS
+            )
+            answers.append(
+                json.dumps(
+                    {
+                        "digit": digit,
+                        "pixels": pixels.tolist(),
+                        "attributions": attributions[0, 0].round(decimals=6).tolist(),
+                    }
+                )
+            )
             self.context.set_response_content_type(i, "application/json")
         return answers
 

@@ -62,8 +62,12 @@ def preprocess_costs(min_seconds: float = 1.0) -> dict[str, dict]:
             start = time.perf_counter()
             mnist_preprocess.image_bytes_to_pixels(data)
             times.append(time.perf_counter() - start)
-        results[name] = {"bytes": len(data), "ms_median": round(1000 * statistics.median(times), 3),
-                         "ms_p90": round(1000 * np.percentile(times, 90), 3), "runs": len(times)}
+        results[name] = {
+            "bytes": len(data),
+            "ms_median": round(1000 * statistics.median(times), 3),
+            "ms_p90": round(1000 * np.percentile(times, 90), 3),
+            "runs": len(times),
+        }
     return results
 
 
@@ -97,9 +101,22 @@ def wrk(url: str, body: Path, concurrency: int, seconds: float, content_type: st
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         out = subprocess.run(
-            ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", script.name,
-             url], capture_output=True, text=True, timeout=seconds + 60,
-            env={**os.environ, "BENCH_BODY": str(body), "BENCH_CONTENT_TYPE": content_type})
+            [
+                "wrk",
+                "-t1",
+                f"-c{concurrency}",
+                f"-d{max(1, round(seconds))}s",
+                "--timeout",
+                "10s",
+                "-s",
+                script.name,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            env={**os.environ, "BENCH_BODY": str(body), "BENCH_CONTENT_TYPE": content_type},
+        )
     finally:
         os.unlink(script.name)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -112,7 +129,9 @@ def wrk(url: str, body: Path, concurrency: int, seconds: float, content_type: st
         "concurrency": concurrency,
         "requests": r["requests"],
         "req_per_s": round(r["requests"] / seconds_run, 1),
-        "p50_ms": r["p50_us"] / 1000, "p90_ms": r["p90_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
+        "p50_ms": r["p50_us"] / 1000,
+        "p90_ms": r["p90_us"] / 1000,
+        "p99_ms": r["p99_us"] / 1000,
         "errors": r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"],
         "generator_cpu": round((after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / seconds_run, 2),
     }
@@ -137,10 +156,27 @@ def noop_archive(export_path: Path, config: dict) -> Path:
         config_file = Path(tmp, "model-config.yaml")
         config_file.write_text(yaml.safe_dump(config))
         handler = Path(__file__).resolve().parent / "noop_handler.py"
-        result = subprocess.run([sys.executable, "-m", "model_archiver.model_packaging", "--model-name", "noop",
-                                 "--version", "1.0", "--handler", str(handler), "--config-file", str(config_file),
-                                 "--export-path", str(export_path), "--force"], capture_output=True, text=True,
-                                env={**os.environ, "TMPDIR": tmp})
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "model_archiver.model_packaging",
+                "--model-name",
+                "noop",
+                "--version",
+                "1.0",
+                "--handler",
+                str(handler),
+                "--config-file",
+                str(config_file),
+                "--export-path",
+                str(export_path),
+                "--force",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TMPDIR": tmp},
+        )
     if result.returncode != 0:
         raise KitError(f"torch-model-archiver failed on the no-op handler: {(result.stderr or result.stdout).strip()}")
     return export_path / "noop.mar"
@@ -160,8 +196,13 @@ def started(stack: contextlib.ExitStack, archive: Path, model: str, body: Path):
     return ts, round(time.perf_counter() - start, 2)
 
 
-def run(archive=Path(C.MODEL_STORE, f"{C.MODEL_NAME}.mar"), concurrencies=(1, 8, 32, 64), seconds: float = 10,
-        body: Path = SAMPLE, progress=lambda message: None) -> dict:
+def run(
+    archive=Path(C.MODEL_STORE, f"{C.MODEL_NAME}.mar"),
+    concurrencies=(1, 8, 32, 64),
+    seconds: float = 10,
+    body: Path = SAMPLE,
+    progress=lambda message: None,
+) -> dict:
     """The whole benchmark on this machine: the kit and the ceiling with the same settings, both up at once and
     measured one after the other at each concurrency, so that both see the same machine."""
     require_wrk()
@@ -177,16 +218,26 @@ def run(archive=Path(C.MODEL_STORE, f"{C.MODEL_NAME}.mar"), concurrencies=(1, 8,
         for c in concurrencies:
             for name, url in urls.items():
                 sweeps[name].append(wrk(url, body, c, seconds))
-                progress(f"{name} c={c}: {sweeps[name][-1]['req_per_s']:.0f} req/s, "
-                         f"p99 {sweeps[name][-1]['p99_ms']:.1f} ms")
+                progress(
+                    f"{name} c={c}: {sweeps[name][-1]['req_per_s']:.0f} req/s, p99 {sweeps[name][-1]['p99_ms']:.1f} ms"
+                )
         workers = len(servers["kit"][0].worker_pids("mnist"))
     for k, c in zip(sweeps["kit"], sweeps["ceiling"]):
         k["ratio_to_ceiling"] = round(k["req_per_s"] / c["req_per_s"], 3) if c["req_per_s"] else None
     return {
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "cpu": cpu_model(), "python": platform.python_version()},
-        "settings": {"batch_size": config["batchSize"], "max_batch_delay_ms": config["maxBatchDelay"],
-                     "workers": workers, "seconds_per_point": seconds, "body": body.name},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu": cpu_model(),
+            "python": platform.python_version(),
+        },
+        "settings": {
+            "batch_size": config["batchSize"],
+            "max_batch_delay_ms": config["maxBatchDelay"],
+            "workers": workers,
+            "seconds_per_point": seconds,
+            "body": body.name,
+        },
         **{name: {"cold_start_s": servers[name][1], "sweep": sweeps[name]} for name in servers},
         "preprocess": preprocess_costs(),
     }
@@ -221,8 +272,10 @@ def plot(result: dict, path: Path) -> None:
         axis.set_title(title)
         axis.grid(alpha=0.3)
         axis.legend()
-    fig.suptitle(f"TorchServe on {result['machine']['cpus']} CPU cores, batch {result['settings']['batch_size']}, "
-                 f"max delay {result['settings']['max_batch_delay_ms']} ms")
+    fig.suptitle(
+        f"TorchServe on {result['machine']['cpus']} CPU cores, batch {result['settings']['batch_size']}, "
+        f"max delay {result['settings']['max_batch_delay_ms']} ms"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -230,19 +283,27 @@ def plot(result: dict, path: Path) -> None:
 
 def report(result: dict) -> str:
     """The figures as a table for people."""
-    lines = [f"{'conc':>4} | {'mnist-kit req/s':>15} {'p50':>6} {'p90':>6} {'p99':>6} {'err':>4} | "
-             f"{'ceiling req/s':>13} {'p50':>6} {'p99':>6} | {'ratio':>5}"]
+    lines = [
+        f"{'conc':>4} | {'mnist-kit req/s':>15} {'p50':>6} {'p90':>6} {'p99':>6} {'err':>4} | "
+        f"{'ceiling req/s':>13} {'p50':>6} {'p99':>6} | {'ratio':>5}"
+    ]
     for k, c in zip(result["kit"]["sweep"], result["ceiling"]["sweep"]):
-        lines.append(f"{k['concurrency']:>4} | {k['req_per_s']:>15.0f} {k['p50_ms']:>6.2f} {k['p90_ms']:>6.2f} "
-                     f"{k['p99_ms']:>6.2f} {k['errors']:>4} | {c['req_per_s']:>13.0f} {c['p50_ms']:>6.2f} "
-                     f"{c['p99_ms']:>6.2f} | {k['ratio_to_ceiling']:>5.2f}")
+        lines.append(
+            f"{k['concurrency']:>4} | {k['req_per_s']:>15.0f} {k['p50_ms']:>6.2f} {k['p90_ms']:>6.2f} "
+            f"{k['p99_ms']:>6.2f} {k['errors']:>4} | {c['req_per_s']:>13.0f} {c['p50_ms']:>6.2f} "
+            f"{c['p99_ms']:>6.2f} | {k['ratio_to_ceiling']:>5.2f}"
+        )
     lines.append("latencies in ms; ceiling: a no-op handler served with the same settings, in the same run")
     generator = max(p["generator_cpu"] for name in ("kit", "ceiling") for p in result[name]["sweep"])
     lines.append(f"load generator (wrk, 1 thread) used at most {generator:.2f} of a core")
-    lines.append(f"cold start (torchserve --start to first prediction): {result['kit']['cold_start_s']:.2f} s "
-                 f"(no-op handler: {result['ceiling']['cold_start_s']:.2f} s)")
-    lines.append("preprocessing per image, one core: " + ", ".join(
-        f"{name} {r['ms_median']:.3f} ms" for name, r in result["preprocess"].items()))
+    lines.append(
+        f"cold start (torchserve --start to first prediction): {result['kit']['cold_start_s']:.2f} s "
+        f"(no-op handler: {result['ceiling']['cold_start_s']:.2f} s)"
+    )
+    lines.append(
+        "preprocessing per image, one core: "
+        + ", ".join(f"{name} {r['ms_median']:.3f} ms" for name, r in result["preprocess"].items())
+    )
     return "\n".join(lines)
 
 
@@ -284,9 +345,11 @@ def markdown(result: dict) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for k, c in zip(result["kit"]["sweep"], result["ceiling"]["sweep"]):
-        lines.append(f"| {k['concurrency']} | {number(k['req_per_s'])} | {k['p50_ms']:.2f} | {k['p90_ms']:.2f} | "
-                     f"{k['p99_ms']:.2f} | {k['errors']} | {number(c['req_per_s'])} | {c['p50_ms']:.2f} | "
-                     f"{c['p99_ms']:.2f} | {k['ratio_to_ceiling']:.2f} |")
+        lines.append(
+            f"| {k['concurrency']} | {number(k['req_per_s'])} | {k['p50_ms']:.2f} | {k['p90_ms']:.2f} | "
+            f"{k['p99_ms']:.2f} | {k['errors']} | {number(c['req_per_s'])} | {c['p50_ms']:.2f} | "
+            f"{c['p99_ms']:.2f} | {k['ratio_to_ceiling']:.2f} |"
+        )
     lines += [
         "",
         f"Cold start (`torchserve --start` to the first answer): {result['kit']['cold_start_s']:.2f} s "

@@ -45,8 +45,14 @@ def from_home(ctx, param, value):
 
 
 def path_option(*names, default, file_okay=True, dir_okay=True, **kwargs):
-    return click.option(*names, default=default, show_default=True, callback=from_home,
-                        type=click.Path(file_okay=file_okay, dir_okay=dir_okay, path_type=Path), **kwargs)
+    return click.option(
+        *names,
+        default=default,
+        show_default=True,
+        callback=from_home,
+        type=click.Path(file_okay=file_okay, dir_okay=dir_okay, path_type=Path),
+        **kwargs,
+    )
 
 
 def key_file() -> Path:
@@ -55,8 +61,12 @@ def key_file() -> Path:
 
 
 def data_dir_option(purpose: str):
-    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                        help=f"{purpose} Default: ${C.DATA_DIR_ENV}, else {C.DATA_DIR} in the kit's home.")
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help=f"{purpose} Default: ${C.DATA_DIR_ENV}, else {C.DATA_DIR} in the kit's home.",
+    )
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,18 +94,33 @@ def cli():
 @data_dir_option("Folder with the four MNIST IDX files (.gz or raw).")
 @click.option("--epochs", default=C.EPOCHS, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=C.TRAIN_BATCH_SIZE, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=C.LEARNING_RATE, show_default=True, type=click.FloatRange(0, min_open=True),
-              help="Peak learning rate of the one-cycle schedule (AdamW).")
+@click.option(
+    "--lr",
+    default=C.LEARNING_RATE,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Peak learning rate of the one-cycle schedule (AdamW).",
+)
 @click.option("--seed", default=C.SEED, show_default=True, type=int, help="Same seed, same model (on CPU).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Train on the first N images only (quick runs).")
-@click.option("--augment/--no-augment", default=True, show_default=True,
-              help="Random rotation, scale and shift of training digits.")
+@click.option(
+    "--augment/--no-augment",
+    default=True,
+    show_default=True,
+    help="Random rotation, scale and shift of training digits.",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help="bf16 autocast for the training math (weights stay fp32); auto uses it where the CPU or GPU "
-                   "computes bf16 natively (AMX, AVX512-BF16, CUDA), where it is faster than fp32.")
-@path_option("--out", default=C.CHECKPOINT, dir_okay=False,
-             help="Where to write the state_dict; metrics.json goes beside it.")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="bf16 autocast for the training math (weights stay fp32); auto uses it where the CPU or GPU "
+    "computes bf16 natively (AMX, AVX512-BF16, CUDA), where it is faster than fp32.",
+)
+@path_option(
+    "--out", default=C.CHECKPOINT, dir_okay=False, help="Where to write the state_dict; metrics.json goes beside it."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON.")
 def train(data_dir, epochs, batch_size, lr, seed, limit, augment, device, precision, out, as_json):
     """Train the CNN on MNIST and save its state_dict.
@@ -120,8 +145,19 @@ def train(data_dir, epochs, batch_size, lr, seed, limit, augment, device, precis
         click.echo(f"epoch {epoch}/{epochs}: loss {loss:.4f}, test accuracy {accuracy:.2f} %")
 
     quiet = {} if as_json else {"on_step": on_step, "on_epoch": on_epoch}
-    metrics = training.fit(data_dir or data.default_data_dir(), out, epochs=epochs, batch_size=batch_size, lr=lr,
-                           seed=seed, limit=limit, device=device, augmentation=augment, precision=precision, **quiet)
+    metrics = training.fit(
+        data_dir or data.default_data_dir(),
+        out,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        limit=limit,
+        device=device,
+        augmentation=augment,
+        precision=precision,
+        **quiet,
+    )
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
     else:
@@ -133,18 +169,37 @@ def train(data_dir, epochs, batch_size, lr, seed, limit, augment, device, precis
 @cli.command()
 @path_option("--serialized-file", default=C.CHECKPOINT, dir_okay=False, help="The trained state_dict.")
 @click.option("--model-name", default=C.MODEL_NAME, show_default=True)
-@click.option("--version", default=C.MODEL_VERSION, show_default=True,
-              help="Model version; other than the default, the file is NAME-VERSION.mar so versions share a store.")
+@click.option(
+    "--version",
+    default=C.MODEL_VERSION,
+    show_default=True,
+    help="Model version; other than the default, the file is NAME-VERSION.mar so versions share a store.",
+)
 @path_option("--export-path", default=C.MODEL_STORE, file_okay=False)
-@click.option("--mode", type=click.Choice(["int8", "script", "eager"]), default="int8", show_default=True,
-              help="int8: quantised TorchScript, several times faster than eager (docs/PERFORMANCE.md), kept only "
-                   "within 0.05 points of float test accuracy (needs the MNIST files). script: frozen fp32 "
-                   "TorchScript. eager: the state_dict with mnist_model.py.")
+@click.option(
+    "--mode",
+    type=click.Choice(["int8", "script", "eager"]),
+    default="int8",
+    show_default=True,
+    help="int8: quantised TorchScript, several times faster than eager (docs/PERFORMANCE.md), kept only "
+    "within 0.05 points of float test accuracy (needs the MNIST files). script: frozen fp32 "
+    "TorchScript. eager: the state_dict with mnist_model.py.",
+)
 @data_dir_option("MNIST files for int8 calibration and checking.")
-@click.option("--batch-size", type=click.IntRange(1), default=C.BATCH_SIZE, show_default=True,
-              help="Most requests TorchServe hands the handler at once.")
-@click.option("--max-batch-delay", type=click.IntRange(1), default=C.MAX_BATCH_DELAY_MS, show_default=True,
-              help="Milliseconds a lone request waits for company (TorchServe treats 0 as 100).")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=C.BATCH_SIZE,
+    show_default=True,
+    help="Most requests TorchServe hands the handler at once.",
+)
+@click.option(
+    "--max-batch-delay",
+    type=click.IntRange(1),
+    default=C.MAX_BATCH_DELAY_MS,
+    show_default=True,
+    help="Milliseconds a lone request waits for company (TorchServe treats 0 as 100).",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing archive.")
 def archive(serialized_file, model_name, version, export_path, mode, data_dir, batch_size, max_batch_delay, force):
     """Pack the model into a TorchServe .mar archive.
@@ -155,16 +210,35 @@ def archive(serialized_file, model_name, version, export_path, mode, data_dir, b
     """
     from mnist_kit import archive as archiving
 
-    path = archiving.build(serialized_file, export_path, model_name, version, force, mode, data_dir, batch_size,
-                           max_batch_delay, log=click.echo)
+    path = archiving.build(
+        serialized_file,
+        export_path,
+        model_name,
+        version,
+        force,
+        mode,
+        data_dir,
+        batch_size,
+        max_batch_delay,
+        log=click.echo,
+    )
     click.echo(f"wrote {path}")
 
 
 @cli.command()
-@path_option("--ts-config", default=C.TS_CONFIG, dir_okay=False,
-             help="TorchServe configuration; config.production.properties turns tokens on.")
-@click.option("--wait", type=click.FloatRange(0), default=120, show_default=True,
-              help="Seconds to wait for every model to have a ready worker.")
+@path_option(
+    "--ts-config",
+    default=C.TS_CONFIG,
+    dir_okay=False,
+    help="TorchServe configuration; config.production.properties turns tokens on.",
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(0),
+    default=120,
+    show_default=True,
+    help="Seconds to wait for every model to have a ready worker.",
+)
 def serve(ts_config, wait):
     """Start TorchServe in the background, after checking what usually makes it fail.
 
@@ -178,10 +252,13 @@ def serve(ts_config, wait):
     props = server.preflight(config, cwd=root)
     server.launch(config, root / C.LOGS / "torchserve.out", cwd=root)
     management = props.get("management_address", C.MANAGEMENT_URL)
-    server.wait_ready(management, wait, root / C.LOGS / "ts_log.log",
-                      lambda: client.read_token(key_file(), api="management"))
-    click.echo(f"TorchServe ready: inference {props.get('inference_address')}, management {management}, "
-               f"metrics {props.get('metrics_address')}; stop it with `mnist-kit stop`")
+    server.wait_ready(
+        management, wait, root / C.LOGS / "ts_log.log", lambda: client.read_token(key_file(), api="management")
+    )
+    click.echo(
+        f"TorchServe ready: inference {props.get('inference_address')}, management {management}, "
+        f"metrics {props.get('metrics_address')}; stop it with `mnist-kit stop`"
+    )
 
 
 @cli.command()
@@ -204,16 +281,33 @@ def stop():
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--url", default=C.INFERENCE_URL, show_default=True, help="TorchServe inference address.")
 @click.option("--model", default=C.MODEL_NAME, show_default=True, help="Model name, or NAME/VERSION.")
-@click.option("--token", envvar="MNIST_KIT_TOKEN", default=None,
-              help="Inference token when token authorization is on. Default: $MNIST_KIT_TOKEN, else read from "
-                   "--key-file.")
-@path_option("--key-file", default=C.KEY_FILE, dir_okay=False,
-             help="TorchServe's key file, written where the server was started.")
-@click.option("--retries", type=click.IntRange(0), default=3, show_default=True,
-              help="Retries, with exponential backoff from 0.1 s, when the server is unreachable or answers 503 "
-                   "(starting up, a worker restarting, queue full).")
-@click.option("--wait", type=click.FloatRange(0), default=0, show_default=True,
-              help="Keep retrying for up to this many seconds (e.g. while the server starts).")
+@click.option(
+    "--token",
+    envvar="MNIST_KIT_TOKEN",
+    default=None,
+    help="Inference token when token authorization is on. Default: $MNIST_KIT_TOKEN, else read from --key-file.",
+)
+@path_option(
+    "--key-file",
+    default=C.KEY_FILE,
+    dir_okay=False,
+    help="TorchServe's key file, written where the server was started.",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0),
+    default=3,
+    show_default=True,
+    help="Retries, with exponential backoff from 0.1 s, when the server is unreachable or answers 503 "
+    "(starting up, a worker restarting, queue full).",
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(0),
+    default=0,
+    show_default=True,
+    help="Keep retrying for up to this many seconds (e.g. while the server starts).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the server's JSON answers, one object per line.")
 def predict(images, url, model, token, key_file, retries, wait, as_json):
     """Send IMAGES to a running TorchServe and print the digit each one shows.
@@ -233,8 +327,12 @@ def predict(images, url, model, token, key_file, retries, wait, as_json):
 
 
 @cli.command()
-@path_option("--checkpoint", default=C.CHECKPOINT, dir_okay=False,
-             help="The state_dict to evaluate in this process (ignored with --url).")
+@path_option(
+    "--checkpoint",
+    default=C.CHECKPOINT,
+    dir_okay=False,
+    help="The state_dict to evaluate in this process (ignored with --url).",
+)
 @click.option("--url", default=None, help="Evaluate a live TorchServe instead, sending each test image as a PNG.")
 @click.option("--token", envvar="MNIST_KIT_TOKEN", default=None, help="Inference token when token auth is on.")
 @data_dir_option("Folder with the MNIST files.")
@@ -264,8 +362,10 @@ def evaluate(checkpoint, url, token, data_dir, limit, out, as_json):
     if as_json:
         click.echo(paths["json"].read_text())
         return
-    click.echo(f"{url or checkpoint}: {summary['accuracy']:.2f} % of {summary['images']} test images "
-               f"({summary['errors']} errors)")
+    click.echo(
+        f"{url or checkpoint}: {summary['accuracy']:.2f} % of {summary['images']} test images "
+        f"({summary['errors']} errors)"
+    )
     click.echo("digit  precision  recall")
     for d, r in summary["per_digit"].items():
         click.echo(f"{d:>5}  {r['precision']:>8.2f}  {r['recall']:>6.2f}")
@@ -294,8 +394,12 @@ def explain(image, out, url, model, token):
 
 @cli.group()
 @click.option("--url", default=C.MANAGEMENT_URL, show_default=True, help="TorchServe management address.")
-@click.option("--token", envvar="MNIST_KIT_MANAGEMENT_TOKEN", default=None,
-              help=f"Management token when token auth is on. Default: read from {C.KEY_FILE} in the kit's home.")
+@click.option(
+    "--token",
+    envvar="MNIST_KIT_MANAGEMENT_TOKEN",
+    default=None,
+    help=f"Management token when token auth is on. Default: read from {C.KEY_FILE} in the kit's home.",
+)
 @click.pass_context
 def models(ctx, url, token):
     """Manage the models a running TorchServe serves (its management API).
@@ -319,8 +423,10 @@ def _management(ctx, method: str, path: str) -> dict:
         body = client.request(f"{ctx.obj['url']}{path}", method=method, token=ctx.obj["token"])
     except client.ClientError as e:
         if e.status == 405 and method in ("POST", "DELETE"):
-            raise KitError("registering and unregistering models over HTTP is off: set "
-                           "enable_model_api=true in the server's config.properties to allow it") from None
+            raise KitError(
+                "registering and unregistering models over HTTP is off: set "
+                "enable_model_api=true in the server's config.properties to allow it"
+            ) from None
         raise
     return json.loads(body)
 
@@ -347,8 +453,10 @@ def describe(ctx, name, as_json):
     for v in versions:
         workers = ", ".join(f"{w['pid']} {w['status']}" for w in v["workers"]) or "none"
         mark = " (default)" if v["modelVersion"] == default else ""
-        click.echo(f"{v['modelName']} {v['modelVersion']}{mark}: {v['modelUrl']}, batch {v['batchSize']} / "
-                   f"{v['maxBatchDelay']} ms, workers {v['minWorkers']}-{v['maxWorkers']}: {workers}")
+        click.echo(
+            f"{v['modelName']} {v['modelVersion']}{mark}: {v['modelUrl']}, batch {v['batchSize']} / "
+            f"{v['maxBatchDelay']} ms, workers {v['minWorkers']}-{v['maxWorkers']}: {workers}"
+        )
 
 
 @models.command()
@@ -379,8 +487,9 @@ def register(ctx, archive, workers):
     """Register ARCHIVE (a .mar in the server's model store) and start its workers."""
     from urllib.parse import quote
 
-    click.echo(_management(ctx, "POST", f"/models?url={quote(archive)}&initial_workers={workers}&synchronous=true")
-               ["status"])
+    click.echo(
+        _management(ctx, "POST", f"/models?url={quote(archive)}&initial_workers={workers}&synchronous=true")["status"]
+    )
 
 
 @models.command()
@@ -396,14 +505,25 @@ def unregister(ctx, name, version):
 @path_option("--archive", default=f"{C.MODEL_STORE}/{C.MODEL_NAME}.mar", dir_okay=False, help="The archive to serve.")
 @click.option("--concurrency", default="1,8,32,64", show_default=True, help="Comma-separated connection counts.")
 @click.option("--seconds", type=click.FloatRange(1), default=10, show_default=True, help="Load time per point.")
-@path_option("--out", default=f"{C.REPORTS}/bench", dir_okay=False,
-             help="Writes OUT.json (every figure) and OUT.png (throughput and p99 against concurrency).")
+@path_option(
+    "--out",
+    default=f"{C.REPORTS}/bench",
+    dir_okay=False,
+    help="Writes OUT.json (every figure) and OUT.png (throughput and p99 against concurrency).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON result instead of the table.")
-@click.option("--markdown", "markdown_from", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Run nothing: print the Markdown tables of docs/PERFORMANCE.md from this bench JSON file "
-                   "(e.g. reports/bench.json).")
-@click.option("--into", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="With --markdown: replace the tables between the bench markers of this file instead of printing.")
+@click.option(
+    "--markdown",
+    "markdown_from",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Run nothing: print the Markdown tables of docs/PERFORMANCE.md from this bench JSON file "
+    "(e.g. reports/bench.json).",
+)
+@click.option(
+    "--into",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --markdown: replace the tables between the bench markers of this file instead of printing.",
+)
 def bench(archive, concurrency, seconds, out, as_json, markdown_from, into):
     """Load-test the served model against the serving stack's own ceiling.
 
@@ -434,7 +554,9 @@ def bench(archive, concurrency, seconds, out, as_json, markdown_from, into):
     try:
         levels = [int(c) for c in concurrency.split(",") if c.strip()]
     except ValueError:
-        raise click.BadParameter("use numbers separated by commas, e.g. 1,8,32,64", param_hint="--concurrency") from None
+        raise click.BadParameter(
+            "use numbers separated by commas, e.g. 1,8,32,64", param_hint="--concurrency"
+        ) from None
     result = benchmark.run(archive, levels, seconds, progress=lambda m: click.echo(m, err=True))
     out.parent.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out.with_suffix(".json"), out.with_suffix(".png")

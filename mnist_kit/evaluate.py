@@ -28,8 +28,9 @@ def predict_checkpoint(checkpoint, images: torch.Tensor) -> np.ndarray:
         return torch.cat([model(normalize(images[i : i + 1000])).exp() for i in range(0, len(images), 1000)]).numpy()
 
 
-def predict_endpoint(url: str, images: torch.Tensor, token=None, concurrency: int = 16,
-                     on_result=lambda: None) -> np.ndarray:
+def predict_endpoint(
+    url: str, images: torch.Tensor, token=None, concurrency: int = 16, on_result=lambda: None
+) -> np.ndarray:
     """Probabilities N×10 as served: each image sent as a PNG, as a client would; on_result() after each answer."""
 
     def one(image: np.ndarray) -> list[float]:
@@ -52,11 +53,18 @@ def summarize(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     per_digit = {}
     for d in range(10):
         tp = confusion[d, d]
-        per_digit[str(d)] = {"precision": round(100 * tp / max(confusion[:, d].sum(), 1), 2),
-                             "recall": round(100 * tp / max(confusion[d].sum(), 1), 2),
-                             "support": int(confusion[d].sum())}
-    return {"images": int(len(labels)), "accuracy": round(100 * float((predicted == labels).mean()), 2),
-            "errors": int((predicted != labels).sum()), "per_digit": per_digit, "confusion_matrix": confusion.tolist()}
+        per_digit[str(d)] = {
+            "precision": round(100 * tp / max(confusion[:, d].sum(), 1), 2),
+            "recall": round(100 * tp / max(confusion[d].sum(), 1), 2),
+            "support": int(confusion[d].sum()),
+        }
+    return {
+        "images": int(len(labels)),
+        "accuracy": round(100 * float((predicted == labels).mean()), 2),
+        "errors": int((predicted != labels).sum()),
+        "per_digit": per_digit,
+        "confusion_matrix": confusion.tolist(),
+    }
 
 
 def worst_errors(probabilities: np.ndarray, labels: np.ndarray, count: int = 36) -> list[int]:
@@ -74,8 +82,11 @@ def write_reports(summary: dict, probabilities, labels, images, out_dir) -> dict
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out_dir / "evaluation.json", "confusion": out_dir / "confusion_matrix.png",
-             "misclassified": out_dir / "misclassified.png"}
+    paths = {
+        "json": out_dir / "evaluation.json",
+        "confusion": out_dir / "confusion_matrix.png",
+        "misclassified": out_dir / "misclassified.png",
+    }
 
     confusion = np.array(summary["confusion_matrix"])
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
@@ -84,8 +95,15 @@ def write_reports(summary: dict, probabilities, labels, images, out_dir) -> dict
     for t in range(10):
         for p in range(10):
             if confusion[t, p]:
-                ax.text(p, t, confusion[t, p], ha="center", va="center", fontsize=8,
-                        color="white" if shown[t, p] > shown.max() / 2 else "black")
+                ax.text(
+                    p,
+                    t,
+                    confusion[t, p],
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if shown[t, p] > shown.max() / 2 else "black",
+                )
     ax.set_xticks(range(10))
     ax.set_yticks(range(10))
     ax.set_xlabel("predicted digit")

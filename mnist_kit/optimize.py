@@ -68,6 +68,8 @@ def quantize_int8(model: MnistClassificationNet, calibration: torch.Tensor) -> t
 
 @torch.inference_mode()
 def accuracy(model, images: torch.Tensor, labels: torch.Tensor) -> float:
-    correct = sum((model(normalize(images[i : i + 500])).argmax(1) == labels[i : i + 500]).sum().item()
-                  for i in range(0, len(images), 500))
+    correct = sum(
+        (model(normalize(images[i : i + 500])).argmax(1) == labels[i : i + 500]).sum().item()
+        for i in range(0, len(images), 500)
+    )
     return 100.0 * correct / len(images)

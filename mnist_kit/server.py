@@ -21,9 +21,16 @@ from mnist_kit import constants as C
 from mnist_kit.errors import KitError
 
 
-def server_config(inference_port=C.INFERENCE_PORT, management_port=C.MANAGEMENT_PORT, metrics_port=C.METRICS_PORT,
-                  grpc_ports=C.GRPC_PORTS, model_store=C.MODEL_STORE, load_models=f"{C.MODEL_NAME}.mar",
-                  production=False, initial_worker_port=None) -> str:
+def server_config(
+    inference_port=C.INFERENCE_PORT,
+    management_port=C.MANAGEMENT_PORT,
+    metrics_port=C.METRICS_PORT,
+    grpc_ports=C.GRPC_PORTS,
+    model_store=C.MODEL_STORE,
+    load_models=f"{C.MODEL_NAME}.mar",
+    production=False,
+    initial_worker_port=None,
+) -> str:
     """The text of a config.properties: with the defaults the repo root's, with production=True its
     config.production.properties (inference on every interface, token authorization on)."""
     inference_host = "0.0.0.0" if production else C.HOST
@@ -44,12 +51,16 @@ def server_config(inference_port=C.INFERENCE_PORT, management_port=C.MANAGEMENT_
         f"load_models={load_models}",
     ]
     if production:
-        lines += ["# Every request needs 'Authorization: Bearer <key>', with the keys TorchServe writes to",
-                  "# key_file.json in the directory it was started from.",
-                  "disable_token_authorization=false"]
+        lines += [
+            "# Every request needs 'Authorization: Bearer <key>', with the keys TorchServe writes to",
+            "# key_file.json in the directory it was started from.",
+            "disable_token_authorization=false",
+        ]
     else:
-        lines += ["# Loopback only, so requests need no token; config.production.properties turns tokens on.",
-                  "disable_token_authorization=true"]
+        lines += [
+            "# Loopback only, so requests need no token; config.production.properties turns tokens on.",
+            "disable_token_authorization=true",
+        ]
     lines += [
         "# No registering or deleting models over HTTP.",
         "enable_model_api=false",
@@ -94,8 +105,10 @@ def preflight(config_path, tmp_dir=None, cwd=".") -> dict:
     wanted = [m.split("=")[-1] for m in props.get("load_models", "").split(",") if m and m != "ALL"]
     missing = [m for m in wanted if m not in archives]
     if not archives or missing:
-        raise ServerError(f"{store}/ has no {', '.join(missing) or '.mar archives'}: "
-                          "train and archive first (mnist-kit train && mnist-kit archive)")
+        raise ServerError(
+            f"{store}/ has no {', '.join(missing) or '.mar archives'}: "
+            "train and archive first (mnist-kit train && mnist-kit archive)"
+        )
     for key in ("inference_address", "management_address", "metrics_address"):
         if key in props:
             host, port = props[key].rsplit("/", 1)[-1].rsplit(":", 1)
@@ -122,8 +135,10 @@ def _check_port_free(host: str, port: int, key: str, config_path) -> None:
         try:
             s.bind((host, port))
         except OSError:
-            raise ServerError(f"port {port} ({key} in {config_path}) is taken by another program: "
-                              f"stop it (ss -ltnp | grep {port}) or change {key}") from None
+            raise ServerError(
+                f"port {port} ({key} in {config_path}) is taken by another program: "
+                f"stop it (ss -ltnp | grep {port}) or change {key}"
+            ) from None
 
 
 def wait_ready(management_url: str, timeout: float, log: Path, token=lambda: None, alive=lambda: True) -> None:
@@ -168,8 +183,9 @@ def last_error(log: Path) -> str:
 class PrivateServer:
     """A TorchServe of its own: `with PrivateServer(model_store) as ts: ts.inference_url ...`; stopped on exit."""
 
-    def __init__(self, model_store, load_models=f"{C.MODEL_NAME}.mar", production=False, workdir=None,
-                 env: dict | None = None):
+    def __init__(
+        self, model_store, load_models=f"{C.MODEL_NAME}.mar", production=False, workdir=None, env: dict | None = None
+    ):
         self.model_store = Path(model_store).resolve()
         self.load_models = load_models
         self.production = production
@@ -181,8 +197,14 @@ class PrivateServer:
         self.metrics_url = f"http://{C.HOST}:{self.metrics_port}"
         tmp = self.workdir / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "TMPDIR": str(tmp), "TEMP": str(tmp), "LOG_LOCATION": str(self.workdir / "logs"),
-                    "METRICS_LOCATION": str(self.workdir / "logs"), **(env or {})}
+        self.env = {
+            **os.environ,
+            "TMPDIR": str(tmp),
+            "TEMP": str(tmp),
+            "LOG_LOCATION": str(self.workdir / "logs"),
+            "METRICS_LOCATION": str(self.workdir / "logs"),
+            **(env or {}),
+        }
         self.pid_file = tmp / ".model_server.pid"
         self.log = self.workdir / "logs" / "ts_log.log"
 
@@ -196,10 +218,18 @@ class PrivateServer:
 
     def start(self, timeout: float = 120) -> "PrivateServer":
         config = self.workdir / "config.properties"
-        config.write_text(server_config(
-            self.inference_port, self.management_port, self.metrics_port, (free_port(), free_port()),
-            self.model_store, self.load_models, self.production, initial_worker_port=free_port(),
-        ))
+        config.write_text(
+            server_config(
+                self.inference_port,
+                self.management_port,
+                self.metrics_port,
+                (free_port(), free_port()),
+                self.model_store,
+                self.load_models,
+                self.production,
+                initial_worker_port=free_port(),
+            )
+        )
         launch(config, self.workdir / "torchserve.out", cwd=self.workdir, env=self.env)
         try:
             wait_ready(self.management_url, timeout, self.log, lambda: self.management_token, self.running)

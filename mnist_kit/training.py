@@ -69,8 +69,20 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return 100.0 * correct / len(images)
 
 
-def fit(data_dir, out, epochs=C.EPOCHS, batch_size=C.TRAIN_BATCH_SIZE, lr=C.LEARNING_RATE, seed=C.SEED, limit=None,
-        device="auto", augmentation=True, precision="auto", on_step=None, on_epoch=None) -> dict:
+def fit(
+    data_dir,
+    out,
+    epochs=C.EPOCHS,
+    batch_size=C.TRAIN_BATCH_SIZE,
+    lr=C.LEARNING_RATE,
+    seed=C.SEED,
+    limit=None,
+    device="auto",
+    augmentation=True,
+    precision="auto",
+    on_step=None,
+    on_epoch=None,
+) -> dict:
     """Train, write the state_dict to `out` and metrics.json beside it, and return the metrics.
 
     on_step(epoch, step, steps) is called after each optimiser step, on_epoch(epoch, loss, test_accuracy) after

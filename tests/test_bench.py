@@ -12,8 +12,20 @@ from mnist_kit.cli import cli
 
 def test_bench_reports_throughput_latency_ratio_cold_start_and_preprocessing(model_store, tmp_path):
     out = tmp_path / "bench"
-    result = CliRunner().invoke(cli, ["bench", "--archive", str(model_store / "mnist.mar"), "--concurrency", "1,4",
-                                      "--seconds", "1", "--out", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            "--archive",
+            str(model_store / "mnist.mar"),
+            "--concurrency",
+            "1,4",
+            "--seconds",
+            "1",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "ratio" in result.output and "cold start" in result.output
     figures = json.loads(out.with_suffix(".json").read_text())
@@ -34,8 +46,16 @@ def test_bench_rejects_a_bad_concurrency_list(model_store):
 
 
 def point(concurrency: int, req_per_s: float, ratio: float | None = None) -> dict:
-    return {"concurrency": concurrency, "req_per_s": req_per_s, "p50_ms": 1.5, "p90_ms": 2.25, "p99_ms": 4.0,
-            "errors": 0, "generator_cpu": 0.1, **({"ratio_to_ceiling": ratio} if ratio else {})}
+    return {
+        "concurrency": concurrency,
+        "req_per_s": req_per_s,
+        "p50_ms": 1.5,
+        "p90_ms": 2.25,
+        "p99_ms": 4.0,
+        "errors": 0,
+        "generator_cpu": 0.1,
+        **({"ratio_to_ceiling": ratio} if ratio else {}),
+    }
 
 
 RESULT = {

@@ -66,8 +66,13 @@ def test_commands_work_from_any_directory_with_mnist_kit_home(untrained_checkpoi
     (kit_home / "checkpoints").mkdir(parents=True)
     elsewhere.mkdir()
     (kit_home / "checkpoints" / "mnist_sd.pt").write_bytes(untrained_checkpoint.read_bytes())
-    result = subprocess.run([sys.executable, "-m", "mnist_kit", "archive", "--mode", "eager"], cwd=elsewhere,
-                            env={**os.environ, C.HOME_ENV: str(kit_home)}, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_kit", "archive", "--mode", "eager"],
+        cwd=elsewhere,
+        env={**os.environ, C.HOME_ENV: str(kit_home)},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert (kit_home / "model_store" / "mnist.mar").is_file() and list(elsewhere.iterdir()) == []
 
@@ -75,7 +80,8 @@ def test_commands_work_from_any_directory_with_mnist_kit_home(untrained_checkpoi
 def test_a_path_the_user_types_stays_relative_to_the_current_directory(untrained_checkpoint, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(C.HOME_ENV, str(tmp_path / "home"))
-    result = CliRunner().invoke(cli, ["archive", "--mode", "eager", "--serialized-file", str(untrained_checkpoint),
-                                      "--export-path", "store"])
+    result = CliRunner().invoke(
+        cli, ["archive", "--mode", "eager", "--serialized-file", str(untrained_checkpoint), "--export-path", "store"]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "store" / "mnist.mar").is_file() and not (tmp_path / "home").exists()

@@ -63,8 +63,11 @@ def batch(handler, requests: list[tuple[dict, dict]]) -> Context:
 
 
 def test_decode_turns_each_row_into_pixels_or_its_own_error(handler, digits):
-    rows = [png_request(digits[3]), ({"body": b"not an image"}, {"Content-Type": "image/png"}),
-            ({"body": b"seven"}, {"Content-Type": "text/plain"})]
+    rows = [
+        png_request(digits[3]),
+        ({"body": b"not an image"}, {"Content-Type": "image/png"}),
+        ({"body": b"seven"}, {"Content-Type": "text/plain"}),
+    ]
     batch(handler, rows)
     seven, undecodable, text = handler.preprocess([row for row, _ in rows])
     assert seven.shape == (28, 28) and seven.dtype == np.uint8

@@ -16,8 +16,13 @@ from mnist_kit import archive
 PACKAGE = ROOT / "mnist_kit"
 # What the worker side may import besides the standard library: TorchServe's worker has these, and the .mar.
 WORKER_IMPORTS = {"torch", "torchvision", "PIL", "numpy", "ts", "captum", "mnist_model", "mnist_kit"}
-WORKER_FILES = [PACKAGE / "__init__.py", PACKAGE / "constants.py", *sorted((PACKAGE / "worker").glob("*.py")),
-                ROOT / "mnist_handler.py", ROOT / "mnist_model.py"]
+WORKER_FILES = [
+    PACKAGE / "__init__.py",
+    PACKAGE / "constants.py",
+    *sorted((PACKAGE / "worker").glob("*.py")),
+    ROOT / "mnist_handler.py",
+    ROOT / "mnist_model.py",
+]
 
 
 def module_name(path: Path) -> str:
@@ -57,7 +62,7 @@ def test_the_package_has_no_import_cycles():
 
     def visit(name):
         if name in path:
-            pytest.fail(f"import cycle: {' → '.join(path[path.index(name):] + [name])}")
+            pytest.fail(f"import cycle: {' → '.join(path[path.index(name) :] + [name])}")
         if name not in done:
             path.append(name)
             for dependency in graph[name]:
@@ -87,7 +92,8 @@ def test_the_archive_carries_the_worker_side_and_nothing_else_of_the_kit(untrain
     names = set(zipfile.ZipFile(archive.build(untrained_checkpoint, tmp_path, mode="eager")).namelist())
     kit = {n for n in names if n.startswith("mnist_kit/")}
     expected = {"mnist_kit/__init__.py", "mnist_kit/constants.py"} | {
-        f"mnist_kit/worker/{p.name}" for p in (PACKAGE / "worker").glob("*.py")}
+        f"mnist_kit/worker/{p.name}" for p in (PACKAGE / "worker").glob("*.py")
+    }
     assert kit == expected
     assert {"mnist_handler.py", "mnist_model.py", "mnist_sd.pt", "model-config.yaml"} <= names
 
@@ -113,13 +119,26 @@ print("ok")
 def test_the_wheel_installs_mnist_kit_and_the_two_torchserve_files_only(tmp_path):
     # Built from a copy of the project files, so no build/ left from another build can add to it.
     source = tmp_path / "source"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".*", "build", "*.egg-info", "__pycache__", "checkpoints", "model_store", "data", "reports", "logs"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path,
-                    source], check=True, capture_output=True)
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".*", "build", "*.egg-info", "__pycache__", "checkpoints", "model_store", "data", "reports", "logs"
+        ),
+    )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path, source],
+        check=True,
+        capture_output=True,
+    )
     [wheel] = tmp_path.glob("mnist_kit-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if ".dist-info/" not in n}
     assert top == {"mnist_kit", "mnist_model.py", "mnist_handler.py"}
-    assert {"mnist_kit/samples/7.png", "mnist_kit/samples/canvas.png", "mnist_kit/samples/photo.jpg",
-            "mnist_kit/noop_handler.py", "mnist_kit/worker/preprocess.py"} <= set(names)
+    assert {
+        "mnist_kit/samples/7.png",
+        "mnist_kit/samples/canvas.png",
+        "mnist_kit/samples/photo.jpg",
+        "mnist_kit/noop_handler.py",
+        "mnist_kit/worker/preprocess.py",
+    } <= set(names)

@@ -11,9 +11,14 @@ from mnist_kit.cli import cli
 
 def config(tmp_path, store, port=None) -> str:
     path = tmp_path / "config.properties"
-    path.write_text(mnist_server.server_config(inference_port=port or mnist_server.free_port(),
-                                               management_port=mnist_server.free_port(),
-                                               metrics_port=mnist_server.free_port(), model_store=store))
+    path.write_text(
+        mnist_server.server_config(
+            inference_port=port or mnist_server.free_port(),
+            management_port=mnist_server.free_port(),
+            metrics_port=mnist_server.free_port(),
+            model_store=store,
+        )
+    )
     return str(path)
 
 

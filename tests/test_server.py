@@ -48,8 +48,12 @@ def test_served_probabilities_match_the_archived_model_in_process(server, model_
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_upload_as_in_the_readme(server, digits):
-    out = subprocess.run(["curl", "-sS", f"{server.inference_url}/predictions/mnist", "-T", str(digits[7])],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["curl", "-sS", f"{server.inference_url}/predictions/mnist", "-T", str(digits[7])],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert json.loads(out)["digit"] == 7
 
 
@@ -84,9 +88,14 @@ def test_predict_command_json_output(server, digits):
 
 
 def test_no_cors_headers_by_default(server, digits):
-    response = mnist_client.urllib.request.urlopen(mnist_client.urllib.request.Request(
-        f"{server.inference_url}/predictions/mnist", data=digits[0].read_bytes(), method="POST",
-        headers={"Content-Type": "image/png", "Origin": "http://evil.example"}))
+    response = mnist_client.urllib.request.urlopen(
+        mnist_client.urllib.request.Request(
+            f"{server.inference_url}/predictions/mnist",
+            data=digits[0].read_bytes(),
+            method="POST",
+            headers={"Content-Type": "image/png", "Origin": "http://evil.example"},
+        )
+    )
     assert response.status == 200
     assert response.headers.get("Access-Control-Allow-Origin") is None
 
@@ -111,7 +120,8 @@ def test_production_profile_predict_sends_the_token_from_key_file(production_ser
 
 
 def test_production_profile_predict_takes_the_token_as_an_option(production_server, digits):
-    result = CliRunner().invoke(cli, ["predict", str(digits[6]), "--url", production_server.inference_url,
-                                      "--token", production_server.token])
+    result = CliRunner().invoke(
+        cli, ["predict", str(digits[6]), "--url", production_server.inference_url, "--token", production_server.token]
+    )
     assert result.exit_code == 0, result.output
     assert ": 6 (" in result.output

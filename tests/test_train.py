@@ -16,7 +16,15 @@ def test_training_writes_the_state_dict_and_its_metrics(tiny_checkpoint):
     assert set(metrics) >= {"test_accuracy", "epochs", "seconds", "seed", "versions"}
     assert metrics["test_accuracy"] > 90
     assert set(torch.load(tiny_checkpoint, weights_only=True)) == {
-        "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
+        "conv1.weight",
+        "conv1.bias",
+        "conv2.weight",
+        "conv2.bias",
+        "fc1.weight",
+        "fc1.bias",
+        "fc2.weight",
+        "fc2.bias",
+    }
 
 
 @pytest.mark.integration  # trains, briefly
@@ -30,7 +38,9 @@ def test_same_seed_gives_the_same_model_on_cpu(data_dir, tmp_path):
 
 def test_train_without_data_exits_3_with_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setattr("mnist_kit.data._download", lambda data_dir: None)
-    result = CliRunner().invoke(cli, ["train", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m.pt")])
+    result = CliRunner().invoke(
+        cli, ["train", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m.pt")]
+    )
     assert result.exit_code == 3
     assert "Error: MNIST file train-images-idx3-ubyte(.gz) not found" in result.output
     assert "Traceback" not in result.output
@@ -40,8 +50,15 @@ def test_train_without_data_exits_3_with_one_clear_line(tmp_path, monkeypatch):
 @pytest.mark.integration  # trains, briefly
 def test_training_reports_progress_through_callbacks(data_dir, tmp_path):
     steps, epochs = [], []
-    train.fit(data_dir, tmp_path / "m.pt", epochs=2, limit=256, batch_size=128,
-              on_step=lambda *a: steps.append(a), on_epoch=lambda epoch, loss, accuracy: epochs.append(epoch))
+    train.fit(
+        data_dir,
+        tmp_path / "m.pt",
+        epochs=2,
+        limit=256,
+        batch_size=128,
+        on_step=lambda *a: steps.append(a),
+        on_epoch=lambda epoch, loss, accuracy: epochs.append(epoch),
+    )
     assert steps == [(1, 1, 2), (1, 2, 2), (2, 1, 2), (2, 2, 2)] and epochs == [1, 2]
 
 
