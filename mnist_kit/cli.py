@@ -69,6 +69,14 @@ def data_dir_option(purpose: str):
     )
 
 
+token_option = click.option(
+    "--token",
+    envvar="MNIST_KIT_TOKEN",
+    default=None,
+    help=f"Inference token when token auth is on. Default: $MNIST_KIT_TOKEN, else {C.KEY_FILE} in the kit's home.",
+)
+
+
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mnist-kit")
 def cli():
@@ -334,7 +342,7 @@ def predict(images, url, model, token, key_file, retries, wait, as_json):
     help="The state_dict to evaluate in this process (ignored with --url).",
 )
 @click.option("--url", default=None, help="Evaluate a live TorchServe instead, sending each test image as a PNG.")
-@click.option("--token", envvar="MNIST_KIT_TOKEN", default=None, help="Inference token when token auth is on.")
+@token_option
 @data_dir_option("Folder with the MNIST files.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N test images.")
 @path_option("--out", default=C.REPORTS, file_okay=False)
@@ -377,7 +385,7 @@ def evaluate(checkpoint, url, token, data_dir, limit, out, as_json):
 @path_option("--out", default="explain.png", dir_okay=False)
 @click.option("--url", default=C.INFERENCE_URL, show_default=True, help="TorchServe inference address.")
 @click.option("--model", default=C.MODEL_NAME, show_default=True)
-@click.option("--token", envvar="MNIST_KIT_TOKEN", default=None, help="Inference token when token auth is on.")
+@token_option
 def explain(image, out, url, model, token):
     """Show which pixels made the served model read IMAGE as its digit.
 

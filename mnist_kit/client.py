@@ -110,15 +110,7 @@ def predict(
     delay, attempt = 0.1, 0
     while True:
         try:
-            body = request(
-                f"{url.rstrip('/')}/predictions/{model}",
-                data=data,
-                method="POST",
-                headers={"Content-Type": content_type(data)},
-                token=token,
-                timeout=timeout,
-            )
-            return json.loads(body)
+            return post_image(f"{url.rstrip('/')}/predictions/{model}", data, token, timeout)
         except ClientError as e:
             attempt += 1
             if not e.retryable or (attempt > retries and time.monotonic() + delay > deadline):
@@ -131,15 +123,13 @@ def explain(
     data: bytes, url: str = C.INFERENCE_URL, model: str = C.MODEL_NAME, token: str | None = None, timeout: float = 60
 ) -> dict:
     """Integrated Gradients of the predicted digit: {"digit", "pixels": 28×28, "attributions": 28×28}."""
-    body = request(
-        f"{url.rstrip('/')}/explanations/{model}",
-        data=data,
-        method="POST",
-        headers={"Content-Type": content_type(data)},
-        token=token,
-        timeout=timeout,
-    )
-    return json.loads(body)
+    return post_image(f"{url.rstrip('/')}/explanations/{model}", data, token, timeout)
+
+
+def post_image(url: str, data: bytes, token: str | None, timeout: float) -> dict:
+    """POST an image with its own content type (TorchServe answers form-urlencoded bodies with a 500)."""
+    headers = {"Content-Type": content_type(data)}
+    return json.loads(request(url, data=data, method="POST", headers=headers, token=token, timeout=timeout))
 
 
 def ping(url: str = C.INFERENCE_URL, token: str | None = None, timeout: float = 5) -> dict:
