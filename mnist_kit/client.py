@@ -79,7 +79,7 @@ def request(
         except (ValueError, AttributeError):
             message = body
         hint = (
-            " (token authorization is on: pass --token or run from the server's directory with key_file.json)"
+            f" (token authorization is on: pass --token, or set {C.HOME_ENV} to the folder TorchServe was started in)"
             if "token" in message.lower() or "InvalidKey" in body
             else ""
         )

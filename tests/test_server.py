@@ -112,8 +112,10 @@ def test_production_profile_refuses_a_request_without_the_token(production_serve
         mnist_client.predict(digits[1].read_bytes(), url=production_server.inference_url)
 
 
-def test_production_profile_predict_sends_the_token_from_key_file(production_server, digits, monkeypatch):
-    monkeypatch.chdir(production_server.workdir)
+def test_production_profile_predict_sends_the_token_from_the_key_file_in_the_kits_home(
+    production_server, digits, monkeypatch
+):
+    monkeypatch.setenv(C.HOME_ENV, str(production_server.workdir))  # where TorchServe was started
     result = CliRunner().invoke(cli, ["predict", str(digits[4]), "--url", production_server.inference_url])
     assert result.exit_code == 0, result.output
     assert ": 4 (" in result.output
