@@ -13,8 +13,18 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 KINDS = ("mnist", "canvas", "photo", "lowres", "printed")
-FONTS = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSansMono.ttf",
-         "DejaVuSans-Oblique.ttf", "STIXGeneral.ttf", "STIXGeneralBol.ttf", "cmss10.ttf", "cmr10.ttf"]
+FONTS = [
+    "DejaVuSans.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "DejaVuSansMono.ttf",
+    "DejaVuSans-Oblique.ttf",
+    "STIXGeneral.ttf",
+    "STIXGeneralBol.ttf",
+    "cmss10.ttf",
+    "cmr10.ttf",
+]
 
 
 def font_dir() -> Path:
@@ -47,7 +57,9 @@ def canvas_png(digit: np.ndarray, rng) -> bytes:
     mask = _ink_mask(digit, int(rng.integers(110, 200)), rng, thickness=int(rng.choice([0, 3, 5])))
     alpha = Image.new("L", (size, size), 0)
     limit = size - mask.size[0]
-    alpha.paste(mask, (int(rng.integers(min(0, limit), max(1, limit))), int(rng.integers(min(0, limit), max(1, limit)))))
+    alpha.paste(
+        mask, (int(rng.integers(min(0, limit), max(1, limit))), int(rng.integers(min(0, limit), max(1, limit))))
+    )
     if rng.random() < 0.25:  # white ink on an opaque dark canvas
         return encode(Image.merge("RGB", [alpha] * 3), "PNG")
     black = Image.new("L", (size, size), 0)
@@ -116,8 +128,9 @@ def printed_image(digit: int, rng) -> bytes:
 MAKERS = {"mnist": mnist_png, "canvas": canvas_png, "photo": photo_jpeg, "lowres": lowres_image}
 
 
-def make(images: np.ndarray, labels: np.ndarray, per_kind: int = 100, seed: int = 0,
-         kinds=KINDS) -> list[tuple[str, int, bytes]]:
+def make(
+    images: np.ndarray, labels: np.ndarray, per_kind: int = 100, seed: int = 0, kinds=KINDS
+) -> list[tuple[str, int, bytes]]:
     """(kind, label, encoded image) for `per_kind` images of each kind, from MNIST test images and labels."""
     rng = np.random.default_rng(seed)
     out = []
