@@ -3,7 +3,7 @@
 The load generator is wrk (C, epoll; Debian's `wrk`), one thread, keep-alive connections; its own CPU use is
 reported so a reader can see it is not the bottleneck. The ceiling is a no-op handler (noop_handler.py)
 served with the same batching settings: the most any handler could get out of TorchServe on this machine.
-The tables of docs/PERFORMANCE.md are written from a run's JSON by markdown(), so no figure is retyped.
+The tables of docs/PERFORMANCE.md are written from a run's JSON by bench_tables, so no figure is retyped.
 """
 
 import contextlib
@@ -31,7 +31,6 @@ from mnist_kit.worker import preprocess as mnist_preprocess
 # The sample 7, a canvas export and a phone photo of it (scripts/make_samples.py), shipped with the package.
 SAMPLES = Path(__file__).resolve().parent / "samples"
 SAMPLE = SAMPLES / "7.png"
-BEGIN, END = "<!-- bench tables: mnist-kit bench --markdown", "<!-- end of bench tables -->"
 
 
 def jpeg(image: Image.Image) -> bytes:
@@ -315,58 +314,3 @@ def print_preprocess_costs() -> None:
 
 if __name__ == "__main__":
     print_preprocess_costs()
-
-
-def load(path: Path) -> dict:
-    """A bench JSON file (reports/bench.json), checked to hold what markdown() reads."""
-    try:
-        result = json.loads(Path(path).read_text())
-        result["kit"]["sweep"], result["ceiling"]["sweep"], result["preprocess"], result["machine"]["cpus"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise KitError(f"{path} is not a bench result written by mnist-kit bench ({type(e).__name__}: {e})") from None
-    return result
-
-
-def number(value: float, decimals: int = 0) -> str:
-    return f"{value:,.{decimals}f}".replace(",", " ")
-
-
-def markdown(result: dict) -> str:
-    """The serving and preprocessing tables of docs/PERFORMANCE.md, with the machine they were measured on."""
-    machine, settings = result["machine"], result["settings"]
-    lines = [
-        f"Measured by `mnist-kit bench` on {machine.get('cpu') or machine['processor']}, {machine['cpus']} CPU "
-        f"cores, Python {machine['python']}: batch {settings['batch_size']}, max delay "
-        f"{settings['max_batch_delay_ms']} ms, {settings['workers']} workers, "
-        f"{number(settings['seconds_per_point'])} s per point, body `{settings['body']}`.",
-        "",
-        "| conc | mnist-kit req/s | p50 ms | p90 ms | p99 ms | errors | ceiling req/s | ceiling p50 | ceiling p99 "
-        "| ratio |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for k, c in zip(result["kit"]["sweep"], result["ceiling"]["sweep"]):
-        lines.append(
-            f"| {k['concurrency']} | {number(k['req_per_s'])} | {k['p50_ms']:.2f} | {k['p90_ms']:.2f} | "
-            f"{k['p99_ms']:.2f} | {k['errors']} | {number(c['req_per_s'])} | {c['p50_ms']:.2f} | "
-            f"{c['p99_ms']:.2f} | {k['ratio_to_ceiling']:.2f} |"
-        )
-    lines += [
-        "",
-        f"Cold start (`torchserve --start` to the first answer): {result['kit']['cold_start_s']:.2f} s "
-        f"(no-op handler: {result['ceiling']['cold_start_s']:.2f} s).",
-        "",
-        "| image | preprocessing ms, median on one core |",
-        "|---|---:|",
-        *(f"| {name} | {r['ms_median']:.3f} |" for name, r in result["preprocess"].items()),
-    ]
-    return "\n".join(lines)
-
-
-def write_markdown(result: dict, path: Path) -> None:
-    """Replace the tables between the bench markers of `path` (docs/PERFORMANCE.md) with markdown(result)."""
-    text = Path(path).read_text()
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise KitError(f"{path} has no bench markers: a line starting {BEGIN!r}, later a line {END!r}")
-    start = text.index("\n", start) + 1
-    Path(path).write_text(text[:start] + markdown(result) + "\n" + text[end:])

@@ -548,16 +548,17 @@ def bench(archive, concurrency, seconds, out, as_json, markdown_from, into):
       mnist-kit bench --markdown reports/bench.json --into docs/PERFORMANCE.md
     """
     from mnist_kit import bench as benchmark
+    from mnist_kit import bench_tables
 
     if into and not markdown_from:
         raise click.UsageError("--into goes with --markdown")
     if markdown_from:
-        result = benchmark.load(markdown_from)
+        result = bench_tables.load(markdown_from)
         if into:
-            benchmark.write_markdown(result, into)
+            bench_tables.write_markdown(result, into)
             click.echo(f"rewrote the bench tables of {into} from {markdown_from}")
         else:
-            click.echo(benchmark.markdown(result))
+            click.echo(bench_tables.markdown(result))
         return
     try:
         levels = [int(c) for c in concurrency.split(",") if c.strip()]

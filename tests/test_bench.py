@@ -6,7 +6,7 @@ import json
 from click.testing import CliRunner
 from conftest import ROOT
 
-from mnist_kit.bench import BEGIN, END, load, markdown
+from mnist_kit.bench_tables import BEGIN, END, load, markdown
 from mnist_kit.cli import cli
 
 
