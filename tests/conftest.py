@@ -20,6 +20,8 @@ from mnist_kit import training as train
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = sorted((ROOT / "examples" / "digits").glob("*.png"))
 TIERS = ("unit", "integration", "slow")
+# The default recipe trains for minutes, about ten on a 2-core CPU without native bf16 sharing its cores.
+SLOW_TIMEOUT_S = 1800
 
 
 def pytest_collection_modifyitems(items):
@@ -37,6 +39,8 @@ def pytest_collection_modifyitems(items):
             raise pytest.UsageError(f"{item.nodeid} is marked {named[0]} but its fixtures make it {tier}")
         if not named:
             item.add_marker(tier)
+        if tier == "slow":
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")
