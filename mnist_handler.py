@@ -1,9 +1,10 @@
 """TorchServe handler: image requests in, {"digit", "confidence", "probabilities"} per request out.
 
-Thin on purpose: decoding and normalisation live in mnist_preprocess, the network in mnist_model. A request
-the model cannot read gets its own 4xx with a JSON message; the other requests of its batch are answered as usual.
-It reports PredictionsPerDigit, LowConfidencePredictions, PreprocessingTime and RejectedInputs (by reason)
-to TorchServe's metrics once a second, and /explanations answers Integrated Gradients attributions.
+TorchServe's BaseHandler in three stages, as its own handle() names them: preprocess decodes each row to
+28×28 pixels or that row's InputError, inference runs one batched forward pass over the rows that decoded,
+postprocess encodes an answer per row (a 4xx JSON error for the rows that did not). Decoding lives in
+mnist_kit.worker.preprocess, the network in mnist_model. The handler's own metrics go to TorchServe once a
+second (mnist_kit.worker.metrics), and /explanations answers Integrated Gradients attributions.
 """
 
 import json
@@ -12,98 +13,140 @@ import time
 
 import numpy as np
 import torch
-from PIL import Image
-from ts.torch_handler.image_classifier import ImageClassifier
+from ts.torch_handler.base_handler import BaseHandler
 
-import mnist_constants as C
-import mnist_preprocess
-from mnist_metrics import MetricsWindow
-from mnist_model import MnistClassificationNet
+from mnist_kit import constants as C
+from mnist_kit.worker import preprocess
+from mnist_kit.worker.metrics import MetricsWindow
+from mnist_kit.worker.preprocess import InputError
+from mnist_model import MnistClassificationNet, from_state_dict
 
-ERROR_TYPES = {400: "BadRequestException", 413: "RequestEntityTooLargeException",
-               415: "UnsupportedMediaTypeException", 500: "InternalServerException", 501: "NotImplementedException"}
+ERROR_TYPES = {
+    400: "BadRequestException",
+    413: "RequestEntityTooLargeException",
+    415: "UnsupportedMediaTypeException",
+    500: "InternalServerException",
+    501: "NotImplementedException",
+}
 
 
-class MnistHandler(ImageClassifier):
+class MnistHandler(BaseHandler):
     def initialize(self, context):
+        """Load the archive's model: TorchScript (int8, script) or a state_dict with mnist_model.py (eager)."""
         # One intra-op thread per worker: with one worker per core, larger pools fight over the cores.
         torch.set_num_threads(1)
         if "x86" in torch.backends.quantized.supported_engines:
             torch.backends.quantized.engine = "x86"  # what int8 archives were quantised for
-        super().initialize(context)
-        # VisionHandler lifts PIL's decompression-bomb limit unless limit_max_image_pixels is set; keep ours.
-        Image.MAX_IMAGE_PIXELS = C.MAX_IMAGE_PIXELS
+        self.context, self.manifest = context, context.manifest
+        gpu = context.system_properties.get("gpu_id")
+        self.device = torch.device(f"cuda:{gpu}" if torch.cuda.is_available() and gpu is not None else "cpu")
+        model_dir = context.system_properties["model_dir"]
+        weights = os.path.join(model_dir, self.manifest["model"]["serializedFile"])
+        if self.manifest["model"].get("modelFile"):
+            self.model = from_state_dict(weights, self.device)
+        else:
+            self.model = torch.jit.load(weights, map_location=self.device).eval()
         # Explanations need gradients: the float model itself (eager archives) or its weights packed beside.
+        explain_weights = os.path.join(model_dir, C.EXPLAIN_WEIGHTS)
         self.float_model = self.model if isinstance(self.model, MnistClassificationNet) else None
-        weights = os.path.join(context.system_properties.get("model_dir"), C.EXPLAIN_WEIGHTS)
-        if self.float_model is None and os.path.isfile(weights):
-            self.float_model = self._load_pickled_model(None, None, weights).eval()
+        if self.float_model is None and os.path.isfile(explain_weights):
+            self.float_model = from_state_dict(explain_weights, self.device)
         self.metrics_window = MetricsWindow(context.metrics)
-
-    def _load_pickled_model(self, model_dir, model_file, model_pt_path):
-        """The base class's loader, but with weights_only=True: a .mar's weights are never executed as pickle code."""
-        model = MnistClassificationNet()
-        model.load_state_dict(torch.load(model_pt_path, map_location=self.device, weights_only=True))
-        return model
+        self.initialized = True
 
     def handle(self, data, context):
         self.context = context
-        if self._is_explain():
-            return self.explanations(data)
+        if context.get_request_header(0, "explain") == "True":
+            return self.explain_handle(self.preprocess(data), data)
         start = time.perf_counter()
-        answers, pixels, rejected = [None] * len(data), [], []
+        rows = self.preprocess(data)
+        preprocessing_ms = (time.perf_counter() - start) * 1000
+        results = self.inference(rows)
+        answers = self.postprocess(results)
+        probabilities = [r for r in results if not isinstance(r, InputError)]
+        digits = [int(p.argmax()) for p in probabilities]
+        self.metrics_window.add(
+            digits,
+            [p[d] for p, d in zip(probabilities, digits)],
+            [r.reason for r in results if isinstance(r, InputError)],
+            preprocessing_ms,
+            len(data),
+        )
+        return answers
+
+    def preprocess(self, data) -> list:
+        """Decode: each row → uint8 28×28 pixels, or the InputError that says what is wrong with it."""
+        rows = []
         for i, row in enumerate(data):
             try:
-                pixels.append(mnist_preprocess.request_to_pixels(row, self._content_type(i, row)))
-            except mnist_preprocess.InputError as e:
-                answers[i] = self._error(i, e.status, str(e))
-                rejected.append(e.reason)
+                rows.append(preprocess.request_to_pixels(row, self._content_type(i, row)))
+            except InputError as e:
+                rows.append(e)
             except Exception as e:  # a bug of ours must not take the batch or the worker down
-                answers[i] = self._error(i, 500, f"preprocessing failed: {type(e).__name__}: {e}")
-                rejected.append("internal")
-        preprocessing_ms = (time.perf_counter() - start) * 1000
-        digits, rows = [], []
-        if pixels:
-            with torch.inference_mode():
-                log_probabilities = self.model(mnist_preprocess.model_input(pixels).to(self.device))
-            probabilities = np.exp(log_probabilities.float().cpu().numpy(), dtype=np.float64)
-            digits, rows = probabilities.argmax(axis=1).tolist(), probabilities.round(6).tolist()
-            results = iter(map(self.to_json, digits, rows))
-            answers = [answer if answer is not None else next(results) for answer in answers]
-        for i in range(len(data)):
-            context.set_response_content_type(i, "application/json")
-        confidences = [row[d] for d, row in zip(digits, rows)]
-        self.metrics_window.add(digits, confidences, rejected, preprocessing_ms, len(data))
+                rows.append(InputError(f"preprocessing failed: {type(e).__name__}: {e}", 500, reason="internal"))
+        return rows
+
+    def inference(self, rows: list) -> list:
+        """One forward pass over the decoded rows: each becomes its ten probabilities (float64, 6 decimals);
+        InputErrors pass through in place."""
+        decoded = [i for i, row in enumerate(rows) if not isinstance(row, InputError)]
+        if not decoded:
+            return list(rows)
+        with torch.inference_mode():
+            log_probabilities = self.model(preprocess.model_input([rows[i] for i in decoded]).to(self.device))
+        probabilities = np.exp(log_probabilities.float().cpu().numpy(), dtype=np.float64).round(6)
+        results = list(rows)
+        for i, p in zip(decoded, probabilities):
+            results[i] = p
+        return results
+
+    def postprocess(self, results: list) -> list:
+        """Encode: an answer per row, JSON either way; a row that failed gets its own status."""
+        answers = []
+        for i, result in enumerate(results):
+            if isinstance(result, InputError):
+                answers.append(self._error(i, result.status, str(result)))
+            else:
+                answers.append(self.to_json(int(result.argmax()), result.tolist()))
+            self.context.set_response_content_type(i, "application/json")
         return answers
 
     @staticmethod
     def to_json(digit: int, probabilities: list[float]) -> str:
         """The answer, written here: TorchServe would pretty-print a dict at several times the cost. Probabilities
         come rounded to 6 decimals in float64, so each prints in its shortest form."""
-        return (f'{{"digit": {digit}, "confidence": {probabilities[digit]!r}, '
-                f'"probabilities": [{", ".join(map(repr, probabilities))}]}}')
+        return (
+            f'{{"digit": {digit}, "confidence": {probabilities[digit]!r}, '
+            f'"probabilities": [{", ".join(map(repr, probabilities))}]}}'
+        )
 
-    def explanations(self, data):
+    def explain_handle(self, rows, data):
         """/explanations: Integrated Gradients attributions of the predicted digit over the 28×28 input."""
-        from captum.attr import IntegratedGradients
+        from captum.attr import IntegratedGradients  # only here: Captum is slow to import and rarely needed
 
         if self.float_model is None:
             return [self._error(i, 501, "this archive has no float weights to explain with") for i in range(len(data))]
         answers = []
-        for i, row in enumerate(data):
-            try:
-                pixels = mnist_preprocess.request_to_pixels(row, self._content_type(i, row))
-            except mnist_preprocess.InputError as e:
-                answers.append(self._error(i, e.status, str(e)))
+        for i, pixels in enumerate(rows):
+            if isinstance(pixels, InputError):
+                answers.append(self._error(i, pixels.status, str(pixels)))
                 continue
-            x = mnist_preprocess.model_input([pixels])
+            x = preprocess.model_input([pixels]).to(self.device)
             with torch.no_grad():
                 digit = int(self.float_model(x).argmax(1))
-            baseline = mnist_preprocess.model_input([np.zeros_like(pixels)])
-            attributions = IntegratedGradients(self.float_model).attribute(x, baselines=baseline, target=digit,
-                                                                           n_steps=C.EXPLAIN_STEPS)
-            answers.append(json.dumps({"digit": digit, "pixels": pixels.tolist(),
-                                       "attributions": attributions[0, 0].round(decimals=6).tolist()}))
+            baseline = preprocess.model_input([np.zeros_like(pixels)]).to(self.device)
+            attributions = IntegratedGradients(self.float_model).attribute(
+                x, baselines=baseline, target=digit, n_steps=C.EXPLAIN_STEPS
+            )
+            answers.append(
+                json.dumps(
+                    {
+                        "digit": digit,
+                        "pixels": pixels.tolist(),
+                        "attributions": attributions[0, 0].round(decimals=6).tolist(),
+                    }
+                )
+            )
             self.context.set_response_content_type(i, "application/json")
         return answers
 

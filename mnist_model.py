@@ -30,3 +30,11 @@ class MnistClassificationNet(nn.Module):
         x = self.dropout(x)
         x = self.fc2(x)
         return F.log_softmax(x, dim=1)
+
+
+def from_state_dict(path, map_location="cpu") -> MnistClassificationNet:
+    """The network with the weights of a state_dict file, in eval mode. weights_only: a file's weights are never
+    executed as pickle code."""
+    model = MnistClassificationNet()
+    model.load_state_dict(torch.load(path, map_location=map_location, weights_only=True))
+    return model.to(map_location).eval()

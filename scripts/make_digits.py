@@ -11,12 +11,16 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import mnist_data  # noqa: E402
+from mnist_kit import data as mnist_data  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=None, help="Folder with the MNIST IDX files (default: $MNIST_DATA_DIR or data/mnist)")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="Folder with the MNIST IDX files (default: $MNIST_DATA_DIR or data/mnist in the kit's home)",
+    )
     parser.add_argument("--out", default="examples/digits")
     args = parser.parse_args()
     images, labels = mnist_data.load(args.data_dir or mnist_data.default_data_dir(), "test")

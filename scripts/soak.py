@@ -27,7 +27,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-import mnist_server  # noqa: E402
+from mnist_kit import server as mnist_server  # noqa: E402
 
 
 def requests_mix() -> list[tuple[str, bytes, str, int, int | None]]:
@@ -39,8 +39,15 @@ def requests_mix() -> list[tuple[str, bytes, str, int, int | None]]:
         big = io.BytesIO()
         Image.open(path).resize((280, 280)).convert("L").point(lambda v: 255 - v).save(big, "JPEG")
         mix.append(("jpeg 280px dark on light", big.getvalue(), "image/jpeg", 200, digit))
-        mix.append(("json base64", json.dumps({"data": base64.b64encode(data).decode()}).encode(),
-                    "application/json", 200, digit))
+        mix.append(
+            (
+                "json base64",
+                json.dumps({"data": base64.b64encode(data).decode()}).encode(),
+                "application/json",
+                200,
+                digit,
+            )
+        )
     blank = io.BytesIO()
     Image.new("L", (64, 64), 200).save(blank, "PNG")
     mix += [
@@ -110,10 +117,16 @@ def run(url: str, total: int, concurrency: int, kill=None) -> dict:
     for t in threads:
         t.join()
     seconds = time.monotonic() - start
-    return {"requests": total, "seconds": round(seconds, 1), "req_per_s": round(total / seconds),
-            "statuses": dict(statuses), "5xx": sum(v for k, v in statuses.items() if k >= 500),
-            "wrong": dict(wrong), "connection_errors": dict(errors),
-            "failures_after_kill": dict(failures_after_kill)}
+    return {
+        "requests": total,
+        "seconds": round(seconds, 1),
+        "req_per_s": round(total / seconds),
+        "statuses": dict(statuses),
+        "5xx": sum(v for k, v in statuses.items() if k >= 500),
+        "wrong": dict(wrong),
+        "connection_errors": dict(errors),
+        "failures_after_kill": dict(failures_after_kill),
+    }
 
 
 def main() -> None:
@@ -124,7 +137,7 @@ def main() -> None:
     parser.add_argument("--kill-worker", action="store_true", help="kill -9 one worker halfway through")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    with mnist_server.TorchServe(args.model_store) as ts:
+    with mnist_server.PrivateServer(args.model_store) as ts:
         pids = ts.worker_pids()
         rss_before = worker_rss(pids)
         run(ts.inference_url, 500, args.concurrency)  # warm-up, so growth is not first-use allocation
@@ -136,14 +149,19 @@ def main() -> None:
         result = run(ts.inference_url, args.requests, args.concurrency, kill if args.kill_worker else None)
         time.sleep(1)
         after = ts.worker_pids()
-        result["worker_rss_mb"] = {"start": round(rss_before / 2**20), "after_warm_up": round(rss_warm / 2**20),
-                                   "end": round(worker_rss(after) / 2**20)}
+        result["worker_rss_mb"] = {
+            "start": round(rss_before / 2**20),
+            "after_warm_up": round(rss_warm / 2**20),
+            "end": round(worker_rss(after) / 2**20),
+        }
         result["worker_pids"] = {"before": pids, "after": after}
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{result['requests']} requests at concurrency {args.concurrency} in {result['seconds']} s "
-          f"({result['req_per_s']} req/s)")
+    print(
+        f"{result['requests']} requests at concurrency {args.concurrency} in {result['seconds']} s "
+        f"({result['req_per_s']} req/s)"
+    )
     print(f"statuses: {result['statuses']}")
     print(f"5xx: {result['5xx']}")
     print(f"wrong status or digit: {sum(result['wrong'].values())} {result['wrong'] or ''}")
@@ -151,8 +169,10 @@ def main() -> None:
     if args.kill_worker:
         print(f"failed requests after the kill: {result['failures_after_kill'] or 0}")
     rss = result["worker_rss_mb"]
-    print(f"worker RSS (all workers): {rss['start']} MB at start, {rss['after_warm_up']} MB after warm-up, "
-          f"{rss['end']} MB at the end ({rss['end'] - rss['after_warm_up']:+d} MB)")
+    print(
+        f"worker RSS (all workers): {rss['start']} MB at start, {rss['after_warm_up']} MB after warm-up, "
+        f"{rss['end']} MB at the end ({rss['end'] - rss['after_warm_up']:+d} MB)"
+    )
     print(f"worker pids: {result['worker_pids']['before']} -> {result['worker_pids']['after']}")
 
 

@@ -7,15 +7,13 @@ levels, a source the preprocessing was not designed around. Needs scikit-learn (
 import argparse
 import io
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import mnist_evaluate  # noqa: E402
-from mnist_preprocess import InputError, image_bytes_to_pixels  # noqa: E402
+from mnist_kit import evaluate
+from mnist_kit.worker.preprocess import InputError, image_bytes_to_pixels
 
 # How each digit is sent: its size in pixels, dark ink on white or white on black, and the upscaling filter.
 PRESENTATIONS = {
@@ -55,7 +53,7 @@ def main() -> None:
             except InputError:
                 pixels.append(np.zeros((28, 28), dtype=np.uint8))
                 readable.append(False)
-        predicted = mnist_evaluate.predict_checkpoint(args.checkpoint, torch.from_numpy(np.stack(pixels))).argmax(1)
+        predicted = evaluate.predict_checkpoint(args.checkpoint, torch.from_numpy(np.stack(pixels))).argmax(1)
         correct = (predicted == digits.target) & np.array(readable)
         print(f"{name:<38} {100 * correct.mean():5.1f} % of {len(correct)}")
 

@@ -1,23 +1,57 @@
-"""Shared fixtures: the MNIST files, a tiny model trained once per session, its archive, and a real TorchServe."""
+"""Shared fixtures, and the test tiers.
 
+Each test gets exactly one tier marker, from the fixtures it uses unless it names one itself:
+  slow         the default training recipe (trained_checkpoint): minutes
+  integration  a tiny model trained in seconds (tiny_checkpoint), its archive and a real TorchServe; also the
+               1 000 held-out real-world images (variants), most of a minute to draw
+  unit         everything else: in process, no Java, no training; `scripts/test.sh -m unit`, under a minute
+"""
+
+import os
 from pathlib import Path
 
 import pytest
+from harness import TorchServe
 
-import mnist_archive
-import mnist_data
-import train
-from mnist_server import TorchServe
+from mnist_kit import archive as mnist_archive
+from mnist_kit import data as mnist_data
+from mnist_kit import training as train
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = sorted((ROOT / "examples" / "digits").glob("*.png"))
+TIERS = ("unit", "integration", "slow")
+# The default recipe trains for minutes, about ten on a 2-core CPU without native bf16 sharing its cores.
+SLOW_TIMEOUT_S = 1800
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        named = [m.name for m in item.iter_markers() if m.name in TIERS]
+        if len(named) > 1:
+            raise pytest.UsageError(f"{item.nodeid} is marked {named}: one tier per test")
+        if "trained_checkpoint" in item.fixturenames:
+            tier = "slow"
+        elif {"tiny_checkpoint", "variants"} & set(item.fixturenames):
+            tier = "integration"
+        else:
+            tier = named[0] if named else "unit"
+        if named and named[0] != tier and tier != "unit":
+            raise pytest.UsageError(f"{item.nodeid} is marked {named[0]} but its fixtures make it {tier}")
+        if not named:
+            item.add_marker(tier)
+        if tier == "slow":
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
+    """The MNIST files; tests that need them skip without them, except in CI, where they must be there."""
     path = mnist_data.default_data_dir()
     if not (path / "t10k-labels-idx1-ubyte.gz").exists() and not (path / "t10k-labels-idx1-ubyte").exists():
-        pytest.fail(f"MNIST files not found in {path}: set MNIST_DATA_DIR (CI uses ../shared/data/mnist)")
+        message = f"MNIST files not found in {path}: set MNIST_DATA_DIR (CI uses ../shared/data/mnist)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     return path
 
 
@@ -25,15 +59,28 @@ def data_dir() -> Path:
 def tiny_checkpoint(data_dir, tmp_path_factory) -> Path:
     """A model trained for seconds: good enough to read the typical sample digits."""
     out = tmp_path_factory.mktemp("tiny") / "mnist_sd.pt"
-    train.fit(data_dir, out, epochs=1, limit=12000, seed=0, progress=False)
+    train.fit(data_dir, out, epochs=1, limit=12000, seed=0)
     return out
 
 
 @pytest.fixture(scope="session")
 def trained_checkpoint(data_dir, tmp_path_factory) -> Path:
-    """The default recipe (`mnist-kit train`), for the accuracy tests: about two and a half minutes."""
+    """The default recipe (`mnist-kit train`), for the accuracy tests: minutes (its metrics.json says how many)."""
     out = tmp_path_factory.mktemp("trained") / "mnist_sd.pt"
-    train.fit(data_dir, out, progress=False)
+    train.fit(data_dir, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def untrained_checkpoint(tmp_path_factory) -> Path:
+    """Random weights of the right shape: enough to pack and load an archive without training (unit tier)."""
+    import torch
+
+    from mnist_model import MnistClassificationNet
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("untrained") / "mnist_sd.pt"
+    torch.save(MnistClassificationNet().state_dict(), out)
     return out
 
 
@@ -46,7 +93,8 @@ def model_store(tiny_checkpoint, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def server(model_store):
-    """TorchServe on free ports with its own temp dir: stopped at the end of the session, even on failure."""
+    """TorchServe on free ports with its own temp dir, shared by the tests that leave its state as they found it;
+    stopped at the end of the session, even on failure."""
     with TorchServe(model_store) as ts:
         yield ts
 

@@ -7,8 +7,8 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-import mnist_archive
-from mnist_cli import cli
+from mnist_kit import archive as mnist_archive
+from mnist_kit.cli import cli
 
 
 def manifest(mar) -> dict:
@@ -25,14 +25,22 @@ def test_default_archive_is_int8_torchscript_with_handler_and_version(model_stor
     assert model["configFile"] == "model-config.yaml"
     with zipfile.ZipFile(model_store / "mnist.mar") as z:
         scripted = torch.jit.load(io.BytesIO(z.read("model.pt")))
-    assert any(p.dtype == torch.qint8 for p in scripted.state_dict().values() if isinstance(p, torch.Tensor)) or \
-        "quantized" in str(scripted.graph)
+    assert any(
+        p.dtype == torch.qint8 for p in scripted.state_dict().values() if isinstance(p, torch.Tensor)
+    ) or "quantized" in str(scripted.graph)
 
 
-def test_archive_packs_the_shared_preprocessing_and_constants_beside_the_handler(model_store):
+def test_archive_packs_the_worker_package_and_constants_beside_the_handler(model_store):
     names = set(zipfile.ZipFile(model_store / "mnist.mar").namelist())
-    assert {"mnist_handler.py", "mnist_model.py", "mnist_preprocess.py", "mnist_constants.py",
-            "model.pt", "model-config.yaml"} <= names
+    assert {
+        "mnist_handler.py",
+        "mnist_model.py",
+        "mnist_kit/worker/preprocess.py",
+        "mnist_kit/constants.py",
+        "model.pt",
+        "model-config.yaml",
+        "explain_weights.pt",
+    } <= names
 
 
 def test_eager_mode_packs_the_state_dict_and_model_file_as_the_tutorial_does(tiny_checkpoint, tmp_path):
@@ -41,9 +49,9 @@ def test_eager_mode_packs_the_state_dict_and_model_file_as_the_tutorial_does(tin
 
 
 def test_script_mode_matches_eager_to_1e_5(tiny_checkpoint, tmp_path, data_dir):
-    import mnist_data
-    import mnist_optimize
-    from mnist_preprocess import normalize
+    from mnist_kit import data as mnist_data
+    from mnist_kit import optimize as mnist_optimize
+    from mnist_kit.worker.preprocess import normalize
 
     with zipfile.ZipFile(mnist_archive.build(tiny_checkpoint, tmp_path, mode="script")) as z:
         scripted = torch.jit.load(io.BytesIO(z.read("model.pt")))
@@ -56,9 +64,9 @@ def test_script_mode_matches_eager_to_1e_5(tiny_checkpoint, tmp_path, data_dir):
 
 
 def test_int8_flattens_channels_last_with_the_same_float_network(tiny_checkpoint, data_dir):
-    import mnist_data
-    import mnist_optimize
-    from mnist_preprocess import normalize
+    from mnist_kit import data as mnist_data
+    from mnist_kit import optimize as mnist_optimize
+    from mnist_kit.worker.preprocess import normalize
 
     model = mnist_optimize.load_float(tiny_checkpoint)
     images, _ = mnist_data.load(data_dir, "test", download=False)
@@ -104,8 +112,9 @@ def test_a_file_that_is_not_a_state_dict_is_refused(tmp_path):
 
 
 def test_archive_command_without_a_checkpoint_says_to_train_first(tmp_path):
-    result = CliRunner().invoke(cli, ["archive", "--serialized-file", str(tmp_path / "none.pt"),
-                                      "--export-path", str(tmp_path)])
+    result = CliRunner().invoke(
+        cli, ["archive", "--serialized-file", str(tmp_path / "none.pt"), "--export-path", str(tmp_path)]
+    )
     assert result.exit_code == 1
     assert "not found: train a model first (mnist-kit train)" in result.output
 

@@ -1,16 +1,31 @@
-"""`mnist-kit bench` runs end to end and reports sane figures (a tiny run: the real figures are in docs/PERFORMANCE.md)."""
+"""`mnist-kit bench` runs end to end and reports sane figures (a tiny run: the real figures are in docs/PERFORMANCE.md),
+and writes the tables of docs/PERFORMANCE.md from a bench JSON file."""
 
 import json
 
 from click.testing import CliRunner
+from conftest import ROOT
 
-from mnist_cli import cli
+from mnist_kit.bench_tables import BEGIN, END, load, markdown
+from mnist_kit.cli import cli
 
 
 def test_bench_reports_throughput_latency_ratio_cold_start_and_preprocessing(model_store, tmp_path):
     out = tmp_path / "bench"
-    result = CliRunner().invoke(cli, ["bench", "--archive", str(model_store / "mnist.mar"), "--concurrency", "1,4",
-                                      "--seconds", "1", "--out", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            "--archive",
+            str(model_store / "mnist.mar"),
+            "--concurrency",
+            "1,4",
+            "--seconds",
+            "1",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "ratio" in result.output and "cold start" in result.output
     figures = json.loads(out.with_suffix(".json").read_text())
@@ -28,3 +43,54 @@ def test_bench_reports_throughput_latency_ratio_cold_start_and_preprocessing(mod
 def test_bench_rejects_a_bad_concurrency_list(model_store):
     result = CliRunner().invoke(cli, ["bench", "--archive", str(model_store / "mnist.mar"), "--concurrency", "a,b"])
     assert result.exit_code == 2 and "numbers separated by commas" in result.output
+
+
+def point(concurrency: int, req_per_s: float, ratio: float | None = None) -> dict:
+    return {
+        "concurrency": concurrency,
+        "req_per_s": req_per_s,
+        "p50_ms": 1.5,
+        "p90_ms": 2.25,
+        "p99_ms": 4.0,
+        "errors": 0,
+        "generator_cpu": 0.1,
+        **({"ratio_to_ceiling": ratio} if ratio else {}),
+    }
+
+
+RESULT = {
+    "machine": {"cpus": 2, "processor": "x86_64", "cpu": "Some CPU", "python": "3.11.2"},
+    "settings": {"batch_size": 16, "max_batch_delay_ms": 1, "workers": 2, "seconds_per_point": 5, "body": "7.png"},
+    "kit": {"cold_start_s": 3.5, "sweep": [point(1, 400.4, 0.7), point(32, 8726.0, 0.55)]},
+    "ceiling": {"cold_start_s": 2.7, "sweep": [point(1, 572.0), point(32, 15803.0)]},
+    "preprocess": {"28×28 PNG": {"ms_median": 0.0134}},
+}
+
+
+def test_markdown_writes_a_row_per_concurrency_and_names_the_machine():
+    text = markdown(RESULT)
+    assert "on Some CPU, 2 CPU cores, Python 3.11.2: batch 16, max delay 1 ms, 2 workers" in text
+    assert "| 32 | 8 726 | 1.50 | 2.25 | 4.00 | 0 | 15 803 | 1.50 | 4.00 | 0.55 |" in text
+    assert "| 28×28 PNG | 0.013 |" in text and "3.50 s (no-op handler: 2.70 s)" in text
+
+
+def test_markdown_into_a_file_replaces_only_the_marked_tables(tmp_path):
+    results, doc = tmp_path / "bench.json", tmp_path / "PERFORMANCE.md"
+    results.write_text(json.dumps(RESULT))
+    doc.write_text(f"# Before\n{BEGIN} ... -->\nold table\n{END}\nAfter\n")
+    result = CliRunner().invoke(cli, ["bench", "--markdown", str(results), "--into", str(doc)])
+    assert result.exit_code == 0, result.output
+    assert doc.read_text() == f"# Before\n{BEGIN} ... -->\n{markdown(RESULT)}\n{END}\nAfter\n"
+
+
+def test_markdown_from_a_file_that_is_not_a_bench_result_fails_in_one_line(tmp_path):
+    results = tmp_path / "bench.json"
+    results.write_text('{"kit": {}}')
+    result = CliRunner().invoke(cli, ["bench", "--markdown", str(results)])
+    assert result.exit_code == 1 and "is not a bench result" in result.output and result.output.count("\n") == 1
+
+
+def test_the_tables_of_docs_performance_are_those_of_docs_bench_json():
+    doc = (ROOT / "docs" / "PERFORMANCE.md").read_text()
+    block = doc[doc.index("\n", doc.index(BEGIN)) + 1 : doc.index(END)]
+    assert block == markdown(load(ROOT / "docs" / "bench.json")) + "\n"

@@ -1,7 +1,14 @@
-from click.testing import CliRunner
+import os
+import subprocess
+import sys
 
-import mnist_server
-from mnist_cli import cli
+from click.testing import CliRunner
+from conftest import ROOT
+
+from mnist_kit import constants as C
+from mnist_kit import server as mnist_server
+from mnist_kit.cli import cli
+from mnist_kit.paths import home
 
 
 def test_help_teaches_the_whole_flow():
@@ -23,3 +30,58 @@ def test_predict_of_a_missing_file_is_a_usage_error(tmp_path):
     result = CliRunner().invoke(cli, ["predict", str(tmp_path / "missing.png")])
     assert result.exit_code == 2
     assert "does not exist" in result.output
+
+
+def test_a_kit_error_is_one_line_with_its_exit_code(tmp_path):
+    result = CliRunner().invoke(cli, ["archive", "--serialized-file", str(tmp_path / "none.pt")])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and result.output.startswith("Error: ")
+
+
+def test_missing_mnist_files_exit_3_not_clicks_usage_code(tmp_path, monkeypatch):
+    monkeypatch.setattr("mnist_kit.data._download", lambda data_dir: None)
+    result = CliRunner().invoke(cli, ["evaluate", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 3 and "MNIST file" in result.output and "Traceback" not in result.output
+
+
+def test_bench_with_a_file_that_is_not_an_archive_fails_in_one_line(tmp_path):
+    bad = tmp_path / "bad.mar"
+    bad.write_bytes(b"not a zip")
+    result = CliRunner().invoke(cli, ["bench", "--archive", str(bad)])
+    assert result.exit_code == 1 and "is not an archive" in result.output and result.output.count("\n") == 1
+
+
+def test_bench_without_wrk_says_how_to_install_it(tmp_path, untrained_checkpoint):
+    result = CliRunner().invoke(cli, ["bench", "--archive", str(untrained_checkpoint)], env={"PATH": str(tmp_path)})
+    assert result.exit_code == 1 and "wrk is not installed" in result.output
+
+
+def test_the_home_defaults_to_the_checkout_the_kit_runs_from(monkeypatch):
+    monkeypatch.delenv(C.HOME_ENV, raising=False)
+    assert home() == ROOT
+
+
+def test_commands_work_from_any_directory_with_mnist_kit_home(untrained_checkpoint, tmp_path):
+    kit_home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    (kit_home / "checkpoints").mkdir(parents=True)
+    elsewhere.mkdir()
+    (kit_home / "checkpoints" / "mnist_sd.pt").write_bytes(untrained_checkpoint.read_bytes())
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_kit", "archive", "--mode", "eager"],
+        cwd=elsewhere,
+        env={**os.environ, C.HOME_ENV: str(kit_home)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (kit_home / "model_store" / "mnist.mar").is_file() and list(elsewhere.iterdir()) == []
+
+
+def test_a_path_the_user_types_stays_relative_to_the_current_directory(untrained_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(C.HOME_ENV, str(tmp_path / "home"))
+    result = CliRunner().invoke(
+        cli, ["archive", "--mode", "eager", "--serialized-file", str(untrained_checkpoint), "--export-path", "store"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "store" / "mnist.mar").is_file() and not (tmp_path / "home").exists()

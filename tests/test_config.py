@@ -1,7 +1,7 @@
 from pathlib import Path
 
-import mnist_constants as C
-import mnist_server
+from mnist_kit import constants as C
+from mnist_kit import server as mnist_server
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,8 +1,12 @@
 import gzip
+import os
+import subprocess
+import sys
 
 import pytest
+from conftest import ROOT
 
-import mnist_data
+from mnist_kit import data as mnist_data
 
 
 def raw_bytes(data_dir, name) -> bytes:
@@ -40,6 +44,18 @@ def test_a_corrupt_file_is_caught_by_its_md5(data_dir, tmp_path):
 
 def test_a_truncated_gzip_is_a_clear_error(data_dir, tmp_path):
     (tmp_path / "t10k-images-idx3-ubyte").write_bytes(raw_bytes(data_dir, "t10k-images-idx3-ubyte"))
-    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(raw_bytes(data_dir, "t10k-labels-idx1-ubyte"))[:500])
+    truncated = gzip.compress(raw_bytes(data_dir, "t10k-labels-idx1-ubyte"))[:500]
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(truncated)
     with pytest.raises(mnist_data.DataError, match="t10k-labels-idx1-ubyte.gz is corrupt"):
         mnist_data.load(tmp_path, "test", download=False)
+
+
+NEEDS_THE_FILES = "tests/test_data.py::test_test_split_loads_as_uint8_images_and_labels"
+
+
+@pytest.mark.parametrize("ci, outcome", [("", "1 skipped"), ("1", "1 error")])
+def test_without_the_files_tests_skip_saying_why_except_in_ci(tmp_path, ci, outcome):
+    env = {**os.environ, "MNIST_DATA_DIR": str(tmp_path), "CI": ci}
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", NEEDS_THE_FILES]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert outcome in result.stdout and f"MNIST files not found in {tmp_path}: set MNIST_DATA_DIR" in result.stdout

@@ -12,11 +12,12 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pytest
+from harness import TorchServe
 from PIL import Image
-
-import mnist_client
-import mnist_constants as C
 from test_preprocess import png_header
+
+from mnist_kit import client as mnist_client
+from mnist_kit import constants as C
 
 
 def post(url: str, body: bytes, content_type: str | None, path: str = "/predictions/mnist") -> tuple[int, bytes]:
@@ -38,8 +39,14 @@ def png(size=(100, 100), color=255) -> bytes:
 
 def multipart(field: str, data: bytes, content_type: str = "image/png") -> tuple[bytes, str]:
     boundary = "mnistkitboundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"x.png\"\r\n"
-            f"Content-Type: {content_type}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="x.png"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, f"multipart/form-data; boundary={boundary}"
 
 
@@ -65,15 +72,22 @@ CASES = {
     "invalid utf-8 json": lambda d, j: (b'\xff\xfe{"data": 1}', "application/json", 400, "not valid JSON"),
     "json wrong shape": lambda d, j: (b'{"pixels": [1, 2]}', "application/json", 400, 'JSON must be {"data"'),
     "json bad base64": lambda d, j: (b'{"data": "%%%not base64"}', "application/json", 400, "not valid base64"),
-    "json base64 of junk": lambda d, j: (json.dumps({"data": base64.b64encode(b"junk").decode()}).encode(),
-                                         "application/json", 400, "not a decodable image"),
+    "json base64 of junk": lambda d, j: (
+        json.dumps({"data": base64.b64encode(b"junk").decode()}).encode(),
+        "application/json",
+        400,
+        "not a decodable image",
+    ),
     "text/plain": lambda d, j: (b"seven", "text/plain", 415, "unsupported content type"),
     "application/xml": lambda d, j: (b"<digit>7</digit>", "application/xml", 415, "unsupported content type"),
-    "image as form-urlencoded": lambda d, j: (d, "application/x-www-form-urlencoded", 415,
-                                              "x-www-form-urlencoded"),
+    "image as form-urlencoded": lambda d, j: (d, "application/x-www-form-urlencoded", 415, "x-www-form-urlencoded"),
     "multipart without data field": lambda d, j: (*multipart("picture", d), 400, "no image in the request"),
-    "ppm image": lambda d, j: (b"P5\n2 2\n255\n\x00\x00\x00\x00", "image/x-portable-graymap", 415,
-                               "unsupported image format"),
+    "ppm image": lambda d, j: (
+        b"P5\n2 2\n255\n\x00\x00\x00\x00",
+        "image/x-portable-graymap",
+        415,
+        "unsupported image format",
+    ),
 }
 
 
@@ -116,8 +130,9 @@ def test_json_base64_and_pixel_array_are_read(server, digits):
 
 
 def test_in_a_batch_a_bad_request_fails_alone(server, digits):
-    requests = [(digits[i % 10].read_bytes(), "image/png") if i % 3 else (os.urandom(300), "image/png")
-                for i in range(60)]
+    requests = [
+        (digits[i % 10].read_bytes(), "image/png") if i % 3 else (os.urandom(300), "image/png") for i in range(60)
+    ]
     batches_before = server.count_in_log("Backend received inference")
     with ThreadPoolExecutor(30) as pool:
         answers = list(pool.map(lambda r: post(server.inference_url, *r), requests))
@@ -129,7 +144,15 @@ def test_in_a_batch_a_bad_request_fails_alone(server, digits):
     assert server.count_in_log("Backend received inference") - batches_before < len(requests)
 
 
-def test_a_worker_killed_with_sigkill_is_replaced_and_serving_goes_on(server, digits):
+@pytest.fixture
+def own_server(model_store):
+    """A server of its own, for a test that kills one of its workers."""
+    with TorchServe(model_store) as ts:
+        yield ts
+
+
+def test_a_worker_killed_with_sigkill_is_replaced_and_serving_goes_on(own_server, digits):
+    server = own_server
     before = server.worker_pids()
     os.kill(before[0], signal.SIGKILL)
     answer = mnist_client.predict(digits[1].read_bytes(), url=server.inference_url, wait=60)
@@ -137,8 +160,11 @@ def test_a_worker_killed_with_sigkill_is_replaced_and_serving_goes_on(server, di
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         workers = json.loads(server.get(f"{server.management_url}/models/mnist"))[0]["workers"]
-        if len(workers) == len(before) and all(w["status"] == "READY" for w in workers) \
-                and before[0] not in [w["pid"] for w in workers]:
+        if (
+            len(workers) == len(before)
+            and all(w["status"] == "READY" for w in workers)
+            and before[0] not in [w["pid"] for w in workers]
+        ):
             break
         time.sleep(0.2)
     else:

@@ -5,7 +5,7 @@ metrics reach Prometheus on a real TorchServe."""
 
 import time
 
-from mnist_metrics import MetricsWindow
+from mnist_kit.worker.metrics import MetricsWindow
 
 
 class Recorded:
@@ -27,13 +27,16 @@ def test_counts_are_summed_between_reports():
     window.add([7, 7, 1], [0.99, 0.5, 0.95], [], 3.0, 3)
     window.add([7], [0.999], ["blank", "blank"], 1.0, 3)
     window.report()
-    assert sorted(target.reported, key=str) == sorted([
-        ("PredictionsPerDigit", 3, {"Digit": "7"}),
-        ("PredictionsPerDigit", 1, {"Digit": "1"}),
-        ("RejectedInputs", 2, {"Reason": "blank"}),
-        ("LowConfidencePredictions", 1, {}),
-        ("PreprocessingTime", round(4.0 / 6, 3), {}),
-    ], key=str)
+    assert sorted(target.reported, key=str) == sorted(
+        [
+            ("PredictionsPerDigit", 3, {"Digit": "7"}),
+            ("PredictionsPerDigit", 1, {"Digit": "1"}),
+            ("RejectedInputs", 2, {"Reason": "blank"}),
+            ("LowConfidencePredictions", 1, {}),
+            ("PreprocessingTime", round(4.0 / 6, 3), {}),
+        ],
+        key=str,
+    )
 
 
 def test_nothing_is_reported_twice_or_when_idle():

@@ -8,18 +8,25 @@ from mnist_model import MnistClassificationNet
 
 
 def test_module_defines_exactly_one_nn_module_for_torchserve():
-    classes = [c for _, c in inspect.getmembers(mnist_model, inspect.isclass)
-               if issubclass(c, nn.Module) and c.__module__ == "mnist_model"]
+    classes = [
+        c
+        for _, c in inspect.getmembers(mnist_model, inspect.isclass)
+        if issubclass(c, nn.Module) and c.__module__ == "mnist_model"
+    ]
     assert classes == [MnistClassificationNet]
 
 
 def test_state_dict_has_the_tutorial_layer_names_and_shapes():
     shapes = {k: tuple(v.shape) for k, v in MnistClassificationNet().state_dict().items()}
     assert shapes == {
-        "conv1.weight": (32, 1, 3, 3), "conv1.bias": (32,),
-        "conv2.weight": (64, 32, 3, 3), "conv2.bias": (64,),
-        "fc1.weight": (128, 9216), "fc1.bias": (128,),
-        "fc2.weight": (10, 128), "fc2.bias": (10,),
+        "conv1.weight": (32, 1, 3, 3),
+        "conv1.bias": (32,),
+        "conv2.weight": (64, 32, 3, 3),
+        "conv2.bias": (64,),
+        "fc1.weight": (128, 9216),
+        "fc1.bias": (128,),
+        "fc2.weight": (10, 128),
+        "fc2.bias": (10,),
     }
 
 

@@ -7,12 +7,12 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from harness import TorchServe
 
-import mnist_archive
-import mnist_client
-import mnist_constants as C
-from mnist_cli import cli
-from mnist_server import TorchServe
+from mnist_kit import archive as mnist_archive
+from mnist_kit import client as mnist_client
+from mnist_kit import constants as C
+from mnist_kit.cli import cli
 
 
 @pytest.fixture(scope="module")
@@ -41,18 +41,23 @@ def test_the_default_version_switches_live(two_versions, digits):
     url, management = two_versions.inference_url, two_versions.management_url
     v2 = mnist_client.predict(digits[3].read_bytes(), url=url, model="mnist/2.0")["probabilities"]
     assert "mnist 1.0 (default)" in run("models", "--url", management, "describe", "mnist")
-    run("models", "--url", management, "set-default", "mnist", "2.0")
-    assert "mnist 2.0 (default)" in run("models", "--url", management, "describe", "mnist")
-    assert mnist_client.predict(digits[3].read_bytes(), url=url)["probabilities"] == v2
-    run("models", "--url", management, "set-default", "mnist", "1.0")
+    try:
+        run("models", "--url", management, "set-default", "mnist", "2.0")
+        assert "mnist 2.0 (default)" in run("models", "--url", management, "describe", "mnist")
+        assert mnist_client.predict(digits[3].read_bytes(), url=url)["probabilities"] == v2
+    finally:
+        run("models", "--url", management, "set-default", "mnist", "1.0")
 
 
 def test_scaling_workers(two_versions):
     management = two_versions.management_url
-    run("models", "--url", management, "scale", "mnist", "--workers", "3")
-    [description] = json.loads(two_versions.get(f"{management}/models/mnist"))
-    assert len(description["workers"]) == 3 and all(w["status"] == "READY" for w in description["workers"])
-    run("models", "--url", management, "scale", "mnist", "--workers", "2")
+    before = len(json.loads(two_versions.get(f"{management}/models/mnist"))[0]["workers"])
+    try:
+        run("models", "--url", management, "scale", "mnist", "--workers", "3")
+        [description] = json.loads(two_versions.get(f"{management}/models/mnist"))
+        assert len(description["workers"]) == 3 and all(w["status"] == "READY" for w in description["workers"])
+    finally:
+        run("models", "--url", management, "scale", "mnist", "--workers", str(before))
 
 
 def test_register_with_model_api_off_says_how_to_turn_it_on(two_versions):

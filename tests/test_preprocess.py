@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-import mnist_constants as C
-import mnist_preprocess
-from mnist_preprocess import InputError
+from mnist_kit import constants as C
+from mnist_kit.worker import preprocess as mnist_preprocess
+from mnist_kit.worker.preprocess import InputError
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
@@ -26,8 +26,12 @@ def chunk(kind: bytes, data: bytes) -> bytes:
 def png_header(width: int, height: int) -> bytes:
     """A small PNG whose header declares `width`×`height` pixels: a decompression bomb unless checked first."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture
@@ -57,12 +61,15 @@ def test_mnist_format_pngs_take_the_libpng_path_with_the_same_pixels_as_pil(digi
         assert np.array_equal(mnist_preprocess.mnist_png(data), np.asarray(Image.open(path))), path
 
 
-@pytest.mark.parametrize("image", [
-    Image.new("L", (28, 28)),  # blank
-    Image.new("L", (28, 28), 255),  # ink at the border: not MNIST's framing
-    Image.new("RGB", (28, 28)),
-    Image.new("L", (29, 28)),
-])
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.new("L", (28, 28)),  # blank
+        Image.new("L", (28, 28), 255),  # ink at the border: not MNIST's framing
+        Image.new("RGB", (28, 28)),
+        Image.new("L", (29, 28)),
+    ],
+)
 def test_other_pngs_take_the_general_path(image):
     assert mnist_preprocess.mnist_png(encode(image)) is None
 
@@ -112,8 +119,9 @@ def test_uneven_paper_and_noise_are_removed(seven):
     ink = np.zeros((height, width), np.float32)
     ink[100:184, 150:234] = np.asarray(Image.fromarray(seven).resize((84, 84)), dtype=np.float32) / 255
     photo = shade * (1 - 0.8 * ink) + np.random.default_rng(0).normal(0, 4, (height, width))
-    pixels = mnist_preprocess.image_bytes_to_pixels(encode(Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)),
-                                                           "JPEG", quality=75))
+    pixels = mnist_preprocess.image_bytes_to_pixels(
+        encode(Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)), "JPEG", quality=75)
+    )
     reference = mnist_preprocess.image_bytes_to_pixels(encode(Image.fromarray(seven)))
     assert np.abs(pixels.astype(int) - reference).mean() < 25
     assert pixels[:, :3].sum() == 0 and pixels[:3].sum() == 0, "shading left at the edges"
@@ -166,7 +174,9 @@ def test_ink_against_one_edge_with_a_wide_margin_is_centred(seven):
 def test_the_paper_level_ignores_ink_that_covers_most_of_the_picture():
     rng = np.random.default_rng(0)
     paper = rng.normal(20, 3, 400)
-    level, noise, share = mnist_preprocess.paper_level(np.concatenate([paper, np.full(600, 230.0), np.linspace(20, 230, 200)]))
+    level, noise, share = mnist_preprocess.paper_level(
+        np.concatenate([paper, np.full(600, 230.0), np.linspace(20, 230, 200)])
+    )
     assert level == pytest.approx(20, abs=3) and noise == pytest.approx(3, abs=1.5) and share < 0.5
 
 
@@ -199,16 +209,19 @@ def test_a_large_jpeg_is_decoded_reduced_not_at_full_size():
     assert image.size == (500, 375)
 
 
-@pytest.mark.parametrize("data, status, message", [
-    (b"", 400, "empty request"),
-    (b"\x00" * 100, 400, "not a decodable image"),
-    (b"GIF89a", 400, "not a decodable image"),
-    (png_header(30000, 30000), 413, "image too large"),
-    (png_header(65535, 65535), 413, "image too large"),
-    (png_header(600, 400)[:40], 400, "not a decodable image"),
-    (png_header(600, 400), 400, "corrupt or truncated PNG"),
-    (png_header(0, 10), 400, "not a decodable image"),
-])
+@pytest.mark.parametrize(
+    "data, status, message",
+    [
+        (b"", 400, "empty request"),
+        (b"\x00" * 100, 400, "not a decodable image"),
+        (b"GIF89a", 400, "not a decodable image"),
+        (png_header(30000, 30000), 413, "image too large"),
+        (png_header(65535, 65535), 413, "image too large"),
+        (png_header(600, 400)[:40], 400, "not a decodable image"),
+        (png_header(600, 400), 400, "corrupt or truncated PNG"),
+        (png_header(0, 10), 400, "not a decodable image"),
+    ],
+)
 def test_bad_bytes_get_the_right_status_and_a_message(data, status, message):
     with pytest.raises(InputError, match=message) as error:
         mnist_preprocess.request_to_pixels({"body": data}, "image/png")
@@ -241,14 +254,17 @@ def test_a_content_type_that_is_neither_image_nor_json_is_a_415(digits, content_
     assert error.value.status == 415
 
 
-@pytest.mark.parametrize("row, content_type", [
-    (lambda b: {"body": b}, "image/png"),
-    (lambda b: {"body": b}, None),
-    (lambda b: {"body": b}, "application/octet-stream"),
-    (lambda b: {"data": b}, "image/png"),
-    (lambda b: {"file": b}, "image/png"),
-    (lambda b: {"body": {"data": base64.b64encode(b).decode()}}, "application/json"),
-])
+@pytest.mark.parametrize(
+    "row, content_type",
+    [
+        (lambda b: {"body": b}, "image/png"),
+        (lambda b: {"body": b}, None),
+        (lambda b: {"body": b}, "application/octet-stream"),
+        (lambda b: {"data": b}, "image/png"),
+        (lambda b: {"file": b}, "image/png"),
+        (lambda b: {"body": {"data": base64.b64encode(b).decode()}}, "application/json"),
+    ],
+)
 def test_request_formats_all_give_the_same_pixels(digits, row, content_type):
     data = digits[3].read_bytes()
     expected = mnist_preprocess.image_bytes_to_pixels(data)
@@ -260,16 +276,19 @@ def test_a_json_28_by_28_array_is_read_like_the_image(seven):
     assert np.array_equal(pixels, mnist_preprocess.image_bytes_to_pixels(encode(Image.fromarray(seven))))
 
 
-@pytest.mark.parametrize("body, message", [
-    ([[0] * 27] * 28, "28×28"),
-    ([[0] * 28] * 28, "blank image"),
-    ([["a"] * 28] * 28, "28×28 numbers"),
-    ({"image": "x"}, 'JSON must be {"data"'),
-    ({"data": "not base64!"}, "not valid base64"),
-    ({"data": base64.b64encode(b"not an image").decode()}, "not a decodable image"),
-    (b"{not json", "not valid JSON"),
-    (42, "JSON must be"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ([[0] * 27] * 28, "28×28"),
+        ([[0] * 28] * 28, "blank image"),
+        ([["a"] * 28] * 28, "28×28 numbers"),
+        ({"image": "x"}, 'JSON must be {"data"'),
+        ({"data": "not base64!"}, "not valid base64"),
+        ({"data": base64.b64encode(b"not an image").decode()}, "not a decodable image"),
+        (b"{not json", "not valid JSON"),
+        (42, "JSON must be"),
+    ],
+)
 def test_bad_json_gets_a_400_naming_the_problem(body, message):
     with pytest.raises(InputError, match=message) as error:
         mnist_preprocess.request_to_pixels({"body": body}, "application/json")

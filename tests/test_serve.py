@@ -5,15 +5,20 @@ import socket
 
 from click.testing import CliRunner
 
-import mnist_server
-from mnist_cli import cli
+from mnist_kit import server as mnist_server
+from mnist_kit.cli import cli
 
 
 def config(tmp_path, store, port=None) -> str:
     path = tmp_path / "config.properties"
-    path.write_text(mnist_server.server_config(inference_port=port or mnist_server.free_port(),
-                                               management_port=mnist_server.free_port(),
-                                               metrics_port=mnist_server.free_port(), model_store=store))
+    path.write_text(
+        mnist_server.server_config(
+            inference_port=port or mnist_server.free_port(),
+            management_port=mnist_server.free_port(),
+            metrics_port=mnist_server.free_port(),
+            model_store=store,
+        )
+    )
     return str(path)
 
 

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from harness import TorchServe
 from PIL import Image
 
-import mnist_client
-import mnist_constants as C
-import mnist_preprocess
-from mnist_cli import cli
-from mnist_server import TorchServe
+from mnist_kit import client as mnist_client
+from mnist_kit import constants as C
+from mnist_kit.cli import cli
+from mnist_kit.worker import preprocess as mnist_preprocess
 
 
 def digit_of(path) -> int:
@@ -60,8 +60,12 @@ def test_a_tight_crop_of_each_sample_digit_is_read_correctly(server, digits):
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_upload_as_in_the_readme(server, digits):
-    out = subprocess.run(["curl", "-sS", f"{server.inference_url}/predictions/mnist", "-T", str(digits[7])],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["curl", "-sS", f"{server.inference_url}/predictions/mnist", "-T", str(digits[7])],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert json.loads(out)["digit"] == 7
 
 
@@ -96,9 +100,14 @@ def test_predict_command_json_output(server, digits):
 
 
 def test_no_cors_headers_by_default(server, digits):
-    response = mnist_client.urllib.request.urlopen(mnist_client.urllib.request.Request(
-        f"{server.inference_url}/predictions/mnist", data=digits[0].read_bytes(), method="POST",
-        headers={"Content-Type": "image/png", "Origin": "http://evil.example"}))
+    response = mnist_client.urllib.request.urlopen(
+        mnist_client.urllib.request.Request(
+            f"{server.inference_url}/predictions/mnist",
+            data=digits[0].read_bytes(),
+            method="POST",
+            headers={"Content-Type": "image/png", "Origin": "http://evil.example"},
+        )
+    )
     assert response.status == 200
     assert response.headers.get("Access-Control-Allow-Origin") is None
 
@@ -115,15 +124,18 @@ def test_production_profile_refuses_a_request_without_the_token(production_serve
         mnist_client.predict(digits[1].read_bytes(), url=production_server.inference_url)
 
 
-def test_production_profile_predict_sends_the_token_from_key_file(production_server, digits, monkeypatch):
-    monkeypatch.chdir(production_server.workdir)
+def test_production_profile_predict_sends_the_token_from_the_key_file_in_the_kits_home(
+    production_server, digits, monkeypatch
+):
+    monkeypatch.setenv(C.HOME_ENV, str(production_server.workdir))  # where TorchServe was started
     result = CliRunner().invoke(cli, ["predict", str(digits[4]), "--url", production_server.inference_url])
     assert result.exit_code == 0, result.output
     assert ": 4 (" in result.output
 
 
 def test_production_profile_predict_takes_the_token_as_an_option(production_server, digits):
-    result = CliRunner().invoke(cli, ["predict", str(digits[6]), "--url", production_server.inference_url,
-                                      "--token", production_server.token])
+    result = CliRunner().invoke(
+        cli, ["predict", str(digits[6]), "--url", production_server.inference_url, "--token", production_server.token]
+    )
     assert result.exit_code == 0, result.output
     assert ": 6 (" in result.output

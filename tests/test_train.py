@@ -1,10 +1,14 @@
 import json
+import subprocess
+import sys
 
+import pytest
 import torch
 from click.testing import CliRunner
+from conftest import ROOT
 
-import train
-from mnist_cli import cli
+from mnist_kit import training as train
+from mnist_kit.cli import cli
 
 
 def test_training_writes_the_state_dict_and_its_metrics(tiny_checkpoint):
@@ -12,21 +16,52 @@ def test_training_writes_the_state_dict_and_its_metrics(tiny_checkpoint):
     assert set(metrics) >= {"test_accuracy", "epochs", "seconds", "seed", "versions"}
     assert metrics["test_accuracy"] > 90
     assert set(torch.load(tiny_checkpoint, weights_only=True)) == {
-        "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
+        "conv1.weight",
+        "conv1.bias",
+        "conv2.weight",
+        "conv2.bias",
+        "fc1.weight",
+        "fc1.bias",
+        "fc2.weight",
+        "fc2.bias",
+    }
 
 
+@pytest.mark.integration  # trains, briefly
 def test_same_seed_gives_the_same_model_on_cpu(data_dir, tmp_path):
-    a = train.fit(data_dir, tmp_path / "a.pt", epochs=1, limit=512, seed=7, device="cpu", progress=False)
-    b = train.fit(data_dir, tmp_path / "b.pt", epochs=1, limit=512, seed=7, device="cpu", progress=False)
+    a = train.fit(data_dir, tmp_path / "a.pt", epochs=1, limit=512, seed=7, device="cpu")
+    b = train.fit(data_dir, tmp_path / "b.pt", epochs=1, limit=512, seed=7, device="cpu")
     sd_a, sd_b = (torch.load(tmp_path / f, weights_only=True) for f in ("a.pt", "b.pt"))
     assert a["test_accuracy"] == b["test_accuracy"]
     assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
 
 
-def test_train_without_data_exits_2_with_one_clear_line(tmp_path, monkeypatch):
-    monkeypatch.setattr("mnist_data._download", lambda data_dir: None)
-    result = CliRunner().invoke(cli, ["train", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m.pt")])
-    assert result.exit_code == 2
+def test_train_without_data_exits_3_with_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setattr("mnist_kit.data._download", lambda data_dir: None)
+    result = CliRunner().invoke(
+        cli, ["train", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m.pt")]
+    )
+    assert result.exit_code == 3
     assert "Error: MNIST file train-images-idx3-ubyte(.gz) not found" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.integration  # trains, briefly
+def test_training_reports_progress_through_callbacks(data_dir, tmp_path):
+    steps, epochs = [], []
+    train.fit(
+        data_dir,
+        tmp_path / "m.pt",
+        epochs=2,
+        limit=256,
+        batch_size=128,
+        on_step=lambda *a: steps.append(a),
+        on_epoch=lambda epoch, loss, accuracy: epochs.append(epoch),
+    )
+    assert steps == [(1, 1, 2), (1, 2, 2), (2, 1, 2), (2, 2, 2)] and epochs == [1, 2]
+
+
+def test_python_train_py_is_the_train_command():
+    result = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0 and "Usage: python train.py [OPTIONS]" in result.stdout

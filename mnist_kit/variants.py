@@ -6,7 +6,8 @@ writer's digit at low resolution, in GIF, BMP or 1-bit PNG), `printed` (digits i
 in WebP, TIFF and PNG), `tight` (cropped to the ink, which touches all four edges, at several scales, either
 polarity, some transparent), `lowres_fill` (8×8 to 16×16 with coarse grey levels, as old optical-recognition
 data sets store digits, scaled up and filling the frame) and `offcentre` (ink at one edge, a wide margin on the
-other side). Deterministic for a seed; used by the accuracy tests, `mnist-kit evaluate` and the benchmarks.
+other side). Deterministic for a seed; used by the accuracy tests, `mnist-kit evaluate --real-world` and
+`scripts/make_samples.py`.
 """
 
 import io
@@ -16,8 +17,18 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 KINDS = ("mnist", "canvas", "photo", "lowres", "printed", "tight", "lowres_fill", "offcentre")
-FONTS = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSansMono.ttf",
-         "DejaVuSans-Oblique.ttf", "STIXGeneral.ttf", "STIXGeneralBol.ttf", "cmss10.ttf", "cmr10.ttf"]
+FONTS = [
+    "DejaVuSans.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "DejaVuSansMono.ttf",
+    "DejaVuSans-Oblique.ttf",
+    "STIXGeneral.ttf",
+    "STIXGeneralBol.ttf",
+    "cmss10.ttf",
+    "cmr10.ttf",
+]
 
 
 def font_dir() -> Path:
@@ -50,7 +61,9 @@ def canvas_png(digit: np.ndarray, rng) -> bytes:
     mask = _ink_mask(digit, int(rng.integers(110, 200)), rng, thickness=int(rng.choice([0, 3, 5])))
     alpha = Image.new("L", (size, size), 0)
     limit = size - mask.size[0]
-    alpha.paste(mask, (int(rng.integers(min(0, limit), max(1, limit))), int(rng.integers(min(0, limit), max(1, limit)))))
+    alpha.paste(
+        mask, (int(rng.integers(min(0, limit), max(1, limit))), int(rng.integers(min(0, limit), max(1, limit))))
+    )
     if rng.random() < 0.25:  # white ink on an opaque dark canvas
         return encode(Image.merge("RGB", [alpha] * 3), "PNG")
     black = Image.new("L", (size, size), 0)
@@ -179,12 +192,20 @@ def offcentre(digit: np.ndarray, rng) -> bytes:
     return _paint(frame, rng, transparent=0.2)
 
 
-MAKERS = {"mnist": mnist_png, "canvas": canvas_png, "photo": photo_jpeg, "lowres": lowres_image,
-          "tight": tight_crop, "lowres_fill": lowres_fill, "offcentre": offcentre}
+MAKERS = {
+    "mnist": mnist_png,
+    "canvas": canvas_png,
+    "photo": photo_jpeg,
+    "lowres": lowres_image,
+    "tight": tight_crop,
+    "lowres_fill": lowres_fill,
+    "offcentre": offcentre,
+}
 
 
-def make(images: np.ndarray, labels: np.ndarray, per_kind: int = 100, seed: int = 0,
-         kinds=KINDS) -> list[tuple[str, int, bytes]]:
+def make(
+    images: np.ndarray, labels: np.ndarray, per_kind: int = 100, seed: int = 0, kinds=KINDS
+) -> list[tuple[str, int, bytes]]:
     """(kind, label, encoded image) for `per_kind` images of each kind, from MNIST test images and labels."""
     rng = np.random.default_rng(seed)
     out = []

@@ -12,7 +12,7 @@ from collections import Counter
 
 from ts.metrics.dimension import Dimension
 
-import mnist_constants as C
+from mnist_kit import constants as C
 
 
 class MetricsWindow:
@@ -29,8 +29,9 @@ class MetricsWindow:
         self.low_confidence = self.images = 0
         self.preprocessing_ms = 0.0
 
-    def add(self, digits: list[int], confidences: list[float], rejected: list[str], preprocessing_ms: float,
-            images: int) -> None:
+    def add(
+        self, digits: list[int], confidences: list[float], rejected: list[str], preprocessing_ms: float, images: int
+    ) -> None:
         with self.lock:
             self.digits.update(digits)
             self.rejected.update(rejected)
@@ -40,8 +41,13 @@ class MetricsWindow:
 
     def report(self) -> None:
         with self.lock:
-            digits, rejected, low, ms, images = (self.digits, self.rejected, self.low_confidence,
-                                                 self.preprocessing_ms, self.images)
+            digits, rejected, low, ms, images = (
+                self.digits,
+                self.rejected,
+                self.low_confidence,
+                self.preprocessing_ms,
+                self.images,
+            )
             self._reset()
         for digit, count in digits.items():
             self.target.add_counter("PredictionsPerDigit", count, dimensions=[Dimension("Digit", str(digit))])

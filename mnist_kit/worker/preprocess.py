@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-import mnist_constants as C
+from mnist_kit import constants as C
 
 try:  # libpng through torchvision's op, without its Python wrapper's per-call deprecation warning (torchvision
     # 0.29 deprecates its decoders for torchcodec's); where the op is gone, PIL decodes everything
@@ -72,23 +72,33 @@ def request_to_pixels(row: dict, content_type: str | None = None) -> np.ndarray:
     name = next((k for k in ("data", "file", "body") if k in row), None)
     kind = (content_type or "").split(";")[0].strip().lower()
     if name is None and kind == "application/x-www-form-urlencoded":
-        raise InputError("the body was sent as application/x-www-form-urlencoded (curl -d, --data-binary): send the "
-                         "image with an image content type (curl -T FILE, or -H 'Content-Type: image/png')", 415,
-                         reason="content_type")
+        raise InputError(
+            "the body was sent as application/x-www-form-urlencoded (curl -d, --data-binary): send the "
+            "image with an image content type (curl -T FILE, or -H 'Content-Type: image/png')",
+            415,
+            reason="content_type",
+        )
     if name is None and row:
-        raise InputError(f"no image in the request (fields: {', '.join(sorted(map(str, row)))}): send it as the body, "
-                         'or as the multipart field "data" or "file"', reason="empty")
+        raise InputError(
+            f"no image in the request (fields: {', '.join(sorted(map(str, row)))}): send it as the body, "
+            'or as the multipart field "data" or "file"',
+            reason="empty",
+        )
     payload = row.get(name) if name else None
     if payload is None or (isinstance(payload, (bytes, bytearray, str, list, dict)) and len(payload) == 0):
         raise InputError("empty request: send an image (PNG, JPEG, BMP, GIF, WebP or TIFF) or JSON", reason="empty")
     if kind == "application/json" or isinstance(payload, (dict, list)):
         return json_to_pixels(payload)
     if kind.startswith("text/") or kind == "application/x-www-form-urlencoded" or isinstance(payload, str):
-        raise InputError(f"unsupported content type {kind or 'text'!r}: send an image/* body or application/json",
-                         415, reason="content_type")
+        raise InputError(
+            f"unsupported content type {kind or 'text'!r}: send an image/* body or application/json",
+            415,
+            reason="content_type",
+        )
     if kind and not (kind.startswith("image/") or kind == "application/octet-stream"):
-        raise InputError(f"unsupported content type {kind!r}: send an image/* body or application/json", 415,
-                         reason="content_type")
+        raise InputError(
+            f"unsupported content type {kind!r}: send an image/* body or application/json", 415, reason="content_type"
+        )
     return image_bytes_to_pixels(bytes(payload))
 
 
@@ -97,8 +107,9 @@ def json_to_pixels(payload) -> np.ndarray:
         raise InputError("the body is not valid JSON", reason="bad_json")
     if isinstance(payload, dict):
         if "data" not in payload:
-            raise InputError('JSON must be {"data": "<base64 image>"} or a 28×28 array of pixel values',
-                             reason="bad_json")
+            raise InputError(
+                'JSON must be {"data": "<base64 image>"} or a 28×28 array of pixel values', reason="bad_json"
+            )
         payload = payload["data"]
         if isinstance(payload, str):
             try:
@@ -118,8 +129,9 @@ def array_to_pixels(values: list) -> np.ndarray:
     except (ValueError, TypeError, OverflowError):
         raise InputError(f"a pixel array must be {C.IMAGE_SIZE}×{C.IMAGE_SIZE} numbers", reason="bad_json") from None
     if pixels.shape != (C.IMAGE_SIZE, C.IMAGE_SIZE):
-        raise InputError(f"a pixel array must be {C.IMAGE_SIZE}×{C.IMAGE_SIZE}, got shape {pixels.shape}",
-                         reason="bad_json")
+        raise InputError(
+            f"a pixel array must be {C.IMAGE_SIZE}×{C.IMAGE_SIZE}, got shape {pixels.shape}", reason="bad_json"
+        )
     if not np.isfinite(pixels).all():
         raise InputError("a pixel array must hold finite numbers 0..255", reason="bad_json")
     pixels = np.clip(pixels, 0, 255)
@@ -144,8 +156,7 @@ def mnist_png(data: bytes) -> np.ndarray | None:
     """A 28×28 8-bit grayscale PNG in MNIST's format, decoded by libpng (torchvision) without PIL's per-image
     overhead: the hot path of a digit service. Anything else (interlaced, with transparency, ink at the border,
     unreadable) returns None: the general path."""
-    if (decode_png is None or data[:8] != PNG_SIGNATURE or data[12:29] != MNIST_PNG_HEADER
-            or b"tRNS" in data):
+    if decode_png is None or data[:8] != PNG_SIGNATURE or data[12:29] != MNIST_PNG_HEADER or b"tRNS" in data:
         return None
     try:
         pixels = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), 0, False)[0].numpy()
@@ -166,17 +177,20 @@ def decode(data: bytes) -> Image.Image:
     except Image.DecompressionBombError as e:
         raise InputError(f"image too large: {e}", 413, reason="too_large") from None
     except Exception:
-        raise InputError("not a decodable image: send PNG, JPEG, BMP, GIF, WebP or TIFF",
-                         reason="undecodable") from None
+        raise InputError(
+            "not a decodable image: send PNG, JPEG, BMP, GIF, WebP or TIFF", reason="undecodable"
+        ) from None
     width, height = image.size
     if image.format not in FORMATS:
-        raise InputError(f"unsupported image format {image.format}: send PNG, JPEG, BMP, GIF, WebP or TIFF", 415,
-                         reason="format")
+        raise InputError(
+            f"unsupported image format {image.format}: send PNG, JPEG, BMP, GIF, WebP or TIFF", 415, reason="format"
+        )
     if width < 1 or height < 1:
         raise InputError(f"image has no pixels ({width}×{height})", reason="undecodable")
     if width * height > C.MAX_IMAGE_PIXELS:
-        raise InputError(f"image too large: {width}×{height} pixels, the limit is {C.MAX_IMAGE_PIXELS:,}", 413,
-                         reason="too_large")
+        raise InputError(
+            f"image too large: {width}×{height} pixels, the limit is {C.MAX_IMAGE_PIXELS:,}", 413, reason="too_large"
+        )
     try:
         if image.mode.startswith("I;16"):
             image = image.convert("I")
@@ -287,8 +301,9 @@ def local_background(ink: np.ndarray, block: int = BLOCK) -> np.ndarray:
     levels = np.median([padded[i : i + nh, j : j + nw] for i in range(3) for j in range(3)], axis=0)
     typical = np.median(levels)
     levels = np.minimum(levels, typical + 0.5 * (np.percentile(ink, 99.9) - typical))
-    return np.asarray(Image.fromarray(levels.astype(np.float32), mode="F").resize((width, height),
-                                                                                   Image.Resampling.BILINEAR))
+    return np.asarray(
+        Image.fromarray(levels.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR)
+    )
 
 
 def center(ink: np.ndarray) -> np.ndarray:

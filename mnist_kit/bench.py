@@ -3,6 +3,7 @@
 The load generator is wrk (C, epoll; Debian's `wrk`), one thread, keep-alive connections; its own CPU use is
 reported so a reader can see it is not the bottleneck. The ceiling is a no-op handler (noop_handler.py)
 served with the same batching settings: the most any handler could get out of TorchServe on this machine.
+The tables of docs/PERFORMANCE.md are written from a run's JSON by bench_tables, so no figure is retyped.
 """
 
 import contextlib
@@ -23,25 +24,29 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-import mnist_preprocess
-import mnist_variants
+from mnist_kit import constants as C
+from mnist_kit.errors import KitError
+from mnist_kit.worker import preprocess as mnist_preprocess
 
-SAMPLE = Path(__file__).resolve().parent / "examples" / "digits" / "7.png"
+# The sample 7, a canvas export and a phone photo of it (scripts/make_samples.py), shipped with the package.
+SAMPLES = Path(__file__).resolve().parent / "samples"
+SAMPLE = SAMPLES / "7.png"
+
+
+def jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
 
 
 def sample_images() -> dict[str, bytes]:
-    """The image types the README promises to handle fast, made from the sample 7."""
-    digit = np.asarray(Image.open(SAMPLE))
-    rng = np.random.default_rng(0)
-    canvas = mnist_variants.canvas_png(digit, rng)
-    while Image.open(io.BytesIO(canvas)).mode != "RGBA":
-        canvas = mnist_variants.canvas_png(digit, rng)
-    photo = Image.open(io.BytesIO(mnist_variants.photo_jpeg(digit, rng)))
+    """The image types the README promises to handle fast."""
+    photo = Image.open(SAMPLES / "photo.jpg")
     return {
         "28×28 PNG": SAMPLE.read_bytes(),
-        "280×280 RGBA canvas PNG": canvas,
-        "1000×750 JPEG": mnist_variants.encode(photo.resize((1000, 750)), "JPEG", quality=90),
-        "4000×3000 JPEG": mnist_variants.encode(photo.resize((4000, 3000)), "JPEG", quality=90),
+        "280×280 RGBA canvas PNG": (SAMPLES / "canvas.png").read_bytes(),
+        "1000×750 JPEG": jpeg(photo.resize((1000, 750))),
+        "4000×3000 JPEG": jpeg(photo.resize((4000, 3000))),
     }
 
 
@@ -56,8 +61,12 @@ def preprocess_costs(min_seconds: float = 1.0) -> dict[str, dict]:
             start = time.perf_counter()
             mnist_preprocess.image_bytes_to_pixels(data)
             times.append(time.perf_counter() - start)
-        results[name] = {"bytes": len(data), "ms_median": round(1000 * statistics.median(times), 3),
-                         "ms_p90": round(1000 * np.percentile(times, 90), 3), "runs": len(times)}
+        results[name] = {
+            "bytes": len(data),
+            "ms_median": round(1000 * statistics.median(times), 3),
+            "ms_p90": round(1000 * np.percentile(times, 90), 3),
+            "runs": len(times),
+        }
     return results
 
 
@@ -78,31 +87,50 @@ end
 """
 
 
+def require_wrk() -> None:
+    if shutil.which("wrk") is None:
+        raise KitError("wrk is not installed: scripts/setup.sh installs it (Debian: apt-get install wrk)")
+
+
 def wrk(url: str, body: Path, concurrency: int, seconds: float, content_type: str = "image/png") -> dict:
     """One wrk run; returns req/s, latency percentiles in ms, errors and the generator's CPU use."""
-    if shutil.which("wrk") is None:
-        raise RuntimeError("wrk is not installed: scripts/setup.sh installs it (Debian: apt-get install wrk)")
+    require_wrk()
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         out = subprocess.run(
-            ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", script.name,
-             url], capture_output=True, text=True, timeout=seconds + 60,
-            env={**os.environ, "BENCH_BODY": str(body), "BENCH_CONTENT_TYPE": content_type})
+            [
+                "wrk",
+                "-t1",
+                f"-c{concurrency}",
+                f"-d{max(1, round(seconds))}s",
+                "--timeout",
+                "10s",
+                "-s",
+                script.name,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            env={**os.environ, "BENCH_BODY": str(body), "BENCH_CONTENT_TYPE": content_type},
+        )
     finally:
         os.unlink(script.name)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     line = next((l for l in out.stdout.splitlines() if l.startswith("{")), None)
     if line is None:
-        raise RuntimeError(f"wrk failed: {out.stdout}{out.stderr}")
+        raise KitError(f"wrk failed: {(out.stderr or out.stdout).strip() or f'exit code {out.returncode}'}")
     r = json.loads(line)
     seconds_run = r["duration_us"] / 1e6
     return {
         "concurrency": concurrency,
         "requests": r["requests"],
         "req_per_s": round(r["requests"] / seconds_run, 1),
-        "p50_ms": r["p50_us"] / 1000, "p90_ms": r["p90_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
+        "p50_ms": r["p50_us"] / 1000,
+        "p90_ms": r["p90_us"] / 1000,
+        "p99_ms": r["p99_us"] / 1000,
         "errors": r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"],
         "generator_cpu": round((after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / seconds_run, 2),
     }
@@ -112,8 +140,11 @@ def model_config(archive: Path) -> dict:
     """The archive's model-config.yaml: its batching settings."""
     import yaml
 
-    with zipfile.ZipFile(archive) as z:
-        return yaml.safe_load(z.read("model-config.yaml"))
+    try:
+        with zipfile.ZipFile(archive) as z:
+            return yaml.safe_load(z.read("model-config.yaml"))
+    except (OSError, zipfile.BadZipFile, KeyError) as e:
+        raise KitError(f"{archive} is not an archive of mnist-kit archive ({e})") from None
 
 
 def noop_archive(export_path: Path, config: dict) -> Path:
@@ -124,31 +155,56 @@ def noop_archive(export_path: Path, config: dict) -> Path:
         config_file = Path(tmp, "model-config.yaml")
         config_file.write_text(yaml.safe_dump(config))
         handler = Path(__file__).resolve().parent / "noop_handler.py"
-        subprocess.run([sys.executable, "-m", "model_archiver.model_packaging", "--model-name", "noop",
-                        "--version", "1.0", "--handler", str(handler), "--config-file", str(config_file),
-                        "--export-path", str(export_path), "--force"], check=True, capture_output=True,
-                       env={**os.environ, "TMPDIR": tmp})
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "model_archiver.model_packaging",
+                "--model-name",
+                "noop",
+                "--version",
+                "1.0",
+                "--handler",
+                str(handler),
+                "--config-file",
+                str(config_file),
+                "--export-path",
+                str(export_path),
+                "--force",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TMPDIR": tmp},
+        )
+    if result.returncode != 0:
+        raise KitError(f"torch-model-archiver failed on the no-op handler: {(result.stderr or result.stdout).strip()}")
     return export_path / "noop.mar"
 
 
 def started(stack: contextlib.ExitStack, archive: Path, model: str, body: Path):
     """A private TorchServe serving `archive`, kept open by `stack`; returns it with its cold start in seconds
     (`torchserve --start` to the first successful prediction)."""
-    import mnist_client
-    import mnist_server
+    from mnist_kit import client as mnist_client
+    from mnist_kit import server as mnist_server
 
     store = Path(stack.enter_context(tempfile.TemporaryDirectory()))
     shutil.copy(archive, store / archive.name)
     start = time.perf_counter()
-    ts = stack.enter_context(mnist_server.TorchServe(store, load_models=archive.name))
+    ts = stack.enter_context(mnist_server.PrivateServer(store, load_models=archive.name))
     mnist_client.predict(body.read_bytes(), url=ts.inference_url, model=model, wait=30)
     return ts, round(time.perf_counter() - start, 2)
 
 
-def run(archive=Path("model_store/mnist.mar"), concurrencies=(1, 8, 32, 64), seconds: float = 10,
-        body: Path = SAMPLE, progress=lambda message: None) -> dict:
+def run(
+    archive=Path(C.MODEL_STORE, f"{C.MODEL_NAME}.mar"),
+    concurrencies=(1, 8, 32, 64),
+    seconds: float = 10,
+    body: Path = SAMPLE,
+    progress=lambda message: None,
+) -> dict:
     """The whole benchmark on this machine: the kit and the ceiling with the same settings, both up at once and
     measured one after the other at each concurrency, so that both see the same machine."""
+    require_wrk()
     config = model_config(Path(archive))
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         noop = noop_archive(Path(tmp), config)
@@ -161,19 +217,38 @@ def run(archive=Path("model_store/mnist.mar"), concurrencies=(1, 8, 32, 64), sec
         for c in concurrencies:
             for name, url in urls.items():
                 sweeps[name].append(wrk(url, body, c, seconds))
-                progress(f"{name} c={c}: {sweeps[name][-1]['req_per_s']:.0f} req/s, "
-                         f"p99 {sweeps[name][-1]['p99_ms']:.1f} ms")
+                progress(
+                    f"{name} c={c}: {sweeps[name][-1]['req_per_s']:.0f} req/s, p99 {sweeps[name][-1]['p99_ms']:.1f} ms"
+                )
         workers = len(servers["kit"][0].worker_pids("mnist"))
     for k, c in zip(sweeps["kit"], sweeps["ceiling"]):
         k["ratio_to_ceiling"] = round(k["req_per_s"] / c["req_per_s"], 3) if c["req_per_s"] else None
     return {
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version()},
-        "settings": {"batch_size": config["batchSize"], "max_batch_delay_ms": config["maxBatchDelay"],
-                     "workers": workers, "seconds_per_point": seconds, "body": body.name},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu": cpu_model(),
+            "python": platform.python_version(),
+        },
+        "settings": {
+            "batch_size": config["batchSize"],
+            "max_batch_delay_ms": config["maxBatchDelay"],
+            "workers": workers,
+            "seconds_per_point": seconds,
+            "body": body.name,
+        },
         **{name: {"cold_start_s": servers[name][1], "sweep": sweeps[name]} for name in servers},
         "preprocess": preprocess_costs(),
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), which says more about the figures than the architecture does."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.machine())
 
 
 def plot(result: dict, path: Path) -> None:
@@ -196,8 +271,10 @@ def plot(result: dict, path: Path) -> None:
         axis.set_title(title)
         axis.grid(alpha=0.3)
         axis.legend()
-    fig.suptitle(f"TorchServe on {result['machine']['cpus']} CPU cores, batch {result['settings']['batch_size']}, "
-                 f"max delay {result['settings']['max_batch_delay_ms']} ms")
+    fig.suptitle(
+        f"TorchServe on {result['machine']['cpus']} CPU cores, batch {result['settings']['batch_size']}, "
+        f"max delay {result['settings']['max_batch_delay_ms']} ms"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -205,19 +282,27 @@ def plot(result: dict, path: Path) -> None:
 
 def report(result: dict) -> str:
     """The figures as a table for people."""
-    lines = [f"{'conc':>4} | {'mnist-kit req/s':>15} {'p50':>6} {'p90':>6} {'p99':>6} {'err':>4} | "
-             f"{'ceiling req/s':>13} {'p50':>6} {'p99':>6} | {'ratio':>5}"]
+    lines = [
+        f"{'conc':>4} | {'mnist-kit req/s':>15} {'p50':>6} {'p90':>6} {'p99':>6} {'err':>4} | "
+        f"{'ceiling req/s':>13} {'p50':>6} {'p99':>6} | {'ratio':>5}"
+    ]
     for k, c in zip(result["kit"]["sweep"], result["ceiling"]["sweep"]):
-        lines.append(f"{k['concurrency']:>4} | {k['req_per_s']:>15.0f} {k['p50_ms']:>6.2f} {k['p90_ms']:>6.2f} "
-                     f"{k['p99_ms']:>6.2f} {k['errors']:>4} | {c['req_per_s']:>13.0f} {c['p50_ms']:>6.2f} "
-                     f"{c['p99_ms']:>6.2f} | {k['ratio_to_ceiling']:>5.2f}")
+        lines.append(
+            f"{k['concurrency']:>4} | {k['req_per_s']:>15.0f} {k['p50_ms']:>6.2f} {k['p90_ms']:>6.2f} "
+            f"{k['p99_ms']:>6.2f} {k['errors']:>4} | {c['req_per_s']:>13.0f} {c['p50_ms']:>6.2f} "
+            f"{c['p99_ms']:>6.2f} | {k['ratio_to_ceiling']:>5.2f}"
+        )
     lines.append("latencies in ms; ceiling: a no-op handler served with the same settings, in the same run")
     generator = max(p["generator_cpu"] for name in ("kit", "ceiling") for p in result[name]["sweep"])
     lines.append(f"load generator (wrk, 1 thread) used at most {generator:.2f} of a core")
-    lines.append(f"cold start (torchserve --start to first prediction): {result['kit']['cold_start_s']:.2f} s "
-                 f"(no-op handler: {result['ceiling']['cold_start_s']:.2f} s)")
-    lines.append("preprocessing per image, one core: " + ", ".join(
-        f"{name} {r['ms_median']:.3f} ms" for name, r in result["preprocess"].items()))
+    lines.append(
+        f"cold start (torchserve --start to first prediction): {result['kit']['cold_start_s']:.2f} s "
+        f"(no-op handler: {result['ceiling']['cold_start_s']:.2f} s)"
+    )
+    lines.append(
+        "preprocessing per image, one core: "
+        + ", ".join(f"{name} {r['ms_median']:.3f} ms" for name, r in result["preprocess"].items())
+    )
     return "\n".join(lines)
 
 

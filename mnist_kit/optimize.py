@@ -12,17 +12,15 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from mnist_model import MnistClassificationNet
-from mnist_preprocess import normalize
+from mnist_kit.worker.preprocess import normalize
+from mnist_model import MnistClassificationNet, from_state_dict
 
 MAX_ACCURACY_DROP = 0.05
 CALIBRATION_IMAGES = 2000
 
 
 def load_float(state_dict_path) -> MnistClassificationNet:
-    model = MnistClassificationNet().eval()
-    model.load_state_dict(torch.load(state_dict_path, map_location="cpu", weights_only=True))
-    return model
+    return from_state_dict(state_dict_path)
 
 
 def script(model: MnistClassificationNet) -> torch.jit.ScriptModule:
@@ -70,6 +68,8 @@ def quantize_int8(model: MnistClassificationNet, calibration: torch.Tensor) -> t
 
 @torch.inference_mode()
 def accuracy(model, images: torch.Tensor, labels: torch.Tensor) -> float:
-    correct = sum((model(normalize(images[i : i + 500])).argmax(1) == labels[i : i + 500]).sum().item()
-                  for i in range(0, len(images), 500))
+    correct = sum(
+        (model(normalize(images[i : i + 500])).argmax(1) == labels[i : i + 500]).sum().item()
+        for i in range(0, len(images), 500)
+    )
     return 100.0 * correct / len(images)

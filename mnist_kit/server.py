@@ -1,6 +1,6 @@
-"""Running TorchServe: the kit's server configuration, and a TorchServe instance of its own for tests and benchmarks.
+"""Running TorchServe: the kit's server configuration, start-up checks, and a private instance for the bench.
 
-An instance gets its own ports, working directory and temp dir (TorchServe keeps its PID file and worker
+A private instance gets its own ports, working directory and temp dir (TorchServe keeps its PID file and worker
 sockets there), so it never collides with a server started from the repo root, and it is always stopped.
 """
 
@@ -16,13 +16,21 @@ from pathlib import Path
 
 import psutil
 
-import mnist_client
-import mnist_constants as C
+from mnist_kit import client as mnist_client
+from mnist_kit import constants as C
+from mnist_kit.errors import KitError
 
 
-def server_config(inference_port=C.INFERENCE_PORT, management_port=C.MANAGEMENT_PORT, metrics_port=C.METRICS_PORT,
-                  grpc_ports=C.GRPC_PORTS, model_store=C.MODEL_STORE, load_models=f"{C.MODEL_NAME}.mar",
-                  production=False, initial_worker_port=None) -> str:
+def server_config(
+    inference_port=C.INFERENCE_PORT,
+    management_port=C.MANAGEMENT_PORT,
+    metrics_port=C.METRICS_PORT,
+    grpc_ports=C.GRPC_PORTS,
+    model_store=C.MODEL_STORE,
+    load_models=f"{C.MODEL_NAME}.mar",
+    production=False,
+    initial_worker_port=None,
+) -> str:
     """The text of a config.properties: with the defaults the repo root's, with production=True its
     config.production.properties (inference on every interface, token authorization on)."""
     inference_host = "0.0.0.0" if production else C.HOST
@@ -43,12 +51,16 @@ def server_config(inference_port=C.INFERENCE_PORT, management_port=C.MANAGEMENT_
         f"load_models={load_models}",
     ]
     if production:
-        lines += ["# Every request needs 'Authorization: Bearer <key>', with the keys TorchServe writes to",
-                  "# key_file.json in the directory it was started from.",
-                  "disable_token_authorization=false"]
+        lines += [
+            "# Every request needs 'Authorization: Bearer <key>', with the keys TorchServe writes to",
+            "# key_file.json in the directory it was started from.",
+            "disable_token_authorization=false",
+        ]
     else:
-        lines += ["# Loopback only, so requests need no token; config.production.properties turns tokens on.",
-                  "disable_token_authorization=true"]
+        lines += [
+            "# Loopback only, so requests need no token; config.production.properties turns tokens on.",
+            "disable_token_authorization=true",
+        ]
     lines += [
         "# No registering or deleting models over HTTP.",
         "enable_model_api=false",
@@ -75,26 +87,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class ServerError(Exception):
+class ServerError(KitError):
     """TorchServe cannot start, did not start or did not become ready; the message says why."""
 
 
-def preflight(config_path, tmp_dir=None) -> dict:
-    """Check what makes `torchserve --start` fail obscurely, and say it plainly. Returns the properties."""
+def preflight(config_path, tmp_dir=None, cwd=".") -> dict:
+    """Check what makes `torchserve --start` (in `cwd`) fail obscurely, and say it plainly. Returns the properties."""
     config_path = Path(config_path)
     if not config_path.is_file():
-        raise ServerError(f"{config_path} not found: run from the repo root or pass --ts-config")
+        raise ServerError(f"{config_path} not found: pass --ts-config, or set {C.HOME_ENV} to the kit's folder")
     props = read_properties(config_path)
     pid = live_pid(pid_file_path(tmp_dir))
     if pid:
         raise ServerError(f"TorchServe is already running (pid {pid}): stop it first with `torchserve --stop`")
-    store = Path(props.get("model_store", C.MODEL_STORE))
+    store = Path(cwd, props.get("model_store", C.MODEL_STORE))
     archives = sorted(p.name for p in store.glob("*.mar")) if store.is_dir() else []
     wanted = [m.split("=")[-1] for m in props.get("load_models", "").split(",") if m and m != "ALL"]
     missing = [m for m in wanted if m not in archives]
     if not archives or missing:
-        raise ServerError(f"{store}/ has no {', '.join(missing) or '.mar archives'}: "
-                          "train and archive first (mnist-kit train && mnist-kit archive)")
+        raise ServerError(
+            f"{store}/ has no {', '.join(missing) or '.mar archives'}: "
+            "train and archive first (mnist-kit train && mnist-kit archive)"
+        )
     for key in ("inference_address", "management_address", "metrics_address"):
         if key in props:
             host, port = props[key].rsplit("/", 1)[-1].rsplit(":", 1)
@@ -121,17 +135,18 @@ def _check_port_free(host: str, port: int, key: str, config_path) -> None:
         try:
             s.bind((host, port))
         except OSError:
-            raise ServerError(f"port {port} ({key} in {config_path}) is taken by another program: "
-                              f"stop it (ss -ltnp | grep {port}) or change {key}") from None
+            raise ServerError(
+                f"port {port} ({key} in {config_path}) is taken by another program: "
+                f"stop it (ss -ltnp | grep {port}) or change {key}"
+            ) from None
 
 
-def wait_ready(management_url: str, timeout: float, token=lambda: None, alive=lambda: True,
-               log_tail=lambda: "") -> None:
+def wait_ready(management_url: str, timeout: float, log: Path, token=lambda: None, alive=lambda: True) -> None:
     """Until every registered model has a READY worker in every version; `token` returns the management key."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not alive():
-            raise ServerError(f"TorchServe exited while starting:\n{log_tail()}")
+            raise ServerError(f"TorchServe exited while starting: {last_error(log)} (whole log: {log})")
         try:
             models = json.loads(mnist_client.request(f"{management_url}/models", token=token(), timeout=10))["models"]
             if models and all(_ready(management_url, m["modelName"], token()) for m in models):
@@ -139,7 +154,7 @@ def wait_ready(management_url: str, timeout: float, token=lambda: None, alive=la
         except (mnist_client.ClientError, ValueError, KeyError):
             pass
         time.sleep(0.2)
-    raise ServerError(f"TorchServe not ready after {timeout:.0f} s:\n{log_tail()}")
+    raise ServerError(f"TorchServe not ready after {timeout:.0f} s: {last_error(log)} (whole log: {log})")
 
 
 def _ready(management_url: str, model: str, token: str | None) -> bool:
@@ -155,18 +170,22 @@ def launch(config, output: Path, cwd=None, env=None) -> None:
     with open(output, "w") as out:
         result = subprocess.run(launcher, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     if result.returncode != 0:
-        raise ServerError(f"torchserve --start failed: {tail(output)}")
+        raise ServerError(f"torchserve --start failed: {last_error(output)} (whole output: {output})")
 
 
-def tail(path: Path, lines: int = 40) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.is_file() else "(no log)"
+def last_error(log: Path) -> str:
+    """The log's last error line (else its last line): the one line a failure message has room for."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines()] if log.is_file() else []
+    errors = [line for line in lines if "ERROR" in line or "Error" in line or "Exception" in line]
+    return (errors or [line for line in lines if line] or ["(no log)"])[-1]
 
 
-class TorchServe:
-    """A private TorchServe: `with TorchServe(model_store) as ts: ts.inference_url ...`; stopped on exit."""
+class PrivateServer:
+    """A TorchServe of its own: `with PrivateServer(model_store) as ts: ts.inference_url ...`; stopped on exit."""
 
-    def __init__(self, model_store, load_models=f"{C.MODEL_NAME}.mar", production=False, workdir=None,
-                 env: dict | None = None):
+    def __init__(
+        self, model_store, load_models=f"{C.MODEL_NAME}.mar", production=False, workdir=None, env: dict | None = None
+    ):
         self.model_store = Path(model_store).resolve()
         self.load_models = load_models
         self.production = production
@@ -178,9 +197,16 @@ class TorchServe:
         self.metrics_url = f"http://{C.HOST}:{self.metrics_port}"
         tmp = self.workdir / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "TMPDIR": str(tmp), "TEMP": str(tmp), "LOG_LOCATION": str(self.workdir / "logs"),
-                    "METRICS_LOCATION": str(self.workdir / "logs"), **(env or {})}
+        self.env = {
+            **os.environ,
+            "TMPDIR": str(tmp),
+            "TEMP": str(tmp),
+            "LOG_LOCATION": str(self.workdir / "logs"),
+            "METRICS_LOCATION": str(self.workdir / "logs"),
+            **(env or {}),
+        }
         self.pid_file = tmp / ".model_server.pid"
+        self.log = self.workdir / "logs" / "ts_log.log"
 
     @property
     def token(self) -> str | None:
@@ -190,23 +216,27 @@ class TorchServe:
     def management_token(self) -> str | None:
         return mnist_client.read_token(self.workdir / C.KEY_FILE, "management")
 
-    def start(self, timeout: float = 120) -> "TorchServe":
+    def start(self, timeout: float = 120) -> "PrivateServer":
         config = self.workdir / "config.properties"
-        config.write_text(server_config(
-            self.inference_port, self.management_port, self.metrics_port, (free_port(), free_port()),
-            self.model_store, self.load_models, self.production, initial_worker_port=free_port(),
-        ))
+        config.write_text(
+            server_config(
+                self.inference_port,
+                self.management_port,
+                self.metrics_port,
+                (free_port(), free_port()),
+                self.model_store,
+                self.load_models,
+                self.production,
+                initial_worker_port=free_port(),
+            )
+        )
         launch(config, self.workdir / "torchserve.out", cwd=self.workdir, env=self.env)
         try:
-            wait_ready(self.management_url, timeout, lambda: self.management_token, self.running, self.log_tail)
+            wait_ready(self.management_url, timeout, self.log, lambda: self.management_token, self.running)
         except BaseException:
             self.stop()
             raise
         return self
-
-    def get(self, url: str) -> bytes:
-        token = self.management_token if url.startswith(self.management_url) else self.token
-        return mnist_client.request(url, token=token, timeout=10)
 
     def pid(self) -> int | None:
         return live_pid(self.pid_file)
@@ -215,15 +245,9 @@ class TorchServe:
         return self.pid() is not None
 
     def worker_pids(self, model: str = C.MODEL_NAME) -> list[int]:
-        described = json.loads(self.get(f"{self.management_url}/models/{model}/all"))
+        url = f"{self.management_url}/models/{model}/all"
+        described = json.loads(mnist_client.request(url, token=self.management_token, timeout=10))
         return sorted(w["pid"] for version in described for w in version["workers"])
-
-    def count_in_log(self, text: str, log: str = "model_log.log") -> int:
-        path = self.workdir / "logs" / log
-        return path.read_text(errors="replace").count(text) if path.is_file() else 0
-
-    def log_tail(self) -> str:
-        return tail(self.workdir / "logs" / "ts_log.log")
 
     def stop(self, timeout: float = 30) -> None:
         """Stop the server and its workers; escalate to SIGKILL so nothing outlives the caller."""
@@ -232,7 +256,7 @@ class TorchServe:
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "TorchServe":
+    def __enter__(self) -> "PrivateServer":
         return self.start()
 
     def __exit__(self, *exc) -> None:

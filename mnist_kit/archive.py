@@ -10,15 +10,15 @@ from pathlib import Path
 
 import torch
 
-import mnist_constants as C
 import mnist_model
+from mnist_kit import constants as C
+from mnist_kit.errors import KitError
 
-# Everything the handler imports that is not torch, torchvision, PIL, numpy or ts travels inside the .mar.
 HANDLER = importlib.util.find_spec("mnist_handler").origin
-EXTRA_FILES = [importlib.util.find_spec(m).origin for m in ("mnist_preprocess", "mnist_metrics")] + [C.__file__]
+PACKAGE = Path(C.__file__).parent
 
 
-class ArchiveError(Exception):
+class ArchiveError(KitError):
     """The archive cannot be built; the message says why."""
 
 
@@ -34,11 +34,7 @@ def model_config(batch_size: int = C.BATCH_SIZE, max_batch_delay_ms: int = C.MAX
     100 ms), and under load the queue fills batches of up to 16 by itself. Workers are left to the server,
     which starts one per core; the handler runs each on one intra-op thread.
     """
-    return (
-        f"batchSize: {batch_size}\n"
-        f"maxBatchDelay: {max_batch_delay_ms}\n"
-        f"responseTimeout: {C.RESPONSE_TIMEOUT_S}\n"
-    )
+    return f"batchSize: {batch_size}\nmaxBatchDelay: {max_batch_delay_ms}\nresponseTimeout: {C.RESPONSE_TIMEOUT_S}\n"
 
 
 def check_state_dict(path) -> None:
@@ -57,9 +53,18 @@ def check_state_dict(path) -> None:
         raise ArchiveError(f"{path} does not fit MnistClassificationNet: {e}") from None
 
 
-def build(serialized_file=C.CHECKPOINT, export_path=C.MODEL_STORE, model_name=C.MODEL_NAME,
-          version=C.MODEL_VERSION, force=False, mode="int8", data_dir=None, batch_size=C.BATCH_SIZE,
-          max_batch_delay_ms=C.MAX_BATCH_DELAY_MS, log=lambda message: None) -> Path:
+def build(
+    serialized_file=C.CHECKPOINT,
+    export_path=C.MODEL_STORE,
+    model_name=C.MODEL_NAME,
+    version=C.MODEL_VERSION,
+    force=False,
+    mode="int8",
+    data_dir=None,
+    batch_size=C.BATCH_SIZE,
+    max_batch_delay_ms=C.MAX_BATCH_DELAY_MS,
+    log=lambda message: None,
+) -> Path:
     """Write `export_path/<model_name>[-<version>].mar` and return its path; never leaves a partial file.
 
     mode: "eager" packs the state_dict with mnist_model.py (the tutorial's eager mode); "script" packs frozen
@@ -74,7 +79,7 @@ def build(serialized_file=C.CHECKPOINT, export_path=C.MODEL_STORE, model_name=C.
     with tempfile.TemporaryDirectory(dir=export_path, prefix=".archive-") as tmp:
         config = Path(tmp, "model-config.yaml")
         config.write_text(model_config(batch_size, max_batch_delay_ms))
-        extra_files = list(EXTRA_FILES)
+        extra_files = [_worker_package(tmp)]
         if mode == "eager":
             weights, model_file = ["--serialized-file", str(serialized_file)], ["--model-file", mnist_model.__file__]
         else:
@@ -83,15 +88,23 @@ def build(serialized_file=C.CHECKPOINT, export_path=C.MODEL_STORE, model_name=C.
             shutil.copy(serialized_file, explain_weights)
             extra_files += [mnist_model.__file__, str(explain_weights)]
         command = [
-            sys.executable, "-m", "model_archiver.model_packaging",
-            "--model-name", model_name,
-            "--version", version,
+            sys.executable,
+            "-m",
+            "model_archiver.model_packaging",
+            "--model-name",
+            model_name,
+            "--version",
+            version,
             *model_file,
             *weights,
-            "--handler", HANDLER,
-            "--extra-files", ",".join(extra_files),
-            "--config-file", str(config),
-            "--export-path", tmp,
+            "--handler",
+            HANDLER,
+            "--extra-files",
+            ",".join(extra_files),
+            "--config-file",
+            str(config),
+            "--export-path",
+            tmp,
         ]
         # The archiver stages files in $TMPDIR/<model name>: give it a private one.
         result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TMPDIR": tmp})
@@ -102,10 +115,21 @@ def build(serialized_file=C.CHECKPOINT, export_path=C.MODEL_STORE, model_name=C.
     return target
 
 
+def _worker_package(tmp: str) -> str:
+    """A folder holding mnist_kit/ with only what the handler imports beyond torch, torchvision, PIL, numpy and ts:
+    the package's empty __init__, its constants and worker/. torch-model-archiver copies a folder's contents to
+    the archive root, so the worker imports them as mnist_kit.* with or without mnist-kit installed."""
+    stage = Path(tmp, "worker-files", "mnist_kit")
+    shutil.copytree(PACKAGE / "worker", stage / "worker", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("__init__.py", "constants.py"):
+        shutil.copy(PACKAGE / name, stage / name)
+    return str(stage.parent)
+
+
 def _serving_model(serialized_file, mode: str, data_dir, tmp: str, log) -> str:
     """Write the TorchScript form of the weights into tmp and return its path."""
-    import mnist_data
-    import mnist_optimize
+    from mnist_kit import data as mnist_data
+    from mnist_kit import optimize as mnist_optimize
 
     model = mnist_optimize.load_float(serialized_file)
     path = Path(tmp, "model.pt")
@@ -116,14 +140,17 @@ def _serving_model(serialized_file, mode: str, data_dir, tmp: str, log) -> str:
         train_images, _ = mnist_data.load(data_dir or mnist_data.default_data_dir(), "train")
         test_images, test_labels = mnist_data.load(data_dir or mnist_data.default_data_dir(), "test")
     except mnist_data.DataError as e:
-        raise ArchiveError(f"--mode int8 calibrates and verifies on MNIST, which is missing ({e}); "
-                           "pass --data-dir, or --mode eager") from None
+        raise ArchiveError(
+            f"--mode int8 calibrates and verifies on MNIST, which is missing ({e}); pass --data-dir, or --mode eager"
+        ) from None
     quantized = mnist_optimize.quantize_int8(model, train_images[: mnist_optimize.CALIBRATION_IMAGES])
     float_accuracy = mnist_optimize.accuracy(model, test_images, test_labels)
     int8_accuracy = mnist_optimize.accuracy(quantized, test_images, test_labels)
     log(f"test accuracy: float {float_accuracy:.2f} %, int8 {int8_accuracy:.2f} %")
     if float_accuracy - int8_accuracy > mnist_optimize.MAX_ACCURACY_DROP:
-        raise ArchiveError(f"int8 loses {float_accuracy - int8_accuracy:.2f} points of test accuracy "
-                           f"({float_accuracy:.2f} → {int8_accuracy:.2f} %): use --mode script or eager")
+        raise ArchiveError(
+            f"int8 loses {float_accuracy - int8_accuracy:.2f} points of test accuracy "
+            f"({float_accuracy:.2f} → {int8_accuracy:.2f} %): use --mode script or eager"
+        )
     quantized.save(str(path))
     return str(path)

@@ -10,7 +10,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import mnist_constants as C
+from mnist_kit import constants as C
+from mnist_kit.errors import KitError
 
 MAGIC = [
     (b"\x89PNG", "image/png"),
@@ -22,7 +23,7 @@ MAGIC = [
 ]
 
 
-class ClientError(Exception):
+class ClientError(KitError):
     """The server could not be reached (status None) or answered with an error status; the message says which."""
 
     def __init__(self, message: str, status: int | None = None):
@@ -52,11 +53,17 @@ def read_token(key_file=C.KEY_FILE, api: str = "inference") -> str | None:
     try:
         return json.loads(path.read_text())[api]["key"]
     except (ValueError, KeyError, TypeError):
-        raise ClientError(f"{path} is not a TorchServe key file (expected {{\"{api}\": {{\"key\": ...}}}})") from None
+        raise ClientError(f'{path} is not a TorchServe key file (expected {{"{api}": {{"key": ...}}}})') from None
 
 
-def request(url: str, data: bytes | None = None, method: str | None = None, headers: dict | None = None,
-            token: str | None = None, timeout: float = 30) -> bytes:
+def request(
+    url: str,
+    data: bytes | None = None,
+    method: str | None = None,
+    headers: dict | None = None,
+    token: str | None = None,
+    timeout: float = 30,
+) -> bytes:
     """One HTTP request; errors become ClientError with TorchServe's own message."""
     headers = dict(headers or {})
     if token:
@@ -71,8 +78,11 @@ def request(url: str, data: bytes | None = None, method: str | None = None, head
             message = json.loads(body).get("message", body)
         except (ValueError, AttributeError):
             message = body
-        hint = " (token authorization is on: pass --token or run from the server's directory with key_file.json)" \
-            if "token" in message.lower() or "InvalidKey" in body else ""
+        hint = (
+            f" (token authorization is on: pass --token, or set {C.HOME_ENV} to the folder TorchServe was started in)"
+            if "token" in message.lower() or "InvalidKey" in body
+            else ""
+        )
         raise ClientError(f"{url}: HTTP {e.code}: {message.strip()}{hint}", e.code) from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
@@ -82,8 +92,15 @@ def request(url: str, data: bytes | None = None, method: str | None = None, head
         ) from None
 
 
-def predict(data: bytes, url: str = C.INFERENCE_URL, model: str = C.MODEL_NAME, token: str | None = None,
-            timeout: float = 30, retries: int = 3, wait: float = 0) -> dict:
+def predict(
+    data: bytes,
+    url: str = C.INFERENCE_URL,
+    model: str = C.MODEL_NAME,
+    token: str | None = None,
+    timeout: float = 30,
+    retries: int = 3,
+    wait: float = 0,
+) -> dict:
     """Send one image; returns the handler's {"digit", "confidence", "probabilities"}.
 
     Connection errors, 503s (server starting, queue full) and 507s (worker died mid-request) are retried up to `retries`
@@ -93,9 +110,7 @@ def predict(data: bytes, url: str = C.INFERENCE_URL, model: str = C.MODEL_NAME, 
     delay, attempt = 0.1, 0
     while True:
         try:
-            body = request(f"{url.rstrip('/')}/predictions/{model}", data=data, method="POST",
-                           headers={"Content-Type": content_type(data)}, token=token, timeout=timeout)
-            return json.loads(body)
+            return post_image(f"{url.rstrip('/')}/predictions/{model}", data, token, timeout)
         except ClientError as e:
             attempt += 1
             if not e.retryable or (attempt > retries and time.monotonic() + delay > deadline):
@@ -104,12 +119,17 @@ def predict(data: bytes, url: str = C.INFERENCE_URL, model: str = C.MODEL_NAME, 
         delay = min(delay * 2, 2.0)
 
 
-def explain(data: bytes, url: str = C.INFERENCE_URL, model: str = C.MODEL_NAME, token: str | None = None,
-            timeout: float = 60) -> dict:
+def explain(
+    data: bytes, url: str = C.INFERENCE_URL, model: str = C.MODEL_NAME, token: str | None = None, timeout: float = 60
+) -> dict:
     """Integrated Gradients of the predicted digit: {"digit", "pixels": 28×28, "attributions": 28×28}."""
-    body = request(f"{url.rstrip('/')}/explanations/{model}", data=data, method="POST",
-                   headers={"Content-Type": content_type(data)}, token=token, timeout=timeout)
-    return json.loads(body)
+    return post_image(f"{url.rstrip('/')}/explanations/{model}", data, token, timeout)
+
+
+def post_image(url: str, data: bytes, token: str | None, timeout: float) -> dict:
+    """POST an image with its own content type (TorchServe answers form-urlencoded bodies with a 500)."""
+    headers = {"Content-Type": content_type(data)}
+    return json.loads(request(url, data=data, method="POST", headers=headers, token=token, timeout=timeout))
 
 
 def ping(url: str = C.INFERENCE_URL, token: str | None = None, timeout: float = 5) -> dict:

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import mnist_constants as C
+from mnist_kit import constants as C
+from mnist_kit.errors import DataError
+from mnist_kit.paths import home
 
 # MD5 of the decompressed files, as published with the data set.
 FILES = {
@@ -22,12 +24,8 @@ FILES = {
 }
 
 
-class DataError(Exception):
-    """The MNIST files are missing or corrupt; the message says what to do."""
-
-
 def default_data_dir() -> Path:
-    return Path(os.environ.get(C.DATA_DIR_ENV) or C.DATA_DIR)
+    return Path(os.environ.get(C.DATA_DIR_ENV) or home() / C.DATA_DIR)
 
 
 def load(data_dir, split: str = "train", download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

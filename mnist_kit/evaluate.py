@@ -12,44 +12,54 @@ import numpy as np
 import torch
 from PIL import Image
 
-import mnist_client
-import mnist_optimize
-from mnist_preprocess import normalize
+from mnist_kit import client as mnist_client
+from mnist_kit import optimize as mnist_optimize
+from mnist_kit import variants
+from mnist_kit.errors import KitError
+from mnist_kit.training import write_json
+from mnist_kit.worker.preprocess import InputError, image_bytes_to_pixels, normalize
 
 
 def predict_checkpoint(checkpoint, images: torch.Tensor) -> np.ndarray:
     """Probabilities N×10 of the float model on uint8 images."""
-    model = mnist_optimize.load_float(checkpoint)
+    try:
+        model = mnist_optimize.load_float(checkpoint)
+    except FileNotFoundError:
+        raise KitError(f"{checkpoint} not found: train a model first (mnist-kit train)") from None
     with torch.inference_mode():
         return torch.cat([model(normalize(images[i : i + 1000])).exp() for i in range(0, len(images), 1000)]).numpy()
 
 
-def predict_endpoint(url: str, images: torch.Tensor, token=None, concurrency: int = 16, progress=None) -> np.ndarray:
-    """Probabilities N×10 as served: each image sent as a PNG, as a client would."""
+def predict_endpoint(
+    url: str, images: torch.Tensor, token=None, concurrency: int = 16, on_result=lambda: None
+) -> np.ndarray:
+    """Probabilities N×10 as served: each image sent as a PNG, as a client would; on_result() after each answer."""
+
     def one(image: np.ndarray) -> list[float]:
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, "PNG")
         return mnist_client.predict(buffer.getvalue(), url=url, token=token, retries=5)["probabilities"]
 
     with ThreadPoolExecutor(concurrency) as pool:
-        results = pool.map(one, images.numpy())
-        return np.array(list(progress(results) if progress else results))
+        results = []
+        for probabilities in pool.map(one, images.numpy()):
+            results.append(probabilities)
+            on_result()
+        return np.array(results)
 
 
 def real_world(checkpoint, images: torch.Tensor, labels: torch.Tensor, per_kind: int = 200, seed: int = 0) -> dict:
-    """Accuracy in percent per kind of held-out real-world image (mnist_variants, made from these test images),
+    """Accuracy in percent per kind of held-out real-world image (mnist_kit.variants, made from these test images),
     each through the serving preprocessing; `mnist` is every test image sent as a PNG. An image the
     preprocessing rejects counts as wrong."""
-    import mnist_variants
-    from mnist_preprocess import InputError, image_bytes_to_pixels
-
-    variants = mnist_variants.make(images.numpy(), labels.numpy(), per_kind=per_kind, seed=seed)
-    variants = [v for v in variants if v[0] != "mnist"]
-    variants += [("mnist", int(label), mnist_variants.mnist_png(image, None)) for image, label in
-                 zip(images.numpy(), labels.numpy())]
+    made = variants.make(images.numpy(), labels.numpy(), per_kind=per_kind, seed=seed)
+    made = [v for v in made if v[0] != "mnist"]
+    made += [
+        ("mnist", int(label), variants.mnist_png(image, None)) for image, label in zip(images.numpy(), labels.numpy())
+    ]
     blank = np.zeros((28, 28), dtype=np.uint8)
     pixels, readable = [], []
-    for _, _, data in variants:
+    for _, _, data in made:
         try:
             pixels.append(image_bytes_to_pixels(data))
             readable.append(True)
@@ -57,10 +67,18 @@ def real_world(checkpoint, images: torch.Tensor, labels: torch.Tensor, per_kind:
             pixels.append(blank)
             readable.append(False)
     predicted = predict_checkpoint(checkpoint, torch.from_numpy(np.stack(pixels))).argmax(1)
-    hits: dict[str, list[bool]] = {kind: [] for kind in mnist_variants.KINDS}
-    for (kind, label, _), guess, ok in zip(variants, predicted, readable):
+    hits: dict[str, list[bool]] = {kind: [] for kind in variants.KINDS}
+    for (kind, label, _), guess, ok in zip(made, predicted, readable):
         hits[kind].append(bool(ok and guess == label))
     return {kind: {"accuracy": round(100 * float(np.mean(h)), 2), "images": len(h)} for kind, h in hits.items()}
+
+
+def write_real_world(results: dict, checkpoint, out_dir) -> Path:
+    """OUT/real_world.json: the figures of the README's table of real-world images."""
+    path = Path(out_dir) / "real_world.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json({"checkpoint": str(checkpoint), "kinds": results}, path)
+    return path
 
 
 def summarize(probabilities: np.ndarray, labels: np.ndarray) -> dict:
@@ -70,11 +88,18 @@ def summarize(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     per_digit = {}
     for d in range(10):
         tp = confusion[d, d]
-        per_digit[str(d)] = {"precision": round(100 * tp / max(confusion[:, d].sum(), 1), 2),
-                             "recall": round(100 * tp / max(confusion[d].sum(), 1), 2),
-                             "support": int(confusion[d].sum())}
-    return {"images": int(len(labels)), "accuracy": round(100 * float((predicted == labels).mean()), 2),
-            "errors": int((predicted != labels).sum()), "per_digit": per_digit, "confusion_matrix": confusion.tolist()}
+        per_digit[str(d)] = {
+            "precision": round(100 * tp / max(confusion[:, d].sum(), 1), 2),
+            "recall": round(100 * tp / max(confusion[d].sum(), 1), 2),
+            "support": int(confusion[d].sum()),
+        }
+    return {
+        "images": int(len(labels)),
+        "accuracy": round(100 * float((predicted == labels).mean()), 2),
+        "errors": int((predicted != labels).sum()),
+        "per_digit": per_digit,
+        "confusion_matrix": confusion.tolist(),
+    }
 
 
 def worst_errors(probabilities: np.ndarray, labels: np.ndarray, count: int = 36) -> list[int]:
@@ -92,8 +117,11 @@ def write_reports(summary: dict, probabilities, labels, images, out_dir) -> dict
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out_dir / "evaluation.json", "confusion": out_dir / "confusion_matrix.png",
-             "misclassified": out_dir / "misclassified.png"}
+    paths = {
+        "json": out_dir / "evaluation.json",
+        "confusion": out_dir / "confusion_matrix.png",
+        "misclassified": out_dir / "misclassified.png",
+    }
 
     confusion = np.array(summary["confusion_matrix"])
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
@@ -102,8 +130,15 @@ def write_reports(summary: dict, probabilities, labels, images, out_dir) -> dict
     for t in range(10):
         for p in range(10):
             if confusion[t, p]:
-                ax.text(p, t, confusion[t, p], ha="center", va="center", fontsize=8,
-                        color="white" if shown[t, p] > shown.max() / 2 else "black")
+                ax.text(
+                    p,
+                    t,
+                    confusion[t, p],
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if shown[t, p] > shown.max() / 2 else "black",
+                )
     ax.set_xticks(range(10))
     ax.set_yticks(range(10))
     ax.set_xlabel("predicted digit")

@@ -1,4 +1,4 @@
-"""The numbers the whole kit shares: model input, normalisation, addresses, serving defaults.
+"""The numbers the whole kit shares: model input, normalisation, paths, training recipe, addresses, serving defaults.
 
 Packed into the .mar beside the handler, so it imports nothing but the standard library.
 """
@@ -14,10 +14,21 @@ MNIST_STD = 0.3081
 
 MODEL_NAME = "mnist"
 MODEL_VERSION = "1.0"
+# Default paths, relative to the kit's home: $MNIST_KIT_HOME, else the checkout (mnist_kit.paths.home).
+HOME_ENV = "MNIST_KIT_HOME"
 CHECKPOINT = "checkpoints/mnist_sd.pt"
 MODEL_STORE = "model_store"
 DATA_DIR = "data/mnist"
 DATA_DIR_ENV = "MNIST_DATA_DIR"
+TS_CONFIG = "config.properties"
+LOGS = "logs"
+REPORTS = "reports"
+
+# The default training recipe (mnist-kit train, python train.py, training.fit).
+EPOCHS = 6
+TRAIN_BATCH_SIZE = 128
+LEARNING_RATE = 3e-3
+SEED = 1
 
 HOST = "127.0.0.1"
 INFERENCE_PORT = 8080

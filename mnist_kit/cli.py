@@ -1,0 +1,594 @@
+"""The `mnist-kit` command line: one command per library function, and the only module that knows Click.
+
+The library reports failures as KitError; KitErrors below turns them into one line and the error's exit code.
+Default paths are relative to the kit's home (mnist_kit.paths), paths typed by the user to the current directory.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from mnist_kit import constants as C
+from mnist_kit.errors import KitError
+from mnist_kit.paths import home
+
+
+class KitErrors:
+    """Every command's failures in one place: a KitError ends the command with its one-line message and exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KitError as e:
+            error = click.ClickException(" ".join(str(e).split()))
+            error.exit_code = e.exit_code
+            raise error from None
+
+
+class Command(KitErrors, click.Command):
+    pass
+
+
+class Group(KitErrors, click.Group):
+    command_class = Command
+    group_class = type  # subgroups are Groups too
+
+
+def from_home(ctx, param, value):
+    """A default path is relative to the kit's home; a path the user typed stays relative to where they are."""
+    if value is not None and ctx.get_parameter_source(param.name) is ParameterSource.DEFAULT:
+        return home() / value
+    return value
+
+
+def path_option(*names, default, file_okay=True, dir_okay=True, **kwargs):
+    return click.option(
+        *names,
+        default=default,
+        show_default=True,
+        callback=from_home,
+        type=click.Path(file_okay=file_okay, dir_okay=dir_okay, path_type=Path),
+        **kwargs,
+    )
+
+
+def key_file() -> Path:
+    """Where TorchServe writes its tokens: the folder `mnist-kit serve` starts it in, the kit's home."""
+    return home() / C.KEY_FILE
+
+
+def data_dir_option(purpose: str):
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help=f"{purpose} Default: ${C.DATA_DIR_ENV}, else {C.DATA_DIR} in the kit's home.",
+    )
+
+
+token_option = click.option(
+    "--token",
+    envvar="MNIST_KIT_TOKEN",
+    default=None,
+    help=f"Inference token when token auth is on. Default: $MNIST_KIT_TOKEN, else {C.KEY_FILE} in the kit's home.",
+)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mnist-kit")
+def cli():
+    """Train an MNIST digit classifier and serve it with TorchServe.
+
+    \b
+    The whole flow:
+      mnist-kit train                  # checkpoints/mnist_sd.pt (+ metrics.json: accuracy, seconds)
+      mnist-kit archive                # model_store/mnist.mar
+      torchserve --start --ts-config config.properties --ncs   # or: mnist-kit serve
+      mnist-kit predict examples/digits/7.png
+      torchserve --stop                # or: mnist-kit stop
+
+    \b
+    Default paths (checkpoints/, model_store/, config.properties, logs/, reports/) are relative to the
+    kit's home: $MNIST_KIT_HOME, else the checkout mnist-kit is installed from, else the current
+    directory; so every command works from any directory. Failures are one line: exit 1, or 3 when the
+    MNIST files are missing (2 is a usage error).
+    """
+
+
+@cli.command()
+@data_dir_option("Folder with the four MNIST IDX files (.gz or raw).")
+@click.option("--epochs", default=C.EPOCHS, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=C.TRAIN_BATCH_SIZE, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--lr",
+    default=C.LEARNING_RATE,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Peak learning rate of the one-cycle schedule (AdamW).",
+)
+@click.option("--seed", default=C.SEED, show_default=True, type=int, help="Same seed, same model (on CPU).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Train on the first N images only (quick runs).")
+@click.option(
+    "--augment/--no-augment",
+    default=True,
+    show_default=True,
+    help="Random rotation, scale and shift of training digits.",
+)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="bf16 autocast for the training math (weights stay fp32); auto uses it where the CPU or GPU "
+    "computes bf16 natively (AMX, AVX512-BF16, CUDA), where it is faster than fp32.",
+)
+@path_option(
+    "--out", default=C.CHECKPOINT, dir_okay=False, help="Where to write the state_dict; metrics.json goes beside it."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON.")
+def train(data_dir, epochs, batch_size, lr, seed, limit, augment, device, precision, out, as_json):
+    """Train the CNN on MNIST and save its state_dict.
+
+    Reads train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and
+    t10k-labels-idx1-ubyte (raw or .gz), checks them against the published MD5s, prints test
+    accuracy after each epoch, and writes OUT and metrics.json beside it (accuracy, seconds, versions).
+    """
+    from mnist_kit import data, training
+
+    bar = None
+
+    def on_step(epoch, step, steps):
+        nonlocal bar
+        if step == 1:
+            bar = click.progressbar(length=steps, label=f"epoch {epoch}/{epochs}")
+        bar.update(1)
+        if step == steps:
+            bar.render_finish()
+
+    def on_epoch(epoch, loss, accuracy):
+        click.echo(f"epoch {epoch}/{epochs}: loss {loss:.4f}, test accuracy {accuracy:.2f} %")
+
+    quiet = {} if as_json else {"on_step": on_step, "on_epoch": on_epoch}
+    metrics = training.fit(
+        data_dir or data.default_data_dir(),
+        out,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        limit=limit,
+        device=device,
+        augmentation=augment,
+        precision=precision,
+        **quiet,
+    )
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+    else:
+        seconds = metrics["seconds"]
+        click.echo(f"test accuracy {metrics['test_accuracy']:.2f} % after {epochs} epochs in {seconds:.0f} s")
+        click.echo(f"wrote {out} and {out.parent / 'metrics.json'}")
+
+
+@cli.command()
+@path_option("--serialized-file", default=C.CHECKPOINT, dir_okay=False, help="The trained state_dict.")
+@click.option("--model-name", default=C.MODEL_NAME, show_default=True)
+@click.option(
+    "--version",
+    default=C.MODEL_VERSION,
+    show_default=True,
+    help="Model version; other than the default, the file is NAME-VERSION.mar so versions share a store.",
+)
+@path_option("--export-path", default=C.MODEL_STORE, file_okay=False)
+@click.option(
+    "--mode",
+    type=click.Choice(["int8", "script", "eager"]),
+    default="int8",
+    show_default=True,
+    help="int8: quantised TorchScript, several times faster than eager (docs/PERFORMANCE.md), kept only "
+    "within 0.05 points of float test accuracy (needs the MNIST files). script: frozen fp32 "
+    "TorchScript. eager: the state_dict with mnist_model.py.",
+)
+@data_dir_option("MNIST files for int8 calibration and checking.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=C.BATCH_SIZE,
+    show_default=True,
+    help="Most requests TorchServe hands the handler at once.",
+)
+@click.option(
+    "--max-batch-delay",
+    type=click.IntRange(1),
+    default=C.MAX_BATCH_DELAY_MS,
+    show_default=True,
+    help="Milliseconds a lone request waits for company (TorchServe treats 0 as 100).",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing archive.")
+def archive(serialized_file, model_name, version, export_path, mode, data_dir, batch_size, max_batch_delay, force):
+    """Pack the model into a TorchServe .mar archive.
+
+    Checks that the weights load into MnistClassificationNet, converts them to the serving form (--mode),
+    then runs torch-model-archiver with the handler, the model, the worker package (mnist_kit/worker/)
+    and a model-config.yaml with the batching settings.
+    """
+    from mnist_kit import archive as archiving
+
+    path = archiving.build(
+        serialized_file,
+        export_path,
+        model_name,
+        version,
+        force,
+        mode,
+        data_dir,
+        batch_size,
+        max_batch_delay,
+        log=click.echo,
+    )
+    click.echo(f"wrote {path}")
+
+
+@cli.command()
+@path_option(
+    "--ts-config",
+    default=C.TS_CONFIG,
+    dir_okay=False,
+    help="TorchServe configuration; config.production.properties turns tokens on.",
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(0),
+    default=120,
+    show_default=True,
+    help="Seconds to wait for every model to have a ready worker.",
+)
+def serve(ts_config, wait):
+    """Start TorchServe in the background, after checking what usually makes it fail.
+
+    Says plainly when the model store has no archive (train and archive first), when a TorchServe is
+    already running, or when a port is taken; then starts `torchserve --start --ts-config TS_CONFIG --ncs`
+    in the kit's home and waits until the models answer. Logs go to logs/; stop it with `mnist-kit stop`.
+    """
+    from mnist_kit import client, server
+
+    root, config = home(), ts_config.resolve()
+    props = server.preflight(config, cwd=root)
+    server.launch(config, root / C.LOGS / "torchserve.out", cwd=root)
+    management = props.get("management_address", C.MANAGEMENT_URL)
+    server.wait_ready(
+        management, wait, root / C.LOGS / "ts_log.log", lambda: client.read_token(key_file(), api="management")
+    )
+    click.echo(
+        f"TorchServe ready: inference {props.get('inference_address')}, management {management}, "
+        f"metrics {props.get('metrics_address')}; stop it with `mnist-kit stop`"
+    )
+
+
+@cli.command()
+def stop():
+    """Stop the TorchServe started from this machine's temp dir (as `torchserve --stop`), and its workers."""
+    from mnist_kit import server
+
+    pid_file = server.pid_file_path()
+    pid = server.live_pid(pid_file)
+    if pid is None:
+        click.echo("TorchServe is not running.")
+        return
+    server.stop_pid(pid)
+    pid_file.unlink(missing_ok=True)
+    key_file().unlink(missing_ok=True)
+    click.echo(f"TorchServe (pid {pid}) stopped.")
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--url", default=C.INFERENCE_URL, show_default=True, help="TorchServe inference address.")
+@click.option("--model", default=C.MODEL_NAME, show_default=True, help="Model name, or NAME/VERSION.")
+@click.option(
+    "--token",
+    envvar="MNIST_KIT_TOKEN",
+    default=None,
+    help="Inference token when token authorization is on. Default: $MNIST_KIT_TOKEN, else read from --key-file.",
+)
+@path_option(
+    "--key-file",
+    default=C.KEY_FILE,
+    dir_okay=False,
+    help="TorchServe's key file, written where the server was started.",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0),
+    default=3,
+    show_default=True,
+    help="Retries, with exponential backoff from 0.1 s, when the server is unreachable or answers 503 "
+    "(starting up, a worker restarting, queue full).",
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(0),
+    default=0,
+    show_default=True,
+    help="Keep retrying for up to this many seconds (e.g. while the server starts).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the server's JSON answers, one object per line.")
+def predict(images, url, model, token, key_file, retries, wait, as_json):
+    """Send IMAGES to a running TorchServe and print the digit each one shows.
+
+    PNG, JPEG, BMP, GIF, WebP or TIFF, any size and colour mode: photos, canvas exports and scans are
+    cropped, scaled and centred by the server. Each file is sent with its image content type.
+    """
+    from mnist_kit import client
+
+    token = token or client.read_token(key_file)
+    for path in images:
+        answer = client.predict(path.read_bytes(), url=url, model=model, token=token, retries=retries, wait=wait)
+        if as_json:
+            click.echo(json.dumps({"file": str(path), **answer}))
+        else:
+            click.echo(f"{path}: {answer['digit']} ({100 * answer['confidence']:.1f} %)")
+
+
+@cli.command()
+@path_option(
+    "--checkpoint",
+    default=C.CHECKPOINT,
+    dir_okay=False,
+    help="The state_dict to evaluate in this process (ignored with --url).",
+)
+@click.option("--url", default=None, help="Evaluate a live TorchServe instead, sending each test image as a PNG.")
+@token_option
+@data_dir_option("Folder with the MNIST files.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N test images.")
+@path_option("--out", default=C.REPORTS, file_okay=False)
+@click.option(
+    "--real-world",
+    is_flag=True,
+    help="Accuracy on held-out images shaped the way people send digits (canvas, photo, tight crop, …), "
+    "through the serving preprocessing; writes OUT/real_world.json.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the summary.")
+def evaluate(checkpoint, url, token, data_dir, limit, out, real_world, as_json):
+    """Measure accuracy on the MNIST test set, per digit, with pictures.
+
+    Writes OUT/evaluation.json (accuracy, per-digit precision and recall, confusion matrix),
+    OUT/confusion_matrix.png and OUT/misclassified.png (the most confidently wrong images).
+    With --url it checks what is served: every image goes through HTTP and the handler.
+    With --real-world it measures the checkpoint on the kinds of images of the README's table instead.
+    """
+    from mnist_kit import client, data
+    from mnist_kit import evaluate as evaluation
+
+    images, labels = data.load(data_dir or data.default_data_dir(), "test")
+    images, labels = images[:limit], labels[:limit]
+    if real_world:
+        results = evaluation.real_world(checkpoint, images, labels)
+        path = evaluation.write_real_world(results, checkpoint, out)
+        if as_json:
+            click.echo(path.read_text())
+            return
+        click.echo("kind          images  accuracy")
+        for kind, r in results.items():
+            click.echo(f"{kind:<12}  {r['images']:>6}  {r['accuracy']:>7.2f} %")
+        click.echo(f"wrote {path}")
+        return
+    if url:
+        token = token or client.read_token(key_file())
+        with click.progressbar(length=len(images), label=f"evaluating {url}", file=sys.stderr) as bar:
+            probabilities = evaluation.predict_endpoint(url, images, token, on_result=lambda: bar.update(1))
+    else:
+        probabilities = evaluation.predict_checkpoint(checkpoint, images)
+    summary = evaluation.summarize(probabilities, labels.numpy())
+    paths = evaluation.write_reports(summary, probabilities, labels.numpy(), images.numpy(), out)
+    if as_json:
+        click.echo(paths["json"].read_text())
+        return
+    click.echo(
+        f"{url or checkpoint}: {summary['accuracy']:.2f} % of {summary['images']} test images "
+        f"({summary['errors']} errors)"
+    )
+    click.echo("digit  precision  recall")
+    for d, r in summary["per_digit"].items():
+        click.echo(f"{d:>5}  {r['precision']:>8.2f}  {r['recall']:>6.2f}")
+    click.echo(f"wrote {paths['json']}, {paths['confusion']} and {paths['misclassified']}")
+
+
+@cli.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@path_option("--out", default="explain.png", dir_okay=False)
+@click.option("--url", default=C.INFERENCE_URL, show_default=True, help="TorchServe inference address.")
+@click.option("--model", default=C.MODEL_NAME, show_default=True)
+@token_option
+def explain(image, out, url, model, token):
+    """Show which pixels made the served model read IMAGE as its digit.
+
+    Asks /explanations/MODEL for Integrated Gradients attributions and writes OUT: the 28×28 input the
+    model saw, with pixels that pushed towards the digit in red and against it in blue.
+    """
+    from mnist_kit import client
+    from mnist_kit import explain as explaining
+
+    answer = client.explain(image.read_bytes(), url=url, model=model, token=token or client.read_token(key_file()))
+    explaining.overlay(answer, out, title=f"{image.name}: read as {answer['digit']}")
+    click.echo(f"{image}: {answer['digit']}; wrote {out}")
+
+
+@cli.group()
+@click.option("--url", default=C.MANAGEMENT_URL, show_default=True, help="TorchServe management address.")
+@click.option(
+    "--token",
+    envvar="MNIST_KIT_MANAGEMENT_TOKEN",
+    default=None,
+    help=f"Management token when token auth is on. Default: read from {C.KEY_FILE} in the kit's home.",
+)
+@click.pass_context
+def models(ctx, url, token):
+    """Manage the models a running TorchServe serves (its management API).
+
+    \b
+      mnist-kit models list
+      mnist-kit models describe mnist
+      mnist-kit models set-default mnist 2.0      # A/B: switch the default version live
+      mnist-kit models scale mnist --workers 4
+      mnist-kit models register mnist-2.0.mar     # needs enable_model_api=true
+    """
+    from mnist_kit import client
+
+    ctx.obj = {"url": url.rstrip("/"), "token": token or client.read_token(key_file(), api="management")}
+
+
+def _management(ctx, method: str, path: str) -> dict:
+    from mnist_kit import client
+
+    try:
+        body = client.request(f"{ctx.obj['url']}{path}", method=method, token=ctx.obj["token"])
+    except client.ClientError as e:
+        if e.status == 405 and method in ("POST", "DELETE"):
+            raise KitError(
+                "registering and unregistering models over HTTP is off: set "
+                "enable_model_api=true in the server's config.properties to allow it"
+            ) from None
+        raise
+    return json.loads(body)
+
+
+@models.command("list")
+@click.pass_context
+def models_list(ctx):
+    """The registered models and their archives."""
+    for model in _management(ctx, "GET", "/models")["models"]:
+        click.echo(f"{model['modelName']}  ({model['modelUrl']})")
+
+
+@models.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def describe(ctx, name, as_json):
+    """Every version of NAME: batching, workers and their status."""
+    versions = _management(ctx, "GET", f"/models/{name}/all")
+    default = _management(ctx, "GET", f"/models/{name}")[0]["modelVersion"]
+    if as_json:
+        click.echo(json.dumps(versions, indent=2))
+        return
+    for v in versions:
+        workers = ", ".join(f"{w['pid']} {w['status']}" for w in v["workers"]) or "none"
+        mark = " (default)" if v["modelVersion"] == default else ""
+        click.echo(
+            f"{v['modelName']} {v['modelVersion']}{mark}: {v['modelUrl']}, batch {v['batchSize']} / "
+            f"{v['maxBatchDelay']} ms, workers {v['minWorkers']}-{v['maxWorkers']}: {workers}"
+        )
+
+
+@models.command()
+@click.argument("name")
+@click.option("--workers", type=click.IntRange(0), required=True, help="Number of workers to run.")
+@click.option("--version", default=None, help="A version other than the default.")
+@click.pass_context
+def scale(ctx, name, workers, version):
+    """Run exactly WORKERS workers for NAME (waits until they are up)."""
+    path = f"/models/{name}" + (f"/{version}" if version else "")
+    click.echo(_management(ctx, "PUT", f"{path}?min_worker={workers}&max_worker={workers}&synchronous=true")["status"])
+
+
+@models.command("set-default")
+@click.argument("name")
+@click.argument("version")
+@click.pass_context
+def set_default(ctx, name, version):
+    """Make VERSION what /predictions/NAME answers with, without a restart."""
+    click.echo(_management(ctx, "PUT", f"/models/{name}/{version}/set-default")["status"])
+
+
+@models.command()
+@click.argument("archive")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True)
+@click.pass_context
+def register(ctx, archive, workers):
+    """Register ARCHIVE (a .mar in the server's model store) and start its workers."""
+    from urllib.parse import quote
+
+    click.echo(
+        _management(ctx, "POST", f"/models?url={quote(archive)}&initial_workers={workers}&synchronous=true")["status"]
+    )
+
+
+@models.command()
+@click.argument("name")
+@click.argument("version", required=False)
+@click.pass_context
+def unregister(ctx, name, version):
+    """Unregister NAME (or one VERSION of it) and stop its workers."""
+    click.echo(_management(ctx, "DELETE", f"/models/{name}" + (f"/{version}" if version else ""))["status"])
+
+
+@cli.command()
+@path_option("--archive", default=f"{C.MODEL_STORE}/{C.MODEL_NAME}.mar", dir_okay=False, help="The archive to serve.")
+@click.option("--concurrency", default="1,8,32,64", show_default=True, help="Comma-separated connection counts.")
+@click.option("--seconds", type=click.FloatRange(1), default=10, show_default=True, help="Load time per point.")
+@path_option(
+    "--out",
+    default=f"{C.REPORTS}/bench",
+    dir_okay=False,
+    help="Writes OUT.json (every figure) and OUT.png (throughput and p99 against concurrency).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON result instead of the table.")
+@click.option(
+    "--markdown",
+    "markdown_from",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Run nothing: print the Markdown tables of docs/PERFORMANCE.md from this bench JSON file "
+    "(e.g. reports/bench.json).",
+)
+@click.option(
+    "--into",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --markdown: replace the tables between the bench markers of this file instead of printing.",
+)
+def bench(archive, concurrency, seconds, out, as_json, markdown_from, into):
+    """Load-test the served model against the serving stack's own ceiling.
+
+    \b
+    Starts a private TorchServe (free ports) with ARCHIVE and another with a no-op handler (no decoding,
+    no model) under the same settings: the most TorchServe itself can do here. Measures each one's cold
+    start (torchserve --start to the first prediction), warms both up for SECONDS at the highest
+    concurrency, then at each concurrency drives one, then the other, with wrk: req/s, p50/p90/p99,
+    errors; the ratio says how close the kit gets to the ceiling. Also times preprocessing per image
+    type. Run it on an otherwise idle machine; about 2 × (5 × SECONDS + 10) seconds.
+
+    \b
+    The tables of docs/PERFORMANCE.md come from such a run's JSON, never retyped:
+      mnist-kit bench --markdown reports/bench.json --into docs/PERFORMANCE.md
+    """
+    from mnist_kit import bench as benchmark
+    from mnist_kit import bench_tables
+
+    if into and not markdown_from:
+        raise click.UsageError("--into goes with --markdown")
+    if markdown_from:
+        result = bench_tables.load(markdown_from)
+        if into:
+            bench_tables.write_markdown(result, into)
+            click.echo(f"rewrote the bench tables of {into} from {markdown_from}")
+        else:
+            click.echo(bench_tables.markdown(result))
+        return
+    try:
+        levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            "use numbers separated by commas, e.g. 1,8,32,64", param_hint="--concurrency"
+        ) from None
+    result = benchmark.run(archive, levels, seconds, progress=lambda m: click.echo(m, err=True))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out.with_suffix(".json"), out.with_suffix(".png")
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    benchmark.plot(result, png_path)
+    click.echo(json.dumps(result, indent=2) if as_json else benchmark.report(result))
+    if not as_json:
+        click.echo(f"wrote {json_path} and {png_path}")

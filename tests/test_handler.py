@@ -1,0 +1,174 @@
+"""The handler's stages, in process: decode each row, one batched inference, encode the answers.
+
+A small stand-in for TorchServe's context carries the headers in and the statuses out; tests/test_server.py
+and tests/test_fuzz.py check the same handler behind a real TorchServe.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_metrics import Recorded
+
+from mnist_handler import MnistHandler
+from mnist_kit import constants as C
+from mnist_kit.worker.preprocess import InputError
+from mnist_model import MnistClassificationNet, from_state_dict
+
+
+class Context:
+    """What MnistHandler reads from TorchServe's context (model dir, manifest, headers) and writes back to it."""
+
+    def __init__(self, model_dir, manifest: dict, headers: list[dict] | None = None):
+        self.system_properties = {"model_dir": str(model_dir), "gpu_id": None}
+        self.manifest = {"model": manifest}
+        self.metrics = Recorded()
+        self.headers = headers or []
+        self.statuses, self.content_types = {}, {}
+
+    def get_request_header(self, i, name):
+        return self.headers[i].get(name) if i < len(self.headers) else None
+
+    def get_all_request_header(self, i):
+        return self.headers[i] if i < len(self.headers) else {}
+
+    def set_response_status(self, code, phrase, i):
+        self.statuses[i] = (code, phrase)
+
+    def set_response_content_type(self, i, value):
+        self.content_types[i] = value
+
+
+def png_request(path) -> tuple[dict, dict]:
+    return {"body": path.read_bytes()}, {"Content-Type": "image/png"}
+
+
+@pytest.fixture
+def handler(untrained_checkpoint, tmp_path):
+    """An eager archive's handler (a state_dict and mnist_model.py) on random weights: no training needed."""
+    (tmp_path / "mnist_sd.pt").write_bytes(untrained_checkpoint.read_bytes())
+    handler = MnistHandler()
+    handler.initialize(Context(tmp_path, {"serializedFile": "mnist_sd.pt", "modelFile": "mnist_model.py"}))
+    return handler
+
+
+def batch(handler, requests: list[tuple[dict, dict]]) -> Context:
+    handler.context = Context(".", {}, [headers for _, headers in requests])
+    return handler.context
+
+
+def test_decode_turns_each_row_into_pixels_or_its_own_error(handler, digits):
+    rows = [
+        png_request(digits[3]),
+        ({"body": b"not an image"}, {"Content-Type": "image/png"}),
+        ({"body": b"seven"}, {"Content-Type": "text/plain"}),
+    ]
+    batch(handler, rows)
+    seven, undecodable, text = handler.preprocess([row for row, _ in rows])
+    assert seven.shape == (28, 28) and seven.dtype == np.uint8
+    assert isinstance(undecodable, InputError) and undecodable.status == 400 and undecodable.reason == "undecodable"
+    assert isinstance(text, InputError) and text.status == 415
+
+
+def test_a_bug_while_decoding_fails_only_its_row_with_a_500(handler, digits, monkeypatch):
+    calls = iter([RuntimeError("boom"), None])
+
+    def flaky(row, content_type):
+        error = next(calls)
+        if error:
+            raise error
+        return np.zeros((28, 28), np.uint8)
+
+    monkeypatch.setattr("mnist_kit.worker.preprocess.request_to_pixels", flaky)
+    batch(handler, [png_request(digits[0])] * 2)
+    failed, decoded = handler.preprocess([{"body": b""}] * 2)
+    assert failed.status == 500 and "RuntimeError: boom" in str(failed) and decoded.shape == (28, 28)
+
+
+def test_inference_is_one_forward_pass_over_the_decoded_rows(handler):
+    calls = []
+    model = handler.model
+    handler.model = lambda x: calls.append(x.shape) or model(x)
+    error = InputError("blank image", reason="blank")
+    results = handler.inference([np.zeros((28, 28), np.uint8), error, np.full((28, 28), 9, np.uint8)])
+    assert calls == [(2, 1, 28, 28)]
+    assert results[1] is error
+    for probabilities in (results[0], results[2]):
+        assert probabilities.shape == (10,) and probabilities.sum() == pytest.approx(1, abs=1e-5)
+
+
+def test_a_batch_where_nothing_decoded_runs_no_inference(handler):
+    handler.model = lambda x: pytest.fail("the model ran on an empty batch")
+    error = InputError("empty request", reason="empty")
+    assert handler.inference([error]) == [error]
+
+
+def test_encode_writes_json_answers_and_a_status_for_each_failed_row(handler):
+    context = batch(handler, [({}, {})] * 2)
+    probabilities = np.array([0.0, 0.0, 0.9, 0.1, 0, 0, 0, 0, 0, 0])
+    answer, error = handler.postprocess([probabilities, InputError("image too large", 413, reason="too_large")])
+    assert json.loads(answer) == {"digit": 2, "confidence": 0.9, "probabilities": probabilities.tolist()}
+    assert error == {"code": 413, "type": "RequestEntityTooLargeException", "message": "image too large"}
+    assert context.statuses == {1: (413, "RequestEntityTooLargeException")}
+    assert context.content_types == {0: "application/json", 1: "application/json"}
+
+
+def test_handle_answers_each_request_of_a_mixed_batch_in_order(handler, digits):
+    requests = [png_request(digits[1]), ({"body": b""}, {"Content-Type": "image/png"}), png_request(digits[8])]
+    context = Context(".", {}, [headers for _, headers in requests])
+    answers = handler.handle([row for row, _ in requests], context)
+    assert [json.loads(a)["digit"] in range(10) for a in (answers[0], answers[2])] == [True, True]
+    assert answers[1]["code"] == 400 and context.statuses == {1: (400, "BadRequestException")}
+
+
+def test_handle_adds_the_batch_to_the_metrics_window(handler, digits):
+    requests = [png_request(digits[1]), ({"body": b"junk"}, {"Content-Type": "image/png"})]
+    handler.handle([row for row, _ in requests], Context(".", {}, [headers for _, headers in requests]))
+    window = handler.metrics_window
+    assert sum(window.digits.values()) == 1 and window.rejected == {"undecodable": 1} and window.images == 2
+
+
+def test_a_torchscript_archive_loads_without_mnist_model(untrained_checkpoint, tmp_path, digits):
+    model = from_state_dict(untrained_checkpoint)
+    torch.jit.script(model).save(str(tmp_path / "model.pt"))
+    handler = MnistHandler()
+    handler.initialize(Context(tmp_path, {"serializedFile": "model.pt"}))
+    assert isinstance(handler.model, torch.jit.ScriptModule) and handler.float_model is None
+    x = torch.from_numpy(np.array(Image.open(digits[4]))).float()[None, None]
+    assert torch.allclose(handler.model(x), model(x), atol=1e-5)
+
+
+def test_explanations_attribute_the_predicted_digit_over_the_28_by_28_input(handler, digits):
+    requests = [png_request(digits[5])]
+    context = Context(".", {}, [{**headers, "explain": "True"} for _, headers in requests])
+    [answer] = handler.handle([row for row, _ in requests], context)
+    answer = json.loads(answer)
+    assert answer["digit"] in range(10) and np.array(answer["attributions"]).shape == (28, 28)
+
+
+def test_an_archive_without_float_weights_answers_explanations_with_501(handler, digits):
+    handler.float_model = None
+    requests = [png_request(digits[5])]
+    context = Context(".", {}, [{**headers, "explain": "True"} for _, headers in requests])
+    [answer] = handler.handle([row for row, _ in requests], context)
+    assert answer["code"] == 501 and context.statuses[0][0] == 501
+
+
+def test_loading_the_handler_imports_neither_captum_nor_click():
+    code = "import sys, mnist_handler; print(sorted({'captum', 'click'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_handler_keeps_the_pixel_limit():
+    assert Image.MAX_IMAGE_PIXELS == C.MAX_IMAGE_PIXELS
+
+
+def test_the_float_model_is_the_eager_model_itself(handler):
+    assert isinstance(handler.model, MnistClassificationNet) and handler.float_model is handler.model
+    assert not handler.model.training and os.path.basename(C.EXPLAIN_WEIGHTS) == "explain_weights.pt"

@@ -1,0 +1,144 @@
+"""The architecture, checked: one package, dependencies one way (CLI → library → worker and model), a worker
+side that travels alone in the .mar, and a wheel that installs nothing else at top level."""
+
+import ast
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from mnist_kit import archive
+
+PACKAGE = ROOT / "mnist_kit"
+# What the worker side may import besides the standard library: TorchServe's worker has these, and the .mar.
+WORKER_IMPORTS = {"torch", "torchvision", "PIL", "numpy", "ts", "captum", "mnist_model", "mnist_kit"}
+WORKER_FILES = [
+    PACKAGE / "__init__.py",
+    PACKAGE / "constants.py",
+    *sorted((PACKAGE / "worker").glob("*.py")),
+    ROOT / "mnist_handler.py",
+    ROOT / "mnist_model.py",
+]
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def imports(path: Path) -> set[str]:
+    """Every module `path` imports, at any depth of the file (lazy imports in functions included)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def kit_modules() -> dict[str, Path]:
+    return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def test_only_the_cli_imports_click():
+    users = [name for name, path in kit_modules().items() if any(n.split(".")[0] == "click" for n in imports(path))]
+    assert users == ["mnist_kit.cli"]
+
+
+def test_the_library_never_imports_the_cli():
+    users = [name for name, path in kit_modules().items() if "mnist_kit.cli" in imports(path)]
+    assert users == ["mnist_kit.__main__"]
+
+
+def test_the_package_has_no_import_cycles():
+    modules = kit_modules()
+    graph = {name: {n for n in imports(path) if n in modules and n != name} for name, path in modules.items()}
+    done, path = set(), []
+
+    def visit(name):
+        if name in path:
+            pytest.fail(f"import cycle: {' → '.join(path[path.index(name) :] + [name])}")
+        if name not in done:
+            path.append(name)
+            for dependency in graph[name]:
+                visit(dependency)
+            path.pop()
+            done.add(name)
+
+    for name in graph:
+        visit(name)
+
+
+@pytest.mark.parametrize("path", WORKER_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_worker_side_imports_only_what_a_torchserve_worker_has(path):
+    allowed = set(sys.stdlib_module_names) | WORKER_IMPORTS
+    outside = {n for n in imports(path) if n.split(".")[0] not in allowed}
+    kit = {n for n in imports(path) if n.startswith("mnist_kit.")}
+    assert not outside
+    assert all(n.startswith(("mnist_kit.constants", "mnist_kit.worker")) for n in kit), kit
+
+
+def test_the_package_inits_import_nothing():
+    for init in (PACKAGE / "__init__.py", PACKAGE / "worker" / "__init__.py"):
+        assert imports(init) == set(), init
+
+
+def test_the_archive_carries_the_worker_side_and_nothing_else_of_the_kit(untrained_checkpoint, tmp_path):
+    names = set(zipfile.ZipFile(archive.build(untrained_checkpoint, tmp_path, mode="eager")).namelist())
+    kit = {n for n in names if n.startswith("mnist_kit/")}
+    expected = {"mnist_kit/__init__.py", "mnist_kit/constants.py"} | {
+        f"mnist_kit/worker/{p.name}" for p in (PACKAGE / "worker").glob("*.py")
+    }
+    assert kit == expected
+    assert {"mnist_handler.py", "mnist_model.py", "mnist_sd.pt", "model-config.yaml"} <= names
+
+
+def test_the_archive_alone_is_enough_for_a_worker_without_the_kit_installed(untrained_checkpoint, tmp_path):
+    mar = archive.build(untrained_checkpoint, tmp_path, mode="eager")
+    model_dir = tmp_path / "model_dir"
+    zipfile.ZipFile(mar).extractall(model_dir)
+    # A Python that has torch and ts but not mnist-kit: drop the editable install's finder and the checkout.
+    code = f"""
+import sys
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__ + str(f)]
+sys.path[:] = [{str(model_dir)!r}] + [p for p in sys.path if p not in ("", {str(ROOT)!r}) and "editable" not in p]
+import mnist_handler, mnist_kit
+assert mnist_kit.__file__.startswith({str(model_dir)!r}), mnist_kit.__file__
+assert mnist_handler.__file__.startswith({str(model_dir)!r}), mnist_handler.__file__
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_the_wheel_installs_mnist_kit_and_the_two_torchserve_files_only(tmp_path):
+    # Built from a copy of the project files, so no build/ left from another build can add to it.
+    source = tmp_path / "source"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".*", "build", "*.egg-info", "__pycache__", "checkpoints", "model_store", "data", "reports", "logs"
+        ),
+    )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path, source],
+        check=True,
+        capture_output=True,
+    )
+    [wheel] = tmp_path.glob("mnist_kit-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names if ".dist-info/" not in n}
+    assert top == {"mnist_kit", "mnist_model.py", "mnist_handler.py"}
+    assert {
+        "mnist_kit/samples/7.png",
+        "mnist_kit/samples/canvas.png",
+        "mnist_kit/samples/photo.jpg",
+        "mnist_kit/noop_handler.py",
+        "mnist_kit/worker/preprocess.py",
+    } <= set(names)
