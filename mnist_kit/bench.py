@@ -224,12 +224,8 @@ def run(
     for k, c in zip(sweeps["kit"], sweeps["ceiling"]):
         k["ratio_to_ceiling"] = round(k["req_per_s"] / c["req_per_s"], 3) if c["req_per_s"] else None
     return {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu": cpu_model(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
+        "serving_form": serving_form(Path(archive)),
         "settings": {
             "batch_size": config["batchSize"],
             "max_batch_delay_ms": config["maxBatchDelay"],
@@ -242,13 +238,70 @@ def run(
     }
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux), which says more about the figures than the architecture does."""
+# The instruction sets that decide which kernels PyTorch runs, by their /proc/cpuinfo flag.
+ISA_FLAGS = {
+    "avx2": "AVX2",
+    "avx512f": "AVX-512",
+    "avx512_vnni": "AVX-512 VNNI",
+    "avx_vnni": "AVX-VNNI",
+    "avx512_bf16": "AVX-512 BF16",
+    "amx_tile": "AMX",
+}
+
+
+def cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (Linux); empty elsewhere."""
     try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        lines = Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
     except OSError:
-        return platform.processor() or platform.machine()
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.machine())
+        return {}
+    return {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
+
+
+def machine() -> dict:
+    """What the figures depend on: the CPU's model and instruction sets, its cores, and the software versions."""
+    import torch
+    import ts
+
+    info = cpuinfo()
+    flags = set(info.get("flags", "").split())
+    return {
+        "cpu": info.get("model name") or platform.processor() or platform.machine(),
+        "isa": [name for flag, name in ISA_FLAGS.items() if flag in flags],
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpus": os.cpu_count(),
+        "processor": platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchserve": ts.__version__,
+    }
+
+
+def serving_form(archive: Path) -> str:
+    """The model form the archive serves: eager (a state_dict and mnist_model.py), int8 or fp32 TorchScript."""
+    with zipfile.ZipFile(archive) as z:
+        names = set(z.namelist())
+        if "mnist_model.py" in names and C.EXPLAIN_WEIGHTS not in names:
+            return "fp32 eager"
+        model = torch_load_archived(z.read("model.pt"))
+    return "int8 TorchScript" if "quantized" in str(model.graph) else "fp32 TorchScript"
+
+
+def torch_load_archived(data: bytes):
+    import torch
+
+    return torch.jit.load(io.BytesIO(data), map_location="cpu")
+
+
+def describe_machine(result: dict) -> str:
+    """One line naming the CPU and software the figures were measured with."""
+    m = result["machine"]
+    isa = "instruction sets not recorded" if m.get("isa") is None else ", ".join(m["isa"]) or "no AVX2"
+    return (
+        f"{m['cpu']} ({isa}; PyTorch kernels {m.get('torch_cpu_capability', '?')}), {m['cpus']} CPU cores, "
+        f"Python {m['python']}, torch {m.get('torch', '?')}, TorchServe {m.get('torchserve', '?')}; "
+        f"serving form: {result.get('serving_form', '?')}"
+    )
 
 
 def plot(result: dict, path: Path) -> None:
@@ -283,8 +336,9 @@ def plot(result: dict, path: Path) -> None:
 def report(result: dict) -> str:
     """The figures as a table for people."""
     lines = [
+        f"measured on {describe_machine(result)}",
         f"{'conc':>4} | {'mnist-kit req/s':>15} {'p50':>6} {'p90':>6} {'p99':>6} {'err':>4} | "
-        f"{'ceiling req/s':>13} {'p50':>6} {'p99':>6} | {'ratio':>5}"
+        f"{'ceiling req/s':>13} {'p50':>6} {'p99':>6} | {'ratio':>5}",
     ]
     for k, c in zip(result["kit"]["sweep"], result["ceiling"]["sweep"]):
         lines.append(

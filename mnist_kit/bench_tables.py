@@ -6,6 +6,7 @@
 import json
 from pathlib import Path
 
+from mnist_kit.bench import describe_machine
 from mnist_kit.errors import KitError
 
 BEGIN, END = "<!-- bench tables: mnist-kit bench --markdown", "<!-- end of bench tables -->"
@@ -27,10 +28,9 @@ def number(value: float, decimals: int = 0) -> str:
 
 def markdown(result: dict) -> str:
     """The serving and preprocessing tables of docs/PERFORMANCE.md, with the machine they were measured on."""
-    machine, settings = result["machine"], result["settings"]
+    settings = result["settings"]
     lines = [
-        f"Measured by `mnist-kit bench` on {machine.get('cpu') or machine['processor']}, {machine['cpus']} CPU "
-        f"cores, Python {machine['python']}: batch {settings['batch_size']}, max delay "
+        f"Measured by `mnist-kit bench` on {describe_machine(result)}: batch {settings['batch_size']}, max delay "
         f"{settings['max_batch_delay_ms']} ms, {settings['workers']} workers, "
         f"{number(settings['seconds_per_point'])} s per point, body `{settings['body']}`.",
         "",

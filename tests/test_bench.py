@@ -6,6 +6,7 @@ import json
 from click.testing import CliRunner
 from conftest import ROOT
 
+from mnist_kit.bench import machine
 from mnist_kit.bench_tables import BEGIN, END, load, markdown
 from mnist_kit.cli import cli
 
@@ -38,6 +39,20 @@ def test_bench_reports_throughput_latency_ratio_cold_start_and_preprocessing(mod
     assert all(0 < p["ratio_to_ceiling"] < 5 for p in figures["kit"]["sweep"])
     assert set(figures["preprocess"]) == {"28×28 PNG", "280×280 RGBA canvas PNG", "1000×750 JPEG", "4000×3000 JPEG"}
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert figures["serving_form"] == "int8 TorchScript" and figures["machine"]["torch_cpu_capability"]
+    assert result.output.startswith(f"measured on {figures['machine']['cpu']} (")
+
+
+def test_the_machine_names_the_instruction_sets_behind_pytorchs_kernels():
+    import torch
+
+    described = machine()
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert described["torch_cpu_capability"] == capability and described["cpus"] >= 1
+    if capability in ("AVX2", "AVX512"):
+        assert "AVX2" in described["isa"]
+    if capability == "AVX512":
+        assert "AVX-512" in described["isa"]
 
 
 def test_bench_rejects_a_bad_concurrency_list(model_store):
@@ -59,7 +74,17 @@ def point(concurrency: int, req_per_s: float, ratio: float | None = None) -> dic
 
 
 RESULT = {
-    "machine": {"cpus": 2, "processor": "x86_64", "cpu": "Some CPU", "python": "3.11.2"},
+    "machine": {
+        "cpu": "Some CPU",
+        "isa": ["AVX2", "AVX-512"],
+        "torch_cpu_capability": "AVX512",
+        "cpus": 2,
+        "processor": "x86_64",
+        "python": "3.11.2",
+        "torch": "2.14.1",
+        "torchserve": "0.12.0",
+    },
+    "serving_form": "int8 TorchScript",
     "settings": {"batch_size": 16, "max_batch_delay_ms": 1, "workers": 2, "seconds_per_point": 5, "body": "7.png"},
     "kit": {"cold_start_s": 3.5, "sweep": [point(1, 400.4, 0.7), point(32, 8726.0, 0.55)]},
     "ceiling": {"cold_start_s": 2.7, "sweep": [point(1, 572.0), point(32, 15803.0)]},
@@ -69,7 +94,10 @@ RESULT = {
 
 def test_markdown_writes_a_row_per_concurrency_and_names_the_machine():
     text = markdown(RESULT)
-    assert "on Some CPU, 2 CPU cores, Python 3.11.2: batch 16, max delay 1 ms, 2 workers" in text
+    assert (
+        "on Some CPU (AVX2, AVX-512; PyTorch kernels AVX512), 2 CPU cores, Python 3.11.2, torch 2.14.1, "
+        "TorchServe 0.12.0; serving form: int8 TorchScript: batch 16, max delay 1 ms, 2 workers" in text
+    )
     assert "| 32 | 8 726 | 1.50 | 2.25 | 4.00 | 0 | 15 803 | 1.50 | 4.00 | 0.55 |" in text
     assert "| 28×28 PNG | 0.013 |" in text and "3.50 s (no-op handler: 2.70 s)" in text
 
