@@ -48,6 +48,16 @@ def png_request(path) -> tuple[dict, dict]:
     return {"body": path.read_bytes()}, {"Content-Type": "image/png"}
 
 
+@pytest.fixture(autouse=True)
+def torch_threads():
+    """initialize() sets one intra-op thread for its worker process; here that process is pytest's, whose later
+    training would run on one thread and so give another model than `mnist-kit train`. Put it back."""
+    threads, engine = torch.get_num_threads(), torch.backends.quantized.engine
+    yield
+    torch.set_num_threads(threads)
+    torch.backends.quantized.engine = engine
+
+
 @pytest.fixture
 def handler(untrained_checkpoint, tmp_path):
     """An eager archive's handler (a state_dict and mnist_model.py) on random weights: no training needed."""
