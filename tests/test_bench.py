@@ -40,7 +40,7 @@ def test_bench_reports_throughput_latency_ratio_cold_start_and_preprocessing(mod
     assert set(figures["preprocess"]) == {"28×28 PNG", "280×280 RGBA canvas PNG", "1000×750 JPEG", "4000×3000 JPEG"}
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert figures["serving_form"] == "int8 TorchScript" and figures["machine"]["torch_cpu_capability"]
-    assert result.output.startswith(f"measured on {figures['machine']['cpu']} (")
+    assert f"measured on {figures['machine']['cpu']} (" in result.output
 
 
 def test_the_machine_names_the_instruction_sets_behind_pytorchs_kernels():
