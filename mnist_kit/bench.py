@@ -279,18 +279,14 @@ def machine() -> dict:
 
 def serving_form(archive: Path) -> str:
     """The model form the archive serves: eager (a state_dict and mnist_model.py), int8 or fp32 TorchScript."""
+    import torch
+
     with zipfile.ZipFile(archive) as z:
         names = set(z.namelist())
         if "mnist_model.py" in names and C.EXPLAIN_WEIGHTS not in names:
             return "fp32 eager"
-        model = torch_load_archived(z.read("model.pt"))
+        model = torch.jit.load(io.BytesIO(z.read("model.pt")), map_location="cpu")
     return "int8 TorchScript" if "quantized" in str(model.graph) else "fp32 TorchScript"
-
-
-def torch_load_archived(data: bytes):
-    import torch
-
-    return torch.jit.load(io.BytesIO(data), map_location="cpu")
 
 
 def describe_machine(result: dict) -> str:
