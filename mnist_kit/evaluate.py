@@ -48,6 +48,20 @@ def predict_endpoint(
         return np.array(results)
 
 
+def read_images(images: list[bytes]) -> tuple[torch.Tensor, np.ndarray]:
+    """Encoded images through the serving preprocessing: uint8 N×28×28 pixels, and which ones it could read
+    (a rejected image gets blank pixels, to be counted wrong)."""
+    pixels, readable = [], []
+    for data in images:
+        try:
+            pixels.append(image_bytes_to_pixels(data))
+            readable.append(True)
+        except InputError:
+            pixels.append(np.zeros((28, 28), dtype=np.uint8))
+            readable.append(False)
+    return torch.from_numpy(np.stack(pixels)), np.array(readable)
+
+
 def real_world(checkpoint, images: torch.Tensor, labels: torch.Tensor, per_kind: int = 200, seed: int = 0) -> dict:
     """Accuracy in percent per kind of held-out real-world image (mnist_kit.variants, made from these test images),
     each through the serving preprocessing; `mnist` is every test image sent as a PNG. An image the
@@ -57,16 +71,8 @@ def real_world(checkpoint, images: torch.Tensor, labels: torch.Tensor, per_kind:
     made += [
         ("mnist", int(label), variants.mnist_png(image, None)) for image, label in zip(images.numpy(), labels.numpy())
     ]
-    blank = np.zeros((28, 28), dtype=np.uint8)
-    pixels, readable = [], []
-    for _, _, data in made:
-        try:
-            pixels.append(image_bytes_to_pixels(data))
-            readable.append(True)
-        except InputError:
-            pixels.append(blank)
-            readable.append(False)
-    predicted = predict_checkpoint(checkpoint, torch.from_numpy(np.stack(pixels))).argmax(1)
+    pixels, readable = read_images([data for _, _, data in made])
+    predicted = predict_checkpoint(checkpoint, pixels).argmax(1)
     hits: dict[str, list[bool]] = {kind: [] for kind in variants.KINDS}
     for (kind, label, _), guess, ok in zip(made, predicted, readable):
         hits[kind].append(bool(ok and guess == label))

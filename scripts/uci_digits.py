@@ -9,11 +9,9 @@ import io
 import sys
 
 import numpy as np
-import torch
 from PIL import Image
 
 from mnist_kit import evaluate
-from mnist_kit.worker.preprocess import InputError, image_bytes_to_pixels
 
 # How each digit is sent: its size in pixels, dark ink on white or white on black, and the upscaling filter.
 PRESENTATIONS = {
@@ -45,16 +43,9 @@ def main() -> None:
         sys.exit("error: scikit-learn is not installed (pip install scikit-learn)")
     digits = load_digits()
     for name, presentation in PRESENTATIONS.items():
-        pixels, readable = [], []
-        for digit in digits.images:
-            try:
-                pixels.append(image_bytes_to_pixels(png(digit, *presentation)))
-                readable.append(True)
-            except InputError:
-                pixels.append(np.zeros((28, 28), dtype=np.uint8))
-                readable.append(False)
-        predicted = evaluate.predict_checkpoint(args.checkpoint, torch.from_numpy(np.stack(pixels))).argmax(1)
-        correct = (predicted == digits.target) & np.array(readable)
+        pixels, readable = evaluate.read_images([png(digit, *presentation) for digit in digits.images])
+        predicted = evaluate.predict_checkpoint(args.checkpoint, pixels).argmax(1)
+        correct = (predicted == digits.target) & readable
         print(f"{name:<38} {100 * correct.mean():5.1f} % of {len(correct)}")
 
 

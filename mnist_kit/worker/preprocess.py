@@ -248,7 +248,7 @@ def find_ink(gray: np.ndarray) -> np.ndarray:
     else:
         flattened = None
         if min(ink.shape) >= 3 * BLOCK:  # room for uneven light (a photo), removed block by block
-            flattened = ink - local_background(ink)
+            flattened = ink - local_background(ink, peak)
             level, noise, paper = paper_level(flattened[::2, ::2])
             if paper < SPARSE_INK:  # ink fills the frame (a tight crop): blocks inside strokes were taken for paper
                 flattened = None
@@ -286,7 +286,7 @@ def midpoint(values: np.ndarray) -> float:
     return float(np.percentile(values, [0.1, 99.9]).mean())
 
 
-def local_background(ink: np.ndarray, block: int = BLOCK) -> np.ndarray:
+def local_background(ink: np.ndarray, peak: float, block: int = BLOCK) -> np.ndarray:
     """The paper's level per block, upsampled: removes uneven lighting in photos.
 
     Each block's level is its PAPER_QUANTILE: paper wherever a block holds some, also in a tight crop where ink
@@ -300,7 +300,7 @@ def local_background(ink: np.ndarray, block: int = BLOCK) -> np.ndarray:
     padded = np.pad(levels, 1, mode="edge")
     levels = np.median([padded[i : i + nh, j : j + nw] for i in range(3) for j in range(3)], axis=0)
     typical = np.median(levels)
-    levels = np.minimum(levels, typical + 0.5 * (np.percentile(ink, 99.9) - typical))
+    levels = np.minimum(levels, typical + 0.5 * (peak - typical))
     return np.asarray(
         Image.fromarray(levels.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR)
     )
