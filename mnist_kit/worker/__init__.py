@@ -1,5 +1,5 @@
 """What runs inside a TorchServe worker, packed into the .mar beside mnist_handler.py.
 
-Its modules import only the standard library, torch, torchvision, PIL, numpy, ts and mnist_kit.constants, so
-the archive works in a worker whose Python has no mnist-kit installed. Imports nothing itself.
+Its modules import only the standard library, torch (with torchvision's libpng library), PIL, numpy, ts and
+mnist_kit.constants, so the archive works in a worker whose Python has no mnist-kit installed. Imports nothing itself.
 """

@@ -2,11 +2,15 @@
 
 Real images become MNIST-like the way MNIST itself was made: find the ink whatever its polarity, crop to it,
 fit it in a 20×20 box keeping the aspect ratio, and centre it by centre of mass in 28×28.
-Packed into the .mar beside the handler, so it imports only numpy, PIL, torch, torchvision and mnist_constants.
+Packed into the .mar beside the handler, so it imports only numpy, PIL, torch (with torchvision's libpng library)
+and mnist_kit.constants.
 """
 
 import base64
+import glob
+import importlib.util
 import io
+import os
 
 import numpy as np
 import torch
@@ -14,14 +18,24 @@ from PIL import Image
 
 from mnist_kit import constants as C
 
-try:  # libpng through torchvision's op, without its Python wrapper's per-call deprecation warning (torchvision
-    # 0.29 deprecates its decoders for torchcodec's); where the op is gone, PIL decodes everything
-    import torchvision.io  # noqa: F401  (registers the op)
 
-    decode_png = torch.ops.image.decode_png
-except (ImportError, AttributeError, RuntimeError):
-    decode_png = None
+def _libpng_decoder():
+    """torchvision's libpng op, loaded from its library alone: importing torchvision itself pulls in torch._dynamo,
+    seconds of a worker's cold start for one op. Calls the op directly, without the Python wrapper's per-call
+    deprecation warning (torchvision 0.29 deprecates its decoders for torchcodec's). None where the op is missing:
+    then PIL decodes everything."""
+    spec = importlib.util.find_spec("torchvision")
+    for folder in spec.submodule_search_locations if spec else []:
+        for library in sorted(glob.glob(os.path.join(folder, "image*.so"))):
+            try:
+                torch.ops.load_library(library)
+                return torch.ops.image.decode_png
+            except (OSError, RuntimeError, AttributeError):
+                continue
+    return None
 
+
+decode_png = _libpng_decoder()
 Image.MAX_IMAGE_PIXELS = C.MAX_IMAGE_PIXELS
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # IHDR of a 28×28 PNG, 8-bit grayscale, not interlaced.
