@@ -8,6 +8,7 @@ second (mnist_kit.worker.metrics), and /explanations answers Integrated Gradient
 """
 
 import json
+import logging
 import os
 import time
 
@@ -16,11 +17,12 @@ import torch
 from ts.torch_handler.base_handler import BaseHandler
 
 from mnist_kit import constants as C
-from mnist_kit.worker import preprocess
+from mnist_kit.worker import forms, preprocess
 from mnist_kit.worker.metrics import MetricsWindow
 from mnist_kit.worker.preprocess import InputError
-from mnist_model import MnistClassificationNet, from_state_dict
+from mnist_model import from_state_dict
 
+logger = logging.getLogger(__name__)
 ERROR_TYPES = {
     400: "BadRequestException",
     413: "RequestEntityTooLargeException",
@@ -32,30 +34,52 @@ ERROR_TYPES = {
 
 class MnistHandler(BaseHandler):
     def initialize(self, context):
-        """Load the archive's model: TorchScript (int8, script) or a state_dict with mnist_model.py (eager)."""
+        """Load the archive's model and pick its serving form: timed on this CPU among those the archive carries
+        (mnist_kit.worker.forms), else its only one (TorchScript, or a state_dict with mnist_model.py)."""
         # One intra-op thread per worker: with one worker per core, larger pools fight over the cores.
         torch.set_num_threads(1)
-        if "x86" in torch.backends.quantized.supported_engines:
-            torch.backends.quantized.engine = "x86"  # what int8 archives were quantised for
         self.context, self.manifest = context, context.manifest
         gpu = context.system_properties.get("gpu_id")
         self.device = torch.device(f"cuda:{gpu}" if torch.cuda.is_available() and gpu is not None else "cpu")
         model_dir = context.system_properties["model_dir"]
         weights = os.path.join(model_dir, self.manifest["model"]["serializedFile"])
-        if self.manifest["model"].get("modelFile"):
-            self.model = from_state_dict(weights, self.device)
+        candidates = {}
+        if self.manifest["model"].get("modelFile") or forms.read_manifest(model_dir):
+            self.float_model = from_state_dict(weights, self.device)
+            candidates = forms.load(model_dir, self.float_model, self.device) or {"fp32": self.float_model}
         else:
-            self.model = torch.jit.load(weights, map_location=self.device).eval()
-        # Explanations need gradients: the float model itself (eager archives) or its weights packed beside.
-        explain_weights = os.path.join(model_dir, C.EXPLAIN_WEIGHTS)
-        self.float_model = self.model if isinstance(self.model, MnistClassificationNet) else None
-        if self.float_model is None and os.path.isfile(explain_weights):
-            self.float_model = from_state_dict(explain_weights, self.device)
-        self.metrics_window = MetricsWindow(context.metrics)
+            # Explanations need gradients: the float weights packed beside an int8 or script model.
+            explain_weights = os.path.join(model_dir, C.EXPLAIN_WEIGHTS)
+            has_float = os.path.isfile(explain_weights)
+            self.float_model = from_state_dict(explain_weights, self.device) if has_float else None
+            candidates = {"torchscript": forms.load_torchscript(weights, self.device)}
+        forced = os.environ.get(C.SERVING_FORM_ENV) or (context.model_yaml_config.get("handler") or {}).get(
+            "serving_form"
+        )
+        timed = len(candidates) > 1 and forced in (None, "", "auto")
+        self.form_timings = forms.measure(candidates) if timed else {name: {} for name in candidates}
+        self.form, self.form_reason = forms.choose(self.form_timings, forced)
+        self.model = candidates[self.form]
+        logger.info("serving form %s: %s", self.form, self.form_reason)
+        self.metrics_window = MetricsWindow(context.metrics, serving_form=self.form)
         self.initialized = True
+
+    def describe_handle(self) -> str:
+        """GET /models/mnist?customized=true (mnist-kit models describe): what this worker serves, and why."""
+        return json.dumps(
+            {
+                "serving_form": self.form,
+                "reason": self.form_reason,
+                "timings_ms": self.form_timings,
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                "torch": torch.__version__,
+            }
+        )
 
     def handle(self, data, context):
         self.context = context
+        if context.get_request_header(0, "describe") == "True":
+            return [self.describe_handle()]
         if context.get_request_header(0, "explain") == "True":
             return self.explain_handle(self.preprocess(data), data)
         start = time.perf_counter()

@@ -1,6 +1,7 @@
 """Archiving: check a state_dict against the model, then pack it with torch-model-archiver into a .mar."""
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -27,14 +28,20 @@ def mar_filename(model_name: str, version: str) -> str:
     return f"{model_name}.mar" if version == C.MODEL_VERSION else f"{model_name}-{version}.mar"
 
 
-def model_config(batch_size: int = C.BATCH_SIZE, max_batch_delay_ms: int = C.MAX_BATCH_DELAY_MS) -> str:
+def model_config(
+    batch_size: int = C.BATCH_SIZE, max_batch_delay_ms: int = C.MAX_BATCH_DELAY_MS, serving_form: str = "auto"
+) -> str:
     """The archive's model-config.yaml: TorchServe's batching settings for this model.
 
     Batching waits at most 1 ms for a lone request (TorchServe's smallest delay: 0 means its default of
     100 ms), and under load the queue fills batches of up to 16 by itself. Workers are left to the server,
-    which starts one per core; the handler runs each on one intra-op thread.
+    which starts one per core; the handler runs each on one intra-op thread. The handler's serving_form is
+    "auto" (timed on the serving CPU) or the form to serve whatever the timings.
     """
-    return f"batchSize: {batch_size}\nmaxBatchDelay: {max_batch_delay_ms}\nresponseTimeout: {C.RESPONSE_TIMEOUT_S}\n"
+    return (
+        f"batchSize: {batch_size}\nmaxBatchDelay: {max_batch_delay_ms}\nresponseTimeout: {C.RESPONSE_TIMEOUT_S}\n"
+        f"handler:\n  serving_form: {serving_form}\n"
+    )
 
 
 def check_state_dict(path) -> None:
@@ -59,16 +66,20 @@ def build(
     model_name=C.MODEL_NAME,
     version=C.MODEL_VERSION,
     force=False,
-    mode="int8",
+    mode="auto",
     data_dir=None,
     batch_size=C.BATCH_SIZE,
     max_batch_delay_ms=C.MAX_BATCH_DELAY_MS,
+    serving_form="auto",
     log=lambda message: None,
 ) -> Path:
     """Write `export_path/<model_name>[-<version>].mar` and return its path; never leaves a partial file.
 
-    mode: "eager" packs the state_dict with mnist_model.py (the tutorial's eager mode); "script" packs frozen
-    TorchScript; "int8" packs int8 TorchScript, refused if it loses more than 0.05 points of test accuracy.
+    mode: "auto" packs the state_dict with every serving form that keeps the float model's test accuracy
+    (within 0.05 points): the worker times them on its CPU at start and serves the fastest
+    (mnist_kit.worker.forms). "eager" packs the state_dict with mnist_model.py (the tutorial's eager mode);
+    "script" packs frozen TorchScript; "int8" packs int8 TorchScript alone, refused if it loses more than
+    0.05 points.
     """
     check_state_dict(serialized_file)
     export_path = Path(export_path)
@@ -78,10 +89,13 @@ def build(
     export_path.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=export_path, prefix=".archive-") as tmp:
         config = Path(tmp, "model-config.yaml")
-        config.write_text(model_config(batch_size, max_batch_delay_ms))
+        config.write_text(model_config(batch_size, max_batch_delay_ms, serving_form))
         extra_files = [_worker_package(tmp)]
         if mode == "eager":
             weights, model_file = ["--serialized-file", str(serialized_file)], ["--model-file", mnist_model.__file__]
+        elif mode == "auto":
+            weights, model_file = ["--serialized-file", str(serialized_file)], []
+            extra_files += [mnist_model.__file__, *_serving_forms(serialized_file, data_dir, tmp, log)]
         else:
             weights, model_file = ["--serialized-file", _serving_model(serialized_file, mode, data_dir, tmp, log)], []
             explain_weights = Path(tmp, C.EXPLAIN_WEIGHTS)
@@ -126,9 +140,48 @@ def _worker_package(tmp: str) -> str:
     return str(stage.parent)
 
 
+def _test_data(data_dir, mode: str):
+    from mnist_kit import data as mnist_data
+
+    try:
+        train_images, _ = mnist_data.load(data_dir or mnist_data.default_data_dir(), "train")
+        test_images, test_labels = mnist_data.load(data_dir or mnist_data.default_data_dir(), "test")
+    except mnist_data.DataError as e:
+        raise ArchiveError(
+            f"--mode {mode} calibrates and verifies on MNIST, which is missing ({e}); pass --data-dir, or --mode eager"
+        ) from None
+    return train_images[: C.CALIBRATION_IMAGES], test_images, test_labels
+
+
+def _serving_forms(serialized_file, data_dir, tmp: str, log) -> list[str]:
+    """Write the int8 form and forms.json (each form kept only within 0.05 points of the float model's test
+    accuracy) into tmp; return their paths."""
+    from mnist_kit import optimize as mnist_optimize
+
+    model = mnist_optimize.load_float(serialized_file)
+    calibration, test_images, test_labels = _test_data(data_dir, "auto")
+    candidates = mnist_optimize.candidate_forms(model, calibration)
+    accuracies = {name: mnist_optimize.accuracy(form, test_images, test_labels) for name, form in candidates.items()}
+    float_accuracy = accuracies["fp32"]
+    log("test accuracy: " + ", ".join(f"{name} {a:.2f} %" for name, a in accuracies.items()))
+    files, forms = [], {}
+    for name, form in candidates.items():
+        if float_accuracy - accuracies[name] > mnist_optimize.MAX_ACCURACY_DROP:
+            log(f"left out {name}: {float_accuracy - accuracies[name]:.2f} points below float")
+            continue
+        file = Path(serialized_file).name
+        if isinstance(form, torch.jit.ScriptModule):
+            file = f"{name}.pt"
+            form.save(str(Path(tmp, file)))
+            files.append(str(Path(tmp, file)))
+        forms[name] = {"file": file, "accuracy": accuracies[name]}
+    manifest = Path(tmp, C.FORMS_FILE)
+    manifest.write_text(json.dumps({"float_accuracy": float_accuracy, "forms": forms}, indent=2) + "\n")
+    return [*files, str(manifest)]
+
+
 def _serving_model(serialized_file, mode: str, data_dir, tmp: str, log) -> str:
     """Write the TorchScript form of the weights into tmp and return its path."""
-    from mnist_kit import data as mnist_data
     from mnist_kit import optimize as mnist_optimize
 
     model = mnist_optimize.load_float(serialized_file)
@@ -136,14 +189,8 @@ def _serving_model(serialized_file, mode: str, data_dir, tmp: str, log) -> str:
     if mode == "script":
         mnist_optimize.script(model).save(str(path))
         return str(path)
-    try:
-        train_images, _ = mnist_data.load(data_dir or mnist_data.default_data_dir(), "train")
-        test_images, test_labels = mnist_data.load(data_dir or mnist_data.default_data_dir(), "test")
-    except mnist_data.DataError as e:
-        raise ArchiveError(
-            f"--mode int8 calibrates and verifies on MNIST, which is missing ({e}); pass --data-dir, or --mode eager"
-        ) from None
-    quantized = mnist_optimize.quantize_int8(model, train_images[: mnist_optimize.CALIBRATION_IMAGES])
+    calibration, test_images, test_labels = _test_data(data_dir, mode)
+    quantized = mnist_optimize.quantize_int8(model, calibration)
     float_accuracy = mnist_optimize.accuracy(model, test_images, test_labels)
     int8_accuracy = mnist_optimize.accuracy(quantized, test_images, test_labels)
     log(f"test accuracy: float {float_accuracy:.2f} %, int8 {int8_accuracy:.2f} %")

@@ -221,11 +221,12 @@ def run(
                     f"{name} c={c}: {sweeps[name][-1]['req_per_s']:.0f} req/s, p99 {sweeps[name][-1]['p99_ms']:.1f} ms"
                 )
         workers = len(servers["kit"][0].worker_pids("mnist"))
+        form = serving_form(servers["kit"][0])
     for k, c in zip(sweeps["kit"], sweeps["ceiling"]):
         k["ratio_to_ceiling"] = round(k["req_per_s"] / c["req_per_s"], 3) if c["req_per_s"] else None
     return {
         "machine": machine(),
-        "serving_form": serving_form(Path(archive)),
+        "serving_form": form,
         "settings": {
             "batch_size": config["batchSize"],
             "max_batch_delay_ms": config["maxBatchDelay"],
@@ -277,16 +278,18 @@ def machine() -> dict:
     }
 
 
-def serving_form(archive: Path) -> str:
-    """The model form the archive serves: eager (a state_dict and mnist_model.py), int8 or fp32 TorchScript."""
-    import torch
+def serving_form(ts, model: str = C.MODEL_NAME) -> str:
+    """The form the server's workers chose at start and why, from the handler's describe answer
+    (GET /models/MODEL?customized=true); archives of other kits' handlers say nothing there."""
+    from mnist_kit import client as mnist_client
 
-    with zipfile.ZipFile(archive) as z:
-        names = set(z.namelist())
-        if "mnist_model.py" in names and C.EXPLAIN_WEIGHTS not in names:
-            return "fp32 eager"
-        model = torch.jit.load(io.BytesIO(z.read("model.pt")), map_location="cpu")
-    return "int8 TorchScript" if "quantized" in str(model.graph) else "fp32 TorchScript"
+    url = f"{ts.management_url}/models/{model}?customized=true"
+    described = json.loads(mnist_client.request(url, token=ts.management_token, timeout=10))[0]
+    try:
+        custom = json.loads(described["customizedMetadata"])
+        return f"{custom['serving_form']} ({custom['reason']})"
+    except (KeyError, TypeError, ValueError):
+        return "not reported by the handler"
 
 
 def describe_machine(result: dict) -> str:

@@ -186,12 +186,21 @@ def train(data_dir, epochs, batch_size, lr, seed, limit, augment, device, precis
 @path_option("--export-path", default=C.MODEL_STORE, file_okay=False)
 @click.option(
     "--mode",
-    type=click.Choice(["int8", "script", "eager"]),
-    default="int8",
+    type=click.Choice(["auto", "int8", "script", "eager"]),
+    default="auto",
     show_default=True,
-    help="int8: quantised TorchScript, several times faster than eager (docs/PERFORMANCE.md), kept only "
-    "within 0.05 points of float test accuracy (needs the MNIST files). script: frozen fp32 "
-    "TorchScript. eager: the state_dict with mnist_model.py.",
+    help="auto: every serving form (int8, fp32 with and without oneDNN) that stays within 0.05 points of "
+    "float test accuracy (needs the MNIST files); each worker times them on its CPU at start and serves the "
+    "fastest. int8: quantised TorchScript alone. script: frozen fp32 TorchScript. eager: the state_dict "
+    "with mnist_model.py.",
+)
+@click.option(
+    "--serving-form",
+    type=click.Choice(["auto", "int8", "fp32", "fp32-aten"]),
+    default="auto",
+    show_default=True,
+    help="With --mode auto: the form to serve whatever the timings (the environment variable "
+    f"{C.SERVING_FORM_ENV} overrides it on a server).",
 )
 @data_dir_option("MNIST files for int8 calibration and checking.")
 @click.option(
@@ -209,10 +218,12 @@ def train(data_dir, epochs, batch_size, lr, seed, limit, augment, device, precis
     help="Milliseconds a lone request waits for company (TorchServe treats 0 as 100).",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing archive.")
-def archive(serialized_file, model_name, version, export_path, mode, data_dir, batch_size, max_batch_delay, force):
+def archive(
+    serialized_file, model_name, version, export_path, mode, serving_form, data_dir, batch_size, max_batch_delay, force
+):
     """Pack the model into a TorchServe .mar archive.
 
-    Checks that the weights load into MnistClassificationNet, converts them to the serving form (--mode),
+    Checks that the weights load into MnistClassificationNet, converts them to the serving forms (--mode),
     then runs torch-model-archiver with the handler, the model, the worker package (mnist_kit/worker/)
     and a model-config.yaml with the batching settings.
     """
@@ -228,6 +239,7 @@ def archive(serialized_file, model_name, version, export_path, mode, data_dir, b
         data_dir,
         batch_size,
         max_batch_delay,
+        serving_form,
         log=click.echo,
     )
     click.echo(f"wrote {path}")
@@ -470,10 +482,18 @@ def models_list(ctx):
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def describe(ctx, name, as_json):
-    """Every version of NAME: batching, workers and their status."""
+    """Every version of NAME: batching, workers and their status, and the serving form its workers chose."""
     versions = _management(ctx, "GET", f"/models/{name}/all")
-    default = _management(ctx, "GET", f"/models/{name}")[0]["modelVersion"]
+    described = _management(ctx, "GET", f"/models/{name}?customized=true")[0]
+    default = described["modelVersion"]
+    try:
+        custom = json.loads(described.get("customizedMetadata") or "{}")
+    except ValueError:
+        custom = {}
     if as_json:
+        for v in versions:
+            if v["modelVersion"] == default:
+                v["servingForm"] = custom or None
         click.echo(json.dumps(versions, indent=2))
         return
     for v in versions:
@@ -483,6 +503,8 @@ def describe(ctx, name, as_json):
             f"{v['modelName']} {v['modelVersion']}{mark}: {v['modelUrl']}, batch {v['batchSize']} / "
             f"{v['maxBatchDelay']} ms, workers {v['minWorkers']}-{v['maxWorkers']}: {workers}"
         )
+    if "serving_form" in custom:
+        click.echo(f"{name} {default} serves {custom['serving_form']}: {custom['reason']}")
 
 
 @models.command()

@@ -12,11 +12,11 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from mnist_kit.worker.forms import WithoutOneDNN
 from mnist_kit.worker.preprocess import normalize
 from mnist_model import MnistClassificationNet, from_state_dict
 
 MAX_ACCURACY_DROP = 0.05
-CALIBRATION_IMAGES = 2000
 
 
 def load_float(state_dict_path) -> MnistClassificationNet:
@@ -47,6 +47,16 @@ class ChannelsLastFlatten(MnistClassificationNet):
         x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
         x = F.relu(self.fc1(torch.flatten(x.permute(0, 2, 3, 1), 1)))
         return F.log_softmax(self.fc2(x), dim=1)
+
+
+def candidate_forms(model: MnistClassificationNet, calibration: torch.Tensor) -> dict:
+    """Every serving form of mnist_kit.worker.forms, by name, to be checked against float accuracy and packed."""
+    forms = {"fp32": model, "fp32-aten": WithoutOneDNN(model)}
+    try:
+        forms["int8"] = quantize_int8(model, calibration)
+    except RuntimeError as e:  # no x86 quantisation engine (an ARM CPU): the float forms still serve
+        warnings.warn(f"no int8 form: {e}", stacklevel=2)
+    return forms
 
 
 def quantize_int8(model: MnistClassificationNet, calibration: torch.Tensor) -> torch.jit.ScriptModule:

@@ -8,6 +8,7 @@ import yaml
 from click.testing import CliRunner
 
 from mnist_kit import archive as mnist_archive
+from mnist_kit import constants as C
 from mnist_kit.cli import cli
 
 
@@ -16,15 +17,18 @@ def manifest(mar) -> dict:
         return json.loads(z.read("MAR-INF/MANIFEST.json"))
 
 
-def test_default_archive_is_int8_torchscript_with_handler_and_version(model_store):
+def test_default_archive_carries_the_state_dict_and_every_checked_serving_form(model_store):
     model = manifest(model_store / "mnist.mar")["model"]
     assert model["modelName"] == "mnist"
     assert model["modelVersion"] == "1.0"
     assert model["handler"] == "mnist_handler.py"
-    assert model["serializedFile"] == "model.pt" and "modelFile" not in model
+    assert model["serializedFile"] == "mnist_sd.pt" and "modelFile" not in model
     assert model["configFile"] == "model-config.yaml"
     with zipfile.ZipFile(model_store / "mnist.mar") as z:
-        scripted = torch.jit.load(io.BytesIO(z.read("model.pt")))
+        forms = json.loads(z.read(C.FORMS_FILE))
+        scripted = torch.jit.load(io.BytesIO(z.read(forms["forms"]["int8"]["file"])))
+    assert set(forms["forms"]) == {"int8", "fp32", "fp32-aten"}
+    assert all(abs(f["accuracy"] - forms["float_accuracy"]) <= 0.05 for f in forms["forms"].values())
     assert any(
         p.dtype == torch.qint8 for p in scripted.state_dict().values() if isinstance(p, torch.Tensor)
     ) or "quantized" in str(scripted.graph)
@@ -36,10 +40,12 @@ def test_archive_packs_the_worker_package_and_constants_beside_the_handler(model
         "mnist_handler.py",
         "mnist_model.py",
         "mnist_kit/worker/preprocess.py",
+        "mnist_kit/worker/forms.py",
         "mnist_kit/constants.py",
-        "model.pt",
+        "mnist_sd.pt",
+        "int8.pt",
+        C.FORMS_FILE,
         "model-config.yaml",
-        "explain_weights.pt",
     } <= names
 
 
@@ -75,10 +81,17 @@ def test_int8_flattens_channels_last_with_the_same_float_network(tiny_checkpoint
         assert torch.allclose(mnist_optimize.ChannelsLastFlatten(model)(x), model(x), atol=1e-5)
 
 
-def test_archive_model_config_sets_batching(model_store):
+def test_archive_model_config_sets_batching_and_leaves_the_form_to_the_serving_cpu(model_store):
     with zipfile.ZipFile(model_store / "mnist.mar") as z:
         config = yaml.safe_load(z.read("model-config.yaml"))
     assert config["batchSize"] > 1 and config["maxBatchDelay"] > 0
+    assert config["handler"]["serving_form"] == "auto"
+
+
+def test_int8_mode_packs_int8_torchscript_alone(tiny_checkpoint, tmp_path):
+    mar = mnist_archive.build(tiny_checkpoint, tmp_path, mode="int8")
+    assert manifest(mar)["model"]["serializedFile"] == "model.pt"
+    assert {"explain_weights.pt", "model.pt"} <= set(zipfile.ZipFile(mar).namelist())
 
 
 def test_archive_refuses_to_overwrite_without_force(tiny_checkpoint, tmp_path):
@@ -119,6 +132,6 @@ def test_archive_command_without_a_checkpoint_says_to_train_first(tmp_path):
     assert "not found: train a model first (mnist-kit train)" in result.output
 
 
-def test_int8_without_the_mnist_files_says_what_to_do(tiny_checkpoint, tmp_path):
-    with pytest.raises(mnist_archive.ArchiveError, match="--mode int8 calibrates and verifies on MNIST.*--mode eager"):
+def test_the_default_archive_without_the_mnist_files_says_what_to_do(tiny_checkpoint, tmp_path):
+    with pytest.raises(mnist_archive.ArchiveError, match="--mode auto calibrates and verifies on MNIST.*--mode eager"):
         mnist_archive.build(tiny_checkpoint, tmp_path, data_dir=tmp_path / "nothing")

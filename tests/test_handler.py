@@ -24,9 +24,10 @@ from mnist_model import MnistClassificationNet, from_state_dict
 class Context:
     """What MnistHandler reads from TorchServe's context (model dir, manifest, headers) and writes back to it."""
 
-    def __init__(self, model_dir, manifest: dict, headers: list[dict] | None = None):
+    def __init__(self, model_dir, manifest: dict, headers: list[dict] | None = None, yaml_config: dict | None = None):
         self.system_properties = {"model_dir": str(model_dir), "gpu_id": None}
         self.manifest = {"model": manifest}
+        self.model_yaml_config = yaml_config or {}
         self.metrics = Recorded()
         self.headers = headers or []
         self.statuses, self.content_types = {}, {}
@@ -151,6 +152,50 @@ def test_a_torchscript_archive_loads_without_mnist_model(untrained_checkpoint, t
     assert isinstance(handler.model, torch.jit.ScriptModule) and handler.float_model is None
     x = torch.from_numpy(np.array(Image.open(digits[4]))).float()[None, None]
     assert torch.allclose(handler.model(x), model(x), atol=1e-5)
+
+
+def auto_archive_dir(checkpoint, tmp_path):
+    """What an auto archive unpacks to, without its int8 form (that needs calibration data): the state_dict and
+    forms.json listing the float forms."""
+    (tmp_path / "mnist_sd.pt").write_bytes(checkpoint.read_bytes())
+    listed = {name: {"file": "mnist_sd.pt", "accuracy": 10.0} for name in ("fp32", "fp32-aten")}
+    (tmp_path / C.FORMS_FILE).write_text(json.dumps({"float_accuracy": 10.0, "forms": listed}))
+    return tmp_path
+
+
+def test_an_auto_archive_serves_the_form_it_timed_fastest_and_describes_its_choice(untrained_checkpoint, tmp_path):
+    handler = MnistHandler()
+    handler.initialize(Context(auto_archive_dir(untrained_checkpoint, tmp_path), {"serializedFile": "mnist_sd.pt"}))
+    described = json.loads(handler.handle([{}], Context(".", {}, [{"describe": "True"}]))[0])
+    assert described["serving_form"] == handler.form in ("fp32", "fp32-aten")
+    assert described["reason"].startswith(("fastest", "within 5 %")) and set(described["timings_ms"]) == {
+        "fp32",
+        "fp32-aten",
+    }
+    assert handler.float_model is not None and ("ServingForm", 1, {"Form": handler.form}) in report(handler)
+
+
+def report(handler) -> list:
+    handler.metrics_window.report()
+    return handler.metrics_window.target.reported
+
+
+def test_the_environment_forces_a_serving_form_over_the_timings(untrained_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv(C.SERVING_FORM_ENV, "fp32-aten")
+    handler = MnistHandler()
+    handler.initialize(Context(auto_archive_dir(untrained_checkpoint, tmp_path), {"serializedFile": "mnist_sd.pt"}))
+    assert handler.form == "fp32-aten" and "forced" in handler.form_reason and handler.form_timings["fp32"] == {}
+
+
+def test_the_archive_config_forces_a_serving_form(untrained_checkpoint, tmp_path):
+    handler = MnistHandler()
+    context = Context(
+        auto_archive_dir(untrained_checkpoint, tmp_path),
+        {"serializedFile": "mnist_sd.pt"},
+        yaml_config={"handler": {"serving_form": "fp32"}},
+    )
+    handler.initialize(context)
+    assert handler.form == "fp32" and handler.model is handler.float_model
 
 
 def test_explanations_attribute_the_predicted_digit_over_the_28_by_28_input(handler, digits):

@@ -20,6 +20,9 @@ class Recorded:
     def add_time(self, name, value):
         self.reported.append((name, value, {}))
 
+    def add_metric(self, name, value, unit, dimensions=(), metric_type=None):
+        self.reported.append((name, value, {d.name: d.value for d in dimensions}))
+
 
 def test_counts_are_summed_between_reports():
     target = Recorded()

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from mnist_kit import client as mnist_client
+from mnist_kit import constants as C
 from mnist_kit import data as mnist_data
 from mnist_kit import evaluate as mnist_evaluate
 from mnist_kit import variants as mnist_variants
@@ -91,7 +92,7 @@ def test_int8_serving_model_stays_within_0_05_points_of_float(trained_checkpoint
     images, labels = mnist_data.load(data_dir, "test", download=False)
     train_images, _ = mnist_data.load(data_dir, "train", download=False)
     model = mnist_optimize.load_float(trained_checkpoint)
-    quantized = mnist_optimize.quantize_int8(model, train_images[: mnist_optimize.CALIBRATION_IMAGES])
+    quantized = mnist_optimize.quantize_int8(model, train_images[: C.CALIBRATION_IMAGES])
     drop = mnist_optimize.accuracy(model, images, labels) - mnist_optimize.accuracy(quantized, images, labels)
     assert drop <= mnist_optimize.MAX_ACCURACY_DROP
 

@@ -11,16 +11,19 @@ import time
 from collections import Counter
 
 from ts.metrics.dimension import Dimension
+from ts.metrics.metric_type_enum import MetricTypes
 
 from mnist_kit import constants as C
 
 
 class MetricsWindow:
-    """PredictionsPerDigit{Digit}, LowConfidencePredictions, RejectedInputs{Reason} (counters) and
-    PreprocessingTime (ms per request, averaged over the interval), reported by a daemon thread."""
+    """PredictionsPerDigit{Digit}, LowConfidencePredictions, RejectedInputs{Reason} (counters),
+    PreprocessingTime (ms per request, averaged over the interval) and ServingForm{Form} (a gauge at 1: the
+    form this worker chose, mnist_kit.worker.forms), reported by a daemon thread."""
 
-    def __init__(self, metrics, interval: float = C.METRICS_INTERVAL_S):
+    def __init__(self, metrics, interval: float = C.METRICS_INTERVAL_S, serving_form: str | None = None):
         self.target, self.interval, self.lock = metrics, interval, threading.Lock()
+        self.serving_form = serving_form
         self._reset()
         threading.Thread(target=self._report_forever, name="mnist-metrics", daemon=True).start()
 
@@ -57,6 +60,14 @@ class MetricsWindow:
             self.target.add_counter("LowConfidencePredictions", low)
         if images:
             self.target.add_time("PreprocessingTime", round(ms / images, 3))
+        if self.serving_form:
+            self.target.add_metric(
+                "ServingForm",
+                1,
+                "count",
+                dimensions=[Dimension("Form", self.serving_form)],
+                metric_type=MetricTypes.GAUGE,
+            )
 
     def _report_forever(self) -> None:
         while True:
