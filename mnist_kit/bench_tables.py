@@ -1,6 +1,7 @@
-"""The Markdown tables of docs/PERFORMANCE.md, written from a bench JSON file (reports/bench.json), never retyped.
+"""The Markdown tables of docs/PERFORMANCE.md, written from bench JSON files kept in docs/bench/, never retyped.
 
-`mnist-kit bench --markdown reports/bench.json --into docs/PERFORMANCE.md` replaces what lies between the markers.
+One block per CPU kind, each between a begin marker that names its JSON file and an end marker:
+`mnist-kit bench --markdown docs/bench/NAME.json --into docs/PERFORMANCE.md` replaces the block of NAME.json.
 """
 
 import json
@@ -56,11 +57,29 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(result: dict, path: Path) -> None:
-    """Replace the tables between the bench markers of `path` (docs/PERFORMANCE.md) with markdown(result)."""
+def blocks(text: str) -> list[tuple[str, int, int]]:
+    """(JSON file named by the begin marker, start, end) of each bench block of a document."""
+    found, at = [], 0
+    while (begin := text.find(BEGIN, at)) >= 0:
+        line_end = text.index("\n", begin)
+        end = text.find(END, line_end)
+        if end < 0:
+            break
+        source = text[begin + len(BEGIN) : line_end].split()[0]
+        found.append((source, line_end + 1, end))
+        at = end
+    return found
+
+
+def write_markdown(result: dict, path: Path, source: Path) -> None:
+    """Replace the block of `path` (docs/PERFORMANCE.md) whose begin marker names `source`'s file with
+    markdown(result)."""
     text = Path(path).read_text()
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise KitError(f"{path} has no bench markers: a line starting {BEGIN!r}, later a line {END!r}")
-    start = text.index("\n", start) + 1
-    Path(path).write_text(text[:start] + markdown(result) + "\n" + text[end:])
+    for named, start, end in blocks(text):
+        if Path(named).name == Path(source).name:
+            Path(path).write_text(text[:start] + markdown(result) + "\n" + text[end:])
+            return
+    raise KitError(
+        f"{path} has no bench block for {Path(source).name}: add the lines "
+        f"'{BEGIN} docs/bench/{Path(source).name} --into {path} -->' and '{END}' where its tables go"
+    )

@@ -570,7 +570,7 @@ def unregister(ctx, name, version):
 @click.option(
     "--into",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="With --markdown: replace the tables between the bench markers of this file instead of printing.",
+    help="With --markdown: replace the bench block of this file that names the JSON file, instead of printing.",
 )
 def bench(archive, concurrency, seconds, out, as_json, markdown_from, into):
     """Load-test the served model against the serving stack's own ceiling.
@@ -584,8 +584,9 @@ def bench(archive, concurrency, seconds, out, as_json, markdown_from, into):
     type. Run it on an otherwise idle machine; about 2 × (5 × SECONDS + 10) seconds.
 
     \b
-    The tables of docs/PERFORMANCE.md come from such a run's JSON, never retyped:
-      mnist-kit bench --markdown reports/bench.json --into docs/PERFORMANCE.md
+    The tables of docs/PERFORMANCE.md come from such runs' JSON, one file per CPU kind, never retyped:
+      cp reports/bench.json docs/bench/amd-epyc-avx2.json
+      mnist-kit bench --markdown docs/bench/amd-epyc-avx2.json --into docs/PERFORMANCE.md
     """
     from mnist_kit import bench as benchmark
     from mnist_kit import bench_tables
@@ -595,7 +596,7 @@ def bench(archive, concurrency, seconds, out, as_json, markdown_from, into):
     if markdown_from:
         result = bench_tables.load(markdown_from)
         if into:
-            bench_tables.write_markdown(result, into)
+            bench_tables.write_markdown(result, into, markdown_from)
             click.echo(f"rewrote the bench tables of {into} from {markdown_from}")
         else:
             click.echo(bench_tables.markdown(result))
