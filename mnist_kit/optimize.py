@@ -1,18 +1,18 @@
-"""The served forms of the model: TorchScript (fp32) and int8 TorchScript, checked against float eager.
+"""The served forms of the model, built and checked when archiving: the float network with and without oneDNN,
+int8 TorchScript, and fp32 TorchScript (--mode script).
 
 int8 is static post-training quantisation (FX graph mode, x86 backend: FBGEMM/oneDNN with VNNI), calibrated
-on training images and frozen into TorchScript; it is kept only if MNIST test accuracy stays within
-MAX_ACCURACY_DROP points of the float model. Measured on 2 CPU cores, one thread, batch 16: eager 4.9 ms,
-frozen fp32 TorchScript 2.5 ms, int8 TorchScript 0.50 ms (see docs/PERFORMANCE.md).
+on training images and frozen into TorchScript. Every form is kept only if its MNIST test accuracy stays within
+MAX_ACCURACY_DROP points of the float model's; which one serves is measured on the serving CPU
+(mnist_kit.worker.forms), figures in docs/PERFORMANCE.md.
 """
 
 import copy
 import warnings
 
 import torch
-import torch.nn.functional as F
 
-from mnist_kit.worker.forms import WithoutOneDNN
+from mnist_kit.worker.forms import WithoutOneDNN, channels_last
 from mnist_kit.worker.preprocess import normalize
 from mnist_model import MnistClassificationNet, from_state_dict
 
@@ -28,30 +28,9 @@ def script(model: MnistClassificationNet) -> torch.jit.ScriptModule:
         return torch.jit.freeze(torch.jit.script(copy.deepcopy(model).eval()))
 
 
-class ChannelsLastFlatten(MnistClassificationNet):
-    """The same network, flattening the pooled features in (height, width, channel) order, with fc1's input
-    columns permuted to match. Quantised convolutions return channels-last tensors, which then flatten without
-    a copy: the copy cost as much as fc1 itself. The outputs are the float model's, up to rounding."""
-
-    def __init__(self, model: MnistClassificationNet):
-        super().__init__()
-        self.load_state_dict(model.state_dict())
-        channels = self.conv2.out_channels
-        side = round((self.fc1.in_features // channels) ** 0.5)
-        with torch.no_grad():
-            columns = self.fc1.weight.view(-1, channels, side, side).permute(0, 2, 3, 1)
-            self.fc1.weight.copy_(columns.reshape(self.fc1.weight.shape))
-        self.eval()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
-        x = F.relu(self.fc1(torch.flatten(x.permute(0, 2, 3, 1), 1)))
-        return F.log_softmax(self.fc2(x), dim=1)
-
-
 def candidate_forms(model: MnistClassificationNet, calibration: torch.Tensor) -> dict:
     """Every serving form of mnist_kit.worker.forms, by name, to be checked against float accuracy and packed."""
-    forms = {"fp32": model, "fp32-aten": WithoutOneDNN(model)}
+    forms = {"fp32": channels_last(model), "fp32-aten": WithoutOneDNN(model)}
     try:
         forms["int8"] = quantize_int8(model, calibration)
     except RuntimeError as e:  # no x86 quantisation engine (an ARM CPU): the float forms still serve
@@ -68,7 +47,7 @@ def quantize_int8(model: MnistClassificationNet, calibration: torch.Tensor) -> t
     example = normalize(calibration[:8])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prepared = prepare_fx(ChannelsLastFlatten(model), get_default_qconfig_mapping("x86"), (example,))
+        prepared = prepare_fx(copy.deepcopy(model).eval(), get_default_qconfig_mapping("x86"), (example,))
         with torch.inference_mode():
             for i in range(0, len(calibration), 250):
                 prepared(normalize(calibration[i : i + 250]))

@@ -69,18 +69,6 @@ def test_script_mode_matches_eager_to_1e_5(tiny_checkpoint, tmp_path, data_dir):
             assert torch.allclose(scripted(x).exp(), eager(x).exp(), atol=1e-5)
 
 
-def test_int8_flattens_channels_last_with_the_same_float_network(tiny_checkpoint, data_dir):
-    from mnist_kit import data as mnist_data
-    from mnist_kit import optimize as mnist_optimize
-    from mnist_kit.worker.preprocess import normalize
-
-    model = mnist_optimize.load_float(tiny_checkpoint)
-    images, _ = mnist_data.load(data_dir, "test", download=False)
-    x = normalize(images[:500])
-    with torch.inference_mode():
-        assert torch.allclose(mnist_optimize.ChannelsLastFlatten(model)(x), model(x), atol=1e-5)
-
-
 def test_archive_model_config_sets_batching_and_leaves_the_form_to_the_serving_cpu(model_store):
     with zipfile.ZipFile(model_store / "mnist.mar") as z:
         config = yaml.safe_load(z.read("model-config.yaml"))

@@ -59,3 +59,11 @@ def test_the_aten_form_computes_what_the_float_model_computes_and_leaves_onednn_
     with torch.inference_mode():
         assert torch.allclose(forms.WithoutOneDNN(model)(x), model(x), atol=1e-5)
     assert torch.backends.mkldnn.enabled
+
+
+def test_the_channels_last_form_computes_what_the_float_model_computes_and_leaves_it_as_it_was():
+    model = MnistClassificationNet().eval()
+    x = torch.randn(8, 1, 28, 28)
+    with torch.inference_mode():
+        assert torch.allclose(forms.channels_last(model)(x), model(x), atol=1e-5)
+    assert model.conv1.weight.is_contiguous()

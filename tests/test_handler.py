@@ -195,7 +195,7 @@ def test_the_archive_config_forces_a_serving_form(untrained_checkpoint, tmp_path
         yaml_config={"handler": {"serving_form": "fp32"}},
     )
     handler.initialize(context)
-    assert handler.form == "fp32" and handler.model is handler.float_model
+    assert handler.form == "fp32" and handler.model is not handler.float_model
 
 
 def test_explanations_attribute_the_predicted_digit_over_the_28_by_28_input(handler, digits):

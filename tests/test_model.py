@@ -16,14 +16,14 @@ def test_module_defines_exactly_one_nn_module_for_torchserve():
     assert classes == [MnistClassificationNet]
 
 
-def test_state_dict_has_the_tutorial_layer_names_and_shapes():
+def test_state_dict_has_the_tutorial_layer_names_and_the_pooled_networks_shapes():
     shapes = {k: tuple(v.shape) for k, v in MnistClassificationNet().state_dict().items()}
     assert shapes == {
-        "conv1.weight": (32, 1, 3, 3),
+        "conv1.weight": (32, 1, 5, 5),
         "conv1.bias": (32,),
-        "conv2.weight": (64, 32, 3, 3),
+        "conv2.weight": (64, 32, 5, 5),
         "conv2.bias": (64,),
-        "fc1.weight": (128, 9216),
+        "fc1.weight": (128, 1024),
         "fc1.bias": (128,),
         "fc2.weight": (10, 128),
         "fc2.bias": (10,),
