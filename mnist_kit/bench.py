@@ -284,12 +284,10 @@ def serving_form(ts, model: str = C.MODEL_NAME) -> str:
     from mnist_kit import client as mnist_client
 
     url = f"{ts.management_url}/models/{model}?customized=true"
-    described = json.loads(mnist_client.request(url, token=ts.management_token, timeout=10))[0]
-    try:
-        custom = json.loads(described["customizedMetadata"])
-        return f"{custom['serving_form']} ({custom['reason']})"
-    except (KeyError, TypeError, ValueError):
+    custom = json.loads(mnist_client.request(url, token=ts.management_token, timeout=10))[0].get("customizedMetadata")
+    if not isinstance(custom, dict) or "serving_form" not in custom:
         return "not reported by the handler"
+    return f"{custom['serving_form']} ({custom['reason']})"
 
 
 def describe_machine(result: dict) -> str:

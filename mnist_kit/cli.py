@@ -136,8 +136,6 @@ def train(data_dir, epochs, batch_size, lr, seed, limit, augment, device, precis
     Reads train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and
     t10k-labels-idx1-ubyte (raw or .gz), checks them against the published MD5s, prints test
     accuracy after each epoch, and writes OUT and metrics.json beside it (accuracy, seconds, versions).
-    The memory format (channels-last or contiguous) is the one that trains faster on this CPU, timed
-    on a few steps first.
     """
     from mnist_kit import data, training
 
@@ -173,8 +171,6 @@ def train(data_dir, epochs, batch_size, lr, seed, limit, augment, device, precis
     else:
         seconds = metrics["seconds"]
         click.echo(f"test accuracy {metrics['test_accuracy']:.2f} % after {epochs} epochs in {seconds:.0f} s")
-        per_step = ", ".join(f"{name} {ms:.1f}" for name, ms in metrics["memory_format_ms_per_step"].items())
-        click.echo(f"trained {metrics['precision']}, {metrics['memory_format']} (timed here, ms per step: {per_step})")
         click.echo(f"wrote {out} and {out.parent / 'metrics.json'}")
 
 
@@ -490,9 +486,8 @@ def describe(ctx, name, as_json):
     versions = _management(ctx, "GET", f"/models/{name}/all")
     described = _management(ctx, "GET", f"/models/{name}?customized=true")[0]
     default = described["modelVersion"]
-    try:
-        custom = json.loads(described.get("customizedMetadata") or "{}")
-    except ValueError:
+    custom = described.get("customizedMetadata") or {}
+    if isinstance(custom, str):  # TorchServe passes the handler's JSON on parsed, or as text when it is not JSON
         custom = {}
     if as_json:
         for v in versions:

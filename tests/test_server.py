@@ -18,6 +18,7 @@ from mnist_kit import client as mnist_client
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
 from mnist_kit.worker import preprocess as mnist_preprocess
+from mnist_model import MnistClassificationNet
 
 
 def digit_of(path) -> int:
@@ -37,9 +38,17 @@ def test_each_sample_digit_is_read_correctly(server, digits):
         assert sum(answer["probabilities"]) == pytest.approx(1, abs=1e-4)
 
 
-def test_served_probabilities_match_the_archived_model_in_process(server, model_store, digits):
+def test_served_probabilities_match_the_form_the_workers_chose_computed_in_process(server, model_store, digits):
+    described = json.loads(server.get(f"{server.management_url}/models/mnist?customized=true"))[0]
+    form = described["customizedMetadata"]["serving_form"]
     with zipfile.ZipFile(model_store / "mnist.mar") as z:
-        model = torch.jit.load(io.BytesIO(z.read("model.pt")))
+        weights = io.BytesIO(z.read(json.loads(z.read(C.FORMS_FILE))["forms"][form]["file"]))
+    if form == "int8":
+        model = torch.jit.load(weights)
+    else:
+        model = MnistClassificationNet()
+        model.load_state_dict(torch.load(weights, weights_only=True))
+        model.eval()
     pixels = np.stack([mnist_preprocess.image_bytes_to_pixels(p.read_bytes()) for p in digits])
     with torch.inference_mode():
         expected = model(mnist_preprocess.normalize(torch.from_numpy(pixels))).exp()
