@@ -221,9 +221,11 @@ def run(
                     f"{name} c={c}: {sweeps[name][-1]['req_per_s']:.0f} req/s, p99 {sweeps[name][-1]['p99_ms']:.1f} ms"
                 )
         workers = len(servers["kit"][0].worker_pids("mnist"))
+        # After the whole sweep: the memory a pod serving this archive needs (mnist-kit export sizes pods by it).
+        memory_mib = round(servers["kit"][0].memory_mib())
     for k, c in zip(sweeps["kit"], sweeps["ceiling"]):
         k["ratio_to_ceiling"] = round(k["req_per_s"] / c["req_per_s"], 3) if c["req_per_s"] else None
-    return {
+    result = {
         "machine": machine(),
         "serving_form": serving_form(Path(archive)),
         "settings": {
@@ -236,6 +238,8 @@ def run(
         **{name: {"cold_start_s": servers[name][1], "sweep": sweeps[name]} for name in servers},
         "preprocess": preprocess_costs(),
     }
+    result["kit"]["memory_mib"] = memory_mib
+    return result
 
 
 # The instruction sets that decide which kernels PyTorch runs, by their /proc/cpuinfo flag.
@@ -349,6 +353,10 @@ def report(result: dict) -> str:
         f"cold start (torchserve --start to first prediction): {result['kit']['cold_start_s']:.2f} s "
         f"(no-op handler: {result['ceiling']['cold_start_s']:.2f} s)"
     )
+    if "memory_mib" in result["kit"]:
+        lines.append(
+            f"server memory after the sweep (frontend and workers, resident): {result['kit']['memory_mib']} MiB"
+        )
     lines.append(
         "preprocessing per image, one core: "
         + ", ".join(f"{name} {r['ms_median']:.3f} ms" for name, r in result["preprocess"].items())

@@ -249,6 +249,12 @@ class PrivateServer:
         described = json.loads(mnist_client.request(url, token=self.management_token, timeout=10))
         return sorted(w["pid"] for version in described for w in version["workers"])
 
+    def memory_mib(self) -> float:
+        """Resident memory of the whole server now: the Java frontend and every worker, in MiB."""
+        process = psutil.Process(self.pid())
+        processes = [process, *process.children(recursive=True)]
+        return sum(p.memory_info().rss for p in processes) / 2**20
+
     def stop(self, timeout: float = 30) -> None:
         """Stop the server and its workers; escalate to SIGKILL so nothing outlives the caller."""
         stop_pid(self.pid(), timeout)
