@@ -54,7 +54,7 @@ class Resources:
         return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
-def image(tag_suffix: str = "") -> str:
+def default_image(tag_suffix: str = "") -> str:
     """The kit's serving image, tagged with the kit's version: `mnist-kit-serving:0.1.0` (runtime only) or
     `mnist-kit-serving:0.1.0-model` (the model store and config baked in; Dockerfile target `model`)."""
     return f"{C.IMAGE_NAME}:{installed_version('mnist-kit')}{tag_suffix}"
@@ -140,12 +140,13 @@ def _round_up(value: float, step: int) -> int:
 
 
 def model_snapshot(archives: list[Archive], workers: int) -> dict:
-    """TorchServe's `model_snapshot`: every archive with its batching settings and `workers` workers. The first
-    version of each model is its default (the one /predictions/NAME and /v2/models/NAME answer)."""
+    """TorchServe's `model_snapshot`: every archive with its batching settings and `workers` workers. A model's
+    default version (what /predictions/NAME and /v2/models/NAME answer) is NAME.mar, the one `mnist-kit archive`
+    writes without --version, else its first; `mnist-kit models set-default` changes it live."""
     models: dict[str, dict] = {}
     for archive in archives:
         models.setdefault(archive.model_name, {})[archive.version] = {
-            "defaultVersion": not models.get(archive.model_name),
+            "defaultVersion": False,
             "marName": archive.path.name,
             "minWorkers": workers,
             "maxWorkers": workers,
@@ -153,6 +154,9 @@ def model_snapshot(archives: list[Archive], workers: int) -> dict:
             "maxBatchDelay": archive.max_batch_delay_ms,
             "responseTimeout": archive.response_timeout_s,
         }
+    for name, versions in models.items():
+        plain = [v for v in versions.values() if v["marName"] == f"{name}.mar"]
+        (plain or list(versions.values()))[0]["defaultVersion"] = True
     return {"name": "startup.cfg", "modelCount": len(archives), "models": models}
 
 
@@ -373,7 +377,7 @@ def export_kserve(
     model_store=C.MODEL_STORE,
     bench_report=C.BENCH_REPORT,
     name: str = C.MODEL_NAME,
-    serving_image: str | None = None,
+    image: str | None = None,
     cpus: int | None = None,
     memory_mib: int | None = None,
     scale_target: int | None = None,
@@ -387,12 +391,12 @@ def export_kserve(
     _check_replicas(min_replicas, max_replicas, lowest=0)
     archives = read_archives(model_store)
     pod = resources(bench_report, cpus, memory_mib, scale_target)
-    serving_image = serving_image or image()
-    isvc = inference_service(name, storage_uri, serving_image, pod, min_replicas, max_replicas, scale_metric)
+    image = image or default_image()
+    isvc = inference_service(name, storage_uri, image, pod, min_replicas, max_replicas, scale_metric)
     files = _write(
         out, archives, serving_config(archives, pod.cpus), {"inferenceservice.yaml": dump_yaml([isvc])}, force
     )
-    return Export(Path(out), files, pod, serving_image)
+    return Export(Path(out), files, pod, image)
 
 
 def export_k8s(
@@ -400,7 +404,7 @@ def export_k8s(
     model_store=C.MODEL_STORE,
     bench_report=C.BENCH_REPORT,
     name: str = C.MODEL_NAME,
-    serving_image: str | None = None,
+    image: str | None = None,
     cpus: int | None = None,
     memory_mib: int | None = None,
     min_replicas: int = C.MIN_REPLICAS,
@@ -412,11 +416,11 @@ def export_k8s(
     _check_replicas(min_replicas, max_replicas, lowest=1)
     archives = read_archives(model_store)
     pod = resources(bench_report, cpus, memory_mib)
-    serving_image = serving_image or image("-model")
+    image = image or default_image("-model")
     config = serving_config(archives, pod.cpus)
-    manifests = kubernetes_manifests(name, config, serving_image, pod, min_replicas, max_replicas)
+    manifests = kubernetes_manifests(name, config, image, pod, min_replicas, max_replicas)
     files = _write(out, archives, config, {"kubernetes.yaml": dump_yaml(manifests)}, force)
-    return Export(Path(out), files, pod, serving_image)
+    return Export(Path(out), files, pod, image)
 
 
 def _check_replicas(min_replicas: int, max_replicas: int, lowest: int) -> None:
