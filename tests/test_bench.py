@@ -41,6 +41,8 @@ def test_bench_reports_throughput_latency_ratio_cold_start_and_preprocessing(mod
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert figures["serving_form"] == "int8 TorchScript" and figures["machine"]["torch_cpu_capability"]
     assert f"measured on {figures['machine']['cpu']} (" in result.output
+    # The whole server's resident memory, which mnist-kit export sizes pods by.
+    assert 100 < figures["kit"]["memory_mib"] < 64_000 and "server memory after the sweep" in result.output
 
 
 def test_the_machine_names_the_instruction_sets_behind_pytorchs_kernels():
