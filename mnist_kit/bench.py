@@ -354,9 +354,8 @@ def report(result: dict) -> str:
         f"(no-op handler: {result['ceiling']['cold_start_s']:.2f} s)"
     )
     if "memory_mib" in result["kit"]:
-        lines.append(
-            f"server memory after the sweep (frontend and workers, resident): {result['kit']['memory_mib']} MiB"
-        )
+        memory = result["kit"]["memory_mib"]
+        lines.append(f"server memory after the sweep (frontend and workers, shared pages once): {memory} MiB")
     lines.append(
         "preprocessing per image, one core: "
         + ", ".join(f"{name} {r['ms_median']:.3f} ms" for name, r in result["preprocess"].items())

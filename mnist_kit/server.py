@@ -250,10 +250,11 @@ class PrivateServer:
         return sorted(w["pid"] for version in described for w in version["workers"])
 
     def memory_mib(self) -> float:
-        """Resident memory of the whole server now: the Java frontend and every worker, in MiB."""
+        """Memory of the whole server now, the Java frontend and every worker, in MiB: proportional set sizes
+        (pages the workers share, such as torch's libraries, counted once, as a container's limit counts them),
+        or resident sizes where the system does not report those."""
         process = psutil.Process(self.pid())
-        processes = [process, *process.children(recursive=True)]
-        return sum(p.memory_info().rss for p in processes) / 2**20
+        return sum(_memory_bytes(p) for p in [process, *process.children(recursive=True)]) / 2**20
 
     def stop(self, timeout: float = 30) -> None:
         """Stop the server and its workers; escalate to SIGKILL so nothing outlives the caller."""
@@ -267,6 +268,13 @@ class PrivateServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _memory_bytes(process: psutil.Process) -> int:
+    try:
+        return process.memory_full_info().pss
+    except (AttributeError, psutil.AccessDenied):
+        return process.memory_info().rss
 
 
 def stop_pid(pid: int | None, timeout: float = 30) -> None:

@@ -6,11 +6,13 @@ import gzip
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import jsonschema
+import psutil
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -339,11 +341,14 @@ def test_export_without_archives_fails_in_one_line(tmp_path):
 class RuntimeServer(TorchServe):
     """TorchServe started from an exported layout with KServe's runtime's arguments and environment
     (TS_SERVICE_ENVELOPE included), on private addresses: the test's one change to the exported config, since
-    tests share the machine."""
+    tests share the machine. With `container=True` it is started as the image starts it: through
+    docker/entrypoint.sh, in the foreground, in a process group of its own (what tini -g signals)."""
 
-    def __init__(self, layout: Path, envelope: str):
+    def __init__(self, layout: Path, envelope: str, container: bool = False):
         super().__init__(layout / "model-store", env={"TS_SERVICE_ENVELOPE": envelope})
         self.layout = layout
+        self.container = container
+        self.process = None
 
     def start(self, timeout: float = 120) -> "RuntimeServer":
         config = self.layout / "config" / "config.properties"
@@ -359,22 +364,32 @@ class RuntimeServer(TorchServe):
             text, count = re.subn(rf"^{key}=.*$", f"{key}={value}", text, flags=re.M)
             assert count == 1, key
         config.write_text(text + f"initial_worker_port={mnist_server.free_port()}\n")
-        runtime_args = ["--start", f"--model-store={self.layout / 'model-store'}", f"--ts-config={config}"]
-        with open(self.workdir / "torchserve.out", "w") as out:
-            subprocess.run(
-                [str(Path(sys.executable).parent / "torchserve"), *runtime_args],
-                cwd=self.workdir,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                check=True,
+        command = ["torchserve", "--start", f"--model-store={self.layout / 'model-store'}", f"--ts-config={config}"]
+        env = {**self.env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{self.env['PATH']}"}
+        out = open(self.workdir / "torchserve.out", "w")
+        if self.container:
+            entrypoint = ["sh", str(ROOT / "docker" / "entrypoint.sh")]
+            self.process = subprocess.Popen(
+                [*entrypoint, *command], cwd=self.workdir, env=env, stdout=out, stderr=out, start_new_session=True
             )
+        else:
+            subprocess.run(command, cwd=self.workdir, env=env, stdout=out, stderr=out, check=True)
+        out.close()
         try:
             mnist_server.wait_ready(self.management_url, timeout, self.log, lambda: None, self.running)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        super().stop(timeout)
 
 
 @pytest.fixture(scope="module")
@@ -420,3 +435,16 @@ def test_torchserve_started_from_the_layout_reads_digits_sent_as_v2_bytes(runtim
     assert outputs["predict"]["datatype"] == "INT64" and outputs["predict"]["shape"] == [len(digits)]
     assert outputs["predict"]["data"] == [int(path.stem) for path in digits]
     assert outputs["probabilities"]["datatype"] == "FP32" and outputs["probabilities"]["shape"] == [len(digits), 10]
+
+
+def test_the_images_start_keeps_torchserve_in_the_foreground_and_a_stop_signal_ends_it(model_store, tmp_path):
+    layout = tmp_path / "layout"
+    deploy.export_k8s(layout, model_store, None, cpus=1)
+    with RuntimeServer(layout, envelope="kservev2", container=True) as ts:
+        assert ts.process.poll() is None  # `torchserve --start` returned at once; with --foreground it stays
+        assert json.loads(ts.get(f"{ts.inference_url}/ping")) == {"status": "Healthy"}
+        processes = [psutil.Process(pid) for pid in (ts.pid(), *ts.worker_pids())]
+        os.killpg(ts.process.pid, signal.SIGTERM)
+        assert ts.process.wait(timeout=60) is not None
+        _, alive = psutil.wait_procs(processes, timeout=30)
+        assert alive == []
