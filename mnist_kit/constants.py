@@ -56,3 +56,9 @@ EXPLAIN_WEIGHTS = "explain_weights.pt"
 BATCH_SIZE = 16
 MAX_BATCH_DELAY_MS = 1
 RESPONSE_TIMEOUT_S = 30
+
+# KServe v1 and Open Inference Protocol v2 (mnist_kit.worker.protocols): the most images one request may carry
+# (a batch of them is one forward pass in one worker), and the v2 outputs of inference and of explain.
+MAX_IMAGES_PER_REQUEST = 1000
+V2_OUTPUTS = ("predict", "probabilities")
+V2_EXPLAIN_OUTPUTS = ("predict", "attributions", "pixels")
