@@ -30,17 +30,22 @@ def server_config(
     load_models=f"{C.MODEL_NAME}.mar",
     production=False,
     initial_worker_port=None,
+    certificate=None,
+    private_key=None,
+    properties: dict | None = None,
 ) -> str:
     """The text of a config.properties: with the defaults the repo root's, with production=True its
-    config.production.properties (inference on every interface, token authorization on)."""
+    config.production.properties (inference on every interface, token authorization on). A certificate and its
+    private key (PEM files) make the inference address HTTPS; `properties` are added as they are."""
     inference_host = "0.0.0.0" if production else C.HOST
+    scheme = "https" if certificate else "http"
     name = "config.production.properties" if production else "config.properties"
     lines = [
         f"# TorchServe configuration of mnist-kit ({'production profile' if production else 'loopback default'}),"
         " written by mnist_server.server_config().",
         f"# Start from the repo root: mnist-kit serve --ts-config {name}",
         f"#   (or: torchserve --start --ts-config {name} --ncs)",
-        f"inference_address=http://{inference_host}:{inference_port}",
+        f"inference_address={scheme}://{inference_host}:{inference_port}",
         "# Management and metrics stay on loopback: nothing outside this machine may scale or unregister models.",
         f"management_address=http://{C.HOST}:{management_port}",
         f"metrics_address=http://{C.HOST}:{metrics_port}",
@@ -71,6 +76,18 @@ def server_config(
         "model_metrics_auto_detect=true",
         "# No cors_allowed_origin: no CORS headers, so web pages from other origins cannot call the API.",
     ]
+    if production and not certificate:
+        lines += [
+            "# HTTPS: a certificate and its private key (PEM), and an https:// inference_address, e.g.",
+            "#   inference_address=https://0.0.0.0:8443",
+            "#   certificate_file=/etc/mnist-kit/tls.crt",
+            "#   private_key_file=/etc/mnist-kit/tls.key",
+            "# then: mnist-kit predict --url https://HOST:8443 --cacert CA.crt IMAGE",
+        ]
+    if certificate:
+        lines += ["# HTTPS for inference (TorchServe's own TLS).", f"certificate_file={certificate}"]
+        lines.append(f"private_key_file={private_key}")
+    lines += [f"{key}={value}" for key, value in (properties or {}).items()]
     if initial_worker_port:
         lines.append(f"initial_worker_port={initial_worker_port}")
     return "\n".join(lines) + "\n"
@@ -184,15 +201,26 @@ class PrivateServer:
     """A TorchServe of its own: `with PrivateServer(model_store) as ts: ts.inference_url ...`; stopped on exit."""
 
     def __init__(
-        self, model_store, load_models=f"{C.MODEL_NAME}.mar", production=False, workdir=None, env: dict | None = None
+        self,
+        model_store,
+        load_models=f"{C.MODEL_NAME}.mar",
+        production=False,
+        workdir=None,
+        env: dict | None = None,
+        properties: dict | None = None,
+        certificate=None,
+        private_key=None,
     ):
+        """`env` is added to the server's environment and `properties` to its config.properties; a certificate and
+        private key (PEM) serve inference over HTTPS."""
         self.model_store = Path(model_store).resolve()
         self.load_models = load_models
         self.production = production
+        self.properties, self.certificate, self.private_key = properties, certificate, private_key
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="mnist-kit-ts-")).resolve()
         self.inference_port, self.management_port, self.metrics_port = free_port(), free_port(), free_port()
-        self.inference_url = f"http://{C.HOST}:{self.inference_port}"
+        self.inference_url = f"{'https' if certificate else 'http'}://{C.HOST}:{self.inference_port}"
         self.management_url = f"http://{C.HOST}:{self.management_port}"
         self.metrics_url = f"http://{C.HOST}:{self.metrics_port}"
         tmp = self.workdir / "tmp"
@@ -228,6 +256,9 @@ class PrivateServer:
                 self.load_models,
                 self.production,
                 initial_worker_port=free_port(),
+                certificate=self.certificate,
+                private_key=self.private_key,
+                properties=self.properties,
             )
         )
         launch(config, self.workdir / "torchserve.out", cwd=self.workdir, env=self.env)

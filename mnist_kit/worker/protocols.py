@@ -48,6 +48,14 @@ def read(row: dict, content_type: str | None, headers: dict | None = None) -> Re
         body = protocol_body(row, content_type, headers or {})
     except InputError as e:  # only v2's binary extension fails here
         return Request(V2, [], error=e)
+    if body is None and form_encoded_json(row, content_type):
+        error = InputError(
+            "a JSON body was sent as application/x-www-form-urlencoded (curl -d without a content type): "
+            "add -H 'Content-Type: application/json'",
+            415,
+            reason="content_type",
+        )
+        return Request(V2 if any("inputs" in str(k) for k in row) else V1, [], error=error)
     if body is None:
         try:
             return Request(PLAIN, [preprocess.request_to_pixels(row, content_type)])
@@ -87,6 +95,13 @@ def protocol_body(row: dict, content_type: str | None, headers: dict) -> tuple[d
     if not isinstance(document, dict) or not {"instances", "inputs"} & document.keys():
         return None
     return document, bytes(payload[split:])
+
+
+def form_encoded_json(row: dict, content_type: str | None) -> bool:
+    """A v1/v2 body that curl -d sent as a form: TorchServe splits it into fields named after pieces of the JSON."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    fields = " ".join(map(str, row))
+    return kind == "application/x-www-form-urlencoded" and ('"inputs"' in fields or '"instances"' in fields)
 
 
 def read_v1(document: dict) -> Request:
