@@ -4,10 +4,12 @@ A private instance gets its own ports, working directory and temp dir (TorchServ
 sockets there), so it never collides with a server started from the repo root, and it is always stopped.
 """
 
+import base64
 import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -126,11 +128,64 @@ def preflight(config_path, tmp_dir=None, cwd=".") -> dict:
             f"{store}/ has no {', '.join(missing) or '.mar archives'}: "
             "train and archive first (mnist-kit train && mnist-kit archive)"
         )
+    check_tls(props, config_path, cwd)
     for key in ("inference_address", "management_address", "metrics_address"):
         if key in props:
             host, port = props[key].rsplit("/", 1)[-1].rsplit(":", 1)
             _check_port_free(host, int(port), key, config_path)
     return props
+
+
+# The DER of the rsaEncryption algorithm identifier's OID (1.2.840.113549.1.1.1), inside a PKCS#8 RSA key.
+RSA_OID = bytes.fromhex("06092a864886f70d010101")
+
+
+def check_tls(props: dict, config_path, cwd=".") -> None:
+    """HTTPS settings TorchServe would reject at start, or silently ignore, said plainly: both files, readable PEM,
+    a key that matches the certificate, RSA and unencrypted (TorchServe reads no other), an https:// address."""
+    cert, key = props.get("certificate_file"), props.get("private_key_file")
+    https = props.get("inference_address", "").startswith("https://")
+    if not cert and not key:
+        if https:
+            raise ServerError(
+                f"inference_address is https:// in {config_path} but no certificate_file and private_key_file are "
+                "set: TorchServe would make up a self-signed certificate that no client can verify"
+            )
+        return
+    if not (cert and key):
+        raise ServerError(f"{config_path} sets only one of certificate_file and private_key_file: set both")
+    cert_path, key_path = Path(cwd, cert), Path(cwd, key)
+    for name, path in (("certificate_file", cert_path), ("private_key_file", key_path)):
+        if not path.is_file():
+            raise ServerError(f"{name} {path} (in {config_path}) not found")
+    if not is_unencrypted_rsa_key(key_path.read_text(errors="replace")):
+        raise ServerError(
+            f"private_key_file {key_path} is not an unencrypted RSA key in PEM, the only kind TorchServe reads "
+            "(openssl genpkey -algorithm RSA -out tls.key)"
+        )
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_path, key_path)
+    except ssl.SSLError as e:
+        raise ServerError(
+            f"certificate_file {cert_path} and private_key_file {key_path} are not a PEM certificate and its own "
+            f"key: {e.reason or e}"
+        ) from None
+    if not https:
+        raise ServerError(
+            f"{config_path} has a certificate but inference_address {props.get('inference_address')} is not "
+            "https://: TorchServe would serve plain HTTP (e.g. inference_address=https://0.0.0.0:8443)"
+        )
+
+
+def is_unencrypted_rsa_key(pem: str) -> bool:
+    """A PKCS#1 RSA key, or a PKCS#8 key whose algorithm is RSA (TorchServe's KeyFactory is RSA's)."""
+    if "-----BEGIN RSA PRIVATE KEY-----" in pem:
+        return "ENCRYPTED" not in pem
+    body = pem.partition("-----BEGIN PRIVATE KEY-----")[2].partition("-----END PRIVATE KEY-----")[0]
+    try:
+        return bool(body) and RSA_OID in base64.b64decode("".join(body.split()))[:32]
+    except ValueError:
+        return False
 
 
 def pid_file_path(tmp_dir=None) -> Path:
