@@ -316,18 +316,31 @@ def stop():
     show_default=True,
     help="Keep retrying for up to this many seconds (e.g. while the server starts).",
 )
+@click.option(
+    "--cacert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Verify an https:// server against this certificate (PEM): its own when self-signed, or its CA's. "
+    "Default: the system's certificate authorities.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the server's JSON answers, one object per line.")
-def predict(images, url, model, token, key_file, retries, wait, as_json):
+def predict(images, url, model, token, key_file, retries, wait, cacert, as_json):
     """Send IMAGES to a running TorchServe and print the digit each one shows.
 
     PNG, JPEG, BMP, GIF, WebP or TIFF, any size and colour mode: photos, canvas exports and scans are
     cropped, scaled and centred by the server. Each file is sent with its image content type.
+
+    \b
+    Over HTTPS (a server with certificate_file and private_key_file):
+      mnist-kit predict --url https://127.0.0.1:8443 --cacert tls.crt examples/digits/7.png
     """
     from mnist_kit import client
 
     token = token or client.read_token(key_file)
     for path in images:
-        answer = client.predict(path.read_bytes(), url=url, model=model, token=token, retries=retries, wait=wait)
+        answer = client.predict(
+            path.read_bytes(), url=url, model=model, token=token, retries=retries, wait=wait, cacert=cacert
+        )
         if as_json:
             click.echo(json.dumps({"file": str(path), **answer}))
         else:

@@ -57,6 +57,12 @@ BATCH_SIZE = 16
 MAX_BATCH_DELAY_MS = 1
 RESPONSE_TIMEOUT_S = 30
 
+# KServe v1 and Open Inference Protocol v2 (mnist_kit.worker.protocols): the most images one request may carry
+# (a batch of them is one forward pass in one worker), and the v2 outputs of inference and of explain.
+MAX_IMAGES_PER_REQUEST = 1000
+V2_OUTPUTS = ("predict", "probabilities")
+V2_EXPLAIN_OUTPUTS = ("predict", "attributions", "pixels")
+
 # Deploying beyond one machine (mnist_kit.deploy). KServe's TorchServe runtime mounts the model storage at
 # /mnt/models and starts `torchserve --start --model-store=/mnt/models/model-store
 # --ts-config=/mnt/models/config/config.properties`, as user 1000; the kit's image and manifests do the same.
