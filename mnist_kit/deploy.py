@@ -99,6 +99,9 @@ def resources(bench_report=None, cpus=None, memory_mib=None, scale_target=None) 
             bench = json.loads(Path(bench_report).read_text())
             measured_cpus = int(bench["settings"]["workers"])
             sweep = bench["kit"]["sweep"]
+            best = max(point["req_per_s"] for point in sweep)
+            target = min(p["concurrency"] for p in sweep if p["req_per_s"] >= C.SCALE_THROUGHPUT_SHARE * best)
+            memory = float(bench["kit"].get("memory_mib") or 0)
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise DeployError(f"{bench_report} is not a report of mnist-kit bench ({e})") from None
     if bench is None:
@@ -108,9 +111,6 @@ def resources(bench_report=None, cpus=None, memory_mib=None, scale_target=None) 
         )
         derived = Resources(C.DEFAULT_CPUS, C.DEFAULT_MEMORY_MIB, C.DEFAULT_SCALE_TARGET, source)
     else:
-        best = max(point["req_per_s"] for point in sweep)
-        target = min(p["concurrency"] for p in sweep if p["req_per_s"] >= C.SCALE_THROUGHPUT_SHARE * best)
-        memory = bench["kit"].get("memory_mib")
         derived_memory = _round_up(memory * C.MEMORY_HEADROOM, C.MEMORY_STEP_MIB) if memory else C.DEFAULT_MEMORY_MIB
         memory_note = (
             f"server memory {memory:.0f} MiB measured × {C.MEMORY_HEADROOM}"
@@ -298,11 +298,14 @@ def kubernetes_manifests(
                         },
                     },
                     "spec": {
+                        # Kubernetes' "restricted" Pod Security Standard; TorchServe never calls the API server.
                         "securityContext": {
                             "runAsNonRoot": True,
                             "runAsUser": C.SERVING_USER,
                             "fsGroup": C.SERVING_USER,
+                            "seccompProfile": {"type": "RuntimeDefault"},
                         },
+                        "automountServiceAccountToken": False,
                         "containers": [container],
                         "volumes": [{"name": "config", "configMap": {"name": f"{name}-config"}}],
                     },
@@ -365,6 +368,8 @@ def dump_yaml(documents: list[dict]) -> str:
 
 @dataclass(frozen=True)
 class Export:
+    """What an export wrote (paths relative to out), the pods' resources and the image it names."""
+
     out: Path
     files: list[str]
     resources: Resources

@@ -278,6 +278,8 @@ def test_the_deployment_runs_as_user_1000_without_privileges(manifests):
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
     }
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
 
 
 def test_prometheus_scrapes_the_metrics_port(manifests):
