@@ -89,6 +89,7 @@ def cli():
       torchserve --start --ts-config config.properties --ncs   # or: mnist-kit serve
       mnist-kit predict examples/digits/7.png
       torchserve --stop                # or: mnist-kit stop
+      mnist-kit export kserve deploy/kserve --storage-uri gs://BUCKET/mnist   # or: export k8s (a cluster)
 
     \b
     Default paths (checkpoints/, model_store/, config.properties, logs/, reports/) are relative to the
