@@ -572,8 +572,10 @@ def bench(archive, concurrency, seconds, out, as_json, markdown_from, into):
     no model) under the same settings: the most TorchServe itself can do here. Measures each one's cold
     start (torchserve --start to the first prediction), warms both up for SECONDS at the highest
     concurrency, then at each concurrency drives one, then the other, with wrk: req/s, p50/p90/p99,
-    errors; the ratio says how close the kit gets to the ceiling. Also times preprocessing per image
-    type. Run it on an otherwise idle machine; about 2 × (5 × SECONDS + 10) seconds.
+    errors; the ratio says how close the kit gets to the ceiling. The kit is also driven with the same
+    image as an Open Inference Protocol (v2) request, one base64 BYTES element, to show the protocol's
+    cost. Also times preprocessing per image type. Run it on an otherwise idle machine; about
+    3 × (5 × SECONDS + 10) seconds.
 
     \b
     The tables of docs/PERFORMANCE.md come from such a run's JSON, never retyped:

@@ -8,6 +8,8 @@ them a pass-through, so the rest (errors, explanations) run once, on the shared 
 
 import base64
 import json
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import tritonclient.http as triton
+from conftest import ROOT
 from harness import TorchServe
 from PIL import Image
 from tritonclient.utils import InferenceServerException
@@ -179,3 +182,27 @@ def test_predictions_still_answers_raw_images_and_the_kits_json(server, digits):
         assert json.loads(response.read())["digit"] == 7
     status, answer = post_json(f"{server.inference_url}/predictions/mnist", {"data": b64(digits[9])})
     assert status == 200 and answer["digit"] == 9
+
+
+def readme_block(language: str, after: str = "### KServe v1 and the Open Inference Protocol (v2)") -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"```{language}\n", text.index(after)) + len(language) + 4
+    return text[start : text.index("```\n", start)]
+
+
+def test_the_readmes_curl_examples_work_as_pasted(server):
+    script = readme_block("bash").replace("http://127.0.0.1:8080", server.inference_url)
+    result = subprocess.run(["bash", "-e", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    decoder, text = json.JSONDecoder(), result.stdout.strip()
+    v1, end = decoder.raw_decode(text)
+    v2, _ = decoder.raw_decode(text[end:].lstrip())
+    assert [p["digit"] for p in v1["predictions"]] == [7, 7]
+    assert v2["id"] == "42" and outputs(v2)["predict"]["data"] == [7]
+
+
+def test_the_readmes_triton_client_example_works_as_pasted(server):
+    code = readme_block("python").replace("127.0.0.1:8080", server.inference_url.removeprefix("http://"))
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[7]"
