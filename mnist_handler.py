@@ -1,10 +1,10 @@
 """TorchServe handler: image requests in, {"digit", "confidence", "probabilities"} per request out.
 
-TorchServe's BaseHandler in three stages, as its own handle() names them: preprocess decodes each row to
-28×28 pixels or that row's InputError, inference runs one batched forward pass over the rows that decoded,
-postprocess encodes an answer per row (a 4xx JSON error for the rows that did not). A row is one request: an
-image (/predictions), or a KServe v1 or Open Inference Protocol v2 body (/v1, /v2) carrying several, read and
-answered in mnist_kit.worker.protocols, since TorchServe's own envelopes lose batched requests. Decoding lives in
+TorchServe's BaseHandler in three stages, as its own handle() names them: preprocess decodes each row (one
+request) to its 28×28 images or its InputError, inference runs one batched forward pass over the images of all
+rows, postprocess encodes an answer per row (a 4xx JSON error for the rows that did not decode). A row holds one
+image (/predictions), or a KServe v1 or Open Inference Protocol v2 body (/v1, /v2) with several, read and answered
+in mnist_kit.worker.protocols, since TorchServe's own envelopes lose batched requests. Decoding lives in
 mnist_kit.worker.preprocess, the network in mnist_model. The handler's own metrics go to TorchServe once a
 second (mnist_kit.worker.metrics), and /explanations answers Integrated Gradients attributions.
 """
@@ -115,8 +115,6 @@ class MnistHandler(BaseHandler):
                 answers.append(protocols.answer(request, mine, *self._model_id()))
             self.context.set_response_content_type(i, "application/json")
         return answers
-
-    to_json = staticmethod(protocols.answer_json)
 
     def explain_handle(self, requests: list[protocols.Request]) -> list:
         """/explanations (and v1 :explain, v2 /explain): Integrated Gradients attributions of the predicted digit

@@ -203,6 +203,12 @@ def test_v2_refuses_an_output_the_model_does_not_have(digits):
     assert message.startswith('output "logits" is not one of this model\'s: predict, probabilities')
 
 
+def test_v2_explain_takes_its_own_outputs(digits):
+    body = v2("BYTES", [1], [b64(digits[0])], outputs=[{"name": "attributions"}])
+    assert protocols.read({"body": body}, "application/json", {"explain": "True"}).outputs == ("attributions",)
+    assert 'output "attributions" is not one of this model\'s' in error_of(body)
+
+
 def test_too_many_images_in_one_request_get_413():
     request = read_json(v2("UINT8", [C.MAX_IMAGES_PER_REQUEST + 1, 28, 28], [0] * (C.MAX_IMAGES_PER_REQUEST + 1) * 784))
     assert request.error.status == 413 and request.error.reason == "too_large"

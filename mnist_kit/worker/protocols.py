@@ -64,7 +64,8 @@ def read(row: dict, content_type: str | None, headers: dict | None = None) -> Re
     document, binary = body
     protocol = V2 if "inputs" in document else V1
     try:
-        return read_v2(document, binary) if protocol == V2 else read_v1(document)
+        explain = (headers or {}).get("explain") == "True"  # set by TorchServe's frontend on :explain, /explain
+        return read_v2(document, binary, explain) if protocol == V2 else read_v1(document)
     except InputError as e:
         return Request(protocol, [], error=e)
 
@@ -84,7 +85,7 @@ def protocol_body(row: dict, content_type: str | None, headers: dict) -> tuple[d
         split = int(length) if length is not None else len(payload)
     except ValueError:
         raise InputError(f"the Inference-Header-Content-Length header is not a number: {length!r}") from None
-    if not payload[:split].lstrip()[:1] == b"{":
+    if payload[: min(split, 64)].lstrip()[:1] != b"{":  # the first bytes tell; no copy of a large image body
         return None
     try:
         document = json.loads(bytes(payload[:split]))
@@ -119,7 +120,7 @@ def read_v1(document: dict) -> Request:
     return Request(V1, images)
 
 
-def read_v2(document: dict, binary: bytes = b"") -> Request:
+def read_v2(document: dict, binary: bytes = b"", explain: bool = False) -> Request:
     """Open Inference Protocol: one input, BYTES (base64 image files) of shape [N], or an FP32 (0..1) or UINT8
     (0..255) tensor of shape [28, 28], [N, 28, 28] or [N, 1, 28, 28]; data nested, flat, or binary after the
     JSON (Triton's extension, where BYTES elements are the image files themselves)."""
@@ -136,7 +137,7 @@ def read_v2(document: dict, binary: bytes = b"") -> Request:
     request_id = document.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InputError(f'"id" must be a string, got {json.dumps(request_id)}', reason="bad_json")
-    outputs = requested_outputs(document.get("outputs"))
+    outputs = requested_outputs(document.get("outputs"), C.V2_EXPLAIN_OUTPUTS if explain else C.V2_OUTPUTS)
     datatype, shape = tensor.get("datatype"), tensor.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
         raise InputError(f"{where}: shape must be a list of integers, got {json.dumps(shape)}", reason="bad_json")
@@ -163,16 +164,15 @@ def read_v2(document: dict, binary: bytes = b"") -> Request:
     return Request(V2, images, request_id, outputs)
 
 
-def requested_outputs(outputs) -> tuple[str, ...] | None:
+def requested_outputs(outputs, known: tuple[str, ...] = C.V2_OUTPUTS) -> tuple[str, ...] | None:
     """The v2 outputs a request names, each one this model has; None (all of them) when it names none."""
     if outputs is None:
         return None
     names = [o.get("name") if isinstance(o, dict) else None for o in outputs] if isinstance(outputs, list) else [None]
-    known = C.V2_OUTPUTS + C.V2_EXPLAIN_OUTPUTS
     unknown = [n for n in names if n not in known]
     if unknown:
         raise InputError(
-            f"output {json.dumps(unknown[0])} is not one of this model's: {', '.join(dict.fromkeys(known))}",
+            f"output {json.dumps(unknown[0])} is not one of this model's: {', '.join(known)}",
             reason="bad_json",
         )
     return tuple(names)
