@@ -1,8 +1,10 @@
 """TorchServe handler: image requests in, {"digit", "confidence", "probabilities"} per request out.
 
-TorchServe's BaseHandler in three stages, as its own handle() names them: preprocess decodes each row to
-28×28 pixels or that row's InputError, inference runs one batched forward pass over the rows that decoded,
-postprocess encodes an answer per row (a 4xx JSON error for the rows that did not). Decoding lives in
+TorchServe's BaseHandler in three stages, as its own handle() names them: preprocess decodes each row (one
+request) to its 28×28 images or its InputError, inference runs one batched forward pass over the images of all
+rows, postprocess encodes an answer per row (a 4xx JSON error for the rows that did not decode). A row holds one
+image (/predictions), or a KServe v1 or Open Inference Protocol v2 body (/v1, /v2) with several, read and answered
+in mnist_kit.worker.protocols, since TorchServe's own envelopes lose batched requests. Decoding lives in
 mnist_kit.worker.preprocess, the network in mnist_model. The handler's own metrics go to TorchServe once a
 second (mnist_kit.worker.metrics), and /explanations answers Integrated Gradients attributions.
 """
@@ -17,12 +19,14 @@ import torch
 from ts.torch_handler.base_handler import BaseHandler
 
 from mnist_kit import constants as C
-from mnist_kit.worker import forms, preprocess
+from mnist_kit.worker import forms, preprocess, protocols
 from mnist_kit.worker.metrics import MetricsWindow
 from mnist_kit.worker.preprocess import InputError
 from mnist_model import from_state_dict
 
 logger = logging.getLogger(__name__)
+protocols.bypass_envelopes()  # before TorchServe's model loader wraps the handler in one
+
 ERROR_TYPES = {
     400: "BadRequestException",
     413: "RequestEntityTooLargeException",
@@ -80,35 +84,35 @@ class MnistHandler(BaseHandler):
         self.context = context
         if context.get_request_header(0, "describe") == "True":
             return [self.describe_handle()]
-        if context.get_request_header(0, "explain") == "True":
-            return self.explain_handle(self.preprocess(data), data)
         start = time.perf_counter()
-        rows = self.preprocess(data)
+        requests = self.preprocess(data)
         preprocessing_ms = (time.perf_counter() - start) * 1000
-        results = self.inference(rows)
-        answers = self.postprocess(results)
-        probabilities = [r for r in results if not isinstance(r, InputError)]
-        digits = [int(p.argmax()) for p in probabilities]
+        if context.get_request_header(0, "explain") == "True":
+            return self.explain_handle(requests)
+        results = self.inference([image for request in requests for image in request.images])
+        answers = self.postprocess(requests, results)
+        digits = [int(p.argmax()) for p in results]
         self.metrics_window.add(
             digits,
-            [p[d] for p, d in zip(probabilities, digits)],
-            [r.reason for r in results if isinstance(r, InputError)],
+            [p[d] for p, d in zip(results, digits)],
+            [r.error.reason for r in requests if r.error],
             preprocessing_ms,
             len(data),
         )
         return answers
 
-    def preprocess(self, data) -> list:
-        """Decode: each row → uint8 28×28 pixels, or the InputError that says what is wrong with it."""
-        rows = []
+    def preprocess(self, data) -> list[protocols.Request]:
+        """Decode: each row → a protocols.Request: its protocol and images (uint8 28×28), or the InputError that
+        says what is wrong with it."""
+        requests = []
         for i, row in enumerate(data):
             try:
-                rows.append(preprocess.request_to_pixels(row, self._content_type(i, row)))
-            except InputError as e:
-                rows.append(e)
+                headers = self.context.get_all_request_header(i)
+                requests.append(protocols.read(row, self._content_type(i, row), headers))
             except Exception as e:  # a bug of ours must not take the batch or the worker down
-                rows.append(InputError(f"preprocessing failed: {type(e).__name__}: {e}", 500, reason="internal"))
-        return rows
+                error = InputError(f"preprocessing failed: {type(e).__name__}: {e}", 500, reason="internal")
+                requests.append(protocols.Request(protocols.PLAIN, [], error=error))
+        return requests
 
     def inference(self, rows: list) -> list:
         """One forward pass over the decoded rows: each becomes its ten probabilities (float64, 6 decimals);
@@ -124,55 +128,50 @@ class MnistHandler(BaseHandler):
             results[i] = p
         return results
 
-    def postprocess(self, results: list) -> list:
-        """Encode: an answer per row, JSON either way; a row that failed gets its own status."""
-        answers = []
-        for i, result in enumerate(results):
-            if isinstance(result, InputError):
-                answers.append(self._error(i, result.status, str(result)))
+    def postprocess(self, requests: list[protocols.Request], results: list) -> list:
+        """Encode: an answer per request in its protocol, from its images' probabilities (the next of `results`);
+        JSON either way, and a request that failed gets its own status."""
+        answers, probabilities = [], iter(results)
+        for i, request in enumerate(requests):
+            if request.error:
+                answers.append(self._error(i, request.error, request.protocol))
             else:
-                answers.append(self.to_json(int(result.argmax()), result.tolist()))
+                mine = [next(probabilities) for _ in request.images]
+                answers.append(protocols.answer(request, mine, *self._model_id()))
             self.context.set_response_content_type(i, "application/json")
         return answers
 
-    @staticmethod
-    def to_json(digit: int, probabilities: list[float]) -> str:
-        """The answer, written here: TorchServe would pretty-print a dict at several times the cost. Probabilities
-        come rounded to 6 decimals in float64, so each prints in its shortest form."""
-        return (
-            f'{{"digit": {digit}, "confidence": {probabilities[digit]!r}, '
-            f'"probabilities": [{", ".join(map(repr, probabilities))}]}}'
-        )
+    def explain_handle(self, requests: list[protocols.Request]) -> list:
+        """/explanations (and v1 :explain, v2 /explain): Integrated Gradients attributions of the predicted digit
+        over the 28×28 input, for each image of each request."""
+        answers = []
+        for i, request in enumerate(requests):
+            if request.error or self.float_model is None:
+                error = request.error or InputError("this archive has no float weights to explain with", 501)
+                answers.append(self._error(i, error, request.protocol))
+                continue
+            explained = [self._explain(pixels) for pixels in request.images]
+            answers.append(protocols.explanation(request, explained, *self._model_id()))
+            self.context.set_response_content_type(i, "application/json")
+        return answers
 
-    def explain_handle(self, rows, data):
-        """/explanations: Integrated Gradients attributions of the predicted digit over the 28×28 input."""
+    def _explain(self, pixels: np.ndarray) -> dict:
         from captum.attr import IntegratedGradients  # only here: Captum is slow to import and rarely needed
 
-        if self.float_model is None:
-            return [self._error(i, 501, "this archive has no float weights to explain with") for i in range(len(data))]
-        answers = []
-        for i, pixels in enumerate(rows):
-            if isinstance(pixels, InputError):
-                answers.append(self._error(i, pixels.status, str(pixels)))
-                continue
-            x = preprocess.model_input([pixels]).to(self.device)
-            with torch.no_grad():
-                digit = int(self.float_model(x).argmax(1))
-            baseline = preprocess.model_input([np.zeros_like(pixels)]).to(self.device)
-            attributions = IntegratedGradients(self.float_model).attribute(
-                x, baselines=baseline, target=digit, n_steps=C.EXPLAIN_STEPS
-            )
-            answers.append(
-                json.dumps(
-                    {
-                        "digit": digit,
-                        "pixels": pixels.tolist(),
-                        "attributions": attributions[0, 0].round(decimals=6).tolist(),
-                    }
-                )
-            )
-            self.context.set_response_content_type(i, "application/json")
-        return answers
+        x = preprocess.model_input([pixels]).to(self.device)
+        with torch.no_grad():
+            digit = int(self.float_model(x).argmax(1))
+        baseline = preprocess.model_input([np.zeros_like(pixels)]).to(self.device)
+        attributions = IntegratedGradients(self.float_model).attribute(
+            x, baselines=baseline, target=digit, n_steps=C.EXPLAIN_STEPS
+        )
+        attributions = attributions[0, 0].round(decimals=6).tolist()
+        return {"digit": digit, "pixels": pixels.tolist(), "attributions": attributions}
+
+    def _model_id(self) -> tuple[str, str]:
+        """The model's name and version, for v2 answers: TorchServe's manifest, as the frontend knows them."""
+        model = self.manifest.get("model", {})
+        return model.get("modelName", C.MODEL_NAME), model.get("modelVersion", C.MODEL_VERSION)
 
     def _content_type(self, i: int, row: dict) -> str | None:
         """The content type of the part carrying the payload (multipart parts have their own), else the request's."""
@@ -182,6 +181,8 @@ class MnistHandler(BaseHandler):
                 return headers[name].get("content-type")
         return next((v for k, v in headers.items() if k.lower() == "content-type" and isinstance(v, str)), None)
 
-    def _error(self, i: int, status: int, message: str) -> dict:
-        self.context.set_response_status(status, ERROR_TYPES.get(status, "Error"), i)
-        return {"code": status, "type": ERROR_TYPES.get(status, "Error"), "message": message}
+    def _error(self, i: int, error: InputError, protocol: str = protocols.PLAIN) -> dict:
+        error_type = ERROR_TYPES.get(error.status, "Error")
+        self.context.set_response_status(error.status, error_type, i)
+        self.context.set_response_content_type(i, "application/json")
+        return protocols.error_body(protocol, error.status, str(error), error_type)

@@ -3,9 +3,12 @@
 The load generator is wrk (C, epoll; Debian's `wrk`), one thread, keep-alive connections; its own CPU use is
 reported so a reader can see it is not the bottleneck. The ceiling is a no-op handler (noop_handler.py)
 served with the same batching settings: the most any handler could get out of TorchServe on this machine.
+The kit is also driven through the Open Inference Protocol (v2: the same PNG, base64 in a BYTES input), so the
+protocol's cost shows beside the raw image's.
 The tables of docs/PERFORMANCE.md are written from a run's JSON by bench_tables, so no figure is retyped.
 """
 
+import base64
 import contextlib
 import io
 import json
@@ -181,6 +184,14 @@ def noop_archive(export_path: Path, config: dict) -> Path:
     return export_path / "noop.mar"
 
 
+def v2_body(image: Path, folder: Path) -> Path:
+    """The image as an Open Inference Protocol request body: one BYTES element, the file in base64."""
+    encoded = base64.b64encode(image.read_bytes()).decode()
+    path = Path(folder, "v2.json")
+    path.write_text(json.dumps({"inputs": [{"name": "images", "shape": [1], "datatype": "BYTES", "data": [encoded]}]}))
+    return path
+
+
 def started(stack: contextlib.ExitStack, archive: Path, model: str, body: Path):
     """A private TorchServe serving `archive`, kept open by `stack`; returns it with its cold start in seconds
     (`torchserve --start` to the first successful prediction)."""
@@ -210,21 +221,31 @@ def run(
         noop = noop_archive(Path(tmp), config)
         models = {"kit": (Path(archive), "mnist"), "ceiling": (noop, "noop")}
         servers = {name: started(stack, path, model, body) for name, (path, model) in models.items()}
-        urls = {name: f"{servers[name][0].inference_url}/predictions/{model}" for name, (_, model) in models.items()}
-        for url in urls.values():
-            wrk(url, body, max(concurrencies), seconds)  # warm-up: the JVM's JIT compiles the hot paths
-        sweeps = {name: [] for name in servers}
+        # What each line sends where: the raw image to both servers, and the v2 body to the kit's.
+        loads = {
+            name: (f"{servers[name][0].inference_url}/predictions/{model}", body, "image/png")
+            for name, (_, model) in models.items()
+        }
+        v2_url = f"{servers['kit'][0].inference_url}/v2/models/{models['kit'][1]}/infer"
+        loads["kit_v2"] = (v2_url, v2_body(body, Path(tmp)), "application/json")
+        for name, (url, payload, kind) in loads.items():
+            # warm-up: the JVM's JIT compiles the hot paths (the v2 line runs on the warm kit server)
+            wrk(url, payload, max(concurrencies), seconds if name != "kit_v2" else 1, kind)
+        sweeps = {name: [] for name in loads}
         for c in concurrencies:
-            for name, url in urls.items():
-                sweeps[name].append(wrk(url, body, c, seconds))
+            for name, (url, payload, kind) in loads.items():
+                sweeps[name].append(wrk(url, payload, c, seconds, kind))
                 progress(
                     f"{name} c={c}: {sweeps[name][-1]['req_per_s']:.0f} req/s, p99 {sweeps[name][-1]['p99_ms']:.1f} ms"
                 )
         workers = len(servers["kit"][0].worker_pids("mnist"))
         form = serving_form(servers["kit"][0])
-    for k, c in zip(sweeps["kit"], sweeps["ceiling"]):
+        # After the whole sweep: the memory a pod serving this archive needs (mnist-kit export sizes pods by it).
+        memory_mib = round(servers["kit"][0].memory_mib())
+    for k, c, v2 in zip(sweeps["kit"], sweeps["ceiling"], sweeps["kit_v2"]):
         k["ratio_to_ceiling"] = round(k["req_per_s"] / c["req_per_s"], 3) if c["req_per_s"] else None
-    return {
+        v2["ratio_to_raw"] = round(v2["req_per_s"] / k["req_per_s"], 3) if k["req_per_s"] else None
+    result = {
         "machine": machine(),
         "serving_form": form,
         "settings": {
@@ -235,8 +256,11 @@ def run(
             "body": body.name,
         },
         **{name: {"cold_start_s": servers[name][1], "sweep": sweeps[name]} for name in servers},
+        "kit_v2": {"body": "v2 BYTES, one base64 PNG", "sweep": sweeps["kit_v2"]},
         "preprocess": preprocess_costs(),
     }
+    result["kit"]["memory_mib"] = memory_mib
+    return result
 
 
 # The instruction sets that decide which kernels PyTorch runs, by their /proc/cpuinfo flag.
@@ -309,10 +333,13 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, style in (("kit", "o-"), ("ceiling", "s--")):
+    labels = {"kit": "mnist-kit", "kit_v2": "mnist-kit, v2 protocol", "ceiling": "no-op handler (ceiling)"}
+    for name, style in (("kit", "o-"), ("kit_v2", "^-"), ("ceiling", "s--")):
+        if name not in result:
+            continue
         sweep = result[name]["sweep"]
         xs = [p["concurrency"] for p in sweep]
-        label = "mnist-kit" if name == "kit" else "no-op handler (ceiling)"
+        label = labels[name]
         left.plot(xs, [p["req_per_s"] for p in sweep], style, label=label)
         right.plot(xs, [p["p99_ms"] for p in sweep], style, label=label)
     for axis, title in ((left, "throughput (req/s)"), (right, "p99 latency (ms)")):
@@ -344,12 +371,25 @@ def report(result: dict) -> str:
             f"{c['p99_ms']:>6.2f} | {k['ratio_to_ceiling']:>5.2f}"
         )
     lines.append("latencies in ms; ceiling: a no-op handler served with the same settings, in the same run")
-    generator = max(p["generator_cpu"] for name in ("kit", "ceiling") for p in result[name]["sweep"])
+    if "kit_v2" in result:
+        lines.append("Open Inference Protocol v2, the same image as one base64 BYTES element, same server:")
+        lines.append(f"{'conc':>4} | {'v2 req/s':>15} {'p50':>6} {'p90':>6} {'p99':>6} {'err':>4} | {'v2/raw':>6}")
+        for v in result["kit_v2"]["sweep"]:
+            lines.append(
+                f"{v['concurrency']:>4} | {v['req_per_s']:>15.0f} {v['p50_ms']:>6.2f} {v['p90_ms']:>6.2f} "
+                f"{v['p99_ms']:>6.2f} {v['errors']:>4} | {v['ratio_to_raw']:>6.2f}"
+            )
+    generator = max(
+        p["generator_cpu"] for name in ("kit", "kit_v2", "ceiling") for p in result.get(name, {"sweep": []})["sweep"]
+    )
     lines.append(f"load generator (wrk, 1 thread) used at most {generator:.2f} of a core")
     lines.append(
         f"cold start (torchserve --start to first prediction): {result['kit']['cold_start_s']:.2f} s "
         f"(no-op handler: {result['ceiling']['cold_start_s']:.2f} s)"
     )
+    if "memory_mib" in result["kit"]:
+        memory = result["kit"]["memory_mib"]
+        lines.append(f"server memory after the sweep (frontend and workers, shared pages once): {memory} MiB")
     lines.append(
         "preprocessing per image, one core: "
         + ", ".join(f"{name} {r['ms_median']:.3f} ms" for name, r in result["preprocess"].items())

@@ -45,6 +45,19 @@ def markdown(result: dict) -> str:
             f"{k['p99_ms']:.2f} | {k['errors']} | {number(c['req_per_s'])} | {c['p50_ms']:.2f} | "
             f"{c['p99_ms']:.2f} | {k['ratio_to_ceiling']:.2f} |"
         )
+    if "kit_v2" in result:  # bench files from before the v2 line have none
+        lines += [
+            "",
+            "The same image through the Open Inference Protocol (v2: one base64 PNG in a BYTES input), same server:",
+            "",
+            "| conc | v2 req/s | p50 ms | p90 ms | p99 ms | errors | raw PNG req/s | v2 / raw |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for k, v in zip(result["kit"]["sweep"], result["kit_v2"]["sweep"]):
+            lines.append(
+                f"| {v['concurrency']} | {number(v['req_per_s'])} | {v['p50_ms']:.2f} | {v['p90_ms']:.2f} | "
+                f"{v['p99_ms']:.2f} | {v['errors']} | {number(k['req_per_s'])} | {v['ratio_to_raw']:.2f} |"
+            )
     lines += [
         "",
         f"Cold start (`torchserve --start` to the first answer): {result['kit']['cold_start_s']:.2f} s "

@@ -89,6 +89,7 @@ def cli():
       torchserve --start --ts-config config.properties --ncs   # or: mnist-kit serve
       mnist-kit predict examples/digits/7.png
       torchserve --stop                # or: mnist-kit stop
+      mnist-kit export kserve deploy/kserve --storage-uri gs://BUCKET/mnist   # or: export k8s (a cluster)
 
     \b
     Default paths (checkpoints/, model_store/, config.properties, logs/, reports/) are relative to the
@@ -328,18 +329,31 @@ def stop():
     show_default=True,
     help="Keep retrying for up to this many seconds (e.g. while the server starts).",
 )
+@click.option(
+    "--cacert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Verify an https:// server against this certificate (PEM): its own when self-signed, or its CA's. "
+    "Default: the system's certificate authorities.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the server's JSON answers, one object per line.")
-def predict(images, url, model, token, key_file, retries, wait, as_json):
+def predict(images, url, model, token, key_file, retries, wait, cacert, as_json):
     """Send IMAGES to a running TorchServe and print the digit each one shows.
 
     PNG, JPEG, BMP, GIF, WebP or TIFF, any size and colour mode: photos, canvas exports and scans are
     cropped, scaled and centred by the server. Each file is sent with its image content type.
+
+    \b
+    Over HTTPS (a server with certificate_file and private_key_file):
+      mnist-kit predict --url https://127.0.0.1:8443 --cacert tls.crt examples/digits/7.png
     """
     from mnist_kit import client
 
     token = token or client.read_token(key_file)
     for path in images:
-        answer = client.predict(path.read_bytes(), url=url, model=model, token=token, retries=retries, wait=wait)
+        answer = client.predict(
+            path.read_bytes(), url=url, model=model, token=token, retries=retries, wait=wait, cacert=cacert
+        )
         if as_json:
             click.echo(json.dumps({"file": str(path), **answer}))
         else:
@@ -579,8 +593,10 @@ def bench(archive, concurrency, seconds, out, as_json, markdown_from, into):
     no model) under the same settings: the most TorchServe itself can do here. Measures each one's cold
     start (torchserve --start to the first prediction), warms both up for SECONDS at the highest
     concurrency, then at each concurrency drives one, then the other, with wrk: req/s, p50/p90/p99,
-    errors; the ratio says how close the kit gets to the ceiling. Also times preprocessing per image
-    type. Run it on an otherwise idle machine; about 2 × (5 × SECONDS + 10) seconds.
+    errors; the ratio says how close the kit gets to the ceiling. The kit is also driven with the same
+    image as an Open Inference Protocol (v2) request, one base64 BYTES element, to show the protocol's
+    cost. Also times preprocessing per image type. Run it on an otherwise idle machine; about
+    3 × (5 × SECONDS + 10) seconds.
 
     \b
     The tables of docs/PERFORMANCE.md come from such runs' JSON, one file per CPU kind, never retyped:
@@ -614,3 +630,167 @@ def bench(archive, concurrency, seconds, out, as_json, markdown_from, into):
     click.echo(json.dumps(result, indent=2) if as_json else benchmark.report(result))
     if not as_json:
         click.echo(f"wrote {json_path} and {png_path}")
+
+
+@cli.group()
+def export():
+    """Write what a cluster needs to serve the model: KServe, or plain Kubernetes.
+
+    \b
+    Both write the layout KServe's TorchServe runtime mounts at /mnt/models, and the kit's image (Dockerfile)
+    serves it the runtime's way (torchserve --start --model-store=/mnt/models/model-store
+    --ts-config=/mnt/models/config/config.properties):
+      OUT/config/config.properties   addresses, every archive with its batching and workers (model_snapshot)
+      OUT/model-store/*.mar          copies of the kit's model store (mnist-kit archive writes it)
+    \b
+      mnist-kit export kserve deploy/kserve --storage-uri gs://my-bucket/mnist   # + inferenceservice.yaml
+      mnist-kit export k8s deploy/k8s --image registry.example.com/mnist-kit-serving:0.1.0-model
+    \b
+    Pods ask for what `mnist-kit bench` measured (reports/bench.json: one core per worker, the server's
+    memory with headroom), or KServe's runtime defaults without it; the command says which. OUT is written
+    whole or not at all, and replaced only with --force. The README's "Deploying" section has the next steps.
+    """
+
+
+def export_options(f):
+    for option in reversed(
+        [
+            path_option(
+                "--model-store", default=C.MODEL_STORE, file_okay=False, help="Where mnist-kit archive wrote the .mar."
+            ),
+            path_option(
+                "--bench",
+                "bench_report",
+                default=C.BENCH_REPORT,
+                dir_okay=False,
+                help="A mnist-kit bench report to size pods by; without the file, KServe's runtime defaults.",
+            ),
+            click.option("--name", default=C.MODEL_NAME, show_default=True, help="Name of the Kubernetes objects."),
+            click.option(
+                "--cpus", type=click.IntRange(1), help="CPU cores per pod (and workers): overrides the bench."
+            ),
+            click.option("--memory", "memory_mib", type=click.IntRange(256), help="MiB per pod: overrides the bench."),
+            click.option("--min-replicas", type=click.IntRange(0), default=C.MIN_REPLICAS, show_default=True),
+            click.option("--max-replicas", type=click.IntRange(1), default=C.MAX_REPLICAS, show_default=True),
+            click.option("--force", is_flag=True, help="Replace OUT if it exists."),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def _report_export(result) -> None:
+    click.echo(f"wrote {result.out}/: {', '.join(result.files)}")
+    pod = result.resources
+    click.echo(f"pods: {pod.cpus} CPU (one worker per core), {pod.memory_mib}Mi; image {result.image}")
+    click.echo(f"sized from {pod.source}")
+
+
+@export.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option(
+    "--storage-uri",
+    required=True,
+    help="Where you will upload OUT/config and OUT/model-store: gs://..., s3://..., pvc://NAME/PATH.",
+)
+@click.option(
+    "--image",
+    default=None,
+    help="The kit's serving image as your cluster pulls it (Dockerfile). Default: mnist-kit-serving:VERSION.",
+)
+@click.option(
+    "--scale-metric",
+    type=click.Choice(C.SCALE_METRICS),
+    default=C.SCALE_METRICS[0],
+    show_default=True,
+    help="What KServe autoscales on (concurrency and rps need Knative, cpu and memory also work raw).",
+)
+@click.option(
+    "--scale-target",
+    type=click.IntRange(1),
+    default=None,
+    help="Target per pod for --scale-metric. Default: from the bench (concurrency reaching most of its best "
+    f"throughput), else {C.DEFAULT_SCALE_TARGET}.",
+)
+@export_options
+def kserve(
+    out,
+    storage_uri,
+    image,
+    scale_metric,
+    scale_target,
+    model_store,
+    bench_report,
+    name,
+    cpus,
+    memory_mib,
+    min_replicas,
+    max_replicas,
+    force,
+):
+    """The KServe model storage layout in OUT, and OUT/inferenceservice.yaml.
+
+    \b
+    The InferenceService (serving.kserve.io/v1beta1) uses KServe's TorchServe runtime (modelFormat pytorch)
+    with the Open Inference Protocol (protocolVersion v2) and the kit's image, reading the model from
+    --storage-uri:
+      mnist-kit export kserve deploy/kserve --storage-uri gs://my-bucket/mnist
+      gsutil cp -r deploy/kserve/config deploy/kserve/model-store gs://my-bucket/mnist/
+      kubectl apply -f deploy/kserve/inferenceservice.yaml
+    """
+    from mnist_kit import deploy
+
+    result = deploy.export_kserve(
+        out,
+        storage_uri,
+        model_store,
+        bench_report,
+        name,
+        image,
+        cpus,
+        memory_mib,
+        scale_target,
+        scale_metric,
+        min_replicas,
+        max_replicas,
+        force,
+    )
+    _report_export(result)
+    click.echo(
+        f"next: upload {out}/config and {out}/model-store to {storage_uri}, "
+        f"then kubectl apply -f {out}/inferenceservice.yaml"
+    )
+
+
+@export.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option(
+    "--image",
+    default=None,
+    help="The image with the model baked in (Dockerfile target `model`, built from OUT), as your cluster "
+    "pulls it. Default: mnist-kit-serving:VERSION-model.",
+)
+@export_options
+def k8s(out, image, model_store, bench_report, name, cpus, memory_mib, min_replicas, max_replicas, force):
+    """Plain Kubernetes, no KServe: OUT/kubernetes.yaml, and the layout to bake into the image.
+
+    \b
+    kubernetes.yaml holds, in the order kubectl creates them: a ConfigMap (config.properties), a Deployment
+    (probes on /ping, one TorchServe worker per requested core, non-root, no privilege escalation, no
+    capabilities, Prometheus scrape annotations for 8082), a Service for inference only (8080), a
+    HorizontalPodAutoscaler on CPU and a PodDisruptionBudget:
+      mnist-kit export k8s deploy/k8s --image registry.example.com/mnist-kit-serving:0.1.0-model
+      podman build --target model --build-arg LAYOUT=deploy/k8s -t registry.example.com/mnist-kit-serving:0.1.0-model .
+      podman push registry.example.com/mnist-kit-serving:0.1.0-model
+      kubectl apply -f deploy/k8s/kubernetes.yaml
+    """
+    from mnist_kit import deploy
+
+    result = deploy.export_k8s(
+        out, model_store, bench_report, name, image, cpus, memory_mib, min_replicas, max_replicas, force
+    )
+    _report_export(result)
+    click.echo(
+        f"next: build and push the image with the model (podman build --target model --build-arg LAYOUT={out} "
+        f"-t {result.image} .), then kubectl apply -f {out}/kubernetes.yaml"
+    )

@@ -1,10 +1,12 @@
 """The client for a running TorchServe: sends images with an image content type, and the token when auth is on.
 
 TorchServe answers a body sent as application/x-www-form-urlencoded (curl --data-binary, urllib's default)
-with a 500, so every request here names its content type.
+with a 500, so every request here names its content type. HTTPS servers are verified against the system's
+certificate authorities, or the one in `cacert` (a self-signed certificate, a private CA).
 """
 
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -26,14 +28,16 @@ MAGIC = [
 class ClientError(KitError):
     """The server could not be reached (status None) or answered with an error status; the message says which."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, retryable: bool | None = None):
         super().__init__(message)
         self.status = status
+        self._retryable = retryable
 
     @property
     def retryable(self) -> bool:
-        """Worth another try: the server is not up yet, has no free worker, or lost the worker mid-request (507)."""
-        return self.status in (None, 503, 507)
+        """Worth another try: the server is not up yet, has no free worker, or lost the worker mid-request (507);
+        never a certificate or TLS failure."""
+        return self.status in (None, 503, 507) if self._retryable is None else self._retryable
 
 
 def content_type(data: bytes) -> str:
@@ -63,14 +67,15 @@ def request(
     headers: dict | None = None,
     token: str | None = None,
     timeout: float = 30,
+    cacert=None,
 ) -> bytes:
-    """One HTTP request; errors become ClientError with TorchServe's own message."""
+    """One HTTP(S) request; errors become ClientError with TorchServe's own message."""
     headers = dict(headers or {})
     if token:
         headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as response:
+        with urllib.request.urlopen(req, timeout=timeout, context=tls_context(cacert)) as response:
             return response.read()
     except urllib.error.HTTPError as e:
         body = e.read().decode("utf-8", "replace")
@@ -78,18 +83,43 @@ def request(
             message = json.loads(body).get("message", body)
         except (ValueError, AttributeError):
             message = body
-        hint = (
-            f" (token authorization is on: pass --token, or set {C.HOME_ENV} to the folder TorchServe was started in)"
-            if "token" in message.lower() or "InvalidKey" in body
-            else ""
-        )
+        hint = ""
+        if "token" in message.lower() or "InvalidKey" in body:
+            hint = (
+                f" (token authorization is on: pass --token, or set {C.HOME_ENV} to the folder TorchServe was "
+                "started in)"
+            )
+        elif "only accepts HTTPS" in message:
+            hint = " (it serves HTTPS: use an https:// URL, with --cacert when its certificate is self-signed)"
         raise ClientError(f"{url}: HTTP {e.code}: {message.strip()}{hint}", e.code) from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise ClientError(
+                f"{url}: the server's certificate is not trusted ({reason.verify_message}): pass --cacert with the "
+                "certificate (or CA) it was signed with",
+                retryable=False,
+            ) from None
+        if isinstance(reason, ssl.SSLError):
+            raise ClientError(
+                f"{url}: TLS handshake failed ({reason.reason or reason}): is the server serving HTTPS on this port? "
+                "(its inference_address starts with https:// only when it has certificate_file and private_key_file)",
+                retryable=False,
+            ) from None
         raise ClientError(
             f"cannot reach TorchServe at {url}: {reason}. Is it running? "
             "(torchserve --start --ts-config config.properties)"
         ) from None
+
+
+def tls_context(cacert=None) -> ssl.SSLContext | None:
+    """The system's trust store, or only `cacert` (PEM) when given; a file that is no certificate is a ClientError."""
+    if cacert is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=str(cacert))
+    except (OSError, ssl.SSLError) as e:
+        raise ClientError(f"{cacert} is not a readable PEM certificate: {e}") from None
 
 
 def predict(
@@ -100,6 +130,7 @@ def predict(
     timeout: float = 30,
     retries: int = 3,
     wait: float = 0,
+    cacert=None,
 ) -> dict:
     """Send one image; returns the handler's {"digit", "confidence", "probabilities"}.
 
@@ -110,7 +141,7 @@ def predict(
     delay, attempt = 0.1, 0
     while True:
         try:
-            return post_image(f"{url.rstrip('/')}/predictions/{model}", data, token, timeout)
+            return post_image(f"{url.rstrip('/')}/predictions/{model}", data, token, timeout, cacert)
         except ClientError as e:
             attempt += 1
             if not e.retryable or (attempt > retries and time.monotonic() + delay > deadline):
@@ -126,10 +157,11 @@ def explain(
     return post_image(f"{url.rstrip('/')}/explanations/{model}", data, token, timeout)
 
 
-def post_image(url: str, data: bytes, token: str | None, timeout: float) -> dict:
+def post_image(url: str, data: bytes, token: str | None, timeout: float, cacert=None) -> dict:
     """POST an image with its own content type (TorchServe answers form-urlencoded bodies with a 500)."""
     headers = {"Content-Type": content_type(data)}
-    return json.loads(request(url, data=data, method="POST", headers=headers, token=token, timeout=timeout))
+    body = request(url, data=data, method="POST", headers=headers, token=token, timeout=timeout, cacert=cacert)
+    return json.loads(body)
 
 
 def ping(url: str = C.INFERENCE_URL, token: str | None = None, timeout: float = 5) -> dict:

@@ -64,3 +64,38 @@ SERVING_FORM_ENV = "MNIST_KIT_SERVING_FORM"
 BATCH_SIZE = 16
 MAX_BATCH_DELAY_MS = 1
 RESPONSE_TIMEOUT_S = 30
+
+# KServe v1 and Open Inference Protocol v2 (mnist_kit.worker.protocols): the most images one request may carry
+# (a batch of them is one forward pass in one worker), and the v2 outputs of inference and of explain.
+MAX_IMAGES_PER_REQUEST = 1000
+V2_OUTPUTS = ("predict", "probabilities")
+V2_EXPLAIN_OUTPUTS = ("predict", "attributions", "pixels")
+
+# Deploying beyond one machine (mnist_kit.deploy). KServe's TorchServe runtime mounts the model storage at
+# /mnt/models and starts `torchserve --start --model-store=/mnt/models/model-store
+# --ts-config=/mnt/models/config/config.properties`, as user 1000; the kit's image and manifests do the same.
+MODEL_MOUNT = "/mnt/models"
+DEPLOY_MODEL_STORE = f"{MODEL_MOUNT}/model-store"
+DEPLOY_CONFIG = f"{MODEL_MOUNT}/config/config.properties"
+SERVING_USER = 1000
+# Every interface inside a pod or container; the pod's own firewall is the Service, which names 8080 only.
+POD_HOST = "0.0.0.0"
+IMAGE_NAME = "mnist-kit-serving"
+BENCH_REPORT = f"{REPORTS}/bench.json"
+# Pod resources when there is no bench report: those of KServe's TorchServe runtime.
+DEFAULT_CPUS = 1
+DEFAULT_MEMORY_MIB = 2048
+# Memory request: the bench's measured peak RSS times this, rounded up to MEMORY_STEP_MIB.
+MEMORY_HEADROOM = 1.5
+MEMORY_STEP_MIB = 256
+MIN_REPLICAS = 1
+MAX_REPLICAS = 4
+# KServe's autoscaling: in-flight requests per pod (Knative's concurrency metric); the default target is the
+# bench's smallest concurrency reaching SCALE_THROUGHPUT_SHARE of its best throughput, else this.
+SCALE_METRICS = ("concurrency", "rps", "cpu", "memory")
+DEFAULT_SCALE_TARGET = 32
+SCALE_THROUGHPUT_SHARE = 0.85
+# Plain Kubernetes: the HorizontalPodAutoscaler's target CPU use, in percent of the request.
+HPA_CPU_PERCENT = 70
+# The newest Kubernetes whose schemas kubernetes-validate bundles (1.37.0): the manifests are checked against it.
+KUBERNETES_VERSION = "1.37"

@@ -4,10 +4,12 @@ A private instance gets its own ports, working directory and temp dir (TorchServ
 sockets there), so it never collides with a server started from the repo root, and it is always stopped.
 """
 
+import base64
 import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -30,17 +32,22 @@ def server_config(
     load_models=f"{C.MODEL_NAME}.mar",
     production=False,
     initial_worker_port=None,
+    certificate=None,
+    private_key=None,
+    properties: dict | None = None,
 ) -> str:
     """The text of a config.properties: with the defaults the repo root's, with production=True its
-    config.production.properties (inference on every interface, token authorization on)."""
+    config.production.properties (inference on every interface, token authorization on). A certificate and its
+    private key (PEM files) make the inference address HTTPS; `properties` are added as they are."""
     inference_host = "0.0.0.0" if production else C.HOST
+    scheme = "https" if certificate else "http"
     name = "config.production.properties" if production else "config.properties"
     lines = [
         f"# TorchServe configuration of mnist-kit ({'production profile' if production else 'loopback default'}),"
         " written by mnist_server.server_config().",
         f"# Start from the repo root: mnist-kit serve --ts-config {name}",
         f"#   (or: torchserve --start --ts-config {name} --ncs)",
-        f"inference_address=http://{inference_host}:{inference_port}",
+        f"inference_address={scheme}://{inference_host}:{inference_port}",
         "# Management and metrics stay on loopback: nothing outside this machine may scale or unregister models.",
         f"management_address=http://{C.HOST}:{management_port}",
         f"metrics_address=http://{C.HOST}:{metrics_port}",
@@ -71,6 +78,18 @@ def server_config(
         "model_metrics_auto_detect=true",
         "# No cors_allowed_origin: no CORS headers, so web pages from other origins cannot call the API.",
     ]
+    if production and not certificate:
+        lines += [
+            "# HTTPS: a certificate and its private key (PEM), and an https:// inference_address, e.g.",
+            "#   inference_address=https://0.0.0.0:8443",
+            "#   certificate_file=/etc/mnist-kit/tls.crt",
+            "#   private_key_file=/etc/mnist-kit/tls.key",
+            "# then: mnist-kit predict --url https://HOST:8443 --cacert CA.crt IMAGE",
+        ]
+    if certificate:
+        lines += ["# HTTPS for inference (TorchServe's own TLS).", f"certificate_file={certificate}"]
+        lines.append(f"private_key_file={private_key}")
+    lines += [f"{key}={value}" for key, value in (properties or {}).items()]
     if initial_worker_port:
         lines.append(f"initial_worker_port={initial_worker_port}")
     return "\n".join(lines) + "\n"
@@ -109,11 +128,64 @@ def preflight(config_path, tmp_dir=None, cwd=".") -> dict:
             f"{store}/ has no {', '.join(missing) or '.mar archives'}: "
             "train and archive first (mnist-kit train && mnist-kit archive)"
         )
+    check_tls(props, config_path, cwd)
     for key in ("inference_address", "management_address", "metrics_address"):
         if key in props:
             host, port = props[key].rsplit("/", 1)[-1].rsplit(":", 1)
             _check_port_free(host, int(port), key, config_path)
     return props
+
+
+# The DER of the rsaEncryption algorithm identifier's OID (1.2.840.113549.1.1.1), inside a PKCS#8 RSA key.
+RSA_OID = bytes.fromhex("06092a864886f70d010101")
+
+
+def check_tls(props: dict, config_path, cwd=".") -> None:
+    """HTTPS settings TorchServe would reject at start, or silently ignore, said plainly: both files, readable PEM,
+    a key that matches the certificate, RSA and unencrypted (TorchServe reads no other), an https:// address."""
+    cert, key = props.get("certificate_file"), props.get("private_key_file")
+    https = props.get("inference_address", "").startswith("https://")
+    if not cert and not key:
+        if https:
+            raise ServerError(
+                f"inference_address is https:// in {config_path} but no certificate_file and private_key_file are "
+                "set: TorchServe would make up a self-signed certificate that no client can verify"
+            )
+        return
+    if not (cert and key):
+        raise ServerError(f"{config_path} sets only one of certificate_file and private_key_file: set both")
+    cert_path, key_path = Path(cwd, cert), Path(cwd, key)
+    for name, path in (("certificate_file", cert_path), ("private_key_file", key_path)):
+        if not path.is_file():
+            raise ServerError(f"{name} {path} (in {config_path}) not found")
+    if not is_unencrypted_rsa_key(key_path.read_text(errors="replace")):
+        raise ServerError(
+            f"private_key_file {key_path} is not an unencrypted RSA key in PEM, the only kind TorchServe reads "
+            "(openssl genpkey -algorithm RSA -out tls.key)"
+        )
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_path, key_path)
+    except ssl.SSLError as e:
+        raise ServerError(
+            f"certificate_file {cert_path} and private_key_file {key_path} are not a PEM certificate and its own "
+            f"key: {e.reason or e}"
+        ) from None
+    if not https:
+        raise ServerError(
+            f"{config_path} has a certificate but inference_address {props.get('inference_address')} is not "
+            "https://: TorchServe would serve plain HTTP (e.g. inference_address=https://0.0.0.0:8443)"
+        )
+
+
+def is_unencrypted_rsa_key(pem: str) -> bool:
+    """A PKCS#1 RSA key, or a PKCS#8 key whose algorithm is RSA (TorchServe's KeyFactory is RSA's)."""
+    if "-----BEGIN RSA PRIVATE KEY-----" in pem:
+        return "ENCRYPTED" not in pem
+    body = pem.partition("-----BEGIN PRIVATE KEY-----")[2].partition("-----END PRIVATE KEY-----")[0]
+    try:
+        return bool(body) and RSA_OID in base64.b64decode("".join(body.split()))[:32]
+    except ValueError:
+        return False
 
 
 def pid_file_path(tmp_dir=None) -> Path:
@@ -184,15 +256,26 @@ class PrivateServer:
     """A TorchServe of its own: `with PrivateServer(model_store) as ts: ts.inference_url ...`; stopped on exit."""
 
     def __init__(
-        self, model_store, load_models=f"{C.MODEL_NAME}.mar", production=False, workdir=None, env: dict | None = None
+        self,
+        model_store,
+        load_models=f"{C.MODEL_NAME}.mar",
+        production=False,
+        workdir=None,
+        env: dict | None = None,
+        properties: dict | None = None,
+        certificate=None,
+        private_key=None,
     ):
+        """`env` is added to the server's environment and `properties` to its config.properties; a certificate and
+        private key (PEM) serve inference over HTTPS."""
         self.model_store = Path(model_store).resolve()
         self.load_models = load_models
         self.production = production
+        self.properties, self.certificate, self.private_key = properties, certificate, private_key
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="mnist-kit-ts-")).resolve()
         self.inference_port, self.management_port, self.metrics_port = free_port(), free_port(), free_port()
-        self.inference_url = f"http://{C.HOST}:{self.inference_port}"
+        self.inference_url = f"{'https' if certificate else 'http'}://{C.HOST}:{self.inference_port}"
         self.management_url = f"http://{C.HOST}:{self.management_port}"
         self.metrics_url = f"http://{C.HOST}:{self.metrics_port}"
         tmp = self.workdir / "tmp"
@@ -228,6 +311,9 @@ class PrivateServer:
                 self.load_models,
                 self.production,
                 initial_worker_port=free_port(),
+                certificate=self.certificate,
+                private_key=self.private_key,
+                properties=self.properties,
             )
         )
         launch(config, self.workdir / "torchserve.out", cwd=self.workdir, env=self.env)
@@ -249,6 +335,13 @@ class PrivateServer:
         described = json.loads(mnist_client.request(url, token=self.management_token, timeout=10))
         return sorted(w["pid"] for version in described for w in version["workers"])
 
+    def memory_mib(self) -> float:
+        """Memory of the whole server now, the Java frontend and every worker, in MiB: proportional set sizes
+        (pages the workers share, such as torch's libraries, counted once, as a container's limit counts them),
+        or resident sizes where the system does not report those."""
+        process = psutil.Process(self.pid())
+        return sum(_memory_bytes(p) for p in [process, *process.children(recursive=True)]) / 2**20
+
     def stop(self, timeout: float = 30) -> None:
         """Stop the server and its workers; escalate to SIGKILL so nothing outlives the caller."""
         stop_pid(self.pid(), timeout)
@@ -261,6 +354,13 @@ class PrivateServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _memory_bytes(process: psutil.Process) -> int:
+    try:
+        return process.memory_full_info().pss
+    except (AttributeError, psutil.AccessDenied):
+        return process.memory_info().rss
 
 
 def stop_pid(pid: int | None, timeout: float = 30) -> None:

@@ -37,11 +37,16 @@ def test_bench_reports_throughput_latency_ratio_cold_start_and_preprocessing(mod
             assert 0 < point["p50_ms"] <= point["p90_ms"] <= point["p99_ms"]
         assert 0 < figures[name]["cold_start_s"] < 120
     assert all(0 < p["ratio_to_ceiling"] < 5 for p in figures["kit"]["sweep"])
+    v2 = figures["kit_v2"]["sweep"]
+    assert [p["concurrency"] for p in v2] == [1, 4] and all(p["errors"] == 0 and p["req_per_s"] > 0 for p in v2)
+    assert all(0 < p["ratio_to_raw"] < 5 for p in v2) and "Open Inference Protocol v2" in result.output
     assert set(figures["preprocess"]) == {"28×28 PNG", "280×280 RGBA canvas PNG", "1000×750 JPEG", "4000×3000 JPEG"}
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert figures["serving_form"].startswith(("int8 (", "fp32 (", "fp32-aten ("))
     assert figures["machine"]["torch_cpu_capability"]
     assert f"measured on {figures['machine']['cpu']} (" in result.output
+    # The whole server's resident memory, which mnist-kit export sizes pods by.
+    assert 100 < figures["kit"]["memory_mib"] < 64_000 and "server memory after the sweep" in result.output
 
 
 def test_the_machine_names_the_instruction_sets_behind_pytorchs_kernels():
@@ -101,6 +106,14 @@ def test_markdown_writes_a_row_per_concurrency_and_names_the_machine():
     )
     assert "| 32 | 8 726 | 1.50 | 2.25 | 4.00 | 0 | 15 803 | 1.50 | 4.00 | 0.55 |" in text
     assert "| 28×28 PNG | 0.013 |" in text and "3.50 s (no-op handler: 2.70 s)" in text
+
+
+def test_markdown_adds_the_v2_protocol_table_when_the_run_has_one():
+    v2 = {"body": "v2 BYTES, one base64 PNG", "sweep": [point(1, 350.0), {**point(32, 7000.0), "ratio_to_raw": 0.8}]}
+    v2["sweep"][0]["ratio_to_raw"] = 0.874
+    text = markdown({**RESULT, "kit_v2": v2})
+    assert "| 32 | 7 000 | 1.50 | 2.25 | 4.00 | 0 | 8 726 | 0.80 |" in text
+    assert "Open Inference Protocol" not in markdown(RESULT)
 
 
 def test_markdown_into_a_file_replaces_only_the_block_of_that_json_file(tmp_path):

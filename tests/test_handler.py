@@ -4,6 +4,7 @@ A small stand-in for TorchServe's context carries the headers in and the statuse
 and tests/test_fuzz.py check the same handler behind a real TorchServe.
 """
 
+import base64
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ from test_metrics import Recorded
 from mnist_handler import MnistHandler
 from mnist_kit import constants as C
 from mnist_kit.worker.preprocess import InputError
+from mnist_kit.worker.protocols import Request
 from mnist_model import MnistClassificationNet, from_state_dict
 
 
@@ -43,6 +45,10 @@ class Context:
 
     def set_response_content_type(self, i, value):
         self.content_types[i] = value
+
+
+def b64(path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
 
 
 def png_request(path) -> tuple[dict, dict]:
@@ -73,7 +79,7 @@ def batch(handler, requests: list[tuple[dict, dict]]) -> Context:
     return handler.context
 
 
-def test_decode_turns_each_row_into_pixels_or_its_own_error(handler, digits):
+def test_decode_turns_each_row_into_its_pixels_or_its_own_error(handler, digits):
     rows = [
         png_request(digits[3]),
         ({"body": b"not an image"}, {"Content-Type": "image/png"}),
@@ -81,9 +87,17 @@ def test_decode_turns_each_row_into_pixels_or_its_own_error(handler, digits):
     ]
     batch(handler, rows)
     seven, undecodable, text = handler.preprocess([row for row, _ in rows])
-    assert seven.shape == (28, 28) and seven.dtype == np.uint8
-    assert isinstance(undecodable, InputError) and undecodable.status == 400 and undecodable.reason == "undecodable"
-    assert isinstance(text, InputError) and text.status == 415
+    assert seven.protocol == "plain" and len(seven.images) == 1 and seven.error is None
+    assert seven.images[0].shape == (28, 28) and seven.images[0].dtype == np.uint8
+    assert undecodable.images == [] and undecodable.error.status == 400 and undecodable.error.reason == "undecodable"
+    assert text.error.status == 415
+
+
+def test_decode_reads_a_v2_body_as_one_request_of_several_images(handler, digits):
+    body = {"inputs": [{"name": "x", "shape": [2], "datatype": "BYTES", "data": [b64(digits[1]), b64(digits[2])]}]}
+    batch(handler, [({}, {"Content-Type": "application/json"})])
+    (request,) = handler.preprocess([{"body": body}])
+    assert request.protocol == "v2" and len(request.images) == 2 and request.error is None
 
 
 def test_a_bug_while_decoding_fails_only_its_row_with_a_500(handler, digits, monkeypatch):
@@ -98,7 +112,8 @@ def test_a_bug_while_decoding_fails_only_its_row_with_a_500(handler, digits, mon
     monkeypatch.setattr("mnist_kit.worker.preprocess.request_to_pixels", flaky)
     batch(handler, [png_request(digits[0])] * 2)
     failed, decoded = handler.preprocess([{"body": b""}] * 2)
-    assert failed.status == 500 and "RuntimeError: boom" in str(failed) and decoded.shape == (28, 28)
+    assert failed.error.status == 500 and "RuntimeError: boom" in str(failed.error)
+    assert decoded.images[0].shape == (28, 28)
 
 
 def test_inference_is_one_forward_pass_over_the_decoded_rows(handler):
@@ -122,11 +137,27 @@ def test_a_batch_where_nothing_decoded_runs_no_inference(handler):
 def test_encode_writes_json_answers_and_a_status_for_each_failed_row(handler):
     context = batch(handler, [({}, {})] * 2)
     probabilities = np.array([0.0, 0.0, 0.9, 0.1, 0, 0, 0, 0, 0, 0])
-    answer, error = handler.postprocess([probabilities, InputError("image too large", 413, reason="too_large")])
+    image = np.zeros((28, 28), np.uint8)
+    requests = [Request("plain", [image]), Request("plain", [], error=InputError("image too large", 413))]
+    answer, error = handler.postprocess(requests, [probabilities])
     assert json.loads(answer) == {"digit": 2, "confidence": 0.9, "probabilities": probabilities.tolist()}
     assert error == {"code": 413, "type": "RequestEntityTooLargeException", "message": "image too large"}
     assert context.statuses == {1: (413, "RequestEntityTooLargeException")}
     assert context.content_types == {0: "application/json", 1: "application/json"}
+
+
+def test_encode_gives_each_request_the_probabilities_of_its_own_images(handler):
+    batch(handler, [({}, {})] * 2)
+    image = np.zeros((28, 28), np.uint8)
+    one_hot = [np.eye(10)[d] for d in (3, 4, 5)]
+    v1, plain = handler.postprocess([Request("v1", [image, image]), Request("plain", [image])], one_hot)
+    assert [p["digit"] for p in json.loads(v1)["predictions"]] == [3, 4] and json.loads(plain)["digit"] == 5
+
+
+def test_a_v2_error_is_the_protocols_error_object(handler):
+    context = batch(handler, [({}, {})])
+    (error,) = handler.postprocess([Request("v2", [], error=InputError("input 'x': bad shape"))], [])
+    assert error == {"error": "input 'x': bad shape"} and context.statuses == {0: (400, "BadRequestException")}
 
 
 def test_handle_answers_each_request_of_a_mixed_batch_in_order(handler, digits):
@@ -227,3 +258,15 @@ def test_the_handler_keeps_the_pixel_limit():
 def test_the_float_model_is_the_eager_model_itself(handler):
     assert isinstance(handler.model, MnistClassificationNet) and handler.float_model is handler.model
     assert not handler.model.training and os.path.basename(C.EXPLAIN_WEIGHTS) == "explain_weights.pt"
+
+
+def test_torchserves_kservev2_envelope_hands_every_request_of_a_batch_to_the_handler(handler, digits):
+    from ts.torch_handler.request_envelope.kservev2 import KServev2Envelope
+
+    bodies = [
+        {"id": str(d), "inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": [b64(digits[d])]}]}
+        for d in (1, 2)
+    ]
+    context = Context(".", {}, [{"Content-Type": "application/json"}] * 2)
+    answers = KServev2Envelope(handler.handle).handle([{"body": body} for body in bodies], context)
+    assert [json.loads(a)["id"] for a in answers] == ["1", "2"]

@@ -1,0 +1,166 @@
+"""The serving image and the one-machine compose file, checked statically (no registry or container runtime is
+needed): what the Dockerfile installs and runs, as whom, and what it exposes; and the entrypoint, run for real."""
+
+import re
+import shlex
+import subprocess
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from mnist_kit import constants as C
+from mnist_kit import deploy
+
+CPU_WHEELS = "https://download.pytorch.org/whl/cpu"
+
+
+def instructions(dockerfile: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
+    lines = [line for line in dockerfile.splitlines() if not line.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n", " ", "\n".join(lines))
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in joined.splitlines() if line.strip()]
+
+
+def stages(dockerfile: str) -> list[list[tuple[str, str]]]:
+    """The instructions of each build stage, FROM first."""
+    result = []
+    for instruction in instructions(dockerfile):
+        if instruction[0] == "FROM":
+            result.append([])
+        result[-1].append(instruction)
+    return result
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> str:
+    return (ROOT / "Dockerfile").read_text()
+
+
+@pytest.fixture(scope="module")
+def runtime(dockerfile) -> list[tuple[str, str]]:
+    [runtime] = [s for s in stages(dockerfile) if s[0][1].endswith(" AS runtime")]
+    return runtime
+
+
+def pins() -> dict[str, str]:
+    """pyproject.toml's exact pins (tomllib is Python 3.11+; the kit supports 3.10)."""
+    return dict(re.findall(r'^\s*"([\w-]+)==([^"]+)"', (ROOT / "pyproject.toml").read_text(), flags=re.M))
+
+
+def values(stage, name: str) -> list[str]:
+    return [args for instruction, args in stage if instruction == name]
+
+
+def test_the_image_runs_as_user_1000(runtime, dockerfile):
+    assert values(runtime, "USER")[-1] == str(C.SERVING_USER)
+    assert "USER" not in {i for stage in stages(dockerfile)[1:] for i, _ in stage}  # no stage goes back to root
+
+
+def test_the_healthcheck_asks_ping(runtime):
+    [healthcheck] = values(runtime, "HEALTHCHECK")
+    assert f"http://127.0.0.1:{C.INFERENCE_PORT}/ping" in healthcheck
+
+
+def test_the_image_exposes_inference_and_metrics_only(runtime):
+    assert values(runtime, "EXPOSE") == [f"{C.INFERENCE_PORT} {C.METRICS_PORT}"]
+
+
+def test_torch_comes_from_the_cpu_wheel_index_with_the_projects_pins(runtime):
+    commands = " ".join(values(runtime, "RUN"))
+    [torch_install] = [c for c in commands.split("&&") if "torch==" in c]
+    words = shlex.split(torch_install)
+    assert words[words.index("--index-url") + 1] == CPU_WHEELS
+    assert f"torch=={pins()['torch']}" in words and f"torchvision=={pins()['torchvision']}" in words
+    assert f"torchserve=={pins()['torchserve']}" in commands
+
+
+def test_the_image_has_java_17(runtime):
+    assert "openjdk-17-jre-headless" in " ".join(values(runtime, "RUN"))
+
+
+def test_the_image_starts_torchserve_as_kserves_runtime_does(runtime):
+    [cmd] = values(runtime, "CMD")
+    assert yaml.safe_load(cmd) == [
+        "torchserve",
+        "--start",
+        "--foreground",
+        f"--model-store={C.DEPLOY_MODEL_STORE}",
+        f"--ts-config={C.DEPLOY_CONFIG}",
+    ]
+    [entrypoint] = values(runtime, "ENTRYPOINT")
+    assert yaml.safe_load(entrypoint)[:3] == ["tini", "-g", "--"]
+
+
+def test_the_model_target_bakes_the_layout_into_mnt_models(dockerfile):
+    [model] = [s for s in stages(dockerfile) if s[0][1] == "runtime AS model"]
+    assert [args.split()[-1] for args in values(model, "COPY")] == [
+        f"{C.DEPLOY_MODEL_STORE}/",
+        f"{C.DEPLOY_CONFIG.rsplit('/', 1)[0]}/",
+    ]
+
+
+def test_a_plain_build_makes_the_runtime(dockerfile):
+    assert stages(dockerfile)[-1][0] == ("FROM", "runtime")
+
+
+def test_the_build_context_holds_only_what_the_image_copies():
+    rules = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
+    assert rules[0] == "*"
+    assert set(rules[1:]) == {"!docker/entrypoint.sh", "!deploy/"}
+
+
+def run_entrypoint(tmp_path, *args) -> list[str]:
+    """The image's entrypoint, with a `torchserve` that prints the arguments it was given."""
+    fake = tmp_path / "torchserve"
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+    fake.chmod(0o755)
+    result = subprocess.run(
+        ["sh", str(ROOT / "docker" / "entrypoint.sh"), *args],
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.splitlines()
+
+
+def test_the_entrypoint_keeps_kserves_torchserve_in_the_foreground(tmp_path):
+    runtime_args = ["--start", f"--model-store={C.DEPLOY_MODEL_STORE}", f"--ts-config={C.DEPLOY_CONFIG}"]
+    assert run_entrypoint(tmp_path, "torchserve", *runtime_args) == [*runtime_args, "--foreground"]
+
+
+def test_the_entrypoint_adds_no_second_foreground(tmp_path):
+    assert run_entrypoint(tmp_path, "torchserve", "--start", "--foreground") == ["--start", "--foreground"]
+
+
+def test_the_entrypoint_runs_any_other_command_as_given(tmp_path):
+    assert run_entrypoint(tmp_path, "echo", "hello") == ["hello"]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["torchserve"]
+
+
+def test_compose_restarts_the_server_and_checks_its_health(compose):
+    assert compose["restart"] == "unless-stopped"
+    assert f"http://127.0.0.1:{C.INFERENCE_PORT}/ping" in " ".join(compose["healthcheck"]["test"])
+
+
+def test_compose_publishes_inference_and_metrics_on_loopback_by_default(compose):
+    published = [port.replace("${MNIST_KIT_BIND:-127.0.0.1}", "127.0.0.1") for port in compose["ports"]]
+    assert published == [
+        f"127.0.0.1:{C.INFERENCE_PORT}:{C.INFERENCE_PORT}",
+        f"127.0.0.1:{C.METRICS_PORT}:{C.METRICS_PORT}",
+    ]
+
+
+def test_compose_mounts_an_exported_layout_read_only_as_user_1000(compose):
+    [volume] = compose["volumes"]
+    assert volume.endswith(f":{C.MODEL_MOUNT}:ro") and "./deploy/" in volume
+    assert compose["user"] == str(C.SERVING_USER) and compose["cap_drop"] == ["ALL"]
+
+
+def test_compose_runs_the_image_export_names(compose):
+    assert compose["image"] == deploy.default_image()
