@@ -26,9 +26,10 @@ MAGIC = [
 class ClientError(KitError):
     """The server could not be reached (status None) or answered with an error status; the message says which."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, detail: str | None = None):
         super().__init__(message)
         self.status = status
+        self.detail = detail or message  # the server's own message, without the URL and hints around it
 
     @property
     def retryable(self) -> bool:
@@ -83,7 +84,7 @@ def request(
             if "token" in message.lower() or "InvalidKey" in body
             else ""
         )
-        raise ClientError(f"{url}: HTTP {e.code}: {message.strip()}{hint}", e.code) from None
+        raise ClientError(f"{url}: HTTP {e.code}: {message.strip()}{hint}", e.code, message.strip()) from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise ClientError(
