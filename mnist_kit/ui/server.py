@@ -7,6 +7,7 @@ only talks to this server, and the token is read here (mnist_kit.reading.Reader)
 
 import json
 import re
+import sys
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -110,6 +111,11 @@ class PadServer(ThreadingHTTPServer):
             super().__init__((host, port), Handler)
         except OSError as e:
             raise KitError(f"cannot serve the pad on {host}:{port}: {e.strerror}; pass another --port") from None
+
+    def handle_error(self, request, client_address):
+        """A page that moved on (a newer drawing, a closed tab) hangs up before its answer: nothing to report."""
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:

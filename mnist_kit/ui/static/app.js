@@ -22,12 +22,12 @@ function paint() {
   ink.fillStyle = "#fff";
   ink.fillRect(0, 0, pad.width, pad.height);
   if (state.upload) {
-    const { bitmap, name } = state.upload;
+    const { bitmap, name, unreadable } = state.upload;
     if (bitmap) {
       const scale = Math.min(pad.width / bitmap.width, pad.height / bitmap.height);
       const w = bitmap.width * scale, h = bitmap.height * scale;
       ink.drawImage(bitmap, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
-    } else {
+    } else if (unreadable) {
       ink.fillStyle = "#5d6678";
       ink.font = "14px system-ui, sans-serif";
       ink.textAlign = "center";
@@ -103,17 +103,22 @@ document.addEventListener("keydown", (event) => {
 
 // ---- images from files ---------------------------------------------------------------------------------------
 
-async function openImage(file) {
+function openImage(file) {
   if (!file) return;
-  let bitmap = null;
-  try {
-    bitmap = await createImageBitmap(file);
-  } catch {
-    // a format this browser cannot show (TIFF, ...): TorchServe may still read it, and says so if not
-  }
+  const upload = { blob: file, bitmap: null, name: file.name };
   state.strokes = [];
-  state.upload = { blob: file, bitmap, name: file.name };
+  state.upload = upload;
   changed(false);
+  createImageBitmap(file).then(
+    (bitmap) => {
+      upload.bitmap = bitmap;
+      if (state.upload === upload) paint();
+    },
+    () => {
+      upload.unreadable = true; // a format this browser cannot show (TIFF, ...): TorchServe may still read it
+      if (state.upload === upload) paint();
+    },
+  );
 }
 
 $("file").addEventListener("change", (event) => {
