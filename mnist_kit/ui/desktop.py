@@ -60,12 +60,12 @@ class Canvas(QWidget):
 
     def mousePressEvent(self, event):
         if event.button() == Qt.LeftButton:
-            self.drawing.begin(event.x(), event.y(), self.brush)
+            self.drawing.begin(event.localPos().x(), event.localPos().y(), self.brush)
             self._changed(True)
 
     def mouseMoveEvent(self, event):
         if event.buttons() & Qt.LeftButton and not self.drawing.empty:
-            self.drawing.extend(event.x(), event.y())
+            self.drawing.extend(event.localPos().x(), event.localPos().y())
             self._changed(True)
 
     def mouseReleaseEvent(self, event):
@@ -111,7 +111,9 @@ class PadWindow(QWidget):
         self.timer = QTimer(self, singleShot=True, interval=C.PREDICT_DEBOUNCE_MS, timeout=self.predict)
         self.canvas.changed.connect(self.on_change)
 
-        brush = QSlider(Qt.Horizontal, minimum=C.BRUSH_WIDTHS[0], maximum=C.BRUSH_WIDTHS[1], value=C.BRUSH_WIDTH)
+        self.brush = brush = QSlider(
+            Qt.Horizontal, minimum=C.BRUSH_WIDTHS[0], maximum=C.BRUSH_WIDTHS[1], value=C.BRUSH_WIDTH
+        )
         brush.valueChanged.connect(lambda value: setattr(self.canvas, "brush", value))
         undo, clear = QPushButton("Undo (Ctrl+Z)"), QPushButton("Clear (Esc)")
         undo.clicked.connect(self.canvas.undo)
@@ -137,7 +139,8 @@ class PadWindow(QWidget):
             grid.addWidget(QLabel(str(d)), d, 0)
             grid.addWidget(bar, d, 1)
             self.bars.append(bar)
-        self.seen = QLabel(fixedWidth=C.IMAGE_SIZE * SEEN_SCALE, fixedHeight=C.IMAGE_SIZE * SEEN_SCALE)
+        self.seen = QLabel()
+        self.seen.setFixedSize(C.IMAGE_SIZE * SEEN_SCALE, C.IMAGE_SIZE * SEEN_SCALE)
         self.seen.setStyleSheet("background: black")
         self.answered = QLabel("", wordWrap=True, minimumWidth=280)
         reading = QHBoxLayout()
