@@ -4,6 +4,7 @@ import os
 import time
 
 import pytest
+from click.testing import CliRunner
 from conftest import ROOT
 from handwriting import Written, collection, every_shape
 from PyQt5.QtCore import QEvent, QPointF, Qt
@@ -12,6 +13,7 @@ from PyQt5.QtTest import QTest
 from PyQt5.QtWidgets import QApplication
 
 from mnist_kit import constants as C
+from mnist_kit.cli import cli
 from mnist_kit.reading import Reader
 from mnist_kit.server import free_port
 from mnist_kit.ui.desktop import PadWindow
@@ -107,3 +109,11 @@ def test_the_readme_screenshot_is_a_digit_drawn_on_the_pad(window, trained_serve
     draw(pad, five)
     assert shown_digit(pad) == "5"
     assert pad.grab().save(str(DOCS_SCREENSHOT))
+
+
+def test_without_a_display_the_pad_says_so_in_one_line(monkeypatch):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(cli, ["pad", "--url", f"http://{C.HOST}:{free_port()}"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: no display to open the pad on (DISPLAY is not set)")

@@ -4,17 +4,26 @@ Digits are drawn with pointer strokes along pen paths traced the way people writ
 never pasted as images; the page's data-testid marks are what a person sees: the pad, the digit, the message.
 """
 
+import base64
 import json
+import socket
+import subprocess
+import sys
+import time
 from collections import Counter
+from importlib import resources
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from conftest import DIGITS, ROOT
 from handwriting import Written, collection, every_shape
 from harness import TorchServe, pad_server
 from playwright.sync_api import expect, sync_playwright
 
+from mnist_kit import client
 from mnist_kit import constants as C
+from mnist_kit.cli import cli
 from mnist_kit.server import free_port
 from mnist_kit.worker import preprocess
 from mnist_kit.worker.preprocess import InputError
@@ -35,12 +44,15 @@ def browser(chromium):
 
 @pytest.fixture
 def open_page(browser):
-    """open_page(pad_server) → a fresh page on it; page errors fail the test."""
+    """open_page(pad_server) → a fresh page on it (every response it gets kept in `responses`, if given); page
+    errors fail the test."""
     pages, errors = [], []
 
-    def open_(server, width=1100, height=640):
+    def open_(server, width=1100, height=640, responses=None):
         page = browser.new_page(viewport={"width": width, "height": height})
         page.on("pageerror", lambda e: errors.append(str(e)))
+        if responses is not None:
+            page.on("response", lambda response: responses.append(response))
         page.goto(server.url)
         pages.append(page)
         return page
@@ -112,6 +124,26 @@ def test_a_picked_image_file_is_read_and_shown_as_the_model_saw_it(open_page, ti
     assert page.get_by_test_id("seen").screenshot()  # drawn, 28×28 scaled up
 
 
+def test_an_image_file_dropped_on_the_pad_is_read(browser, tiny_pad):
+    context = browser.new_context(bypass_csp=True)  # Playwright builds the drop's files with a script of its own
+    try:
+        page = context.new_page()
+        page.goto(tiny_pad.url)
+        files = page.evaluate_handle(
+            """(b64) => {
+                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                const transfer = new DataTransfer();
+                transfer.items.add(new File([bytes], "8.png", { type: "image/png" }));
+                return transfer;
+            }""",
+            base64.b64encode(DIGITS[8].read_bytes()).decode(),
+        )
+        page.get_by_test_id("pad").dispatch_event("drop", {"dataTransfer": files})
+        assert shown_digit(page) == "8"
+    finally:
+        context.close()
+
+
 def test_the_heat_map_comes_from_torchserve_explanations(open_page, tiny_pad):
     page = open_page(tiny_pad)
     page.get_by_test_id("file").set_input_files(DIGITS[4])
@@ -160,13 +192,12 @@ def test_with_the_production_profile_the_token_stays_on_the_server(open_page, mo
         with pad_server(
             ts.inference_url, ts.management_url, token=lambda: ts.token, manage=lambda: ts.management_token
         ) as pad:
-            page = open_page(pad)
             responses = []
-            page.on("response", lambda response: responses.append(response))
-            page.reload()
+            page = open_page(pad, responses=responses)
             page.get_by_test_id("file").set_input_files(DIGITS[2])
             assert shown_digit(page) == "2"
             bodies = [r.body() for r in responses] + [page.content().encode()]
+            assert {r.url.rsplit("/", 1)[-1] for r in responses} >= {"", "app.js", "style.css", "status", "predict"}
             assert ts.token and ts.management_token
             assert not [b for b in bodies if ts.token.encode() in b or ts.management_token.encode() in b]
             assert page.get_by_test_id("answered").text_content().count(f"version {C.MODEL_VERSION}") == 1
@@ -229,3 +260,39 @@ def test_the_readme_screenshot_is_a_digit_drawn_on_the_page(open_page, trained_p
     DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=DOCS_SCREENSHOT)
     assert Path(DOCS_SCREENSHOT).stat().st_size > 10_000
+
+
+def test_mnist_kit_ui_serves_a_page_that_needs_nothing_from_elsewhere():
+    port, nowhere = free_port(), f"http://{C.HOST}:{free_port()}"
+    command = [sys.executable, "-m", "mnist_kit", "ui", "--port", str(port), "--url", nowhere, "--no-browser"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, page = time.monotonic() + 120, None
+        while page is None and time.monotonic() < deadline and process.poll() is None:
+            try:
+                page = client.request(f"http://{C.HOST}:{port}/", timeout=2).decode()
+            except client.ClientError:
+                time.sleep(0.2)
+        assert page is not None, process.stdout.read() if process.poll() is not None else "no page"
+        assert 'data-testid="pad"' in page
+        status = json.loads(client.request(f"http://{C.HOST}:{port}/api/status", timeout=5))
+        assert status["running"] is False and status["server"] == nowhere
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert f"Drawing pad at http://{C.HOST}:{port}/" in process.stdout.read()
+    static = resources.files("mnist_kit.ui") / "static"
+    assert not [f.name for f in static.iterdir() if "://" in f.read_text()]  # no CDN, no font or script elsewhere
+
+
+def test_a_port_in_use_is_a_one_line_error():
+    with socket.socket() as taken:
+        taken.bind((C.HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["ui", "--port", str(port), "--no-browser"])
+    assert result.exit_code == 1
+    assert (
+        result.output
+        == f"Error: cannot serve the pad on {C.HOST}:{port}: Address already in use; pass another --port\n"
+    )

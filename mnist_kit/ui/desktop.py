@@ -114,6 +114,7 @@ class PadWindow(QWidget):
         self.brush = brush = QSlider(
             Qt.Horizontal, minimum=C.BRUSH_WIDTHS[0], maximum=C.BRUSH_WIDTHS[1], value=C.BRUSH_WIDTH
         )
+        brush.setMinimumWidth(90)
         brush.valueChanged.connect(lambda value: setattr(self.canvas, "brush", value))
         undo, clear = QPushButton("Undo (Ctrl+Z)"), QPushButton("Clear (Esc)")
         undo.clicked.connect(self.canvas.undo)
@@ -128,6 +129,7 @@ class PadWindow(QWidget):
         left = QVBoxLayout()
         left.addWidget(self.canvas)
         left.addLayout(tools)
+        left.addStretch()
 
         self.digit = QLabel("", font=QFont("Sans", 48, QFont.Bold), minimumWidth=60)
         self.confidence = QLabel("")
@@ -135,7 +137,7 @@ class PadWindow(QWidget):
         self.bars = []
         grid = QGridLayout()
         for d in range(C.NUM_CLASSES):
-            bar = QProgressBar(maximum=1000, textVisible=True, format="", maximumHeight=16)
+            bar = QProgressBar(maximum=1000, textVisible=True, format="", maximumHeight=16, maximumWidth=300)
             grid.addWidget(QLabel(str(d)), d, 0)
             grid.addWidget(bar, d, 1)
             self.bars.append(bar)
