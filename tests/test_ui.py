@@ -44,15 +44,21 @@ def browser(chromium):
 
 @pytest.fixture
 def open_page(browser):
-    """open_page(pad_server) → a fresh page on it (every response it gets kept in `responses`, if given); page
-    errors fail the test."""
+    """open_page(pad_server) → a fresh page on it (with (url, body) of every response it gets appended to
+    `responses`, if given); page errors fail the test."""
     pages, errors = [], []
 
     def open_(server, width=1100, height=640, responses=None):
         page = browser.new_page(viewport={"width": width, "height": height})
         page.on("pageerror", lambda e: errors.append(str(e)))
         if responses is not None:
-            page.on("response", lambda response: responses.append(response))
+
+            def keep(route):
+                response = route.fetch()
+                responses.append((route.request.url, response.body()))
+                route.fulfill(response=response)
+
+            page.route("**/*", keep)
         page.goto(server.url)
         pages.append(page)
         return page
@@ -196,8 +202,8 @@ def test_with_the_production_profile_the_token_stays_on_the_server(open_page, mo
             page = open_page(pad, responses=responses)
             page.get_by_test_id("file").set_input_files(DIGITS[2])
             assert shown_digit(page) == "2"
-            bodies = [r.body() for r in responses] + [page.content().encode()]
-            assert {r.url.rsplit("/", 1)[-1] for r in responses} >= {"", "app.js", "style.css", "status", "predict"}
+            bodies = [body for _, body in responses] + [page.content().encode()]
+            assert {url.rsplit("/", 1)[-1] for url, _ in responses} >= {"", "app.js", "style.css", "status", "predict"}
             assert ts.token and ts.management_token
             assert not [b for b in bodies if ts.token.encode() in b or ts.management_token.encode() in b]
             assert page.get_by_test_id("answered").text_content().count(f"version {C.MODEL_VERSION}") == 1
