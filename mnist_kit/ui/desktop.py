@@ -137,10 +137,11 @@ class PadWindow(QWidget):
         self.bars = []
         grid = QGridLayout()
         for d in range(C.NUM_CLASSES):
-            bar = QProgressBar(maximum=1000, textVisible=True, format="", maximumHeight=16, maximumWidth=300)
+            bar = QProgressBar(maximum=1000, textVisible=True, format="", maximumHeight=16)
             grid.addWidget(QLabel(str(d)), d, 0)
             grid.addWidget(bar, d, 1)
             self.bars.append(bar)
+        grid.setColumnStretch(1, 1)
         self.seen = QLabel()
         self.seen.setFixedSize(C.IMAGE_SIZE * SEEN_SCALE, C.IMAGE_SIZE * SEEN_SCALE)
         self.seen.setStyleSheet("background: black")
