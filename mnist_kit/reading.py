@@ -81,6 +81,8 @@ class Reader:
 
     def failure(self, error: client.ClientError) -> tuple[int, str]:
         """The HTTP status and the plain message a pad shows for a request TorchServe did not answer."""
+        if error.status is None and not str(error).startswith("cannot reach"):
+            return 500, str(error)  # ours, not the connection's: an unreadable key file
         if error.status is None:
             return 502, (
                 f"TorchServe is not running at {self.url} (cannot connect). Start it with `mnist-kit serve`, "

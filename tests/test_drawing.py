@@ -68,8 +68,11 @@ def test_an_answer_below_the_kits_confidence_threshold_says_it_is_not_sure():
 
 def test_each_failure_gets_a_plain_message():
     reader = Reader("http://127.0.0.1:1", "mnist")
-    assert reader.failure(client.ClientError("refused"))[0] == 502
-    assert "TorchServe is not running at http://127.0.0.1:1" in reader.failure(client.ClientError("refused"))[1]
+    refused = client.ClientError("cannot reach TorchServe at http://127.0.0.1:1: [Errno 111] Connection refused")
+    assert reader.failure(refused)[0] == 502
+    assert reader.failure(refused)[1].startswith("TorchServe is not running at http://127.0.0.1:1 (cannot connect).")
+    unreadable = client.ClientError("key_file.json is not a TorchServe key file")
+    assert reader.failure(unreadable) == (500, "key_file.json is not a TorchServe key file")
     assert "has no model 'mnist' loaded" in reader.failure(client.ClientError("x", 404, "Model not found: mnist"))[1]
     assert reader.failure(client.ClientError("x", 400, "blank image: no digit found")) == (
         400,

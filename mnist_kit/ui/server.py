@@ -58,6 +58,8 @@ class Handler(BaseHTTPRequestHandler):
         except client.ClientError as e:
             status, message = reader.failure(e)
             return self._json(status, {"message": message, "status": status})
+        except Exception as e:  # the page must still get a message, not a dropped connection
+            return self._json(500, {"message": f"the pad's server failed: {type(e).__name__}: {e}", "status": 500})
 
     def _image(self) -> bytes | None:
         """The request body, or None after answering why it cannot be one. Only image types are taken, which
