@@ -29,7 +29,7 @@ fi
 qt_libs="libgl1:libGL.so.1 libegl1:libEGL.so.1 libxkbcommon0:libxkbcommon.so.0 libfontconfig1:libfontconfig.so.1 libdbus-1-3:libdbus-1.so.3"
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-libs=$(ldconfig -p 2>/dev/null || true)
+libs=$(ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null || true)
 for entry in $qt_libs; do
     [[ $libs == *"${entry#*:}"* ]] || missing+=("${entry%%:*}")
 done
