@@ -21,7 +21,7 @@ class Stroke:
 
 
 class Drawing:
-    """Strokes in canvas pixels on a size×size square; an uploaded picture replaces them until the next stroke."""
+    """Strokes in canvas pixels on a size×size square, taken back one at a time (undo) or all at once (clear)."""
 
     def __init__(self, size: int = C.PAD_SIZE):
         self.size = size
