@@ -28,10 +28,13 @@ MAGIC = [
 class ClientError(KitError):
     """The server could not be reached (status None) or answered with an error status; the message says which."""
 
-    def __init__(self, message: str, status: int | None = None, retryable: bool | None = None):
+    def __init__(
+        self, message: str, status: int | None = None, retryable: bool | None = None, detail: str | None = None
+    ):
         super().__init__(message)
         self.status = status
         self._retryable = retryable
+        self.detail = detail or message  # the server's own message, without the URL and hints around it
 
     @property
     def retryable(self) -> bool:
@@ -91,7 +94,7 @@ def request(
             )
         elif "only accepts HTTPS" in message:
             hint = " (it serves HTTPS: use an https:// URL, with --cacert when its certificate is self-signed)"
-        raise ClientError(f"{url}: HTTP {e.code}: {message.strip()}{hint}", e.code) from None
+        raise ClientError(f"{url}: HTTP {e.code}: {message.strip()}{hint}", e.code, detail=message.strip()) from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         if isinstance(reason, ssl.SSLCertVerificationError):

@@ -99,3 +99,12 @@ SCALE_THROUGHPUT_SHARE = 0.85
 HPA_CPU_PERCENT = 70
 # The newest Kubernetes whose schemas kubernetes-validate bundles (1.37.0): the manifests are checked against it.
 KUBERNETES_VERSION = "1.37"
+
+# The drawing pad (mnist-kit ui, mnist-kit pad): the page's local port, the square canvas (10× the model's input,
+# so a finger or a mouse draws comfortably) and the brush, whose default gives strokes as thick for their digit
+# as MNIST's; a prediction is asked for once the pen has rested this long, and on every pen-up.
+UI_PORT = 8000
+PAD_SIZE = 280
+BRUSH_WIDTH = 20
+BRUSH_WIDTHS = (4, 48)
+PREDICT_DEBOUNCE_MS = 150

@@ -30,6 +30,7 @@ cat <<MSG
 quickstart: all 10 sample digits read correctly. TorchServe is still running:
   curl http://127.0.0.1:8080/predictions/mnist -T examples/digits/7.png
   .venv/bin/mnist-kit predict path/to/digit.png
+  .venv/bin/mnist-kit ui          # draw digits in your browser (or: mnist-kit pad, a desktop window)
 Stop it with:
   .venv/bin/mnist-kit stop        (or: .venv/bin/torchserve --stop)
 MSG

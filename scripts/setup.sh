@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent: creates .venv, installs the kit with its dev extras, checks Java.
+# Idempotent: creates .venv, installs the kit with its dev and desktop extras, checks Java, and the system packages
+# the tests need (wrk, chromium, Qt's libraries) when it can.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,26 @@ if ! command -v wrk >/dev/null 2>&1; then
     fi
 fi
 
+# The UI tests: Debian's chromium (driven by Playwright; its own browser download cannot work here) and the
+# libraries Qt loads even offscreen (PyQt5 ships Qt itself, not these).
+qt_libs="libgl1:libGL.so.1 libegl1:libEGL.so.1 libxkbcommon0:libxkbcommon.so.0 libfontconfig1:libfontconfig.so.1 libdbus-1-3:libdbus-1.so.3"
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+libs=$(ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null || true)
+for entry in $qt_libs; do
+    [[ $libs == *"${entry#*:}"* ]] || missing+=("${entry%%:*}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing ${missing[*]} (browser and Qt libraries for mnist-kit ui/pad and their tests)"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/dev/null 2>&1 \
+            || echo "setup: warning: could not install ${missing[*]}; the ui and pad tests need them" >&2
+    else
+        echo "setup: warning: missing ${missing[*]} (Debian packages): the ui and pad tests need them;" \
+            "install them as root: apt-get install ${missing[*]}" >&2
+    fi
+fi
+
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
@@ -30,7 +51,7 @@ fi
 stamp=.venv/.mnist-kit-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "setup: installing mnist-kit and its dependencies into .venv (about a minute; log in .venv/install.log)"
-    if ! .venv/bin/python -m pip install -e ".[dev]" >.venv/install.log 2>&1; then
+    if ! .venv/bin/python -m pip install -e ".[dev,desktop]" >.venv/install.log 2>&1; then
         tail -n 30 .venv/install.log >&2
         echo "error: pip install failed; the whole log is in .venv/install.log" >&2
         exit 1

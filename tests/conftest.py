@@ -8,6 +8,7 @@ Each test gets exactly one tier marker, from the fixtures it uses unless it name
 """
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,25 @@ def server(model_store):
 def digits() -> list[Path]:
     assert len(DIGITS) == 10
     return DIGITS
+
+
+@pytest.fixture(scope="session")
+def trained_server(trained_checkpoint, data_dir, tmp_path_factory):
+    """TorchServe with the default recipe's model, archived as `mnist-kit archive` does: what a person draws on."""
+    store = tmp_path_factory.mktemp("trained_store")
+    mnist_archive.build(trained_checkpoint, store, data_dir=data_dir)
+    with TorchServe(store) as ts:
+        yield ts
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's chromium, which Playwright drives (its own browser download cannot work here); in CI a missing
+    browser fails the tests that need it, elsewhere they skip saying why."""
+    path = Path(shutil.which("chromium") or "/usr/bin/chromium")
+    if not path.exists():
+        message = "chromium not found: scripts/setup.sh installs it (as root: apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path

@@ -141,4 +141,7 @@ def test_the_wheel_installs_mnist_kit_and_the_two_torchserve_files_only(tmp_path
         "mnist_kit/samples/photo.jpg",
         "mnist_kit/noop_handler.py",
         "mnist_kit/worker/preprocess.py",
+        "mnist_kit/ui/static/index.html",
+        "mnist_kit/ui/static/app.js",
+        "mnist_kit/ui/static/style.css",
     } <= set(names)

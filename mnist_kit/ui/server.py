@@ -1,0 +1,125 @@
+"""`mnist-kit ui`: one static page, and its /api/... answered by TorchServe through the kit's client.
+
+The standard library's ThreadingHTTPServer on loopback: the page (HTML, CSS, plain JavaScript in static/, shipped
+as package data, nothing from a CDN) and three JSON endpoints. TorchServe needs no CORS opening, since the browser
+only talks to this server, and the token is read here (mnist_kit.reading.Reader) and never sent to the browser.
+"""
+
+import json
+import re
+import sys
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+
+from mnist_kit import client
+from mnist_kit import constants as C
+from mnist_kit.errors import KitError
+from mnist_kit.reading import Reader, verdict
+
+PAGES = {"/": "index.html", "/index.html": "index.html", "/app.js": "app.js", "/style.css": "style.css"}
+TYPES = {"html": "text/html", "js": "text/javascript", "css": "text/css"}
+# Everything the page loads comes from this server; inline scripts and other origins are refused.
+POLICY = "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; form-action 'none'"
+LOCAL_HOSTS = re.compile(r"^(127\.0\.0\.1|localhost|\[::1\])(:\d+)?$")
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: "PadServer"
+    server_version = "mnist-kit-ui"
+
+    def do_GET(self):
+        if not self._local():
+            return
+        path = self.path.split("?")[0]
+        if path == "/api/status":
+            return self._json(200, self.server.reader.status())
+        if path not in PAGES:
+            return self._json(404, {"message": f"no page {path}: the pad is at /"})
+        name = PAGES[path]
+        body = resources.files("mnist_kit.ui").joinpath("static", name).read_bytes()
+        self._send(200, body, f"{TYPES[name.rsplit('.', 1)[1]]}; charset=utf-8")
+
+    def do_POST(self):
+        if not self._local():
+            return
+        path = self.path.split("?")[0]
+        if path not in ("/api/predict", "/api/explain"):
+            return self._json(404, {"message": f"no endpoint {path}: POST /api/predict or /api/explain"})
+        data = self._image()
+        if data is None:
+            return
+        reader = self.server.reader
+        try:
+            if path == "/api/predict":
+                reading = reader.read(data)
+                return self._json(200, {**reading.to_dict(), "verdict": verdict(reading)})
+            return self._json(200, reader.explain(data))
+        except client.ClientError as e:
+            status, message = reader.failure(e)
+            return self._json(status, {"message": message, "status": status})
+        except Exception as e:  # the page must still get a message, not a dropped connection
+            return self._json(500, {"message": f"the pad's server failed: {type(e).__name__}: {e}", "status": 500})
+
+    def _image(self) -> bytes | None:
+        """The request body, or None after answering why it cannot be one. Only image types are taken, which
+        also makes a browser ask first (CORS preflight) before another site's page could post here."""
+        kind = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if not (kind.startswith("image/") or kind == "application/octet-stream"):
+            self._json(415, {"message": f"send the image with an image content type, not {kind or 'none'!r}"})
+            return None
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > C.MAX_REQUEST_BYTES:
+            self._json(
+                413, {"message": f"image too large: {length:,} bytes, the limit is {C.MAX_REQUEST_BYTES:,} bytes"}
+            )
+            return None
+        data = self.rfile.read(length)
+        if not data:
+            self._json(400, {"message": "empty request: draw a digit, or pick an image"})
+            return None
+        return data
+
+    def _local(self) -> bool:
+        """Answer only requests addressed to this machine by name: no other site's page via DNS rebinding."""
+        if LOCAL_HOSTS.match(self.headers.get("Host", "")):
+            return True
+        self._json(403, {"message": "the pad answers requests to 127.0.0.1 or localhost only"})
+        return False
+
+    def _json(self, status: int, payload: dict) -> None:
+        self._send(status, json.dumps(payload).encode(), "application/json")
+
+    def _send(self, status: int, body: bytes, kind: str) -> None:
+        self.send_response(status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else None)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Content-Security-Policy", POLICY)
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):  # one line per request on stderr would drown the command's own output
+        pass
+
+
+class PadServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, reader: Reader, port: int = C.UI_PORT, host: str = C.HOST):
+        self.reader = reader
+        try:
+            super().__init__((host, port), Handler)
+        except OSError as e:
+            raise KitError(f"cannot serve the pad on {host}:{port}: {e.strerror}; pass another --port") from None
+
+    def handle_error(self, request, client_address):
+        """A page that moved on (a newer drawing, a closed tab) hangs up before its answer: nothing to report."""
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}/"
