@@ -29,7 +29,7 @@ class ClientError(KitError):
     """The server could not be reached (status None) or answered with an error status; the message says which."""
 
     def __init__(
-        self, message: str, status: int | None = None, retryable: bool | None = None, detail: str | None = None
+        self, message: str, status: int | None = None, detail: str | None = None, retryable: bool | None = None
     ):
         super().__init__(message)
         self.status = status
