@@ -1,5 +1,8 @@
 """Serving forms: the same network in the forms an archive carries, and the choice of one on the serving CPU.
 
+The forms: int8 TorchScript (FBGEMM/oneDNN kernels, x86 engine), `fp32` (the float network channels-last, on
+oneDNN's convolutions) and `fp32-aten` (the float network on ATen's own convolutions, oneDNN off).
+
 Which form is fastest depends on the CPU, not on the model: on AVX2-only CPUs oneDNN's fp32 convolutions
 run at about half the speed of ATen's own (im2col and a BLAS GEMM), where AVX-512 VNNI and AMX make int8 and
 oneDNN far ahead. A choice measured on the machine that built the archive is wrong on another, so the worker
@@ -19,10 +22,6 @@ import torch
 from mnist_kit import constants as C
 
 log = logging.getLogger(__name__)
-
-# Forms: int8 TorchScript (FBGEMM/oneDNN kernels, x86 engine), the float network channels-last on oneDNN's
-# convolutions, and the float network on ATen's own convolutions (oneDNN off).
-FORMS = ("int8", "fp32", "fp32-aten")
 
 
 def channels_last(model: torch.nn.Module) -> torch.nn.Module:
