@@ -1,14 +1,20 @@
 """Test tooling around a private TorchServe: authenticated GETs, counting lines in its logs, and the drawing
 pad's server in front of it."""
 
+import io
+import json
 import threading
+import zipfile
 from contextlib import contextmanager
+
+import torch
 
 from mnist_kit import client
 from mnist_kit import constants as C
 from mnist_kit.reading import Reader
 from mnist_kit.server import PrivateServer
 from mnist_kit.ui.server import PadServer
+from mnist_model import MnistClassificationNet
 
 
 class TorchServe(PrivateServer):
@@ -21,6 +27,18 @@ class TorchServe(PrivateServer):
     def count_in_log(self, text: str, log: str = "model_log.log") -> int:
         path = self.workdir / "logs" / log
         return path.read_text(errors="replace").count(text) if path.is_file() else 0
+
+    def served_form(self, archive, model: str = C.MODEL_NAME) -> torch.nn.Module:
+        """The form the workers chose (their describe answer), loaded in this process from `archive`."""
+        described = json.loads(self.get(f"{self.management_url}/models/{model}?customized=true"))[0]
+        form = described["customizedMetadata"]["serving_form"]
+        with zipfile.ZipFile(archive) as z:
+            weights = io.BytesIO(z.read(json.loads(z.read(C.FORMS_FILE))["forms"][form]["file"]))
+        if form == "int8":
+            return torch.jit.load(weights)
+        network = MnistClassificationNet()
+        network.load_state_dict(torch.load(weights, weights_only=True))
+        return network.eval()
 
 
 @contextmanager

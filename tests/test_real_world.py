@@ -1,7 +1,6 @@
 """Accuracy on images shaped the way people send digits (mnist_kit.variants), with the default training recipe."""
 
 import io
-import zipfile
 
 import numpy as np
 import pytest
@@ -99,8 +98,6 @@ def test_int8_serving_model_stays_within_0_05_points_of_float(trained_checkpoint
 
 def test_the_server_reads_variants_exactly_as_the_model_does_in_process(server, model_store, variants):
     sample = variants[::25]
-    with zipfile.ZipFile(model_store / "mnist.mar") as z:
-        archived = torch.jit.load(io.BytesIO(z.read("model.pt")))
-    expected = predict(archived, [data for _, _, data in sample])
+    expected = predict(server.served_form(model_store / "mnist.mar"), [data for _, _, data in sample])
     served = [mnist_client.predict(data, url=server.inference_url)["digit"] for _, _, data in sample]
     assert served == expected

@@ -4,7 +4,6 @@ import io
 import json
 import shutil
 import subprocess
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -18,7 +17,6 @@ from mnist_kit import client as mnist_client
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
 from mnist_kit.worker import preprocess as mnist_preprocess
-from mnist_model import MnistClassificationNet
 
 
 def digit_of(path) -> int:
@@ -39,16 +37,7 @@ def test_each_sample_digit_is_read_correctly(server, digits):
 
 
 def test_served_probabilities_match_the_form_the_workers_chose_computed_in_process(server, model_store, digits):
-    described = json.loads(server.get(f"{server.management_url}/models/mnist?customized=true"))[0]
-    form = described["customizedMetadata"]["serving_form"]
-    with zipfile.ZipFile(model_store / "mnist.mar") as z:
-        weights = io.BytesIO(z.read(json.loads(z.read(C.FORMS_FILE))["forms"][form]["file"]))
-    if form == "int8":
-        model = torch.jit.load(weights)
-    else:
-        model = MnistClassificationNet()
-        model.load_state_dict(torch.load(weights, weights_only=True))
-        model.eval()
+    model = server.served_form(model_store / "mnist.mar")
     pixels = np.stack([mnist_preprocess.image_bytes_to_pixels(p.read_bytes()) for p in digits])
     with torch.inference_mode():
         expected = model(mnist_preprocess.normalize(torch.from_numpy(pixels))).exp()
