@@ -47,7 +47,6 @@ class MnistHandler(BaseHandler):
         self.device = torch.device(f"cuda:{gpu}" if torch.cuda.is_available() and gpu is not None else "cpu")
         model_dir = context.system_properties["model_dir"]
         weights = os.path.join(model_dir, self.manifest["model"]["serializedFile"])
-        candidates = {}
         if self.manifest["model"].get("modelFile") or forms.read_manifest(model_dir):
             self.float_model = from_state_dict(weights, self.device)
             candidates = forms.load(model_dir, self.float_model, self.device) or {"fp32": self.float_model}
@@ -108,7 +107,7 @@ class MnistHandler(BaseHandler):
         for i, row in enumerate(data):
             try:
                 headers = self.context.get_all_request_header(i)
-                requests.append(protocols.read(row, self._content_type(i, row), headers))
+                requests.append(protocols.read(row, self._content_type(headers, row), headers))
             except Exception as e:  # a bug of ours must not take the batch or the worker down
                 error = InputError(f"preprocessing failed: {type(e).__name__}: {e}", 500, reason="internal")
                 requests.append(protocols.Request(protocols.PLAIN, [], error=error))
@@ -173,9 +172,9 @@ class MnistHandler(BaseHandler):
         model = self.manifest.get("model", {})
         return model.get("modelName", C.MODEL_NAME), model.get("modelVersion", C.MODEL_VERSION)
 
-    def _content_type(self, i: int, row: dict) -> str | None:
+    @staticmethod
+    def _content_type(headers: dict, row: dict) -> str | None:
         """The content type of the part carrying the payload (multipart parts have their own), else the request's."""
-        headers = self.context.get_all_request_header(i)
         for name in ("data", "file", "body"):
             if name in row and isinstance(headers.get(name), dict):
                 return headers[name].get("content-type")
