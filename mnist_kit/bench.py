@@ -307,9 +307,8 @@ def serving_form(ts, model: str = C.MODEL_NAME) -> str:
     (GET /models/MODEL?customized=true); archives of other kits' handlers say nothing there."""
     from mnist_kit import client as mnist_client
 
-    url = f"{ts.management_url}/models/{model}?customized=true"
-    custom = json.loads(mnist_client.request(url, token=ts.management_token, timeout=10))[0].get("customizedMetadata")
-    if not isinstance(custom, dict) or "serving_form" not in custom:
+    _, custom = mnist_client.described(ts.management_url, model, ts.management_token)
+    if "serving_form" not in custom:
         return "not reported by the handler"
     return f"{custom['serving_form']} ({custom['reason']})"
 

@@ -497,12 +497,11 @@ def models_list(ctx):
 @click.pass_context
 def describe(ctx, name, as_json):
     """Every version of NAME: batching, workers and their status, and the serving form its workers chose."""
+    from mnist_kit import client
+
     versions = _management(ctx, "GET", f"/models/{name}/all")
-    described = _management(ctx, "GET", f"/models/{name}?customized=true")[0]
-    default = described["modelVersion"]
-    custom = described.get("customizedMetadata") or {}
-    if isinstance(custom, str):  # TorchServe passes the handler's JSON on parsed, or as text when it is not JSON
-        custom = {}
+    description, custom = client.described(ctx.obj["url"], name, ctx.obj["token"])
+    default = description["modelVersion"]
     if as_json:
         for v in versions:
             if v["modelVersion"] == default:

@@ -167,5 +167,17 @@ def post_image(url: str, data: bytes, token: str | None, timeout: float, cacert=
     return json.loads(body)
 
 
+def described(
+    management_url: str = C.MANAGEMENT_URL, model: str = C.MODEL_NAME, token: str | None = None, timeout: float = 10
+) -> tuple[dict, dict]:
+    """The default version's description (GET /models/MODEL?customized=true) and what its handler's describe
+    answered there: the kit's handler names its serving form; other handlers leave it empty."""
+    description = json.loads(
+        request(f"{management_url.rstrip('/')}/models/{model}?customized=true", token=token, timeout=timeout)
+    )[0]
+    custom = description.get("customizedMetadata")  # TorchServe hands the handler's JSON on parsed, text otherwise
+    return description, custom if isinstance(custom, dict) else {}
+
+
 def ping(url: str = C.INFERENCE_URL, token: str | None = None, timeout: float = 5) -> dict:
     return json.loads(request(f"{url.rstrip('/')}/ping", token=token, timeout=timeout))

@@ -30,8 +30,7 @@ class TorchServe(PrivateServer):
 
     def served_form(self, archive, model: str = C.MODEL_NAME) -> torch.nn.Module:
         """The form the workers chose (their describe answer), loaded in this process from `archive`."""
-        described = json.loads(self.get(f"{self.management_url}/models/{model}?customized=true"))[0]
-        form = described["customizedMetadata"]["serving_form"]
+        form = client.described(self.management_url, model, self.management_token)[1]["serving_form"]
         with zipfile.ZipFile(archive) as z:
             weights = io.BytesIO(z.read(json.loads(z.read(C.FORMS_FILE))["forms"][form]["file"]))
         if form == "int8":
