@@ -54,11 +54,12 @@ EXPLAIN_WEIGHTS = "explain_weights.pt"
 
 # Serving forms (mnist_kit.worker.forms): the archive lists them in FORMS_FILE, each checked on the MNIST test set
 # after int8 calibration on CALIBRATION_IMAGES training images; the worker times them for at most
-# FORM_TIMING_BUDGET_S at start. SERVING_FORM_ENV (or the archive's serving_form) forces one: int8, fp32, fp32-aten.
+# FORM_TIMING_BUDGET_S at start. SERVING_FORM_ENV (or the archive's serving_form) forces one of SERVING_FORMS.
 FORMS_FILE = "forms.json"
 CALIBRATION_IMAGES = 2000
 FORM_TIMING_BUDGET_S = 0.3
 SERVING_FORM_ENV = "MNIST_KIT_SERVING_FORM"
+SERVING_FORMS = ("int8", "int8-hybrid", "fp32", "fp32-aten")
 
 # Serving defaults written into the archive's model-config.yaml (why: mnist_archive.model_config).
 BATCH_SIZE = 16

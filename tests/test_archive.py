@@ -27,7 +27,7 @@ def test_default_archive_carries_the_state_dict_and_every_checked_serving_form(m
     with zipfile.ZipFile(model_store / "mnist.mar") as z:
         forms = json.loads(z.read(C.FORMS_FILE))
         scripted = torch.jit.load(io.BytesIO(z.read(forms["forms"]["int8"]["file"])))
-    assert set(forms["forms"]) == {"int8", "fp32", "fp32-aten"}
+    assert set(forms["forms"]) == set(C.SERVING_FORMS)
     assert all(forms["float_accuracy"] - f["accuracy"] <= 0.05 for f in forms["forms"].values())
     assert any(
         p.dtype == torch.qint8 for p in scripted.state_dict().values() if isinstance(p, torch.Tensor)
