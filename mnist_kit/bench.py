@@ -34,6 +34,9 @@ from mnist_kit.worker import preprocess as mnist_preprocess
 # The sample 7, a canvas export and a phone photo of it (scripts/make_samples.py), shipped with the package.
 SAMPLES = Path(__file__).resolve().parent / "samples"
 SAMPLE = SAMPLES / "7.png"
+# A lone request's work is timed back to back and after the core idles this long: about the gap between two
+# requests of one client at concurrency 1.
+IDLE_GAP_S = 0.003
 
 
 def jpeg(image: Image.Image) -> bytes:
@@ -53,24 +56,81 @@ def sample_images() -> dict[str, bytes]:
     }
 
 
+def decode_only(data: bytes):
+    """The image decoded as preprocessing decodes it (libpng for MNIST-format PNGs, else PIL), nothing more."""
+    pixels = mnist_preprocess.mnist_png(data)
+    return pixels if pixels is not None else mnist_preprocess.decode(data)
+
+
+def timed(work, min_seconds: float, between=lambda: None, clock=time.perf_counter) -> list[float]:
+    """Seconds per call of work(), for at least min_seconds and 20 calls, after one untimed call; between()
+    runs untimed before each."""
+    work()
+    times = []
+    deadline = time.perf_counter() + min_seconds
+    while time.perf_counter() < deadline or len(times) < 20:
+        between()
+        start = clock()
+        work()
+        times.append(clock() - start)
+    return times
+
+
 def preprocess_costs(min_seconds: float = 1.0) -> dict[str, dict]:
-    """Median milliseconds per image of decode + preprocessing, on one core (PIL and numpy are single-threaded)."""
+    """Median milliseconds per image of decode + preprocessing, and of the decode alone (the floor no
+    preprocessing can go under), on one core (PIL and numpy are single-threaded)."""
     results = {}
     for name, data in sample_images().items():
-        mnist_preprocess.image_bytes_to_pixels(data)
-        times = []
-        deadline = time.perf_counter() + min_seconds
-        while time.perf_counter() < deadline or len(times) < 20:
-            start = time.perf_counter()
-            mnist_preprocess.image_bytes_to_pixels(data)
-            times.append(time.perf_counter() - start)
+        times = timed(lambda data=data: mnist_preprocess.image_bytes_to_pixels(data), min_seconds)
+        decoding = timed(lambda data=data: decode_only(data), min_seconds / 2)
         results[name] = {
             "bytes": len(data),
             "ms_median": round(1000 * statistics.median(times), 3),
             "ms_p90": round(1000 * np.percentile(times, 90), 3),
+            "decode_ms_median": round(1000 * statistics.median(decoding), 3),
             "runs": len(times),
         }
     return results
+
+
+def lone_request_costs(archive: Path, form: str, body: Path = SAMPLE, min_seconds: float = 1.0) -> dict:
+    """CPU milliseconds of a lone request's own work, in this process on one thread: decode `body`, normalise it,
+    one forward pass of the archive's `form` (the one the server's workers chose). Back to back, and each call
+    after the core idles for IDLE_GAP_S, as a worker does between lone requests. Where the second is several
+    times the first, the work finds the core's caches and predictors cold (another tenant of a virtual machine's
+    core, or the frontend and the other worker of this one, ran meanwhile): a cost a no-op handler hardly pays,
+    and so a floor under the kit's p50 at concurrency 1 above the ceiling's. Empty for archives without forms."""
+    import torch
+
+    from mnist_kit.worker import forms
+    from mnist_model import from_state_dict
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(tmp)
+            weights = json.loads(z.read("MAR-INF/MANIFEST.json"))["model"]["serializedFile"]
+        if form not in forms.read_manifest(tmp):
+            return {}
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as each worker runs
+        try:
+            model = forms.load(tmp, from_state_dict(Path(tmp, weights)), "cpu")[form]
+            data = body.read_bytes()
+
+            def work():
+                with torch.inference_mode():
+                    model(mnist_preprocess.model_input([mnist_preprocess.image_bytes_to_pixels(data)]))
+
+            hot = timed(work, min_seconds, clock=time.thread_time)
+            idle = timed(work, min_seconds, between=lambda: time.sleep(IDLE_GAP_S), clock=time.thread_time)
+        finally:
+            torch.set_num_threads(threads)
+    return {
+        "form": form,
+        "idle_gap_ms": IDLE_GAP_S * 1000,
+        "back_to_back_ms": round(1000 * statistics.median(hot), 3),
+        "after_idle_ms": round(1000 * statistics.median(idle), 3),
+    }
 
 
 WRK_SCRIPT = """
@@ -239,7 +299,7 @@ def run(
                     f"{name} c={c}: {sweeps[name][-1]['req_per_s']:.0f} req/s, p99 {sweeps[name][-1]['p99_ms']:.1f} ms"
                 )
         workers = len(servers["kit"][0].worker_pids("mnist"))
-        form = serving_form(servers["kit"][0])
+        form, form_name = serving_form(servers["kit"][0])
         # After the whole sweep: the memory a pod serving this archive needs (mnist-kit export sizes pods by it).
         memory_mib = round(servers["kit"][0].memory_mib())
     for k, c, v2 in zip(sweeps["kit"], sweeps["ceiling"], sweeps["kit_v2"]):
@@ -258,6 +318,7 @@ def run(
         **{name: {"cold_start_s": servers[name][1], "sweep": sweeps[name]} for name in servers},
         "kit_v2": {"body": "v2 BYTES, one base64 PNG", "sweep": sweeps["kit_v2"]},
         "preprocess": preprocess_costs(),
+        "lone_request": lone_request_costs(Path(archive), form_name, body),
     }
     result["kit"]["memory_mib"] = memory_mib
     return result
@@ -302,15 +363,15 @@ def machine() -> dict:
     }
 
 
-def serving_form(ts, model: str = C.MODEL_NAME) -> str:
-    """The form the server's workers chose at start and why, from the handler's describe answer
-    (GET /models/MODEL?customized=true); archives of other kits' handlers say nothing there."""
+def serving_form(ts, model: str = C.MODEL_NAME) -> tuple[str, str | None]:
+    """The form the server's workers chose at start and why, and its name alone, from the handler's describe
+    answer (GET /models/MODEL?customized=true); archives of other kits' handlers say nothing there."""
     from mnist_kit import client as mnist_client
 
     _, custom = mnist_client.described(ts.management_url, model, ts.management_token)
     if "serving_form" not in custom:
-        return "not reported by the handler"
-    return f"{custom['serving_form']} ({custom['reason']})"
+        return "not reported by the handler", None
+    return f"{custom['serving_form']} ({custom['reason']})", custom["serving_form"]
 
 
 def describe_machine(result: dict) -> str:
@@ -390,16 +451,28 @@ def report(result: dict) -> str:
         memory = result["kit"]["memory_mib"]
         lines.append(f"server memory after the sweep (frontend and workers, shared pages once): {memory} MiB")
     lines.append(
-        "preprocessing per image, one core: "
-        + ", ".join(f"{name} {r['ms_median']:.3f} ms" for name, r in result["preprocess"].items())
+        "preprocessing per image, one core (decoding alone): "
+        + ", ".join(
+            f"{name} {r['ms_median']:.3f} ms ({r['decode_ms_median']:.3f})" for name, r in result["preprocess"].items()
+        )
     )
+    if result.get("lone_request"):
+        lines.append(lone_request_line(result["lone_request"]))
     return "\n".join(lines)
 
 
+def lone_request_line(lone: dict) -> str:
+    return (
+        f"a lone request's own work in process ({lone['form']}: decode, normalise, forward one image), CPU ms: "
+        f"{lone['back_to_back_ms']:.3f} back to back, {lone['after_idle_ms']:.3f} after {lone['idle_gap_ms']:.0f} ms "
+        "idle"
+    )
+
+
 def print_preprocess_costs() -> None:
-    print(f"{'image':<26}{'bytes':>9}{'ms median':>11}{'ms p90':>9}")
+    print(f"{'image':<26}{'bytes':>9}{'ms median':>11}{'ms p90':>9}{'decoding':>10}")
     for name, r in preprocess_costs().items():
-        print(f"{name:<26}{r['bytes']:>9}{r['ms_median']:>11.3f}{r['ms_p90']:>9.3f}")
+        print(f"{name:<26}{r['bytes']:>9}{r['ms_median']:>11.3f}{r['ms_p90']:>9.3f}{r['decode_ms_median']:>10.3f}")
 
 
 if __name__ == "__main__":

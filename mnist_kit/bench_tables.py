@@ -7,7 +7,7 @@ One block per CPU kind, each between a begin marker that names its JSON file and
 import json
 from pathlib import Path
 
-from mnist_kit.bench import describe_machine
+from mnist_kit.bench import describe_machine, lone_request_line
 from mnist_kit.errors import KitError
 
 BEGIN, END = "<!-- bench tables: mnist-kit bench --markdown", "<!-- end of bench tables -->"
@@ -63,11 +63,18 @@ def markdown(result: dict) -> str:
         f"Cold start (`torchserve --start` to the first answer): {result['kit']['cold_start_s']:.2f} s "
         f"(no-op handler: {result['ceiling']['cold_start_s']:.2f} s).",
         "",
-        "| image | preprocessing ms, median on one core |",
-        "|---|---:|",
-        *(f"| {name} | {r['ms_median']:.3f} |" for name, r in result["preprocess"].items()),
+        "| image | preprocessing ms, median on one core | of which decoding |",
+        "|---|---:|---:|",
+        *(f"| {name} | {r['ms_median']:.3f} | {decoding(r)} |" for name, r in result["preprocess"].items()),
     ]
+    if result.get("lone_request"):  # bench files from before it have none
+        line = lone_request_line(result["lone_request"])
+        lines += ["", line[0].upper() + line[1:] + "."]
     return "\n".join(lines)
+
+
+def decoding(figures: dict) -> str:
+    return f"{figures['decode_ms_median']:.3f}" if "decode_ms_median" in figures else "not measured"
 
 
 def blocks(text: str) -> list[tuple[str, int, int]]:

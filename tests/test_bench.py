@@ -6,6 +6,7 @@ import json
 from click.testing import CliRunner
 from conftest import ROOT
 
+from mnist_kit import constants as C
 from mnist_kit.bench import machine
 from mnist_kit.bench_tables import BEGIN, END, blocks, load, markdown
 from mnist_kit.cli import cli
@@ -41,8 +42,12 @@ def test_bench_reports_throughput_latency_ratio_cold_start_and_preprocessing(mod
     assert [p["concurrency"] for p in v2] == [1, 4] and all(p["errors"] == 0 and p["req_per_s"] > 0 for p in v2)
     assert all(0 < p["ratio_to_raw"] < 5 for p in v2) and "Open Inference Protocol v2" in result.output
     assert set(figures["preprocess"]) == {"28×28 PNG", "280×280 RGBA canvas PNG", "1000×750 JPEG", "4000×3000 JPEG"}
+    assert all(0 < r["decode_ms_median"] and 0 < r["ms_median"] for r in figures["preprocess"].values())
+    lone = figures["lone_request"]
+    assert figures["serving_form"].startswith(f"{lone['form']} (")
+    assert lone["back_to_back_ms"] > 0 and lone["after_idle_ms"] > 0 and "after 3 ms idle" in result.output
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
-    assert figures["serving_form"].startswith(("int8 (", "fp32 (", "fp32-aten ("))
+    assert figures["serving_form"].startswith(tuple(f"{form} (" for form in C.SERVING_FORMS))
     assert figures["machine"]["torch_cpu_capability"]
     assert f"measured on {figures['machine']['cpu']} (" in result.output
     # The whole server's resident memory, which mnist-kit export sizes pods by.
@@ -106,6 +111,13 @@ def test_markdown_writes_a_row_per_concurrency_and_names_the_machine():
     )
     assert "| 32 | 8 726 | 1.50 | 2.25 | 4.00 | 0 | 15 803 | 1.50 | 4.00 | 0.55 |" in text
     assert "| 28×28 PNG | 0.013 |" in text and "3.50 s (no-op handler: 2.70 s)" in text
+
+
+def test_markdown_says_what_a_lone_request_costs_back_to_back_and_after_idling_when_the_run_measured_it():
+    lone = {"form": "int8", "idle_gap_ms": 3.0, "back_to_back_ms": 0.5, "after_idle_ms": 1.25}
+    text = markdown({**RESULT, "lone_request": lone})
+    assert "(int8: decode, normalise, forward one image), CPU ms: 0.500 back to back, 1.250 after 3 ms idle." in text
+    assert "back to back" not in markdown(RESULT)
 
 
 def test_markdown_adds_the_v2_protocol_table_when_the_run_has_one():
