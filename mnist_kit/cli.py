@@ -190,8 +190,7 @@ def train(data_dir, epochs, batch_size, lr, seed, limit, augment, device, precis
     type=click.Choice(["auto", "int8", "script", "eager"]),
     default="auto",
     show_default=True,
-    help="auto: every serving form (int8, int8 with a float first convolution, fp32 with and without oneDNN) "
-    "that stays within 0.05 points of "
+    help="auto: every serving form (int8, fp32 with and without oneDNN) that stays within 0.05 points of "
     "float test accuracy (needs the MNIST files); each worker times them on its CPU at start and serves the "
     "fastest. int8: quantised TorchScript alone. script: frozen fp32 TorchScript. eager: the state_dict "
     "with mnist_model.py.",

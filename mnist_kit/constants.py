@@ -59,7 +59,7 @@ FORMS_FILE = "forms.json"
 CALIBRATION_IMAGES = 2000
 FORM_TIMING_BUDGET_S = 0.3
 SERVING_FORM_ENV = "MNIST_KIT_SERVING_FORM"
-SERVING_FORMS = ("int8", "int8-hybrid", "fp32", "fp32-aten")
+SERVING_FORMS = ("int8", "fp32", "fp32-aten")
 
 # Serving defaults written into the archive's model-config.yaml (why: mnist_archive.model_config).
 BATCH_SIZE = 16

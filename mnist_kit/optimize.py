@@ -1,5 +1,5 @@
 """The served forms of the model, built and checked when archiving: the float network with and without oneDNN,
-int8 TorchScript (all layers, or all but the first convolution), and fp32 TorchScript (--mode script).
+int8 TorchScript, and fp32 TorchScript (--mode script).
 
 int8 is static post-training quantisation (FX graph mode, x86 backend: FBGEMM/oneDNN with VNNI), calibrated
 on training images and frozen into TorchScript. Every form is kept only if its MNIST test accuracy stays within
@@ -33,32 +33,21 @@ def candidate_forms(model: MnistClassificationNet, calibration: torch.Tensor) ->
     forms = {"fp32": channels_last(model), "fp32-aten": WithoutOneDNN(model)}
     try:
         forms["int8"] = quantize_int8(model, calibration)
-        forms["int8-hybrid"] = quantize_int8(model, calibration, float_conv1=True)
     except RuntimeError as e:  # no x86 quantisation engine (an ARM CPU): the float forms still serve
         warnings.warn(f"no int8 form: {e}", stacklevel=2)
     return forms
 
 
-def quantize_int8(
-    model: MnistClassificationNet, calibration: torch.Tensor, float_conv1: bool = False
-) -> torch.jit.ScriptModule:
-    """Static int8 quantisation calibrated on uint8 images; returns frozen TorchScript.
-
-    float_conv1 keeps the first convolution in float, channels-last on oneDNN, and quantises its output: with one
-    input channel it is int8's slowest layer on AVX2 CPUs (FBGEMM's int8 convolution of that batch of 16 takes
-    longer than the float one there), where AVX-512 VNNI and AMX make it cheap."""
+def quantize_int8(model: MnistClassificationNet, calibration: torch.Tensor) -> torch.jit.ScriptModule:
+    """Static int8 quantisation calibrated on uint8 images; returns frozen TorchScript."""
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     torch.backends.quantized.engine = "x86"
     example = normalize(calibration[:8])
-    qconfig = get_default_qconfig_mapping("x86")
-    if float_conv1:
-        qconfig.set_module_name("conv1", None)
-        model = channels_last(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prepared = prepare_fx(copy.deepcopy(model).eval(), qconfig, (example,))
+        prepared = prepare_fx(copy.deepcopy(model).eval(), get_default_qconfig_mapping("x86"), (example,))
         with torch.inference_mode():
             for i in range(0, len(calibration), 250):
                 prepared(normalize(calibration[i : i + 250]))

@@ -14,7 +14,6 @@ from mnist_kit import constants as C
 from mnist_kit.reading import Reader
 from mnist_kit.server import PrivateServer
 from mnist_kit.ui.server import PadServer
-from mnist_kit.worker import forms
 from mnist_model import MnistClassificationNet
 
 
@@ -34,7 +33,7 @@ class TorchServe(PrivateServer):
         form = client.described(self.management_url, model, self.management_token)[1]["serving_form"]
         with zipfile.ZipFile(archive) as z:
             weights = io.BytesIO(z.read(json.loads(z.read(C.FORMS_FILE))["forms"][form]["file"]))
-        if form in forms.SCRIPTED:
+        if form == "int8":
             return torch.jit.load(weights)
         network = MnistClassificationNet()
         network.load_state_dict(torch.load(weights, weights_only=True))

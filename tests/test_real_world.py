@@ -85,14 +85,13 @@ def test_tight_crops_have_ink_on_all_four_edges(variants):
             assert ink[0].any() and ink[-1].any() and ink[:, 0].any() and ink[:, -1].any()
 
 
-@pytest.mark.parametrize("float_conv1", [False, True], ids=["int8", "int8-hybrid"])
-def test_int8_serving_model_stays_within_0_05_points_of_float(trained_checkpoint, data_dir, float_conv1):
+def test_int8_serving_model_stays_within_0_05_points_of_float(trained_checkpoint, data_dir):
     from mnist_kit import optimize as mnist_optimize
 
     images, labels = mnist_data.load(data_dir, "test", download=False)
     train_images, _ = mnist_data.load(data_dir, "train", download=False)
     model = mnist_optimize.load_float(trained_checkpoint)
-    quantized = mnist_optimize.quantize_int8(model, train_images[: C.CALIBRATION_IMAGES], float_conv1)
+    quantized = mnist_optimize.quantize_int8(model, train_images[: C.CALIBRATION_IMAGES])
     drop = mnist_optimize.accuracy(model, images, labels) - mnist_optimize.accuracy(quantized, images, labels)
     assert drop <= mnist_optimize.MAX_ACCURACY_DROP
 

@@ -1,8 +1,7 @@
 """Serving forms: the same network in the forms an archive carries, and the choice of one on the serving CPU.
 
-The forms: `int8` TorchScript (FBGEMM/oneDNN kernels, x86 engine), `int8-hybrid` (the same with the first
-convolution in float), `fp32` (the float network channels-last, on oneDNN's convolutions) and `fp32-aten` (the
-float network on ATen's own convolutions, oneDNN off).
+The forms: int8 TorchScript (FBGEMM/oneDNN kernels, x86 engine), `fp32` (the float network channels-last, on
+oneDNN's convolutions) and `fp32-aten` (the float network on ATen's own convolutions, oneDNN off).
 
 Which form is fastest depends on the CPU, not on the model: on AVX2-only CPUs oneDNN's fp32 convolutions
 run at about half the speed of ATen's own (im2col and a BLAS GEMM), where AVX-512 VNNI and AMX make int8 and
@@ -23,8 +22,6 @@ import torch
 from mnist_kit import constants as C
 
 log = logging.getLogger(__name__)
-# The forms C.SERVING_FORMS names that are TorchScript files of their own.
-SCRIPTED = ("int8", "int8-hybrid")
 
 
 def channels_last(model: torch.nn.Module) -> torch.nn.Module:
@@ -58,7 +55,7 @@ def load(model_dir: str, float_model: torch.nn.Module | None, device) -> dict:
     forms = {}
     for name in listed:
         try:
-            if name in SCRIPTED:
+            if name == "int8":
                 forms[name] = load_torchscript(os.path.join(model_dir, listed[name]["file"]), device)
             elif name == "fp32" and float_model is not None:
                 forms[name] = channels_last(float_model)
