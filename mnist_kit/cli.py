@@ -594,8 +594,9 @@ def bench(archive, concurrency, seconds, out, as_json, markdown_from, into):
     concurrency, then at each concurrency drives one, then the other, with wrk: req/s, p50/p90/p99,
     errors; the ratio says how close the kit gets to the ceiling. The kit is also driven with the same
     image as an Open Inference Protocol (v2) request, one base64 BYTES element, to show the protocol's
-    cost. Also times preprocessing per image type. Run it on an otherwise idle machine; about
-    3 × (5 × SECONDS + 10) seconds.
+    cost. Also times preprocessing per image type (and its decoding alone), and in process a lone
+    request's own work, back to back and after the core idles 3 ms: what lone requests pay beyond the
+    no-op's. Run it on an otherwise idle machine; about 3 × (5 × SECONDS + 10) seconds.
 
     \b
     The tables of docs/PERFORMANCE.md come from such runs' JSON, one file per CPU kind, never retyped:
