@@ -130,13 +130,15 @@ def cli():
 @path_option(
     "--out", default=C.CHECKPOINT, dir_okay=False, help="Where to write the state_dict; metrics.json goes beside it."
 )
+@click.option("--force", is_flag=True, help="Overwrite an existing OUT (and the metrics.json beside it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON.")
-def train(data_dir, epochs, batch_size, lr, seed, limit, augment, device, precision, out, as_json):
+def train(data_dir, epochs, batch_size, lr, seed, limit, augment, device, precision, out, force, as_json):
     """Train the CNN on MNIST and save its state_dict.
 
     Reads train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and
     t10k-labels-idx1-ubyte (raw or .gz), checks them against the published MD5s, prints test
     accuracy after each epoch, and writes OUT and metrics.json beside it (accuracy, seconds, versions).
+    An existing OUT is refused before training starts, unless --force.
     """
     from mnist_kit import data, training
 
@@ -165,6 +167,7 @@ def train(data_dir, epochs, batch_size, lr, seed, limit, augment, device, precis
         device=device,
         augmentation=augment,
         precision=precision,
+        force=force,
         **quiet,
     )
     if as_json:

@@ -7,7 +7,7 @@ scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 
 if [ -f checkpoints/mnist_sd.pt ]; then
-    echo "quickstart: using checkpoints/mnist_sd.pt (delete it to train again)"
+    echo "quickstart: using checkpoints/mnist_sd.pt (mnist-kit train --force trains again)"
 else
     mnist-kit train
 fi
