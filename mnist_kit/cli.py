@@ -770,8 +770,8 @@ def kserve(
 @click.option(
     "--image",
     default=None,
-    help="The image with the model baked in (Dockerfile target `model`, built from OUT), as your cluster "
-    "pulls it. Default: mnist-kit-serving:VERSION-model.",
+    help="The image with the model baked in (Dockerfile target `model`, built from OUT when it lies under the "
+    "checkout's deploy/), as your cluster pulls it. Default: mnist-kit-serving:VERSION-model.",
 )
 @export_options
 def k8s(out, image, model_store, bench_report, name, cpus, memory_mib, min_replicas, max_replicas, force):
@@ -786,6 +786,10 @@ def k8s(out, image, model_store, bench_report, name, cpus, memory_mib, min_repli
       podman build --target model --build-arg LAYOUT=deploy/k8s -t registry.example.com/mnist-kit-serving:0.1.0-model .
       podman push registry.example.com/mnist-kit-serving:0.1.0-model
       kubectl apply -f deploy/k8s/kubernetes.yaml
+
+    An OUT outside the checkout's deploy/ is written all the same, since kubectl and compose read it from
+    anywhere, with a warning and the copy into deploy/ that bakes it in: .dockerignore lets only deploy/ into
+    the build context.
     """
     from mnist_kit import deploy
 
@@ -793,9 +797,20 @@ def k8s(out, image, model_store, bench_report, name, cpus, memory_mib, min_repli
         out, model_store, bench_report, name, image, cpus, memory_mib, min_replicas, max_replicas, force
     )
     _report_export(result)
+    context = home()
+    layout = deploy.image_layout(out, context)
+    copy = ""
+    if layout is None:
+        layout = f"{C.DEPLOY_DIR}/{out.name}"
+        click.echo(
+            f"warning: {out} is outside {context / C.DEPLOY_DIR}/, the only export folder the image build sees "
+            f"(.dockerignore): copy it there to bake it in",
+            err=True,
+        )
+        copy = f"cp -r {out} {context / layout}, "
     click.echo(
-        f"next: build and push the image with the model (podman build --target model --build-arg LAYOUT={out} "
-        f"-t {result.image} .), then kubectl apply -f {out}/kubernetes.yaml"
+        f"next: {copy}build and push the image with the model (podman build --target model "
+        f"--build-arg LAYOUT={layout} -t {result.image} {context}), then kubectl apply -f {out}/kubernetes.yaml"
     )
 
 

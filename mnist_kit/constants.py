@@ -82,6 +82,9 @@ SERVING_USER = 1000
 # Every interface inside a pod or container; the pod's own firewall is the Service, which names 8080 only.
 POD_HOST = "0.0.0.0"
 IMAGE_NAME = "mnist-kit-serving"
+# The only folder of exports .dockerignore lets into the image's build context (the checkout): the Dockerfile's
+# `model` target copies its LAYOUT from there.
+DEPLOY_DIR = "deploy"
 BENCH_REPORT = f"{REPORTS}/bench.json"
 # Pod resources when there is no bench report: those of KServe's TorchServe runtime.
 DEFAULT_CPUS = 1
