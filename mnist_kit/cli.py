@@ -301,7 +301,24 @@ def stop():
     click.echo(f"TorchServe (pid {pid}) stopped.")
 
 
-@cli.command()
+@cli.command(
+    help=f"""Send IMAGES to a running TorchServe and print the digit each one shows.
+
+    PNG, JPEG, BMP, GIF, WebP or TIFF in any colour mode, up to {C.MAX_IMAGE_PIXELS / 1e6:g} megapixels: photos,
+    canvas exports and scans are cropped, scaled and centred by the server. Each file is sent with its image
+    content type, unless it is over the server's max_request_size (read from --ts-config;
+    {C.MAX_REQUEST_BYTES // 2**20} MiB in the kit's).
+
+    Every file gets its line: `FILE: DIGIT (CONFIDENCE %)` on stdout, or `FILE: error: ...` on stderr with the
+    server's own message; the exit status is 1 when any file was not read. A failure of the server rather than
+    of the file (not reachable, TLS, a token or https:// it wants) ends the command at once: every other file
+    would fail the same way.
+
+    \b
+    Over HTTPS (a server with certificate_file and private_key_file):
+      mnist-kit predict --url https://127.0.0.1:8443 --cacert tls.crt examples/digits/7.png
+    """
+)
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--url", default=C.INFERENCE_URL, show_default=True, help="TorchServe inference address.")
 @click.option("--model", default=C.MODEL_NAME, show_default=True, help="Model name, or NAME/VERSION.")
@@ -317,13 +334,20 @@ def stop():
     dir_okay=False,
     help="TorchServe's key file, written where the server was started.",
 )
+@path_option(
+    "--ts-config",
+    default=C.TS_CONFIG,
+    dir_okay=False,
+    help="The server's configuration: a file over its max_request_size is not sent "
+    f"({C.MAX_REQUEST_BYTES // 2**20} MiB without the file).",
+)
 @click.option(
     "--retries",
     type=click.IntRange(0),
     default=3,
     show_default=True,
     help="Retries, with exponential backoff from 0.1 s, when the server is unreachable or answers 503 "
-    "(starting up, a worker restarting, queue full).",
+    "(starting up, queue full) or 507 (a worker died mid-request).",
 )
 @click.option(
     "--wait",
@@ -339,28 +363,50 @@ def stop():
     help="Verify an https:// server against this certificate (PEM): its own when self-signed, or its CA's. "
     "Default: the system's certificate authorities.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the server's JSON answers, one object per line.")
-def predict(images, url, model, token, key_file, retries, wait, cacert, as_json):
-    """Send IMAGES to a running TorchServe and print the digit each one shows.
-
-    PNG, JPEG, BMP, GIF, WebP or TIFF, any size and colour mode: photos, canvas exports and scans are
-    cropped, scaled and centred by the server. Each file is sent with its image content type.
-
-    \b
-    Over HTTPS (a server with certificate_file and private_key_file):
-      mnist-kit predict --url https://127.0.0.1:8443 --cacert tls.crt examples/digits/7.png
-    """
-    from mnist_kit import client
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='One JSON object per file, in order, on stdout: the server\'s answer with "file", or '
+    '{"file", "error", "status"}.',
+)
+def predict(images, url, model, token, key_file, ts_config, retries, wait, cacert, as_json):
+    from mnist_kit import client, server
 
     token = token or client.read_token(key_file)
+    limit, source = server.max_request_size(ts_config)
+    failed = 0
     for path in images:
-        answer = client.predict(
-            path.read_bytes(), url=url, model=model, token=token, retries=retries, wait=wait, cacert=cacert
-        )
-        if as_json:
-            click.echo(json.dumps({"file": str(path), **answer}))
+        try:
+            client.refuse_oversized(path, path.stat().st_size, limit, source)
+            answer = client.predict(
+                path.read_bytes(), url=url, model=model, token=token, retries=retries, wait=wait, cacert=cacert
+            )
+        except client.ClientError as e:
+            if e.server_wide:
+                raise
+            failed += 1
+            click.echo(json.dumps(failure_object(path, e)) if as_json else failure_line(path, e), err=not as_json)
         else:
-            click.echo(f"{path}: {answer['digit']} ({100 * answer['confidence']:.1f} %)")
+            click.echo(json.dumps({"file": str(path), **answer}) if as_json else answer_line(path, answer))
+    if failed:
+        raise KitError(f"{failed} of {len(images)} files not read")
+
+
+def answer_line(path, answer: dict) -> str:
+    """How predict prints one file's answer; what else is said beside the digit goes here."""
+    return f"{path}: {answer['digit']} ({100 * answer['confidence']:.1f} %)"
+
+
+def failure_line(path, error) -> str:
+    """How predict prints a file it could not read: the server's own message, after the status it answered with."""
+    status = f"HTTP {error.status}: " if error.status else ""
+    return f"{path}: error: {status}{error.detail}"
+
+
+def failure_object(path, error) -> dict:
+    """A file predict could not read, for --json: status is the HTTP status, null when the server answered none."""
+    return {"file": str(path), "error": error.detail, "status": error.status}
 
 
 @cli.command()

@@ -43,6 +43,8 @@ KEY_FILE = "key_file.json"
 # and a request body of at most 8 MiB (TorchServe's max_request_size).
 MAX_IMAGE_PIXELS = 25_000_000
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
+# TorchServe's own max_request_size, for a config.properties that sets none.
+TS_MAX_REQUEST_BYTES = 6_553_500
 
 # Predictions below this confidence are counted in the LowConfidencePredictions metric. The handler's
 # metrics are summed and reported this often (seconds), not per batch.
