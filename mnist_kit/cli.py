@@ -86,16 +86,16 @@ def cli():
     The whole flow:
       mnist-kit train                  # checkpoints/mnist_sd.pt (+ metrics.json: accuracy, seconds)
       mnist-kit archive                # model_store/mnist.mar
-      torchserve --start --ts-config config.properties --ncs   # or: mnist-kit serve
+      mnist-kit serve                  # checks, then torchserve --start --ts-config config.properties --ncs
       mnist-kit predict examples/digits/7.png
-      torchserve --stop                # or: mnist-kit stop
+      mnist-kit stop
       mnist-kit export kserve deploy/kserve --storage-uri gs://BUCKET/mnist   # or: export k8s (a cluster)
 
     \b
     Default paths (checkpoints/, model_store/, config.properties, logs/, reports/) are relative to the
     kit's home: $MNIST_KIT_HOME, else the checkout mnist-kit is installed from, else the current
-    directory; so every command works from any directory. Failures are one line: exit 1, or 3 when the
-    MNIST files are missing (2 is a usage error).
+    directory; so every command works from any directory. Failures are one line (predict: one per file it
+    could not read): exit 1, or 3 when the MNIST files are missing (2 is a usage error).
     """
 
 

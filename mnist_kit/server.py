@@ -133,7 +133,7 @@ def preflight(config_path, tmp_dir=None, cwd=".") -> dict:
     props = read_properties(config_path)
     pid = live_pid(pid_file_path(tmp_dir))
     if pid:
-        raise ServerError(f"TorchServe is already running (pid {pid}): stop it first with `torchserve --stop`")
+        raise ServerError(f"TorchServe is already running (pid {pid}): stop it first with `mnist-kit stop`")
     store = Path(cwd, props.get("model_store", C.MODEL_STORE))
     archives = sorted(p.name for p in store.glob("*.mar")) if store.is_dir() else []
     wanted = [m.split("=")[-1] for m in props.get("load_models", "").split(",") if m and m != "ALL"]

@@ -32,5 +32,5 @@ quickstart: all 10 sample digits read correctly. TorchServe is still running:
   .venv/bin/mnist-kit predict path/to/digit.png
   .venv/bin/mnist-kit ui          # draw digits in your browser (or: mnist-kit pad, a desktop window)
 Stop it with:
-  .venv/bin/mnist-kit stop        (or: .venv/bin/torchserve --stop)
+  .venv/bin/mnist-kit stop
 MSG

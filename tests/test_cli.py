@@ -15,8 +15,9 @@ from mnist_kit.paths import home
 def test_help_teaches_the_whole_flow():
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
-    for step in ("mnist-kit train", "mnist-kit archive", "torchserve --start", "torchserve --stop"):
+    for step in ("mnist-kit train", "mnist-kit archive", "mnist-kit serve", "mnist-kit predict", "mnist-kit stop"):
         assert step in result.output
+    assert "torchserve --start --ts-config config.properties --ncs" in result.output  # what serve runs
 
 
 def test_predict_against_no_server_fails_with_a_clear_message(digits):
