@@ -86,16 +86,16 @@ def cli():
     The whole flow:
       mnist-kit train                  # checkpoints/mnist_sd.pt (+ metrics.json: accuracy, seconds)
       mnist-kit archive                # model_store/mnist.mar
-      torchserve --start --ts-config config.properties --ncs   # or: mnist-kit serve
+      mnist-kit serve                  # checks, then torchserve --start --ts-config config.properties --ncs
       mnist-kit predict examples/digits/7.png
-      torchserve --stop                # or: mnist-kit stop
+      mnist-kit stop
       mnist-kit export kserve deploy/kserve --storage-uri gs://BUCKET/mnist   # or: export k8s (a cluster)
 
     \b
     Default paths (checkpoints/, model_store/, config.properties, logs/, reports/) are relative to the
     kit's home: $MNIST_KIT_HOME, else the checkout mnist-kit is installed from, else the current
-    directory; so every command works from any directory. Failures are one line: exit 1, or 3 when the
-    MNIST files are missing (2 is a usage error).
+    directory; so every command works from any directory. Failures are one line (predict: one per file it
+    could not read): exit 1, or 3 when the MNIST files are missing (2 is a usage error).
     """
 
 
@@ -130,13 +130,15 @@ def cli():
 @path_option(
     "--out", default=C.CHECKPOINT, dir_okay=False, help="Where to write the state_dict; metrics.json goes beside it."
 )
+@click.option("--force", is_flag=True, help="Overwrite an existing OUT (and the metrics.json beside it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON.")
-def train(data_dir, epochs, batch_size, lr, seed, limit, augment, device, precision, out, as_json):
+def train(data_dir, epochs, batch_size, lr, seed, limit, augment, device, precision, out, force, as_json):
     """Train the CNN on MNIST and save its state_dict.
 
     Reads train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and
     t10k-labels-idx1-ubyte (raw or .gz), checks them against the published MD5s, prints test
     accuracy after each epoch, and writes OUT and metrics.json beside it (accuracy, seconds, versions).
+    An existing OUT is refused before training starts, unless --force.
     """
     from mnist_kit import data, training
 
@@ -165,6 +167,7 @@ def train(data_dir, epochs, batch_size, lr, seed, limit, augment, device, precis
         device=device,
         augmentation=augment,
         precision=precision,
+        force=force,
         **quiet,
     )
     if as_json:
@@ -298,7 +301,24 @@ def stop():
     click.echo(f"TorchServe (pid {pid}) stopped.")
 
 
-@cli.command()
+@cli.command(
+    help=f"""Send IMAGES to a running TorchServe and print the digit each one shows.
+
+    PNG, JPEG, BMP, GIF, WebP or TIFF in any colour mode, up to {C.MAX_IMAGE_PIXELS / 1e6:g} megapixels: photos,
+    canvas exports and scans are cropped, scaled and centred by the server. Each file is sent with its image
+    content type, unless it is over the server's max_request_size (read from --ts-config;
+    {C.MAX_REQUEST_BYTES // 2**20} MiB in the kit's).
+
+    Every file gets its line: `FILE: DIGIT (CONFIDENCE %)` on stdout, or `FILE: error: ...` on stderr with the
+    server's own message; the exit status is 1 when any file was not read. A failure of the server rather than
+    of the file (not reachable, TLS, a token or https:// it wants) ends the command at once: every other file
+    would fail the same way.
+
+    \b
+    Over HTTPS (a server with certificate_file and private_key_file):
+      mnist-kit predict --url https://127.0.0.1:8443 --cacert tls.crt examples/digits/7.png
+    """
+)
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--url", default=C.INFERENCE_URL, show_default=True, help="TorchServe inference address.")
 @click.option("--model", default=C.MODEL_NAME, show_default=True, help="Model name, or NAME/VERSION.")
@@ -314,13 +334,20 @@ def stop():
     dir_okay=False,
     help="TorchServe's key file, written where the server was started.",
 )
+@path_option(
+    "--ts-config",
+    default=C.TS_CONFIG,
+    dir_okay=False,
+    help="The server's configuration: a file over its max_request_size is not sent "
+    f"({C.MAX_REQUEST_BYTES // 2**20} MiB without the file).",
+)
 @click.option(
     "--retries",
     type=click.IntRange(0),
     default=3,
     show_default=True,
     help="Retries, with exponential backoff from 0.1 s, when the server is unreachable or answers 503 "
-    "(starting up, a worker restarting, queue full).",
+    "(starting up, queue full) or 507 (a worker died mid-request).",
 )
 @click.option(
     "--wait",
@@ -336,28 +363,50 @@ def stop():
     help="Verify an https:// server against this certificate (PEM): its own when self-signed, or its CA's. "
     "Default: the system's certificate authorities.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the server's JSON answers, one object per line.")
-def predict(images, url, model, token, key_file, retries, wait, cacert, as_json):
-    """Send IMAGES to a running TorchServe and print the digit each one shows.
-
-    PNG, JPEG, BMP, GIF, WebP or TIFF, any size and colour mode: photos, canvas exports and scans are
-    cropped, scaled and centred by the server. Each file is sent with its image content type.
-
-    \b
-    Over HTTPS (a server with certificate_file and private_key_file):
-      mnist-kit predict --url https://127.0.0.1:8443 --cacert tls.crt examples/digits/7.png
-    """
-    from mnist_kit import client
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='One JSON object per file, in order, on stdout: the server\'s answer with "file", or '
+    '{"file", "error", "status"}.',
+)
+def predict(images, url, model, token, key_file, ts_config, retries, wait, cacert, as_json):
+    from mnist_kit import client, server
 
     token = token or client.read_token(key_file)
+    limit, source = server.max_request_size(ts_config)
+    failed = 0
     for path in images:
-        answer = client.predict(
-            path.read_bytes(), url=url, model=model, token=token, retries=retries, wait=wait, cacert=cacert
-        )
-        if as_json:
-            click.echo(json.dumps({"file": str(path), **answer}))
+        try:
+            client.refuse_oversized(path, path.stat().st_size, limit, source)
+            answer = client.predict(
+                path.read_bytes(), url=url, model=model, token=token, retries=retries, wait=wait, cacert=cacert
+            )
+        except client.ClientError as e:
+            if e.server_wide:
+                raise
+            failed += 1
+            click.echo(json.dumps(failure_object(path, e)) if as_json else failure_line(path, e), err=not as_json)
         else:
-            click.echo(f"{path}: {answer['digit']} ({100 * answer['confidence']:.1f} %)")
+            click.echo(json.dumps({"file": str(path), **answer}) if as_json else answer_line(path, answer))
+    if failed:
+        raise KitError(f"{failed} of {len(images)} files not read")
+
+
+def answer_line(path, answer: dict) -> str:
+    """How predict prints one file's answer; what else is said beside the digit goes here."""
+    return f"{path}: {answer['digit']} ({100 * answer['confidence']:.1f} %)"
+
+
+def failure_line(path, error) -> str:
+    """How predict prints a file it could not read: the server's own message, after the status it answered with."""
+    status = f"HTTP {error.status}: " if error.status else ""
+    return f"{path}: error: {status}{error.detail}"
+
+
+def failure_object(path, error) -> dict:
+    """A file predict could not read, for --json: status is the HTTP status, null when the server answered none."""
+    return {"file": str(path), "error": error.detail, "status": error.status}
 
 
 @cli.command()
@@ -767,8 +816,8 @@ def kserve(
 @click.option(
     "--image",
     default=None,
-    help="The image with the model baked in (Dockerfile target `model`, built from OUT), as your cluster "
-    "pulls it. Default: mnist-kit-serving:VERSION-model.",
+    help="The image with the model baked in (Dockerfile target `model`, built from OUT when it lies under the "
+    "checkout's deploy/), as your cluster pulls it. Default: mnist-kit-serving:VERSION-model.",
 )
 @export_options
 def k8s(out, image, model_store, bench_report, name, cpus, memory_mib, min_replicas, max_replicas, force):
@@ -783,6 +832,10 @@ def k8s(out, image, model_store, bench_report, name, cpus, memory_mib, min_repli
       podman build --target model --build-arg LAYOUT=deploy/k8s -t registry.example.com/mnist-kit-serving:0.1.0-model .
       podman push registry.example.com/mnist-kit-serving:0.1.0-model
       kubectl apply -f deploy/k8s/kubernetes.yaml
+
+    An OUT outside the checkout's deploy/ is written all the same, since kubectl and compose read it from
+    anywhere, with a warning and the copy into deploy/ that bakes it in: .dockerignore lets only deploy/ into
+    the build context.
     """
     from mnist_kit import deploy
 
@@ -790,9 +843,20 @@ def k8s(out, image, model_store, bench_report, name, cpus, memory_mib, min_repli
         out, model_store, bench_report, name, image, cpus, memory_mib, min_replicas, max_replicas, force
     )
     _report_export(result)
+    context = home()
+    layout = deploy.image_layout(out, context)
+    copy = ""
+    if layout is None:
+        layout = f"{C.DEPLOY_DIR}/{out.name}"
+        click.echo(
+            f"warning: {out} is outside {context / C.DEPLOY_DIR}/, the only export folder the image build sees "
+            f"(.dockerignore): copy it there to bake it in",
+            err=True,
+        )
+        copy = f"cp -r {out} {context / layout}, "
     click.echo(
-        f"next: build and push the image with the model (podman build --target model --build-arg LAYOUT={out} "
-        f"-t {result.image} .), then kubectl apply -f {out}/kubernetes.yaml"
+        f"next: {copy}build and push the image with the model (podman build --target model "
+        f"--build-arg LAYOUT={layout} -t {result.image} {context}), then kubectl apply -f {out}/kubernetes.yaml"
     )
 
 

@@ -26,15 +26,27 @@ MAGIC = [
 
 
 class ClientError(KitError):
-    """The server could not be reached (status None) or answered with an error status; the message says which."""
+    """The server could not be reached (status None) or answered with an error status; the message says which.
+
+    `server_wide` says the failure is the server's or the connection's, not this request's (not running, no TLS
+    this client trusts, a token or a scheme it refuses): a caller with more requests for it stops there, since
+    each would fail the same way.
+    """
 
     def __init__(
-        self, message: str, status: int | None = None, detail: str | None = None, retryable: bool | None = None
+        self,
+        message: str,
+        status: int | None = None,
+        detail: str | None = None,
+        retryable: bool | None = None,
+        *,
+        server_wide: bool = False,
     ):
         super().__init__(message)
         self.status = status
         self._retryable = retryable
         self.detail = detail or message  # the server's own message, without the URL and hints around it
+        self.server_wide = server_wide
 
     @property
     def retryable(self) -> bool:
@@ -86,7 +98,8 @@ def request(
             message = json.loads(body).get("message", body)
         except (ValueError, AttributeError):
             message = body
-        hint = ""
+        message = message.strip() or e.reason  # TorchServe's frontend answers some statuses (413) with no body
+        hint = ""  # the server-wide failures: every request would get the same answer
         if "token" in message.lower() or "InvalidKey" in body:
             hint = (
                 f" (token authorization is on: pass --token, or set {C.HOME_ENV} to the folder TorchServe was "
@@ -94,7 +107,9 @@ def request(
             )
         elif "only accepts HTTPS" in message:
             hint = " (it serves HTTPS: use an https:// URL, with --cacert when its certificate is self-signed)"
-        raise ClientError(f"{url}: HTTP {e.code}: {message.strip()}{hint}", e.code, detail=message.strip()) from None
+        raise ClientError(
+            f"{url}: HTTP {e.code}: {message}{hint}", e.code, detail=message, server_wide=bool(hint)
+        ) from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         if isinstance(reason, ssl.SSLCertVerificationError):
@@ -102,17 +117,47 @@ def request(
                 f"{url}: the server's certificate is not trusted ({reason.verify_message}): pass --cacert with the "
                 "certificate (or CA) it was signed with",
                 retryable=False,
+                server_wide=True,
             ) from None
         if isinstance(reason, ssl.SSLError):
             raise ClientError(
                 f"{url}: TLS handshake failed ({reason.reason or reason}): is the server serving HTTPS on this port? "
                 "(its inference_address starts with https:// only when it has certificate_file and private_key_file)",
                 retryable=False,
+                server_wide=True,
             ) from None
+        if isinstance(reason, (ConnectionResetError, BrokenPipeError)) and len(data or b"") > C.MAX_REQUEST_BYTES:
+            detail = closed_on_large_body(len(data))
+            raise ClientError(f"{url}: {detail}", detail=detail, retryable=False) from None
         raise ClientError(
-            f"cannot reach TorchServe at {url}: {reason}. Is it running? "
-            "(torchserve --start --ts-config config.properties)"
+            f"cannot reach TorchServe at {url}: {reason}. Is it running? (start it with `mnist-kit serve`)",
+            server_wide=True,
         ) from None
+
+
+def closed_on_large_body(size: int) -> str:
+    """Why a server that is up drops a large upload: TorchServe's frontend answers a body over max_request_size with
+    413 and closes the connection at once when the request says `Connection: close` (urllib's always do), so the
+    client, still sending, sees a reset instead of the 413."""
+    return (
+        f"the server closed the connection while receiving a body of {size:,} bytes, likely over its "
+        f"max_request_size ({mib(C.MAX_REQUEST_BYTES)} MiB in the kit's config.properties)"
+    )
+
+
+def mib(size: int) -> str:
+    """Bytes in MiB, as people write them: 8, 9.5."""
+    return f"{size / 2**20:.1f}".removesuffix(".0")
+
+
+def refuse_oversized(name, size: int, limit: int, source: str) -> None:
+    """Say, without sending it, that a body is over the server's max_request_size: TorchServe would drop it."""
+    if size > limit:
+        detail = (
+            f"not sent: {mib(size)} MiB ({size:,} bytes) is over the server's max_request_size of {mib(limit)} MiB "
+            f"({source})"
+        )
+        raise ClientError(f"{name} {detail}", detail=detail, retryable=False)
 
 
 def tls_context(cacert=None) -> ssl.SSLContext | None:

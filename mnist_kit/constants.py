@@ -43,6 +43,8 @@ KEY_FILE = "key_file.json"
 # and a request body of at most 8 MiB (TorchServe's max_request_size).
 MAX_IMAGE_PIXELS = 25_000_000
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
+# TorchServe's own max_request_size, for a config.properties that sets none.
+TS_MAX_REQUEST_BYTES = 6_553_500
 
 # Predictions below this confidence are counted in the LowConfidencePredictions metric. The handler's
 # metrics are summed and reported this often (seconds), not per batch.
@@ -82,6 +84,9 @@ SERVING_USER = 1000
 # Every interface inside a pod or container; the pod's own firewall is the Service, which names 8080 only.
 POD_HOST = "0.0.0.0"
 IMAGE_NAME = "mnist-kit-serving"
+# The only folder of exports .dockerignore lets into the image's build context (the checkout): the Dockerfile's
+# `model` target copies its LAYOUT from there.
+DEPLOY_DIR = "deploy"
 BENCH_REPORT = f"{REPORTS}/bench.json"
 # Pod resources when there is no bench report: those of KServe's TorchServe runtime.
 DEFAULT_CPUS = 1

@@ -428,6 +428,15 @@ def export_k8s(
     return Export(Path(out), files, pod, image)
 
 
+def image_layout(out, context) -> str | None:
+    """OUT as the Dockerfile's LAYOUT (`--target model`): its path relative to the build context, or None when it
+    lies outside the context's deploy/, which .dockerignore keeps the only export folder the build can see."""
+    out, context = Path(out).resolve(), Path(context).resolve()
+    if not out.is_relative_to(context / C.DEPLOY_DIR):
+        return None
+    return out.relative_to(context).as_posix()
+
+
 def _check_replicas(min_replicas: int, max_replicas: int, lowest: int) -> None:
     """KServe (Knative) can scale to zero; a HorizontalPodAutoscaler keeps at least one pod."""
     if not lowest <= min_replicas <= max_replicas or max_replicas < 1:

@@ -100,6 +100,21 @@ def read_properties(path) -> dict:
     return dict(line.split("=", 1) for line in map(str.strip, text.splitlines()) if "=" in line and line[0] != "#")
 
 
+def max_request_size(config_path) -> tuple[int, str]:
+    """The largest body the server config_path configures accepts, and where that figure comes from: its
+    max_request_size, else TorchServe's own default; without the file, the kit's (every config it writes sets it)."""
+    path = Path(config_path)
+    if not path.is_file():
+        return C.MAX_REQUEST_BYTES, f"the kit's default; no {path}"
+    value = read_properties(path).get("max_request_size")
+    if value is None:
+        return C.TS_MAX_REQUEST_BYTES, f"TorchServe's default; {path} sets none"
+    try:
+        return int(value), str(path)
+    except ValueError:
+        raise ServerError(f"max_request_size={value} in {path} is not a number of bytes") from None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((C.HOST, 0))
@@ -118,7 +133,7 @@ def preflight(config_path, tmp_dir=None, cwd=".") -> dict:
     props = read_properties(config_path)
     pid = live_pid(pid_file_path(tmp_dir))
     if pid:
-        raise ServerError(f"TorchServe is already running (pid {pid}): stop it first with `torchserve --stop`")
+        raise ServerError(f"TorchServe is already running (pid {pid}): stop it first with `mnist-kit stop`")
     store = Path(cwd, props.get("model_store", C.MODEL_STORE))
     archives = sorted(p.name for p in store.glob("*.mar")) if store.is_dir() else []
     wanted = [m.split("=")[-1] for m in props.get("load_models", "").split(",") if m and m != "ALL"]

@@ -80,14 +80,19 @@ def fit(
     device="auto",
     augmentation=True,
     precision="auto",
+    *,
+    force=False,
     on_step=None,
     on_epoch=None,
 ) -> dict:
     """Train, write the state_dict to `out` and metrics.json beside it, and return the metrics.
 
-    on_step(epoch, step, steps) is called after each optimiser step, on_epoch(epoch, loss, test_accuracy) after
-    each epoch: the CLI draws its progress bar and prints its lines with them.
+    An existing `out` is refused without force, before any work, as archive.build refuses: a checkpoint may be
+    minutes of training. on_step(epoch, step, steps) is called after each optimiser step, on_epoch(epoch, loss,
+    test_accuracy) after each epoch: the CLI draws its progress bar and prints its lines with them.
     """
+    if Path(out).exists() and not force:
+        raise KitError(f"{out} already exists: pass --force to overwrite it")
     start = time.time()
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)

@@ -7,7 +7,7 @@ scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 
 if [ -f checkpoints/mnist_sd.pt ]; then
-    echo "quickstart: using checkpoints/mnist_sd.pt (delete it to train again)"
+    echo "quickstart: using checkpoints/mnist_sd.pt (mnist-kit train --force trains again)"
 else
     mnist-kit train
 fi
@@ -32,5 +32,5 @@ quickstart: all 10 sample digits read correctly. TorchServe is still running:
   .venv/bin/mnist-kit predict path/to/digit.png
   .venv/bin/mnist-kit ui          # draw digits in your browser (or: mnist-kit pad, a desktop window)
 Stop it with:
-  .venv/bin/mnist-kit stop        (or: .venv/bin/torchserve --stop)
+  .venv/bin/mnist-kit stop
 MSG

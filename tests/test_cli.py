@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -14,16 +15,86 @@ from mnist_kit.paths import home
 def test_help_teaches_the_whole_flow():
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
-    for step in ("mnist-kit train", "mnist-kit archive", "torchserve --start", "torchserve --stop"):
+    for step in ("mnist-kit train", "mnist-kit archive", "mnist-kit serve", "mnist-kit predict", "mnist-kit stop"):
         assert step in result.output
+    assert "torchserve --start --ts-config config.properties --ncs" in result.output  # what serve runs
 
 
 def test_predict_against_no_server_fails_with_a_clear_message(digits):
     url = f"http://127.0.0.1:{mnist_server.free_port()}"
     result = CliRunner().invoke(cli, ["predict", str(digits[0]), "--url", url])
     assert result.exit_code == 1
-    assert f"cannot reach TorchServe at {url}" in result.output
+    assert f"cannot reach TorchServe at {url}" in result.output and "start it with `mnist-kit serve`" in result.output
     assert "Traceback" not in result.output
+
+
+def test_predict_stops_at_the_first_file_when_the_server_cannot_be_reached(digits):
+    url = f"http://127.0.0.1:{mnist_server.free_port()}"
+    result = CliRunner().invoke(cli, ["predict", *map(str, digits[:3]), "--url", url, "--retries", "0"])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and result.output.startswith(f"Error: cannot reach TorchServe at {url}")
+
+
+def nine_mib_file(tmp_path):
+    path = tmp_path / "big.png"
+    path.write_bytes(b"\x89PNG" + bytes(9 * 2**20 - 4))
+    return path
+
+
+def test_predict_does_not_send_a_file_over_the_servers_max_request_size(tmp_path):
+    config = tmp_path / "config.properties"
+    config.write_text(mnist_server.server_config())  # the kit's: max_request_size 8 MiB
+    big, url = nine_mib_file(tmp_path), f"http://127.0.0.1:{mnist_server.free_port()}"
+    result = CliRunner().invoke(cli, ["predict", str(big), "--url", url, "--ts-config", str(config)])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"{big}: error: not sent: 9 MiB (9,437,184 bytes) is over the server's max_request_size of 8 MiB ({config})",
+        "Error: 1 of 1 files not read",
+    ]  # and no "cannot reach": nothing was sent to the dead address
+
+
+def test_predict_answers_every_file_and_names_each_one_it_cannot(server, digits, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    result = CliRunner().invoke(
+        cli, ["predict", str(digits[7]), str(bad), str(digits[2]), "--url", server.inference_url]
+    )
+    assert result.exit_code == 1
+    answers = result.stdout.splitlines()
+    assert (
+        len(answers) == 2 and answers[0].startswith(f"{digits[7]}: 7 (") and answers[1].startswith(f"{digits[2]}: 2 (")
+    )
+    failure, summary = result.stderr.splitlines()
+    assert failure.startswith(f"{bad}: error: HTTP 400: not a decodable image: send PNG, JPEG")
+    assert summary == "Error: 1 of 3 files not read"
+
+
+def test_predict_json_is_one_object_per_file_with_failures_as_error_and_status(server, digits, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    args = ["predict", str(bad), str(digits[4]), "--url", server.inference_url, "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    failure, answer = map(json.loads, result.stdout.splitlines())
+    assert failure["file"] == str(bad) and failure["status"] == 400 and "not a decodable image" in failure["error"]
+    assert set(failure) == {"file", "error", "status"}
+    assert answer["file"] == str(digits[4]) and answer["digit"] == 4
+
+
+def test_predict_names_a_file_the_server_dropped_over_its_max_request_size_and_goes_on(server, digits, tmp_path):
+    """The server (max_request_size 8 MiB) is told to the CLI as allowing 64 MiB, so the file is sent: TorchServe
+    closes the connection on it (tests/test_fuzz.py), and the next file is still answered."""
+    config = tmp_path / "config.properties"
+    config.write_text(f"max_request_size={64 * 2**20}\n")
+    big = nine_mib_file(tmp_path)
+    args = ["predict", str(big), str(digits[1]), "--url", server.inference_url, "--ts-config", str(config)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == (
+        f"{big}: error: the server closed the connection while receiving a body of 9,437,184 bytes, likely over "
+        "its max_request_size (8 MiB in the kit's config.properties)"
+    )
+    assert result.stdout.startswith(f"{digits[1]}: 1 (")
 
 
 def test_predict_of_a_missing_file_is_a_usage_error(tmp_path):

@@ -37,3 +37,23 @@ def test_both_profiles_cap_the_request_size_and_set_no_cors_origin():
         config = properties((ROOT / name).read_text())
         assert int(config["max_request_size"]) == C.MAX_REQUEST_BYTES
         assert "cors_allowed_origin" not in config
+
+
+def test_the_body_limit_is_the_configs_max_request_size(tmp_path):
+    config = tmp_path / "config.properties"
+    config.write_text(mnist_server.server_config())
+    assert mnist_server.max_request_size(config) == (C.MAX_REQUEST_BYTES, str(config))
+
+
+def test_a_config_without_max_request_size_has_torchserves_own_limit(tmp_path):
+    config = tmp_path / "config.properties"
+    config.write_text("inference_address=http://127.0.0.1:8080\n")
+    assert mnist_server.max_request_size(config) == (
+        C.TS_MAX_REQUEST_BYTES,
+        f"TorchServe's default; {config} sets none",
+    )
+
+
+def test_without_a_config_the_body_limit_is_the_kits(tmp_path):
+    missing = tmp_path / "config.properties"
+    assert mnist_server.max_request_size(missing) == (C.MAX_REQUEST_BYTES, f"the kit's default; no {missing}")

@@ -332,6 +332,32 @@ def test_export_says_what_it_wrote_and_what_sized_the_pods(eager_store, bench_re
     assert "pods: 2 CPU" in result.output and f"sized from {bench_report}" in result.output
 
 
+def test_export_k8s_under_deploy_hints_the_image_build_with_the_layout_relative_to_the_checkout(
+    eager_store, tmp_path, monkeypatch
+):
+    checkout = tmp_path / "checkout"
+    monkeypatch.setenv(C.HOME_ENV, str(checkout))
+    out = checkout / "deploy" / "k8s"
+    result = CliRunner().invoke(cli, ["export", "k8s", str(out), "--model-store", str(eager_store)])
+    assert result.exit_code == 0, result.output
+    assert f"--build-arg LAYOUT=deploy/k8s -t {deploy.default_image('-model')} {checkout})" in result.stdout
+    assert result.stderr == ""
+
+
+def test_export_k8s_outside_deploy_warns_and_hints_the_copy_that_lets_the_image_build_see_it(
+    eager_store, tmp_path, monkeypatch
+):
+    checkout = tmp_path / "checkout"
+    monkeypatch.setenv(C.HOME_ENV, str(checkout))
+    out = tmp_path / "elsewhere" / "mnist-layout"
+    result = CliRunner().invoke(cli, ["export", "k8s", str(out), "--model-store", str(eager_store)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith(f"warning: {out} is outside {checkout}/deploy/, the only export folder")
+    assert f"next: cp -r {out} {checkout}/deploy/mnist-layout, build" in result.stdout
+    assert "--build-arg LAYOUT=deploy/mnist-layout " in result.stdout
+    assert deploy.image_layout(checkout / "deploy" / "mnist-layout", checkout) == "deploy/mnist-layout"
+
+
 def test_export_without_archives_fails_in_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["export", "k8s", str(tmp_path / "out"), "--model-store", str(tmp_path)])
     assert result.exit_code == 1 and "train and archive first" in result.output and result.output.count("\n") == 1

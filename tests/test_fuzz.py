@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
@@ -101,8 +103,31 @@ def test_bad_input_gets_a_4xx_with_a_json_message(server, digits, jpeg, case):
 
 
 def test_a_body_over_max_request_size_gets_413(server):
+    """On a keep-alive connection (http.client's, curl's) the frontend reads the body away and answers 413."""
     status, _ = post(server.inference_url, b"\x89PNG" + os.urandom(C.MAX_REQUEST_BYTES), "image/png")
     assert status == 413
+
+
+def test_a_body_over_max_request_size_sent_with_connection_close_gets_a_reset(server):
+    """urllib always sends `Connection: close`: then the frontend answers 413 and closes at once, and the client,
+    still sending, sees the connection reset (every time, at 8 MiB + 1 byte as at 64 MiB, measured)."""
+    body = b"\x89PNG" + bytes(9 * 2**20 - 4)
+    request = urllib.request.Request(
+        f"{server.inference_url}/predictions/mnist", data=body, headers={"Content-Type": "image/png"}
+    )
+    with pytest.raises(urllib.error.URLError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert isinstance(refused.value.reason, ConnectionResetError)
+
+
+def test_the_client_names_a_reset_on_a_body_over_max_request_size_for_what_it_is(server):
+    with pytest.raises(mnist_client.ClientError) as dropped:
+        mnist_client.predict(b"\x89PNG" + bytes(9 * 2**20 - 4), url=server.inference_url)
+    assert dropped.value.detail == (
+        "the server closed the connection while receiving a body of 9,437,184 bytes, likely over its "
+        "max_request_size (8 MiB in the kit's config.properties)"
+    )
+    assert "Is it running" not in str(dropped.value) and not dropped.value.server_wide
 
 
 def test_workers_survive_every_bad_input_and_still_read_digits(server, digits, jpeg):

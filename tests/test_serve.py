@@ -47,7 +47,7 @@ def test_a_running_server_is_named_with_how_to_stop_it(tmp_path, model_store):
     (tmp_path / ".model_server.pid").write_text(str(os.getpid()))
     result = serve(tmp_path, config(tmp_path, model_store))
     assert result.exit_code == 1
-    assert f"TorchServe is already running (pid {os.getpid()}): stop it first" in result.output
+    assert f"TorchServe is already running (pid {os.getpid()}): stop it first with `mnist-kit stop`" in result.output
 
 
 def test_a_missing_config_file_is_named(tmp_path):

@@ -47,6 +47,27 @@ def test_train_without_data_exits_3_with_one_clear_line(tmp_path, monkeypatch):
     assert not (tmp_path / "m.pt").exists()
 
 
+def test_train_refuses_an_existing_checkpoint_before_training(tmp_path, monkeypatch):
+    loaded = []
+    monkeypatch.setattr("mnist_kit.data.load", lambda *args, **kwargs: loaded.append(args))
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"minutes of training")
+    result = CliRunner().invoke(cli, ["train", "--data-dir", str(tmp_path), "--out", str(out)])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {out} already exists: pass --force to overwrite it\n"
+    assert loaded == [] and out.read_bytes() == b"minutes of training"
+
+
+def test_train_with_force_goes_past_an_existing_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setattr("mnist_kit.data._download", lambda data_dir: None)
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"old")
+    result = CliRunner().invoke(cli, ["train", "--data-dir", str(tmp_path / "nowhere"), "--out", str(out), "--force"])
+    assert (
+        result.exit_code == 3 and "MNIST file train-images-idx3-ubyte(.gz) not found" in result.output
+    )  # got to the data
+
+
 @pytest.mark.integration  # trains, briefly
 def test_training_reports_progress_through_callbacks(data_dir, tmp_path):
     steps, epochs = [], []
