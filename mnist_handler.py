@@ -1,11 +1,12 @@
-"""TorchServe handler: image requests in, {"digit", "confidence", "probabilities"} per request out.
+"""TorchServe handler: image requests in, {"digit", "confidence", "flags", "probabilities"} per request out.
 
 TorchServe's BaseHandler in three stages, as its own handle() names them: preprocess decodes each row (one
 request) to its 28×28 images or its InputError, inference runs one batched forward pass over the images of all
 rows, postprocess encodes an answer per row (a 4xx JSON error for the rows that did not decode). A row holds one
 image (/predictions), or a KServe v1 or Open Inference Protocol v2 body (/v1, /v2) with several, read and answered
 in mnist_kit.worker.protocols, since TorchServe's own envelopes lose batched requests. Decoding lives in
-mnist_kit.worker.preprocess, the network in mnist_model. The handler's own metrics go to TorchServe once a
+mnist_kit.worker.preprocess, what an answer says beside its digit in mnist_kit.worker.answers, the network in
+mnist_model. The handler's own metrics go to TorchServe once a
 second (mnist_kit.worker.metrics), and /explanations answers Integrated Gradients attributions.
 """
 
@@ -19,9 +20,9 @@ import torch
 from ts.torch_handler.base_handler import BaseHandler
 
 from mnist_kit import constants as C
-from mnist_kit.worker import forms, preprocess, protocols
+from mnist_kit.worker import answers, forms, preprocess, protocols
 from mnist_kit.worker.metrics import MetricsWindow
-from mnist_kit.worker.preprocess import InputError
+from mnist_kit.worker.preprocess import InputError, Picture
 from mnist_model import from_state_dict
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ ERROR_TYPES = {
     400: "BadRequestException",
     413: "RequestEntityTooLargeException",
     415: "UnsupportedMediaTypeException",
+    422: "UnprocessableEntityException",
     500: "InternalServerException",
     501: "NotImplementedException",
 }
@@ -88,17 +90,17 @@ class MnistHandler(BaseHandler):
         preprocessing_ms = (time.perf_counter() - start) * 1000
         if context.get_request_header(0, "explain") == "True":
             return self.explain_handle(requests)
-        results = self.inference([image for request in requests for image in request.images])
-        answers = self.postprocess(requests, results)
-        digits = [int(p.argmax()) for p in results]
+        results = self.inference([picture for request in requests for picture in request.images])
+        replies = self.postprocess(requests, results)
         self.metrics_window.add(
-            digits,
-            [p[d] for p, d in zip(results, digits)],
+            [a.digit for a in results],
+            [a.confidence for a in results],
             [r.error.reason for r in requests if r.error],
             preprocessing_ms,
             len(data),
+            flags=[a.flags for a in results],
         )
-        return answers
+        return replies
 
     def preprocess(self, data) -> list[protocols.Request]:
         """Decode: each row → a protocols.Request: its protocol and images (uint8 28×28), or the InputError that
@@ -113,32 +115,37 @@ class MnistHandler(BaseHandler):
                 requests.append(protocols.Request(protocols.PLAIN, [], error=error))
         return requests
 
-    def inference(self, rows: list) -> list:
-        """One forward pass over the decoded rows: each becomes its ten probabilities (float64, 6 decimals);
-        InputErrors pass through in place."""
-        decoded = [i for i, row in enumerate(rows) if not isinstance(row, InputError)]
-        if not decoded:
-            return list(rows)
+    def inference(self, pictures: list[Picture]) -> list[answers.Answer]:
+        """One forward pass over the pictures of all rows, and the digits of those holding several: each picture's
+        Answer (probabilities in float64, 6 decimals, and its flags)."""
+        if not pictures:
+            return []
         with torch.inference_mode():
-            log_probabilities = self.model(preprocess.model_input([rows[i] for i in decoded]).to(self.device))
+            log_probabilities = self.model(preprocess.model_input(answers.images(pictures)).to(self.device))
         probabilities = np.exp(log_probabilities.float().cpu().numpy(), dtype=np.float64).round(6)
-        results = list(rows)
-        for i, p in zip(decoded, probabilities):
-            results[i] = p
-        return results
+        return answers.answers(pictures, probabilities)
 
-    def postprocess(self, requests: list[protocols.Request], results: list) -> list:
-        """Encode: an answer per request in its protocol, from its images' probabilities (the next of `results`);
-        JSON either way, and a request that failed gets its own status."""
-        answers, probabilities = [], iter(results)
+    def postprocess(self, requests: list[protocols.Request], results: list[answers.Answer]) -> list:
+        """Encode: an answer per request in its protocol, from its pictures' Answers (the next of `results`);
+        JSON either way, and a request that failed gets its own status (422 for a strict one holding no digit)."""
+        replies, results = [], iter(results)
         for i, request in enumerate(requests):
+            mine = [next(results) for _ in request.images]
+            refused = [n for n, a in enumerate(mine) if "not_a_digit" in a.flags] if request.strict else []
+            if refused:
+                which = "the image" if len(mine) == 1 else f"image {refused[0]}"
+                request.error = InputError(
+                    f"{which} is not a digit (not_a_digit: no digit has {C.NOT_A_DIGIT_BELOW:.0%} of the "
+                    f"probability); sent without {C.STRICT_HEADER}, it is answered with the flag",
+                    422,
+                    reason="not_a_digit",
+                )
             if request.error:
-                answers.append(self._error(i, request.error, request.protocol))
+                replies.append(self._error(i, request.error, request.protocol))
             else:
-                mine = [next(probabilities) for _ in request.images]
-                answers.append(protocols.answer(request, mine, *self._model_id()))
+                replies.append(protocols.answer(request, mine, *self._model_id()))
             self.context.set_response_content_type(i, "application/json")
-        return answers
+        return replies
 
     def explain_handle(self, requests: list[protocols.Request]) -> list:
         """/explanations (and v1 :explain, v2 /explain): Integrated Gradients attributions of the predicted digit
@@ -149,7 +156,7 @@ class MnistHandler(BaseHandler):
                 error = request.error or InputError("this archive has no float weights to explain with", 501)
                 answers.append(self._error(i, error, request.protocol))
                 continue
-            explained = [self._explain(pixels) for pixels in request.images]
+            explained = [self._explain(picture.pixels) for picture in request.images]
             answers.append(protocols.explanation(request, explained, *self._model_id()))
             self.context.set_response_content_type(i, "application/json")
         return answers
@@ -178,7 +185,7 @@ class MnistHandler(BaseHandler):
         for name in ("data", "file", "body"):
             if name in row and isinstance(headers.get(name), dict):
                 return headers[name].get("content-type")
-        return next((v for k, v in headers.items() if k.lower() == "content-type" and isinstance(v, str)), None)
+        return protocols.header(headers, "content-type") or None
 
     def _error(self, i: int, error: InputError, protocol: str = protocols.PLAIN) -> dict:
         error_type = ERROR_TYPES.get(error.status, "Error")

@@ -81,7 +81,7 @@ def preprocess_costs(min_seconds: float = 1.0) -> dict[str, dict]:
     preprocessing can go under), on one core (PIL and numpy are single-threaded)."""
     results = {}
     for name, data in sample_images().items():
-        times = timed(lambda data=data: mnist_preprocess.image_bytes_to_pixels(data), min_seconds)
+        times = timed(lambda data=data: mnist_preprocess.read_image(data).pixels, min_seconds)
         decoding = timed(lambda data=data: decode_only(data), min_seconds / 2)
         results[name] = {
             "bytes": len(data),
@@ -119,7 +119,7 @@ def lone_request_costs(archive: Path, form: str, body: Path = SAMPLE, min_second
 
             def work():
                 with torch.inference_mode():
-                    model(mnist_preprocess.model_input([mnist_preprocess.image_bytes_to_pixels(data)]))
+                    model(mnist_preprocess.model_input([mnist_preprocess.read_image(data).pixels]))
 
             hot = timed(work, min_seconds, clock=time.thread_time)
             idle = timed(work, min_seconds, between=lambda: time.sleep(IDLE_GAP_S), clock=time.thread_time)

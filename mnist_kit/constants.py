@@ -25,10 +25,19 @@ LOGS = "logs"
 REPORTS = "reports"
 
 # The default training recipe (mnist-kit train, python train.py, training.fit).
-EPOCHS = 6
+EPOCHS = 7
 TRAIN_BATCH_SIZE = 128
 LEARNING_RATE = 3e-3
 SEED = 1
+# Outlier exposure: OUTLIER_IMAGES synthetic non-digits (mnist_kit.outliers), OUTLIER_BATCH of them beside each training
+# batch, their cross-entropy to the uniform answer weighted OUTLIER_WEIGHT; PRINTED_DIGITS printed digits join MNIST's
+# 60 000 (in proportion with --limit), and MARKED_SHARE of the digits get stray marks near the edges (MARKS of them).
+OUTLIER_IMAGES = 8000
+OUTLIER_BATCH = 32
+OUTLIER_WEIGHT = 1.0
+PRINTED_DIGITS = 3000
+MARKS = 2000
+MARKED_SHARE = 0.15
 
 HOST = "127.0.0.1"
 INFERENCE_PORT = 8080
@@ -49,6 +58,11 @@ TS_MAX_REQUEST_BYTES = 6_553_500
 # Predictions below this confidence are counted in the LowConfidencePredictions metric. The handler's
 # metrics are summed and reported this often (seconds), not per batch.
 LOW_CONFIDENCE = 0.9
+# What an answer's "flags" may hold (mnist_kit.worker.answers), and the top probability under which a picture is
+# taken for no digit at all. With STRICT_HEADER: true, a request whose picture is no digit gets a 422 instead.
+FLAGS = ("several_digits", "not_a_digit", "low_confidence")
+NOT_A_DIGIT_BELOW = 0.15
+STRICT_HEADER = "X-Strict"
 METRICS_INTERVAL_S = 1.0
 # Integrated Gradients steps for /explanations, and the float weights packed beside an int8 or script model.
 EXPLAIN_STEPS = 32
@@ -71,7 +85,7 @@ RESPONSE_TIMEOUT_S = 30
 # KServe v1 and Open Inference Protocol v2 (mnist_kit.worker.protocols): the most images one request may carry
 # (a batch of them is one forward pass in one worker), and the v2 outputs of inference and of explain.
 MAX_IMAGES_PER_REQUEST = 1000
-V2_OUTPUTS = ("predict", "probabilities")
+V2_OUTPUTS = ("predict", "probabilities", "flags")
 V2_EXPLAIN_OUTPUTS = ("predict", "attributions", "pixels")
 
 # Deploying beyond one machine (mnist_kit.deploy). KServe's TorchServe runtime mounts the model storage at

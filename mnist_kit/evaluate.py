@@ -13,11 +13,13 @@ import torch
 from PIL import Image
 
 from mnist_kit import client as mnist_client
+from mnist_kit import constants as C
 from mnist_kit import optimize as mnist_optimize
 from mnist_kit import variants
 from mnist_kit.errors import KitError
 from mnist_kit.training import write_json
-from mnist_kit.worker.preprocess import InputError, image_bytes_to_pixels, normalize
+from mnist_kit.worker import answers
+from mnist_kit.worker.preprocess import InputError, Picture, normalize, read_image
 
 
 def predict_checkpoint(checkpoint, images: torch.Tensor) -> np.ndarray:
@@ -48,35 +50,67 @@ def predict_endpoint(
         return np.array(results)
 
 
-def read_images(images: list[bytes]) -> tuple[torch.Tensor, np.ndarray]:
-    """Encoded images through the serving preprocessing: uint8 N×28×28 pixels, and which ones it could read
-    (a rejected image gets blank pixels, to be counted wrong)."""
-    pixels, readable = [], []
+def read_images(images: list[bytes]) -> tuple[list[Picture], np.ndarray]:
+    """Encoded images through the serving preprocessing: their Pictures, and which ones it could read (a rejected
+    image gets a blank picture, to be counted wrong)."""
+    pictures, readable = [], []
     for data in images:
         try:
-            pixels.append(image_bytes_to_pixels(data))
+            pictures.append(read_image(data))
             readable.append(True)
         except InputError:
-            pixels.append(np.zeros((28, 28), dtype=np.uint8))
+            pictures.append(Picture(np.zeros((28, 28), dtype=np.uint8)))
             readable.append(False)
-    return torch.from_numpy(np.stack(pixels)), np.array(readable)
+    return pictures, np.array(readable)
+
+
+def answer_checkpoint(checkpoint, pictures: list[Picture]) -> list[answers.Answer]:
+    """What the served handler would answer for each picture, from the float model: digit, flags, digits."""
+    rows = torch.from_numpy(np.stack(answers.images(pictures)))
+    probabilities = predict_checkpoint(checkpoint, rows).astype(np.float64).round(6)
+    return answers.answers(pictures, probabilities)
 
 
 def real_world(checkpoint, images: torch.Tensor, labels: torch.Tensor, per_kind: int = 200, seed: int = 0) -> dict:
-    """Accuracy in percent per kind of held-out real-world image (mnist_kit.variants, made from these test images),
-    each through the serving preprocessing; `mnist` is every test image sent as a PNG. An image the
-    preprocessing rejects counts as wrong."""
+    """Per kind of held-out real-world image (mnist_kit.variants, made from these test images), each through the
+    serving preprocessing and answered as the handler answers (mnist_kit.worker.answers); `mnist` is every test
+    image sent as a PNG. Percentages of the kind's images:
+      accuracy        the digit is right (a rejected image is wrong; a flagged one counts if its digit is right)
+      flagged         several_digits or not_a_digit: on digits, the false alarms
+      several_digits, not_a_digit, low_confidence   each flag
+      refused         the preprocessing said no (a blank, say)
+      digits_read     several digits only: `digits` holds every one of them, in order
+    For the kinds measured by a flag (variants.FLAGGED) there is no accuracy; not_a_digit counts refused ones."""
     made = variants.make(images.numpy(), labels.numpy(), per_kind=per_kind, seed=seed)
     made = [v for v in made if v[0] != "mnist"]
     made += [
         ("mnist", int(label), variants.mnist_png(image, None)) for image, label in zip(images.numpy(), labels.numpy())
     ]
-    pixels, readable = read_images([data for _, _, data in made])
-    predicted = predict_checkpoint(checkpoint, pixels).argmax(1)
-    hits: dict[str, list[bool]] = {kind: [] for kind in variants.KINDS}
-    for (kind, label, _), guess, ok in zip(made, predicted, readable):
-        hits[kind].append(bool(ok and guess == label))
-    return {kind: {"accuracy": round(100 * float(np.mean(h)), 2), "images": len(h)} for kind, h in hits.items()}
+    pictures, readable = read_images([data for _, _, data in made])
+    replies = answer_checkpoint(checkpoint, pictures)
+    rows: dict[str, list[dict]] = {kind: [] for kind in variants.KINDS}
+    for (kind, label, _), reply, ok in zip(made, replies, readable):
+        flags = set(reply.flags) if ok else set()
+        rows[kind].append(
+            {
+                "accuracy": bool(ok and reply.digit == label),
+                "flagged": bool(flags & {"several_digits", "not_a_digit"}),
+                **{flag: flag in flags for flag in C.FLAGS},
+                "refused": not ok,
+                "digits_read": "".join(map(str, reply.digits or [])) == label,
+            }
+        )
+    results = {}
+    for kind, found in rows.items():
+        share = {key: round(100 * float(np.mean([r[key] for r in found])), 2) for key in found[0]}
+        if kind in variants.FLAGGED:
+            del share["accuracy"]
+            if kind == "not_digit":
+                share["not_a_digit"] = round(100 * float(np.mean([r["not_a_digit"] or r["refused"] for r in found])), 2)
+        if kind != "several":
+            del share["digits_read"]
+        results[kind] = {"images": len(found), **share}
+    return results
 
 
 def write_real_world(results: dict, checkpoint, out_dir) -> Path:

@@ -16,7 +16,26 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-KINDS = ("mnist", "canvas", "photo", "lowres", "printed", "tight", "lowres_fill", "offcentre")
+from mnist_kit import pen
+from mnist_kit.pen import arc, curve, line
+
+KINDS = (
+    "mnist",
+    "canvas",
+    "photo",
+    "lowres",
+    "printed",
+    "tight",
+    "lowres_fill",
+    "offcentre",
+    "rotated",
+    "boxed",
+    "underlined",
+    "several",
+    "not_digit",
+)
+# The kinds measured by the flag their answers must carry, not by their digit.
+FLAGGED = {"several": "several_digits", "not_digit": "not_a_digit"}
 FONTS = [
     "DejaVuSans.ttf",
     "DejaVuSans-Bold.ttf",
@@ -72,6 +91,10 @@ def canvas_png(digit: np.ndarray, rng) -> bytes:
 
 def photo_jpeg(digit: np.ndarray, rng) -> bytes:
     """Dark ink on light paper, off-centre, rotated a little, unevenly lit, noisy, blurred and JPEG-compressed."""
+    return encode(_photo(digit, rng), "JPEG", quality=int(rng.integers(60, 92)))
+
+
+def _photo(digit: np.ndarray, rng) -> Image.Image:
     width, height = [(640, 480), (1000, 750), (1600, 1200)][int(rng.integers(3))]
     ink_height = int(height * rng.uniform(0.25, 0.6))
     mask = _ink_mask(digit, ink_height, rng, thickness=int(rng.choice([0, 3])))
@@ -80,7 +103,13 @@ def photo_jpeg(digit: np.ndarray, rng) -> bytes:
     x = int(rng.integers(0, width - mask.size[0]))
     y = int(rng.integers(0, max(1, height - mask.size[1])))
     layer.paste(mask, (x, y))
-    ink = np.asarray(layer, dtype=np.float32) / 255.0
+    return _on_paper(np.asarray(layer, dtype=np.float32) / 255.0, rng, blur=(0.5, 2.0))
+
+
+def _on_paper(ink: np.ndarray, rng, blur=(0.3, 1.2)) -> Image.Image:
+    """Ink (0..1) as a pen on paper photographed: tinted paper, coloured pen, light falling off to one side,
+    sensor noise and a little blur; RGB."""
+    height, width = ink.shape
     paper = np.array(rng.uniform(190, 250, size=3), dtype=np.float32)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi)
@@ -89,8 +118,7 @@ def photo_jpeg(digit: np.ndarray, rng) -> bytes:
     rgb = (paper * (1 - ink[..., None]) + pen * ink[..., None]) * light[..., None]
     rgb += rng.normal(0, rng.uniform(2, 8), size=rgb.shape).astype(np.float32)
     image = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB")
-    image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 2.0)))
-    return encode(image, "JPEG", quality=int(rng.integers(60, 92)))
+    return image.filter(ImageFilter.GaussianBlur(rng.uniform(*blur)))
 
 
 def lowres_image(digit: np.ndarray, rng) -> bytes:
@@ -192,6 +220,356 @@ def offcentre(digit: np.ndarray, rng) -> bytes:
     return _paint(frame, rng, transparent=0.2)
 
 
+# EXIF orientation → how a phone stores an upright picture under that tag (the inverse of what a viewer does).
+STORED = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+def rotated_photo(digit: np.ndarray, rng, orientation: int | None = None) -> bytes:
+    """A phone photo stored as the sensor reads it, with the EXIF Orientation tag every viewer applies: mostly 6
+    and 8 (portrait), 3 (upside down), sometimes a mirrored one (2, 4, 5, 7: front cameras, edited files)."""
+    orientation = orientation or int(rng.choice([6, 6, 6, 8, 8, 3, 3, 2, 4, 5, 7]))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored = _photo(digit, rng).transpose(STORED[orientation])
+    return encode(stored, "JPEG", quality=int(rng.integers(60, 92)), exif=exif.tobytes())
+
+
+def _digit_ink(digit: np.ndarray, height: int, rng) -> np.ndarray:
+    """The digit's ink (0..1) cropped to its extent and scaled to `height` pixels tall, sometimes a thicker pen."""
+    rows, cols = np.flatnonzero((digit > 32).any(1)), np.flatnonzero((digit > 32).any(0))
+    box = Image.fromarray(digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], mode="L")
+    width = max(1, round(box.width * height / box.height))
+    mask = box.resize((width, height), Image.Resampling.BICUBIC)
+    if rng.random() < 0.3:
+        mask = mask.filter(ImageFilter.MaxFilter(3))
+    return np.asarray(mask, dtype=np.float32) / 255.0
+
+
+def _sheet(ink: np.ndarray, rng) -> bytes:
+    """Ink (0..1) on a page: photographed (JPEG) or scanned (clean grey PNG, no lighting)."""
+    if rng.random() < 0.5:
+        return encode(_on_paper(ink, rng), "JPEG", quality=int(rng.integers(70, 95)))
+    gray = 245 - 225 * ink + rng.normal(0, 2, ink.shape)
+    return encode(Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8), mode="L"), "PNG")
+
+
+def _page(ink: np.ndarray, rules: Image.Image, rng, angle: float = 2.0) -> bytes:
+    """A digit's ink and printed rules (both 0..255 L layers of one size) as one page, turned a little."""
+    page = np.maximum(ink, np.asarray(rules, dtype=np.float32) / 255.0)
+    turned = Image.fromarray((page * 255).astype(np.uint8), mode="L").rotate(
+        rng.uniform(-angle, angle), resample=Image.Resampling.BILINEAR
+    )
+    return _sheet(np.asarray(turned, dtype=np.float32) / 255.0, rng)
+
+
+def _field(ink: np.ndarray, rng, margins: np.ndarray, pad: float) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The digit's ink placed on a larger page: the field's box (left, top, right, bottom) around it with
+    `margins` (of the digit's height; negative: the digit crosses the line), and `pad` of blank page around."""
+    height, width = ink.shape
+    m = np.round(margins * height).astype(int)
+    outer = int(pad * height) + max(0, -m.min()) + 4
+    page = np.zeros((height + m[1] + m[3] + 2 * outer, width + m[0] + m[2] + 2 * outer), dtype=np.float32)
+    top, left = outer + m[1], outer + m[0]
+    page[top : top + height, left : left + width] = ink
+    return page, (outer, outer, page.shape[1] - outer - 1, page.shape[0] - outer - 1)
+
+
+def boxed(digit: np.ndarray, rng) -> bytes:
+    """A digit written in a form's box: the box from touching the digit (or crossed by it) to a third of its height
+    away, its line thinner than the pen or as thick, printed black or in a light colour; a quarter are comb
+    fields, open at the top."""
+    ink = _digit_ink(digit, int(rng.integers(48, 160)), rng)
+    stroke = max(1, ink.shape[0] // 12)
+    page, (left, top, right, bottom) = _field(ink, rng, rng.uniform(-0.03, 0.35, size=4), rng.uniform(0.05, 0.5))
+    rules = Image.new("L", (page.shape[1], page.shape[0]), 0)
+    draw = ImageDraw.Draw(rules)
+    width, level = int(rng.integers(1, stroke + 2)), int(rng.choice([255, 255, 200, 150]))
+    sides = [(left, bottom, right, bottom), (left, top, left, bottom), (right, top, right, bottom)]
+    if rng.random() < 0.75:
+        sides.append((left, top, right, top))
+    for side in sides:
+        draw.line(side, fill=level, width=width)
+    return _page(page, rules, rng)
+
+
+def underlined(digit: np.ndarray, rng) -> bytes:
+    """A digit with a line under it: drawn with a ruler or by hand (a little tilted, wavering), from crossing the
+    digit's foot to a third of its height below, from a little shorter than the digit to well beyond it."""
+    ink = _digit_ink(digit, int(rng.integers(48, 160)), rng)
+    height, width = ink.shape
+    gap = rng.uniform(-0.05, 0.3)
+    reach = rng.uniform(-0.1, 0.6, size=2) * width / height
+    page, (left, top, right, bottom) = _field(
+        ink, rng, np.array([reach[0], 0.1, reach[1], gap]), rng.uniform(0.05, 0.5)
+    )
+    rules = Image.new("L", (page.shape[1], page.shape[0]), 0)
+    thickness = int(rng.integers(1, max(2, height // 12) + 2))
+    if rng.random() < 0.5:
+        ImageDraw.Draw(rules).line((left, bottom, right, bottom), fill=255, width=thickness)
+    else:
+        tilt = np.tan(np.radians(rng.uniform(-4, 4)))
+        xs = np.linspace(left, right, 12)
+        ys = bottom + (xs - left) * tilt + rng.normal(0, 0.01 * height, xs.size).cumsum() * 0.5
+        rules = pen.render([list(zip(xs, ys))], rules.size, thickness)
+    return _page(page, rules, rng, angle=1.0)
+
+
+def several(digits: list[np.ndarray], rng) -> bytes:
+    """Two or three digits side by side, as a number is written: heights a little uneven, baselines wavering,
+    the gaps between them from overlapping boxes (slanted digits, touching strokes) to half a digit."""
+    height = int(rng.integers(48, 140))
+    inks = [_digit_ink(d, max(16, int(height * rng.uniform(0.88, 1.12))), rng) for d in digits]
+    gaps = [int(rng.uniform(-0.08, 0.45) * height) for _ in inks[1:]]
+    width = sum(i.shape[1] for i in inks) + sum(gaps) + height
+    page = np.zeros((int(height * 1.6), width), dtype=np.float32)
+    x = height // 2
+    for n, ink in enumerate(inks):
+        y = int(height * 0.3 + rng.uniform(-0.06, 0.06) * height + height - ink.shape[0])
+        region = page[y : y + ink.shape[0], x : x + ink.shape[1]]
+        np.maximum(region, ink[: region.shape[0], : region.shape[1]], out=region)
+        x += ink.shape[1] + (gaps[n] if n < len(gaps) else 0)
+    if rng.random() < 0.3:  # on a drawing pad's transparent canvas
+        alpha = Image.fromarray((page * 255).astype(np.uint8), mode="L")
+        black = Image.new("L", alpha.size, 0)
+        return encode(Image.merge("RGBA", [black, black, black, alpha]), "PNG")
+    return _sheet(page, rng)
+
+
+# Pictures that are not digits, for the not-a-digit figures. Letters that are written as digits are left out (O and
+# o are 0; I, l, i and j are 1; S and s 5; Z and z 2; b, G 6; g, q 9): no reader tells them apart alone.
+# Fonts the training's synthetic non-digits never use (mnist_kit.outliers draws its letters in DejaVu).
+LETTER_FONTS = [
+    "STIXGeneral.ttf",
+    "STIXGeneralBol.ttf",
+    "STIXGeneralItalic.ttf",
+    "STIXGeneralBolIta.ttf",
+    "cmr10.ttf",
+    "cmss10.ttf",
+    "cmtt10.ttf",
+    "cmb10.ttf",
+    "cmmi10.ttf",
+]
+LETTERS = "ABCDEFHKLMNPRTUVWXYadefhkmnrtuvwxy"
+# Pen-drawn letters and signs, as PEN_SIGNS: strokes in a box 1 high, x from 0 to 1 at the sign's own width.
+PEN_SIGNS = {
+    "A": [line((0.0, 1.0), (0.5, 0.0), (1.0, 1.0)), line((0.22, 0.6), (0.78, 0.6))],
+    "B": [
+        line((0.1, 1.0), (0.1, 0.0)),
+        curve((0.1, 0.0), (0.65, 0.02), (0.8, 0.24), (0.6, 0.45), (0.1, 0.48))
+        + curve((0.1, 0.48), (0.75, 0.52), (0.92, 0.76), (0.65, 0.98), (0.1, 1.0))[1:],
+    ],
+    "C": [arc(0.55, 0.5, 0.45, 0.5, -40, -320)],
+    "D": [line((0.1, 0.0), (0.1, 1.0)), curve((0.1, 0.0), (0.7, 0.08), (0.95, 0.5), (0.7, 0.92), (0.1, 1.0))],
+    "E": [line((0.9, 0.0), (0.1, 0.0), (0.1, 1.0), (0.9, 1.0)), line((0.1, 0.5), (0.7, 0.5))],
+    "F": [line((0.9, 0.0), (0.1, 0.0), (0.1, 1.0)), line((0.1, 0.48), (0.7, 0.48))],
+    "H": [line((0.1, 0.0), (0.1, 1.0)), line((0.9, 0.0), (0.9, 1.0)), line((0.1, 0.5), (0.9, 0.5))],
+    "K": [line((0.1, 0.0), (0.1, 1.0)), line((0.9, 0.0), (0.1, 0.58)), line((0.35, 0.42), (0.95, 1.0))],
+    "M": [line((0.05, 1.0), (0.1, 0.0), (0.5, 0.6), (0.9, 0.0), (0.95, 1.0))],
+    "N": [line((0.1, 1.0), (0.1, 0.0), (0.9, 1.0), (0.9, 0.0))],
+    "P": [line((0.1, 1.0), (0.1, 0.0)), curve((0.1, 0.0), (0.7, 0.05), (0.85, 0.28), (0.6, 0.5), (0.1, 0.52))],
+    "R": [
+        line((0.1, 1.0), (0.1, 0.0)),
+        curve((0.1, 0.0), (0.7, 0.05), (0.85, 0.28), (0.6, 0.5), (0.1, 0.52)),
+        line((0.4, 0.52), (0.95, 1.0)),
+    ],
+    "T": [line((0.0, 0.0), (1.0, 0.0)), line((0.5, 0.0), (0.5, 1.0))],
+    "U": [curve((0.1, 0.0), (0.1, 0.7), (0.5, 1.0), (0.9, 0.7), (0.9, 0.0))],
+    "V": [line((0.0, 0.0), (0.5, 1.0), (1.0, 0.0))],
+    "W": [line((0.0, 0.0), (0.25, 1.0), (0.5, 0.35), (0.75, 1.0), (1.0, 0.0))],
+    "X": [line((0.0, 0.0), (1.0, 1.0)), line((1.0, 0.0), (0.0, 1.0))],
+    "Y": [line((0.0, 0.0), (0.5, 0.5), (1.0, 0.0)), line((0.5, 0.5), (0.5, 1.0))],
+    "a": [arc(0.45, 0.66, 0.38, 0.33, -30, -360), line((0.85, 0.32), (0.88, 1.0))],
+    "e": [line((0.1, 0.65), (0.9, 0.65)) + arc(0.5, 0.65, 0.42, 0.35, 0, -320)[1:]],
+    "h": [line((0.1, 0.0), (0.1, 1.0)), curve((0.1, 0.55), (0.5, 0.35), (0.85, 0.55), (0.85, 1.0))],
+    "k": [line((0.1, 0.0), (0.1, 1.0)), line((0.8, 0.35), (0.1, 0.72)), line((0.35, 0.6), (0.9, 1.0))],
+    "m": [
+        line((0.05, 1.0), (0.05, 0.35)),
+        curve((0.05, 0.5), (0.27, 0.35), (0.47, 0.5), (0.5, 1.0)),
+        curve((0.5, 0.5), (0.72, 0.35), (0.93, 0.5), (0.95, 1.0)),
+    ],
+    "n": [line((0.1, 1.0), (0.1, 0.35)), curve((0.1, 0.55), (0.5, 0.35), (0.85, 0.55), (0.85, 1.0))],
+    "r": [line((0.2, 1.0), (0.2, 0.35)), curve((0.2, 0.62), (0.5, 0.38), (0.95, 0.42))],
+    "w": [line((0.0, 0.35), (0.25, 1.0), (0.5, 0.55), (0.75, 1.0), (1.0, 0.35))],
+    "x": [line((0.0, 0.35), (1.0, 1.0)), line((1.0, 0.35), (0.0, 1.0))],
+    "y": [line((0.0, 0.0), (0.5, 0.55)), line((1.0, 0.0), (0.2, 1.0))],
+    "+": [line((0.5, 0.1), (0.5, 0.9)), line((0.1, 0.5), (0.9, 0.5))],
+    "#": [
+        line((0.35, 0.0), (0.25, 1.0)),
+        line((0.75, 0.0), (0.65, 1.0)),
+        line((0.0, 0.33), (1.0, 0.33)),
+        line((0.0, 0.67), (1.0, 0.67)),
+    ],
+    "?": [curve((0.1, 0.25), (0.5, 0.0), (0.9, 0.25), (0.5, 0.5), (0.5, 0.72)), arc(0.5, 0.95, 0.04, 0.04, 0, 360)],
+    "%": [arc(0.22, 0.2, 0.18, 0.18, 0, 360), line((0.9, 0.0), (0.1, 1.0)), arc(0.78, 0.8, 0.18, 0.18, 0, 360)],
+    "=": [line((0.0, 0.35), (1.0, 0.35)), line((0.0, 0.65), (1.0, 0.65))],
+    "*": [line((0.5, 0.0), (0.5, 1.0)), line((0.07, 0.25), (0.93, 0.75)), line((0.93, 0.25), (0.07, 0.75))],
+    ":)": [
+        arc(0.5, 0.5, 0.5, 0.5, 0, 360),
+        arc(0.33, 0.35, 0.05, 0.06, 0, 360),
+        arc(0.67, 0.35, 0.05, 0.06, 0, 360),
+        arc(0.5, 0.55, 0.28, 0.25, 20, 160),
+    ],
+}
+NOT_DIGIT_KINDS = ("font letter", "pen letter", "scribble", "shape", "noise", "photo of things")
+
+
+def font_letter(rng) -> Image.Image:
+    """A letter in a font the training never saw, printed as `printed_image` prints digits."""
+    font = ImageFont.truetype(
+        str(font_dir() / LETTER_FONTS[int(rng.integers(len(LETTER_FONTS)))]), int(rng.integers(40, 120))
+    )
+    letter = LETTERS[int(rng.integers(len(LETTERS)))]
+    size = int(rng.integers(100, 220))
+    image = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(image)
+    left, top, right, bottom = draw.textbbox((0, 0), letter, font=font)
+    x = int(rng.integers(0, max(1, size - (right - left)))) - left
+    y = int(rng.integers(0, max(1, size - (bottom - top)))) - top
+    draw.text((x, y), letter, fill=255, font=font)
+    return image.rotate(rng.uniform(-6, 6), resample=Image.Resampling.BILINEAR)
+
+
+def _pen(strokes: list[pen.Path], rng, aspect: float = 1.0) -> Image.Image:
+    """Unit-box strokes as a hand draws them on a 280×280 pad: size, place, slant, turn, pen width, a wavering hand."""
+    size = 280
+    height = rng.uniform(0.4, 0.85) * size
+    width = aspect * rng.uniform(0.75, 1.25) * height
+    slant, turn = rng.uniform(-0.2, 0.3), np.radians(rng.uniform(-8, 8))
+    wobble = rng.uniform(0.005, 0.03)
+    brush = rng.uniform(0.05, 0.14) * height
+    cos, sin = np.cos(turn), np.sin(turn)
+    placed = []
+    for stroke in strokes:
+        points = np.array(stroke, dtype=np.float64)
+        points += rng.normal(0, wobble, points.shape).cumsum(0) * 0.3
+        u = (points[:, 0] - 0.5) * width / height + slant * (0.5 - points[:, 1])
+        v = points[:, 1] - 0.5
+        placed.append(np.stack([u * cos - v * sin, u * sin + v * cos], 1) * height)
+    every = np.concatenate(placed)
+    low, high = every.min(0) - brush, every.max(0) + brush
+    offset = np.array(
+        [rng.uniform(-low[0], max(-low[0], size - high[0])), rng.uniform(-low[1], max(-low[1], size - high[1]))]
+    )
+    return pen.render([[tuple(p) for p in s + offset] for s in placed], (size, size), brush)
+
+
+def pen_letter(rng) -> Image.Image:
+    """A letter or sign (+ # ? % = * and a smiley) drawn with a pen."""
+    name = list(PEN_SIGNS)[int(rng.integers(len(PEN_SIGNS)))]
+    return _pen(PEN_SIGNS[name], rng, aspect=0.8 if name.isalpha() else 1.0)
+
+
+def scribble(rng) -> Image.Image:
+    """A doodle: a tangle through many points, a zigzag, a spiral, hatching or a coil of loops."""
+    style = int(rng.integers(5))
+    if style == 0:
+        strokes = [curve(*[tuple(p) for p in rng.uniform(0, 1, (int(rng.integers(7, 14)), 2))], steps=8)]
+    elif style == 1:
+        teeth = int(rng.integers(4, 9))
+        strokes = [line(*[(i / teeth, float(i % 2)) for i in range(teeth + 1)])]
+    elif style == 2:
+        turns = rng.uniform(2, 4)
+        t = np.linspace(0, 1, 120)
+        strokes = [[(0.5 + 0.5 * r * np.cos(a), 0.5 + 0.5 * r * np.sin(a)) for r, a in zip(t, t * turns * 2 * np.pi)]]
+    elif style == 3:
+        count = int(rng.integers(5, 11))
+        strokes = [line((i / count, 1.0), (i / count + 0.3, 0.0)) for i in range(count)]
+    else:
+        loops = int(rng.integers(4, 8))
+        t = np.linspace(0, loops * 2 * np.pi, 40 * loops)
+        strokes = [[(x / (loops + 1), 0.5 - 0.45 * np.sin(a)) for x, a in zip(t / (2 * np.pi) + 0.5 * np.cos(t), t)]]
+    return _pen(strokes, rng, aspect=rng.uniform(0.8, 1.6))
+
+
+def shape(rng) -> Image.Image:
+    """A drawn or filled figure: triangle, star, heart, arrow, square with its diagonals, hexagon, bolt, crescent."""
+    figures = {
+        "triangle": [(0.5, 0.0), (1.0, 1.0), (0.0, 1.0), (0.5, 0.0)],
+        "star": [
+            (0.5 + 0.5 * r * np.sin(a), 0.5 - 0.5 * r * np.cos(a))
+            for a, r in zip(np.linspace(0, 2 * np.pi, 11), [1, 0.4] * 5 + [1])
+        ],
+        "heart": curve((0.5, 0.25), (0.75, 0.0), (1.0, 0.3), (0.5, 1.0), (0.0, 0.3), (0.25, 0.0), (0.5, 0.25)),
+        "arrow": [(0.0, 0.4), (0.6, 0.4), (0.6, 0.15), (1.0, 0.5), (0.6, 0.85), (0.6, 0.6), (0.0, 0.6), (0.0, 0.4)],
+        "square": [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0), (0.0, 0.0), (1.0, 1.0), (1.0, 0.0), (0.0, 1.0)],
+        "hexagon": [(0.5 + 0.5 * np.cos(a), 0.5 + 0.5 * np.sin(a)) for a in np.linspace(0, 2 * np.pi, 7)],
+        "bolt": [(0.6, 0.0), (0.1, 0.55), (0.45, 0.55), (0.3, 1.0), (0.9, 0.4), (0.55, 0.4), (0.6, 0.0)],
+        "crescent": arc(0.5, 0.5, 0.5, 0.5, 60, 300) + arc(0.75, 0.5, 0.35, 0.43, 240, 120)[1:],
+    }
+    name = list(figures)[int(rng.integers(len(figures)))]
+    if rng.random() < 0.6:
+        return _pen([figures[name]], rng)
+    size = int(rng.integers(80, 240))
+    image = Image.new("L", (size, size), 0)
+    scale = rng.uniform(0.4, 0.9) * size
+    corner = rng.uniform(0, size - scale, 2)
+    ImageDraw.Draw(image).polygon([tuple(corner + np.array(p) * scale) for p in figures[name]], fill=255)
+    return image.rotate(rng.uniform(-30, 30), resample=Image.Resampling.BILINEAR)
+
+
+def noise(rng) -> Image.Image:
+    """Sensor noise, salt and pepper, blotches (smooth noise) or random blocks: a camera pointed at nothing."""
+    size = int(rng.integers(32, 400))
+    style = int(rng.integers(4))
+    if style == 0:
+        values = rng.normal(128, rng.uniform(10, 80), (size, size))
+    elif style == 1:
+        values = np.where(rng.random((size, size)) < rng.uniform(0.02, 0.3), 255, 0)
+    elif style == 2:
+        small = rng.uniform(0, 255, (int(rng.integers(3, 10)),) * 2).astype(np.float32)
+        values = np.asarray(Image.fromarray(small, mode="F").resize((size, size), Image.Resampling.BICUBIC))
+    else:
+        cells = int(rng.integers(4, 16))
+        blocks = rng.uniform(0, 255, (cells, cells)).astype(np.float32)
+        values = np.asarray(Image.fromarray(blocks, mode="F").resize((size, size), Image.Resampling.NEAREST))
+    return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), mode="L")
+
+
+def photo_of_things(rng) -> Image.Image:
+    """A photo of objects on a table: a lit, textured background with a few coloured objects (ellipses, boxes,
+    a stick), blurred and noisy."""
+    width, height = [(640, 480), (800, 600)][int(rng.integers(2))]
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = rng.uniform(60, 200, 3)
+    shade = 1 - rng.uniform(0.1, 0.4) * (xx / width * np.cos(rng.uniform(0, 6.3)) + yy / height)
+    rgb = base * shade[..., None] + rng.normal(0, 6, (height, width, 3))
+    image = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB")
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(1, 5))):
+        colour = tuple(int(c) for c in rng.uniform(0, 255, 3))
+        x, y = rng.uniform(0, width * 0.8), rng.uniform(0, height * 0.8)
+        w, h = rng.uniform(40, width * 0.5), rng.uniform(40, height * 0.5)
+        kind = int(rng.integers(3))
+        if kind == 0:
+            draw.ellipse((x, y, x + w, y + h), fill=colour)
+        elif kind == 1:
+            draw.rectangle((x, y, x + w, y + h), fill=colour)
+        else:
+            draw.line((x, y, x + w, y + h), fill=colour, width=int(rng.integers(8, 30)))
+    return image.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 3)))
+
+
+def not_a_digit(rng) -> bytes:
+    """One of NOT_DIGIT_KINDS, in the formats and polarities digits come in."""
+    kind = int(rng.integers(len(NOT_DIGIT_KINDS)))
+    if kind == 4:
+        return encode(noise(rng), ["PNG", "JPEG"][int(rng.integers(2))])
+    if kind == 5:
+        return encode(photo_of_things(rng), "JPEG", quality=int(rng.integers(60, 92)))
+    ink = [font_letter, pen_letter, scribble, shape][kind](rng)
+    if rng.random() < 0.4:
+        return _sheet(np.asarray(ink, dtype=np.float32) / 255.0, rng)
+    return _paint(ink, rng, transparent=0.3)
+
+
 MAKERS = {
     "mnist": mnist_png,
     "canvas": canvas_png,
@@ -200,13 +578,17 @@ MAKERS = {
     "tight": tight_crop,
     "lowres_fill": lowres_fill,
     "offcentre": offcentre,
+    "rotated": rotated_photo,
+    "boxed": boxed,
+    "underlined": underlined,
 }
 
 
 def make(
     images: np.ndarray, labels: np.ndarray, per_kind: int = 100, seed: int = 0, kinds=KINDS
-) -> list[tuple[str, int, bytes]]:
-    """(kind, label, encoded image) for `per_kind` images of each kind, from MNIST test images and labels."""
+) -> list[tuple[str, int | str | None, bytes]]:
+    """(kind, label, encoded image) for `per_kind` images of each kind, from MNIST test images and labels. The label
+    is what a person reads: the digit; for `several` the digits left to right ("38"); None for `not_digit`."""
     rng = np.random.default_rng(seed)
     out = []
     for kind in kinds:
@@ -215,6 +597,12 @@ def make(
             if kind == "printed":
                 label = n % 10
                 out.append((kind, label, printed_image(label, rng)))
+            elif kind == "several":
+                group = [i, *rng.choice(len(images), size=int(rng.choice([1, 1, 2])), replace=False)]
+                number = "".join(str(int(labels[j])) for j in group)
+                out.append((kind, number, several([np.asarray(images[j]) for j in group], rng)))
+            elif kind == "not_digit":
+                out.append((kind, None, not_a_digit(rng)))
             else:
                 out.append((kind, int(labels[i]), MAKERS[kind](np.asarray(images[i]), rng)))
     return out

@@ -18,7 +18,8 @@ from test_metrics import Recorded
 
 from mnist_handler import MnistHandler
 from mnist_kit import constants as C
-from mnist_kit.worker.preprocess import InputError
+from mnist_kit.worker.answers import Answer
+from mnist_kit.worker.preprocess import InputError, Picture
 from mnist_kit.worker.protocols import Request
 from mnist_model import MnistClassificationNet, from_state_dict
 
@@ -88,7 +89,7 @@ def test_decode_turns_each_row_into_its_pixels_or_its_own_error(handler, digits)
     batch(handler, rows)
     seven, undecodable, text = handler.preprocess([row for row, _ in rows])
     assert seven.protocol == "plain" and len(seven.images) == 1 and seven.error is None
-    assert seven.images[0].shape == (28, 28) and seven.images[0].dtype == np.uint8
+    assert seven.images[0].pixels.shape == (28, 28) and seven.images[0].pixels.dtype == np.uint8
     assert undecodable.images == [] and undecodable.error.status == 400 and undecodable.error.reason == "undecodable"
     assert text.error.status == 415
 
@@ -107,40 +108,39 @@ def test_a_bug_while_decoding_fails_only_its_row_with_a_500(handler, digits, mon
         error = next(calls)
         if error:
             raise error
-        return np.zeros((28, 28), np.uint8)
+        return Picture(np.zeros((28, 28), np.uint8))
 
-    monkeypatch.setattr("mnist_kit.worker.preprocess.request_to_pixels", flaky)
+    monkeypatch.setattr("mnist_kit.worker.preprocess.read_request", flaky)
     batch(handler, [png_request(digits[0])] * 2)
     failed, decoded = handler.preprocess([{"body": b""}] * 2)
     assert failed.error.status == 500 and "RuntimeError: boom" in str(failed.error)
-    assert decoded.images[0].shape == (28, 28)
+    assert decoded.images[0].pixels.shape == (28, 28)
 
 
-def test_inference_is_one_forward_pass_over_the_decoded_rows(handler):
+def test_inference_is_one_forward_pass_over_the_pictures_and_the_digits_of_several(handler):
     calls = []
     model = handler.model
     handler.model = lambda x: calls.append(x.shape) or model(x)
-    error = InputError("blank image", reason="blank")
-    results = handler.inference([np.zeros((28, 28), np.uint8), error, np.full((28, 28), 9, np.uint8)])
-    assert calls == [(2, 1, 28, 28)]
-    assert results[1] is error
-    for probabilities in (results[0], results[2]):
-        assert probabilities.shape == (10,) and probabilities.sum() == pytest.approx(1, abs=1e-5)
+    blank, nine = np.zeros((28, 28), np.uint8), np.full((28, 28), 9, np.uint8)
+    results = handler.inference([Picture(blank), Picture(nine, [blank, nine])])
+    assert calls == [(4, 1, 28, 28)]
+    assert len(results) == 2 and "several_digits" in results[1].flags
+    for answer in results:
+        assert len(answer.probabilities) == 10 and sum(answer.probabilities) == pytest.approx(1, abs=1e-5)
 
 
 def test_a_batch_where_nothing_decoded_runs_no_inference(handler):
     handler.model = lambda x: pytest.fail("the model ran on an empty batch")
-    error = InputError("empty request", reason="empty")
-    assert handler.inference([error]) == [error]
+    assert handler.inference([]) == []
 
 
 def test_encode_writes_json_answers_and_a_status_for_each_failed_row(handler):
     context = batch(handler, [({}, {})] * 2)
-    probabilities = np.array([0.0, 0.0, 0.9, 0.1, 0, 0, 0, 0, 0, 0])
-    image = np.zeros((28, 28), np.uint8)
+    probabilities = [0.0, 0.0, 0.9, 0.1, 0, 0, 0, 0, 0, 0]
+    image = Picture(np.zeros((28, 28), np.uint8))
     requests = [Request("plain", [image]), Request("plain", [], error=InputError("image too large", 413))]
-    answer, error = handler.postprocess(requests, [probabilities])
-    assert json.loads(answer) == {"digit": 2, "confidence": 0.9, "probabilities": probabilities.tolist()}
+    answer, error = handler.postprocess(requests, [Answer(probabilities)])
+    assert json.loads(answer) == {"digit": 2, "confidence": 0.9, "flags": [], "probabilities": probabilities}
     assert error == {"code": 413, "type": "RequestEntityTooLargeException", "message": "image too large"}
     assert context.statuses == {1: (413, "RequestEntityTooLargeException")}
     assert context.content_types == {0: "application/json", 1: "application/json"}
@@ -148,8 +148,8 @@ def test_encode_writes_json_answers_and_a_status_for_each_failed_row(handler):
 
 def test_encode_gives_each_request_the_probabilities_of_its_own_images(handler):
     batch(handler, [({}, {})] * 2)
-    image = np.zeros((28, 28), np.uint8)
-    one_hot = [np.eye(10)[d] for d in (3, 4, 5)]
+    image = Picture(np.zeros((28, 28), np.uint8))
+    one_hot = [Answer(np.eye(10)[d].tolist()) for d in (3, 4, 5)]
     v1, plain = handler.postprocess([Request("v1", [image, image]), Request("plain", [image])], one_hot)
     assert [p["digit"] for p in json.loads(v1)["predictions"]] == [3, 4] and json.loads(plain)["digit"] == 5
 
@@ -270,3 +270,34 @@ def test_torchserves_kservev2_envelope_hands_every_request_of_a_batch_to_the_han
     context = Context(".", {}, [{"Content-Type": "application/json"}] * 2)
     answers = KServev2Envelope(handler.handle).handle([{"body": body} for body in bodies], context)
     assert [json.loads(a)["id"] for a in answers] == ["1", "2"]
+
+
+def test_a_strict_request_for_a_picture_that_is_no_digit_gets_422(handler):
+    context = batch(handler, [({}, {})] * 2)
+    spread, seven = Answer([0.1] * 10, ["not_a_digit", "low_confidence"]), Answer(np.eye(10)[7].tolist())
+    image = Picture(np.zeros((28, 28), np.uint8))
+    requests = [Request("plain", [image], strict=True), Request("plain", [image], strict=True)]
+    refused, answer = handler.postprocess(requests, [spread, seven])
+    assert refused["code"] == 422 and "not a digit" in refused["message"] and C.STRICT_HEADER in refused["message"]
+    assert json.loads(answer)["digit"] == 7 and context.statuses == {0: (422, "UnprocessableEntityException")}
+
+
+def test_without_strict_a_picture_that_is_no_digit_is_answered_with_its_flag(handler):
+    context = batch(handler, [({}, {})])
+    spread = Answer([0.1] * 10, ["not_a_digit", "low_confidence"])
+    (answer,) = handler.postprocess([Request("plain", [Picture(np.zeros((28, 28), np.uint8))])], [spread])
+    assert json.loads(answer)["flags"] == ["not_a_digit", "low_confidence"] and context.statuses == {}
+
+
+def test_inference_flags_a_spread_answer_as_no_digit(handler):
+    handler.model = lambda x: torch.full((x.shape[0], 10), -np.log(10.0))  # uniform: the trained answer to no digit
+    (answer,) = handler.inference([Picture(np.zeros((28, 28), np.uint8))])
+    assert answer.flags == ["not_a_digit", "low_confidence"]
+
+
+def test_the_strict_header_is_read_whatever_its_case(handler, digits):
+    rows = [png_request(digits[3])]
+    rows[0][1]["x-strict"] = "true"
+    batch(handler, rows)
+    (request,) = handler.preprocess([row for row, _ in rows])
+    assert request.strict

@@ -78,3 +78,12 @@ def test_a_failed_report_does_not_end_the_reporting():
     while ("PredictionsPerDigit", 1, {"Digit": "6"}) not in target.reported and time.monotonic() < deadline:
         time.sleep(0.01)
     assert ("PredictionsPerDigit", 1, {"Digit": "6"}) in target.reported
+
+
+def test_each_flag_is_counted_by_name():
+    target = Recorded()
+    window = MetricsWindow(target, interval=3600)
+    window.add([8, 4], [0.99, 0.12], [], 1.0, 2, flags=[["several_digits"], ["not_a_digit", "low_confidence"]])
+    window.report()
+    flagged = {d["Flag"]: v for name, v, d in target.reported if name == "FlaggedPredictions"}
+    assert flagged == {"several_digits": 1, "not_a_digit": 1, "low_confidence": 1}

@@ -13,6 +13,7 @@ from PIL import Image
 
 from mnist_kit import constants as C
 from mnist_kit.worker import protocols
+from mnist_kit.worker.answers import Answer
 from mnist_kit.worker.protocols import Request
 
 
@@ -45,7 +46,7 @@ def error_of(document: dict) -> str:
 
 def test_an_image_body_is_a_plain_request(digits):
     request = protocols.read({"body": digits[7].read_bytes()}, "image/png")
-    assert request.protocol == "plain" and np.array_equal(request.images[0], pixels(digits[7]))
+    assert request.protocol == "plain" and np.array_equal(request.images[0].pixels, pixels(digits[7]))
 
 
 def test_the_kits_own_json_forms_stay_plain_requests(digits):
@@ -63,7 +64,7 @@ def test_a_body_with_inputs_is_open_inference_protocol_v2(digits):
 
 def test_a_v2_body_sent_without_a_content_type_is_recognised(digits):
     request = read_json(v2("BYTES", [1], [b64(digits[4])]), content_type=None)
-    assert request.protocol == "v2" and np.array_equal(request.images[0], pixels(digits[4]))
+    assert request.protocol == "v2" and np.array_equal(request.images[0].pixels, pixels(digits[4]))
 
 
 def test_json_bytes_that_are_no_protocol_body_stay_plain_and_undecodable():
@@ -81,12 +82,12 @@ def test_a_v2_body_sent_as_a_form_says_to_name_its_json_content_type():
 
 def test_v1_reads_every_instance_in_order(digits):
     request = read_json({"instances": [{"data": b64(p)} for p in digits[:3]]})
-    assert [np.array_equal(image, pixels(p)) for image, p in zip(request.images, digits)] == [True] * 3
+    assert [np.array_equal(image.pixels, pixels(p)) for image, p in zip(request.images, digits)] == [True] * 3
 
 
 def test_v1_instances_may_be_28_by_28_pixel_arrays(digits):
     request = read_json({"instances": [pixels(digits[5]).tolist()]})
-    assert np.array_equal(request.images[0], pixels(digits[5]))
+    assert np.array_equal(request.images[0].pixels, pixels(digits[5]))
 
 
 def test_v1_names_the_instance_that_is_not_an_image(digits):
@@ -104,7 +105,7 @@ def test_v1_instances_must_be_a_non_empty_list():
 def test_v2_bytes_answers_every_element(digits):
     request = read_json(v2("BYTES", [10], [b64(p) for p in digits]))
     assert len(request.images) == 10
-    assert all(np.array_equal(image, pixels(p)) for image, p in zip(request.images, digits))
+    assert all(np.array_equal(image.pixels, pixels(p)) for image, p in zip(request.images, digits))
 
 
 def test_v2_bytes_takes_a_shape_of_minus_one_as_every_element(digits):
@@ -135,7 +136,7 @@ def test_v2_reads_triton_binary_bytes_elements_as_image_files(digits):
         {"inputs": [{"name": "x", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": len(binary)}}]}
     ).encode()
     request = protocols.read({"body": header + binary}, None, {"Inference-Header-Content-Length": str(len(header))})
-    assert [np.array_equal(image, pixels(p)) for image, p in zip(request.images, digits)] == [True, True]
+    assert [np.array_equal(image.pixels, pixels(p)) for image, p in zip(request.images, digits)] == [True, True]
 
 
 def test_v2_reads_triton_binary_fp32_tensors(digits):
@@ -144,7 +145,7 @@ def test_v2_reads_triton_binary_fp32_tensors(digits):
         {"inputs": [{"name": "x", "shape": [1, 28, 28], "datatype": "FP32", "parameters": {"binary_data_size": 3136}}]}
     ).encode()
     request = protocols.read({"body": header + binary}, None, {"inference-header-content-length": str(len(header))})
-    assert np.array_equal(request.images[0], pixels(digits[6]))
+    assert np.array_equal(request.images[0].pixels, pixels(digits[6]))
 
 
 # Open Inference Protocol v2: FP32 and UINT8 tensors
@@ -153,7 +154,7 @@ def test_v2_reads_triton_binary_fp32_tensors(digits):
 @pytest.mark.parametrize("shape", [[28, 28], [1, 28, 28], [1, 1, 28, 28]])
 def test_v2_fp32_takes_one_image_in_each_documented_shape(digits, shape):
     data = (pixels(digits[3]) / 255.0).reshape(shape).tolist()
-    assert np.array_equal(read_json(v2("FP32", shape, data)).images[0], pixels(digits[3]))
+    assert np.array_equal(read_json(v2("FP32", shape, data)).images[0].pixels, pixels(digits[3]))
 
 
 @pytest.mark.parametrize("shape", [[3, 28, 28], [3, 1, 28, 28], [-1, 28, 28]])
@@ -161,7 +162,7 @@ def test_v2_uint8_takes_a_batch_of_images_nested_or_flat(digits, shape):
     batch = np.stack([pixels(p) for p in digits[:3]])
     for data in (batch.reshape(3, *shape[1:]).tolist(), batch.flatten().tolist()):
         images = read_json(v2("UINT8", shape, data)).images
-        assert [np.array_equal(image, p) for image, p in zip(images, batch)] == [True] * 3
+        assert [np.array_equal(image.pixels, p) for image, p in zip(images, batch)] == [True] * 3
 
 
 def test_v2_fp32_above_one_says_to_scale_or_send_uint8(digits):
@@ -200,7 +201,7 @@ def test_v2_takes_exactly_one_input(digits):
 
 def test_v2_refuses_an_output_the_model_does_not_have(digits):
     message = error_of(v2("BYTES", [1], [b64(digits[0])], outputs=[{"name": "logits"}]))
-    assert message.startswith('output "logits" is not one of this model\'s: predict, probabilities')
+    assert message.startswith('output "logits" is not one of this model\'s: predict, probabilities, flags')
 
 
 def test_v2_explain_takes_its_own_outputs(digits):
@@ -217,13 +218,26 @@ def test_too_many_images_in_one_request_get_413():
 # Answers
 
 
-def probabilities(*digits: int) -> list[np.ndarray]:
-    return [np.eye(10)[d] for d in digits]
+def probabilities(*digits: int) -> list[Answer]:
+    return [Answer(np.eye(10)[d].tolist()) for d in digits]
 
 
 def test_a_plain_answer_is_the_kits_json(digits):
     answer = json.loads(protocols.answer(Request("plain", [None]), probabilities(7), "mnist", "1.0"))
-    assert answer == {"digit": 7, "confidence": 1.0, "probabilities": np.eye(10)[7].tolist()}
+    assert answer == {"digit": 7, "confidence": 1.0, "flags": [], "probabilities": np.eye(10)[7].tolist()}
+
+
+def test_an_answer_holds_its_flags_and_the_digits_of_several():
+    several = Answer(np.eye(10)[3].tolist(), ["several_digits"], [3, 8])
+    answer = json.loads(protocols.answer(Request("plain", [None]), [several], "mnist", "1.0"))
+    assert answer["flags"] == ["several_digits"] and answer["digits"] == [3, 8]
+
+
+def test_a_v2_answer_gives_each_images_flags_comma_separated():
+    flagged = [Answer(np.full(10, 0.1).tolist(), ["not_a_digit", "low_confidence"]), *probabilities(2)]
+    answer = json.loads(protocols.answer(Request("v2", [None, None]), flagged, "mnist", "1.0"))
+    flags = {o["name"]: o for o in answer["outputs"]}["flags"]
+    assert flags == {"name": "flags", "datatype": "BYTES", "shape": [2], "data": ["not_a_digit,low_confidence", ""]}
 
 
 def test_a_v1_answer_has_one_prediction_per_instance():
@@ -235,7 +249,7 @@ def test_a_v2_answer_echoes_the_id_and_names_the_model_and_its_outputs():
     request = Request("v2", [None, None], id="req-1")
     answer = json.loads(protocols.answer(request, probabilities(3, 9), "mnist", "2.0"))
     assert answer["id"] == "req-1" and answer["model_name"] == "mnist" and answer["model_version"] == "2.0"
-    predict, table = answer["outputs"]
+    predict, table, _ = answer["outputs"]
     assert predict == {"name": "predict", "datatype": "INT64", "shape": [2], "data": [3, 9]}
     assert table["name"] == "probabilities" and table["datatype"] == "FP32" and table["shape"] == [2, 10]
     assert table["data"] == np.eye(10)[[3, 9]].flatten().tolist()

@@ -15,6 +15,7 @@ from PIL import Image
 
 from mnist_kit import client as mnist_client
 from mnist_kit import constants as C
+from mnist_kit import variants as mnist_variants
 from mnist_kit.cli import cli
 from mnist_kit.worker import preprocess as mnist_preprocess
 
@@ -38,7 +39,7 @@ def test_each_sample_digit_is_read_correctly(server, digits):
 
 def test_served_probabilities_match_the_form_the_workers_chose_computed_in_process(server, model_store, digits):
     model = server.served_form(model_store / "mnist.mar")
-    pixels = np.stack([mnist_preprocess.image_bytes_to_pixels(p.read_bytes()) for p in digits])
+    pixels = np.stack([mnist_preprocess.read_image(p.read_bytes()).pixels for p in digits])
     with torch.inference_mode():
         expected = model(mnist_preprocess.normalize(torch.from_numpy(pixels))).exp()
     served = [mnist_client.predict(p.read_bytes(), url=server.inference_url)["probabilities"] for p in digits]
@@ -54,6 +55,15 @@ def test_a_tight_crop_of_each_sample_digit_is_read_correctly(server, digits):
         buffer = io.BytesIO()
         crop.resize((crop.width * 3, crop.height * 3), Image.Resampling.BILINEAR).save(buffer, "PNG")
         assert mnist_client.predict(buffer.getvalue(), url=server.inference_url)["digit"] == digit_of(path), path
+
+
+def test_a_phone_photo_of_each_sample_digit_stored_sideways_is_read_upright(server, digits):
+    """Stored as the sensor reads it, with the EXIF Orientation tag (2 to 8) that every viewer applies."""
+    rng = np.random.default_rng(0)
+    for path, orientation in zip(digits, [6, 8, 3, 6, 8, 3, 2, 4, 5, 7]):
+        photo = mnist_variants.rotated_photo(np.asarray(Image.open(path)), rng, orientation)
+        assert Image.open(io.BytesIO(photo)).getexif()[0x0112] == orientation
+        assert mnist_client.predict(photo, url=server.inference_url)["digit"] == digit_of(path), (path, orientation)
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")

@@ -17,8 +17,8 @@ from mnist_kit import constants as C
 
 
 class MetricsWindow:
-    """PredictionsPerDigit{Digit}, LowConfidencePredictions, RejectedInputs{Reason} (counters),
-    PreprocessingTime (ms per request, averaged over the interval) and ServingForm{Form} (a gauge at 1: the
+    """PredictionsPerDigit{Digit}, LowConfidencePredictions, FlaggedPredictions{Flag}, RejectedInputs{Reason}
+    (counters), PreprocessingTime (ms per request, averaged over the interval) and ServingForm{Form} (a gauge at 1: the
     form this worker chose, mnist_kit.worker.forms), reported by a daemon thread."""
 
     def __init__(self, metrics, interval: float = C.METRICS_INTERVAL_S, serving_form: str | None = None):
@@ -28,15 +28,23 @@ class MetricsWindow:
         threading.Thread(target=self._report_forever, name="mnist-metrics", daemon=True).start()
 
     def _reset(self) -> None:
-        self.digits, self.rejected = Counter(), Counter()
+        self.digits, self.rejected, self.flags = Counter(), Counter(), Counter()
         self.low_confidence = self.images = 0
         self.preprocessing_ms = 0.0
 
     def add(
-        self, digits: list[int], confidences: list[float], rejected: list[str], preprocessing_ms: float, images: int
+        self,
+        digits: list[int],
+        confidences: list[float],
+        rejected: list[str],
+        preprocessing_ms: float,
+        images: int,
+        *,
+        flags: list[list[str]] = (),
     ) -> None:
         with self.lock:
             self.digits.update(digits)
+            self.flags.update(flag for answer in flags for flag in answer)
             self.rejected.update(rejected)
             self.low_confidence += sum(c < C.LOW_CONFIDENCE for c in confidences)
             self.preprocessing_ms += preprocessing_ms
@@ -44,9 +52,10 @@ class MetricsWindow:
 
     def report(self) -> None:
         with self.lock:
-            digits, rejected, low, ms, images = (
+            digits, rejected, flags, low, ms, images = (
                 self.digits,
                 self.rejected,
+                self.flags,
                 self.low_confidence,
                 self.preprocessing_ms,
                 self.images,
@@ -54,6 +63,8 @@ class MetricsWindow:
             self._reset()
         for digit, count in digits.items():
             self.target.add_counter("PredictionsPerDigit", count, dimensions=[Dimension("Digit", str(digit))])
+        for flag, count in flags.items():
+            self.target.add_counter("FlaggedPredictions", count, dimensions=[Dimension("Flag", flag)])
         for reason, count in rejected.items():
             self.target.add_counter("RejectedInputs", count, dimensions=[Dimension("Reason", reason)])
         if low:

@@ -11,12 +11,15 @@ import glob
 import importlib.util
 import io
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import ExifTags, Image
 
 from mnist_kit import constants as C
+from mnist_kit.worker.groups import digit_groups
+from mnist_kit.worker.rules import remove_rules
 
 
 def _libpng_decoder():
@@ -50,8 +53,30 @@ WORK_SIZE = 160
 BLOCK = 16
 SPARSE_INK = 0.75
 PAPER_QUANTILE = 0.2
+# How to turn stored pixels upright for each EXIF orientation (2–8: mirrored and/or rotated), done by numpy on the
+# reduced picture, not on the decoded one. Phones store photos as the sensor reads them and tag the turn that every
+# viewer applies. Pillow's TIFF loader applies the tag itself, and drops it.
+UPRIGHT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.T,
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].T,
+    8: np.rot90,
+}
 # Flat indices of the outermost ring of pixels of a 28×28 image: MNIST digits never touch it.
 BORDER = np.flatnonzero(np.pad(np.zeros((C.IMAGE_SIZE - 2, C.IMAGE_SIZE - 2), dtype=bool), 1, constant_values=True))
+
+
+@dataclass
+class Picture:
+    """What the model reads of one image: `pixels`, the 28×28 of its ink; where the ink falls into several digit-sized
+    groups side by side, `digits` holds each group's 28×28 left to right, and `pixels` is the most prominent of them
+    (the most ink): the answer names that digit, and says there were several."""
+
+    pixels: np.ndarray
+    digits: list = field(default_factory=list)
 
 
 class InputError(ValueError):
@@ -77,8 +102,8 @@ def model_input(pixels: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(NORMALIZED.take(np.stack(pixels)[:, None]))
 
 
-def request_to_pixels(row: dict, content_type: str | None = None) -> np.ndarray:
-    """One TorchServe request → uint8 28×28 pixels, or InputError naming what is wrong with it.
+def read_request(row: dict, content_type: str | None = None) -> Picture:
+    """One TorchServe request → its Picture, or InputError naming what is wrong with it.
 
     Accepted: image bytes (a raw body with any image content type, or a multipart field `data` or `file`),
     JSON {"data": "<base64 image>"}, and JSON 28×28 arrays of pixel values.
@@ -102,7 +127,7 @@ def request_to_pixels(row: dict, content_type: str | None = None) -> np.ndarray:
     if payload is None or (isinstance(payload, (bytes, bytearray, str, list, dict)) and len(payload) == 0):
         raise InputError("empty request: send an image (PNG, JPEG, BMP, GIF, WebP or TIFF) or JSON", reason="empty")
     if kind == "application/json" or isinstance(payload, (dict, list)):
-        return json_to_pixels(payload)
+        return read_json(payload)
     if kind.startswith("text/") or kind == "application/x-www-form-urlencoded" or isinstance(payload, str):
         raise InputError(
             f"unsupported content type {kind or 'text'!r}: send an image/* body or application/json",
@@ -113,10 +138,10 @@ def request_to_pixels(row: dict, content_type: str | None = None) -> np.ndarray:
         raise InputError(
             f"unsupported content type {kind!r}: send an image/* body or application/json", 415, reason="content_type"
         )
-    return image_bytes_to_pixels(bytes(payload))
+    return read_image(bytes(payload))
 
 
-def json_to_pixels(payload) -> np.ndarray:
+def read_json(payload) -> Picture:
     if isinstance(payload, (bytes, bytearray)):
         raise InputError("the body is not valid JSON", reason="bad_json")
     if isinstance(payload, dict):
@@ -130,13 +155,13 @@ def json_to_pixels(payload) -> np.ndarray:
                 data = base64.b64decode(payload, validate=True)
             except ValueError as e:
                 raise InputError(f'"data" is not valid base64: {e}', reason="bad_json") from None
-            return image_bytes_to_pixels(data)
+            return read_image(data)
     if isinstance(payload, list):
-        return array_to_pixels(payload)
+        return read_array(payload)
     raise InputError('JSON must be {"data": "<base64 image>"} or a 28×28 array of pixel values', reason="bad_json")
 
 
-def array_to_pixels(values: list) -> np.ndarray:
+def read_array(values: list) -> Picture:
     """A 28×28 nested list of numbers 0..255 (either polarity) → the same preprocessing as an image."""
     try:
         pixels = np.array(values, dtype=np.float32)
@@ -150,27 +175,44 @@ def array_to_pixels(values: list) -> np.ndarray:
         raise InputError("a pixel array must hold finite numbers 0..255", reason="bad_json")
     pixels = np.clip(pixels, 0, 255)
     if is_mnist_native(pixels) and (pixels == np.round(pixels)).all():
-        return pixels.astype(np.uint8)
-    return center(find_ink(pixels))
+        return Picture(pixels.astype(np.uint8))
+    return picture(find_ink(pixels))
 
 
-def image_bytes_to_pixels(data: bytes) -> np.ndarray:
+def read_image(data: bytes) -> Picture:
+    """Image file bytes → their Picture: a 28×28 in MNIST's own format as it is (one digit, as MNIST's are), any
+    other turned upright, its ink found, form rules taken off, split into digits where there are several, each
+    cropped and centred."""
     pixels = mnist_png(data)
     if pixels is not None:
-        return pixels
+        return Picture(pixels)
     image = decode(data)
-    if image.size == (C.IMAGE_SIZE, C.IMAGE_SIZE) and image.mode == "L":
+    turn = UPRIGHT.get(image.getexif().get(ExifTags.Base.Orientation, 1))
+    if image.size == (C.IMAGE_SIZE, C.IMAGE_SIZE) and image.mode == "L" and turn is None:
         pixels = np.asarray(image)
         if is_mnist_native(pixels):
-            return pixels
-    return center(find_ink(grayscale(image)))
+            return Picture(pixels)
+    gray = grayscale(image)
+    return picture(find_ink(np.ascontiguousarray(turn(gray)) if turn else gray))
+
+
+def picture(ink: np.ndarray) -> Picture:
+    """Ink 0..255 on 0 → its Picture: rules off, then one digit or several, each centred as MNIST's are."""
+    ink = remove_rules(ink)
+    groups = digit_groups(ink)
+    if len(groups) < 2:
+        return Picture(center(ink))
+    digits = [center(group) for group in groups]
+    return Picture(digits[int(np.argmax([group.sum() for group in groups]))], digits)
 
 
 def mnist_png(data: bytes) -> np.ndarray | None:
     """A 28×28 8-bit grayscale PNG in MNIST's format, decoded by libpng (torchvision) without PIL's per-image
-    overhead: the hot path of a digit service. Anything else (interlaced, with transparency, ink at the border,
-    unreadable) returns None: the general path."""
-    if decode_png is None or data[:8] != PNG_SIGNATURE or data[12:29] != MNIST_PNG_HEADER or b"tRNS" in data:
+    overhead: the hot path of a digit service. Anything else (interlaced, with transparency or an EXIF orientation,
+    ink at the border, unreadable) returns None: the general path."""
+    if decode_png is None or data[:8] != PNG_SIGNATURE or data[12:29] != MNIST_PNG_HEADER:
+        return None
+    if b"tRNS" in data or b"eXIf" in data:
         return None
     try:
         pixels = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), 0, False)[0].numpy()
@@ -291,8 +333,8 @@ def paper_level(ink: np.ndarray) -> tuple[float, float, float]:
         return float(ink.min()), 0.0, 0.0
     lowest = np.floor(paper.min())
     level = float(lowest + np.bincount((paper - lowest).astype(np.int64)).argmax())
-    below = level - paper[paper <= level]
-    return level, 1.4826 * float(np.median(below)), paper.size / ink.size
+    below = level - paper[paper <= level]  # none where every paper value lies above its bin's floor
+    return level, 1.4826 * float(np.median(below)) if below.size else 0.0, paper.size / ink.size
 
 
 def midpoint(values: np.ndarray) -> float:
@@ -323,6 +365,8 @@ def local_background(ink: np.ndarray, peak: float, block: int = BLOCK) -> np.nda
 def center(ink: np.ndarray) -> np.ndarray:
     """Crop to the ink, fit it in 20×20 keeping the aspect ratio, centre its mass in 28×28 (MNIST's recipe)."""
     rows, cols = ink.sum(1), ink.sum(0)
+    if rows.sum() <= 0:
+        raise InputError("blank image: no digit found", reason="blank")
     top, bottom = _extent(rows)
     left, right = _extent(cols)
     crop = ink[top : bottom + 1, left : right + 1]

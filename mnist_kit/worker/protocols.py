@@ -20,6 +20,7 @@ import numpy as np
 
 from mnist_kit import constants as C
 from mnist_kit.worker import preprocess
+from mnist_kit.worker.answers import Answer
 from mnist_kit.worker.preprocess import InputError
 
 PLAIN, V1, V2 = "plain", "v1", "v2"
@@ -32,14 +33,16 @@ SHAPES = "[28, 28], [1, 28, 28], [N, 28, 28] or [N, 1, 28, 28]"
 
 @dataclass
 class Request:
-    """One request's images (uint8 28×28 each) and how to answer it: its protocol, v2 `id` and wanted outputs;
-    or, for a request that cannot be read, the InputError that says why."""
+    """One request's pictures (preprocess.Picture each) and how to answer it: its protocol, v2 `id` and wanted
+    outputs, and whether it is strict (C.STRICT_HEADER: a picture that is no digit fails it); or, for a request that
+    cannot be read, the InputError that says why."""
 
     protocol: str
     images: list
     id: str | None = None
     outputs: tuple[str, ...] | None = None
     error: InputError | None = None
+    strict: bool = False
 
 
 def read(row: dict, content_type: str | None, headers: dict | None = None) -> Request:
@@ -56,18 +59,26 @@ def read(row: dict, content_type: str | None, headers: dict | None = None) -> Re
             reason="content_type",
         )
         return Request(V2 if any("inputs" in str(k) for k in row) else V1, [], error=error)
+    strict = header(headers or {}, C.STRICT_HEADER).lower() in ("1", "true", "yes")
     if body is None:
         try:
-            return Request(PLAIN, [preprocess.request_to_pixels(row, content_type)])
+            return Request(PLAIN, [preprocess.read_request(row, content_type)], strict=strict)
         except InputError as e:
             return Request(PLAIN, [], error=e)
     document, binary = body
     protocol = V2 if "inputs" in document else V1
     try:
         explain = (headers or {}).get("explain") == "True"  # set by TorchServe's frontend on :explain, /explain
-        return read_v2(document, binary, explain) if protocol == V2 else read_v1(document)
+        request = read_v2(document, binary, explain) if protocol == V2 else read_v1(document)
     except InputError as e:
         return Request(protocol, [], error=e)
+    request.strict = strict
+    return request
+
+
+def header(headers: dict, name: str) -> str:
+    """A request header's value whatever the case of its name; "" without it."""
+    return next((v for k, v in headers.items() if k.lower() == name.lower() and isinstance(v, str)), "")
 
 
 def protocol_body(row: dict, content_type: str | None, headers: dict) -> tuple[dict, bytes] | None:
@@ -114,7 +125,7 @@ def read_v1(document: dict) -> Request:
     images = []
     for i, instance in enumerate(instances):
         try:
-            images.append(preprocess.json_to_pixels(instance))
+            images.append(preprocess.read_json(instance))
         except InputError as e:
             raise InputError(f"instance {i}: {e}", e.status, e.reason) from None
     return Request(V1, images)
@@ -199,7 +210,7 @@ def bytes_images(where: str, shape: list, data, binary: bytes | None) -> list:
             except (binascii.Error, ValueError) as e:
                 raise InputError(f"{where}: element {i} is not valid base64: {e}", reason="bad_json") from None
         try:
-            images.append(preprocess.image_bytes_to_pixels(element))
+            images.append(preprocess.read_image(element))
         except InputError as e:
             raise InputError(f"{where}: element {i}: {e}", e.status, e.reason) from None
     return images
@@ -252,7 +263,7 @@ def tensor_images(where: str, datatype: str, shape: list, data) -> list:
     images = []
     for i, image in enumerate(pixels):
         try:
-            images.append(preprocess.array_to_pixels(image))
+            images.append(preprocess.read_array(image))
         except InputError as e:
             raise InputError(f"{where}: image {i}: {e}", e.status, e.reason) from None
     return images
@@ -267,25 +278,28 @@ def check_count(count: int, what: str) -> None:
         )
 
 
-def answer_json(digit: int, probabilities: list[float]) -> str:
+def answer_json(answer: Answer) -> str:
     """The kit's answer to one image, written here: TorchServe would pretty-print a dict at several times the
     cost. Probabilities come rounded to 6 decimals in float64, so each prints in its shortest form."""
+    digits = f', "digits": {json.dumps(answer.digits)}' if answer.digits else ""
     return (
-        f'{{"digit": {digit}, "confidence": {probabilities[digit]!r}, '
-        f'"probabilities": [{", ".join(map(repr, probabilities))}]}}'
+        f'{{"digit": {answer.digit}, "confidence": {answer.confidence!r}, "flags": {json.dumps(answer.flags)}'
+        f'{digits}, "probabilities": [{", ".join(map(repr, answer.probabilities))}]}}'
     )
 
 
-def answer(request: Request, probabilities: list[np.ndarray], model_name: str, model_version: str) -> str:
-    """A request's answer in its protocol: the kit's JSON, {"predictions": [...]}, or a v2 inference response."""
+def answer(request: Request, answers: list[Answer], model_name: str, model_version: str) -> str:
+    """A request's answer in its protocol: the kit's JSON, {"predictions": [...]}, or a v2 inference response,
+    whose `flags` output holds each image's flags comma-separated ("" for none)."""
     if request.protocol == PLAIN:
-        return answer_json(int(probabilities[0].argmax()), probabilities[0].tolist())
+        return answer_json(answers[0])
     if request.protocol == V1:
-        return f'{{"predictions": [{", ".join(answer_json(int(p.argmax()), p.tolist()) for p in probabilities)}]}}'
-    table = np.stack(probabilities)
+        return f'{{"predictions": [{", ".join(answer_json(a) for a in answers)}]}}'
+    table = np.array([a.probabilities for a in answers])
     outputs = {
         "predict": tensor("predict", "INT64", table.argmax(1)),
         "probabilities": tensor("probabilities", "FP32", table),
+        "flags": tensor("flags", "BYTES", np.array([",".join(a.flags) for a in answers], dtype=object)),
     }
     return v2_response(request, outputs, model_name, model_version)
 
