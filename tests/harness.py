@@ -1,5 +1,5 @@
-"""Test tooling around a private TorchServe: authenticated GETs, counting lines in its logs, and the drawing
-pad's server in front of it."""
+"""Test tooling around a private TorchServe: authenticated GETs, counting lines in its logs, the drawing pad's
+server in front of it, and a letter to show it."""
 
 import io
 import json
@@ -51,3 +51,18 @@ def pad_server(url: str, management_url: str = "", model: str = C.MODEL_NAME, to
     finally:
         server.shutdown()
         server.server_close()
+
+
+def printed_letter(letter: str) -> bytes:
+    """A letter printed in a font the training's non-digits never used (mnist_kit.outliers), dark on white, PNG."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from mnist_kit.variants import font_dir
+
+    image = Image.new("L", (200, 200), 255)
+    ImageDraw.Draw(image).text(
+        (30, 10), letter, fill=0, font=ImageFont.truetype(str(font_dir() / "STIXGeneral.ttf"), 150)
+    )
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
