@@ -309,10 +309,12 @@ def stop():
     content type, unless it is over the server's max_request_size (read from --ts-config;
     {C.MAX_REQUEST_BYTES // 2**20} MiB in the kit's).
 
-    Every file gets its line: `FILE: DIGIT (CONFIDENCE %)` on stdout, or `FILE: error: ...` on stderr with the
-    server's own message; the exit status is 1 when any file was not read. A failure of the server rather than
-    of the file (not reachable, TLS, a token or https:// it wants) ends the command at once: every other file
-    would fail the same way.
+    Every file gets its line: `FILE: DIGIT (CONFIDENCE %)` on stdout, with the answer's flags in words (several
+    digits, and which; not a digit; low confidence: below {C.LOW_CONFIDENCE:.0%}), or `FILE: error: ...` on stderr
+    with the server's own message; the exit status is 1 when any file was not read. With --strict a picture that is
+    not a digit is such an error (the server answers 422 to the {C.STRICT_HEADER} header). A failure of the server
+    rather than of the file (not reachable, TLS, a token or https:// it wants) ends the command at once: every
+    other file would fail the same way.
 
     \b
     Over HTTPS (a server with certificate_file and private_key_file):
@@ -370,7 +372,8 @@ def stop():
     help='One JSON object per file, in order, on stdout: the server\'s answer with "file", or '
     '{"file", "error", "status"}.',
 )
-def predict(images, url, model, token, key_file, ts_config, retries, wait, cacert, as_json):
+@click.option("--strict", is_flag=True, help="A picture that is not a digit is an error, not an answer flagged so.")
+def predict(images, url, model, token, key_file, ts_config, retries, wait, cacert, as_json, strict):
     from mnist_kit import client, server
 
     token = token or client.read_token(key_file)
@@ -380,7 +383,7 @@ def predict(images, url, model, token, key_file, ts_config, retries, wait, cacer
         try:
             client.refuse_oversized(path, path.stat().st_size, limit, source)
             answer = client.predict(
-                path.read_bytes(), url=url, model=model, token=token, retries=retries, wait=wait, cacert=cacert
+                path.read_bytes(), url, model, token=token, retries=retries, wait=wait, cacert=cacert, strict=strict
             )
         except client.ClientError as e:
             if e.server_wide:
@@ -394,8 +397,11 @@ def predict(images, url, model, token, key_file, ts_config, retries, wait, cacer
 
 
 def answer_line(path, answer: dict) -> str:
-    """How predict prints one file's answer; what else is said beside the digit goes here."""
-    return f"{path}: {answer['digit']} ({100 * answer['confidence']:.1f} %)"
+    """How predict prints one file's answer: the digit, its confidence, and the flags in words after it."""
+    from mnist_kit.reading import flag_words
+
+    said = flag_words(answer.get("flags", []), answer.get("digits"))
+    return f"{path}: {answer['digit']} ({100 * answer['confidence']:.1f} %)" + (f": {said}" if said else "")
 
 
 def failure_line(path, error) -> str:
@@ -447,9 +453,17 @@ def evaluate(checkpoint, url, token, data_dir, limit, out, real_world, as_json):
         if as_json:
             click.echo(path.read_text())
             return
-        click.echo("kind          images  accuracy")
+        click.echo("kind          images  accuracy  flagged  several_digits  not_a_digit  digits_read")
+
+        def cell(r, key, width):
+            return f"{r[key]:>{width - 2}.2f} %" if key in r else " " * width
+
         for kind, r in results.items():
-            click.echo(f"{kind:<12}  {r['images']:>6}  {r['accuracy']:>7.2f} %")
+            click.echo(
+                f"{kind:<12}  {r['images']:>6}  {cell(r, 'accuracy', 8)}  {cell(r, 'flagged', 7)}  "
+                f"{cell(r, 'several_digits', 14)}  {cell(r, 'not_a_digit', 11)}  {cell(r, 'digits_read', 11)}"
+            )
+        click.echo("flagged: several_digits or not_a_digit (on digits, false alarms)")
         click.echo(f"wrote {path}")
         return
     if url:

@@ -174,22 +174,27 @@ def predict(
     data: bytes,
     url: str = C.INFERENCE_URL,
     model: str = C.MODEL_NAME,
+    *,
     token: str | None = None,
     timeout: float = 30,
     retries: int = 3,
     wait: float = 0,
     cacert=None,
+    strict: bool = False,
 ) -> dict:
-    """Send one image; returns the handler's {"digit", "confidence", "probabilities"}.
+    """Send one image; returns the handler's {"digit", "confidence", "flags", "probabilities"} (and "digits" for
+    several digits that each read confidently). `strict` sends C.STRICT_HEADER: a picture that is no digit is then
+    a ClientError with status 422, not an answer flagged not_a_digit.
 
     Connection errors, 503s (server starting, queue full) and 507s (worker died mid-request) are retried up to `retries`
     times with exponential backoff from 0.1 s, or for up to `wait` seconds when that is longer.
     """
     deadline = time.monotonic() + wait
     delay, attempt = 0.1, 0
+    headers = {C.STRICT_HEADER: "true"} if strict else {}
     while True:
         try:
-            return post_image(f"{url.rstrip('/')}/predictions/{model}", data, token, timeout, cacert)
+            return post_image(f"{url.rstrip('/')}/predictions/{model}", data, token, timeout, cacert, headers=headers)
         except ClientError as e:
             attempt += 1
             if not e.retryable or (attempt > retries and time.monotonic() + delay > deadline):
@@ -205,9 +210,9 @@ def explain(
     return post_image(f"{url.rstrip('/')}/explanations/{model}", data, token, timeout)
 
 
-def post_image(url: str, data: bytes, token: str | None, timeout: float, cacert=None) -> dict:
+def post_image(url: str, data: bytes, token: str | None, timeout: float, cacert=None, *, headers=None) -> dict:
     """POST an image with its own content type (TorchServe answers form-urlencoded bodies with a 500)."""
-    headers = {"Content-Type": content_type(data)}
+    headers = {"Content-Type": content_type(data), **(headers or {})}
     body = request(url, data=data, method="POST", headers=headers, token=token, timeout=timeout, cacert=cacert)
     return json.loads(body)
 

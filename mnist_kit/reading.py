@@ -26,6 +26,8 @@ class Reading:
     version: str | None  # as the management API reports the default version; None when it cannot be asked
     ms: float  # round trip to TorchServe, from this process
     low_confidence: bool
+    flags: list[str]  # as the handler answered them (mnist_kit.worker.answers)
+    digits: list[int] | None  # several digits, each read confidently, left to right
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +63,8 @@ class Reader:
             version=self.version(),
             ms=round(ms, 1),
             low_confidence=answer["confidence"] < C.LOW_CONFIDENCE,
+            flags=answer.get("flags", []),
+            digits=answer.get("digits"),
         )
 
     def explain(self, data: bytes) -> dict:
@@ -111,14 +115,45 @@ class Reader:
 def seen(data: bytes) -> list[list[int]] | None:
     """The 28×28 the handler makes of `data`, made here by the same code; None where it refuses the image."""
     try:
-        return preprocess.image_bytes_to_pixels(data).tolist()
+        return preprocess.read_image(data).pixels.tolist()
     except preprocess.InputError:
         return None
 
 
+# The flags of an answer (mnist_kit.worker.answers) as `mnist-kit predict` and the pads say them.
+FLAG_WORDS = {"several_digits": "several digits", "not_a_digit": "not a digit", "low_confidence": "low confidence"}
+
+
+def flag_words(flags: list[str], digits: list[int] | None = None) -> str:
+    """ "several digits (3 8), low confidence": an answer's flags in words, the digits read where there are several."""
+    words = []
+    for flag in flags:
+        word = FLAG_WORDS.get(flag, flag)
+        if flag == "several_digits" and digits:
+            word += f" ({' '.join(map(str, digits))})"
+        words.append(word)
+    return ", ".join(words)
+
+
+def shown(reading: Reading) -> str:
+    """The big character a pad shows: the digit, or "?" for a picture that is not a digit."""
+    return "?" if "not_a_digit" in reading.flags else str(reading.digit)
+
+
 def verdict(reading: Reading, name: str | None = None) -> str:
-    """The line under the digit: what was read, and whether the model is sure of it."""
+    """The line under the digit: what was read, and what the answer's flags say about it, in words."""
     percent = f"{100 * reading.confidence:.1f} %"
+    if "not_a_digit" in reading.flags:
+        return (
+            f"This does not look like a digit: the model spreads its answer over all ten (at most {percent}, for "
+            f"{reading.digit}). Draw or drop one digit, 0 to 9."
+        )
+    if "several_digits" in reading.flags:
+        read = f"read as {' '.join(map(str, reading.digits))}; " if reading.digits else ""
+        return (
+            f"Several digits side by side: {read}the answer names the one with the most ink, {reading.digit}. "
+            "The model reads one digit at a time."
+        )
     if reading.low_confidence:
         return (
             f"Not sure: only {percent} for {reading.digit}, below the {100 * C.LOW_CONFIDENCE:.0f} % the kit counts "

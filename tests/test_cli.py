@@ -156,3 +156,13 @@ def test_a_path_the_user_types_stays_relative_to_the_current_directory(untrained
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "store" / "mnist.mar").is_file() and not (tmp_path / "home").exists()
+
+
+def test_predict_says_an_answers_flags_in_words_beside_the_digit():
+    from mnist_kit.cli import answer_line
+
+    several = {"digit": 8, "confidence": 0.97, "flags": ["several_digits"], "digits": [3, 8]}
+    assert answer_line("38.png", several) == "38.png: 8 (97.0 %): several digits (3 8)"
+    spread = {"digit": 4, "confidence": 0.1, "flags": ["not_a_digit", "low_confidence"]}
+    assert answer_line("x.png", spread) == "x.png: 4 (10.0 %): not a digit, low confidence"
+    assert answer_line("7.png", {"digit": 7, "confidence": 0.999, "flags": []}) == "7.png: 7 (99.9 %)"

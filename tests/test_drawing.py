@@ -9,7 +9,7 @@ from PIL import Image
 from mnist_kit import client
 from mnist_kit import constants as C
 from mnist_kit.drawing import Drawing
-from mnist_kit.reading import Reader, Reading, seen, verdict
+from mnist_kit.reading import Reader, Reading, seen, shown, verdict
 
 
 def drawn(written) -> Drawing:
@@ -57,13 +57,26 @@ def test_a_blank_pad_has_nothing_for_the_model_to_see():
     assert seen(Drawing().png()) is None
 
 
-def reading(confidence: float) -> Reading:
-    return Reading(7, confidence, [0.0] * 10, None, "http://x", "mnist", "1.0", 5.0, confidence < C.LOW_CONFIDENCE)
+def reading(confidence: float, flags=(), digits=None) -> Reading:
+    low = confidence < C.LOW_CONFIDENCE
+    flags = [*flags, "low_confidence"] if low else list(flags)
+    return Reading(7, confidence, [0.0] * 10, None, "http://x", "mnist", "1.0", 5.0, low, flags, digits)
 
 
 def test_an_answer_below_the_kits_confidence_threshold_says_it_is_not_sure():
     assert verdict(reading(0.95)) == "Read as 7."
     assert verdict(reading(0.6)).startswith("Not sure: only 60.0 % for 7, below the 90 % the kit counts as confident.")
+
+
+def test_a_picture_that_is_not_a_digit_is_said_so_and_shown_as_a_question_mark():
+    spread = reading(0.12, ["not_a_digit"])
+    assert verdict(spread).startswith("This does not look like a digit") and shown(spread) == "?"
+    assert shown(reading(0.95)) == "7"
+
+
+def test_several_digits_are_said_so_with_the_digits_read():
+    assert verdict(reading(0.97, ["several_digits"], [3, 7])).startswith("Several digits side by side: read as 3 7;")
+    assert "the one with the most ink, 7" in verdict(reading(0.97, ["several_digits"]))
 
 
 def test_each_failure_gets_a_plain_message():

@@ -5,6 +5,7 @@ never pasted as images; the page's data-testid marks are what a person sees: the
 """
 
 import base64
+import io
 import json
 import socket
 import subprocess
@@ -14,14 +15,16 @@ from collections import Counter
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import DIGITS, ROOT
 from handwriting import Written, collection, every_shape
-from harness import TorchServe, pad_server
+from harness import TorchServe, pad_server, printed_letter
+from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
-from mnist_kit import client
+from mnist_kit import client, variants
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
 from mnist_kit.server import free_port
@@ -130,6 +133,28 @@ def test_a_picked_image_file_is_read_and_shown_as_the_model_saw_it(open_page, ti
     assert page.get_by_test_id("seen").screenshot()  # drawn, 28×28 scaled up
 
 
+def canvas_png(page, test_id: str) -> bytes:
+    """A canvas of the page as it shows now, as a PNG."""
+    url = page.evaluate(f"document.querySelector('[data-testid={test_id}]').toDataURL('image/png')")
+    return base64.b64decode(url.split(",", 1)[1])
+
+
+def test_a_phone_photo_stored_sideways_is_shown_and_read_upright(open_page, tiny_pad, tmp_path):
+    rng = np.random.default_rng(1)
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(variants.rotated_photo(np.asarray(Image.open(DIGITS[2])), rng, orientation=6))
+    as_stored = io.BytesIO()
+    Image.open(photo).save(as_stored, "PNG")  # the pixels as stored, without the turn the tag asks for
+    upright, sideways = (preprocess.read_image(data).pixels for data in (photo.read_bytes(), as_stored.getvalue()))
+    page = open_page(tiny_pad)
+    page.get_by_test_id("file").set_input_files(photo)
+    assert shown_digit(page) == "2"
+    seen = np.asarray(Image.open(io.BytesIO(canvas_png(page, "seen"))).convert("L"))
+    assert np.array_equal(seen, upright)  # what the model saw, upright
+    shown = preprocess.read_image(canvas_png(page, "pad")).pixels.astype(int)  # the photo on the pad
+    assert np.abs(shown - upright).mean() < np.abs(shown - sideways).mean() / 2
+
+
 def test_an_image_file_dropped_on_the_pad_is_read(browser, tiny_pad):
     context = browser.new_context(bypass_csp=True)  # Playwright builds the drop's files with a script of its own
     try:
@@ -186,7 +211,7 @@ def test_a_4xx_from_torchserve_is_shown_as_it_is(open_page, tiny_pad, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(DIGITS[5].read_bytes()[:60])
     with pytest.raises(InputError) as refused:  # what the handler says of it, in its own words
-        preprocess.image_bytes_to_pixels(broken.read_bytes())
+        preprocess.read_image(broken.read_bytes())
     page = open_page(tiny_pad)
     page.get_by_test_id("file").set_input_files(broken)
     assert shown_digit(page) == ""
@@ -207,6 +232,15 @@ def test_with_the_production_profile_the_token_stays_on_the_server(open_page, mo
             assert ts.token and ts.management_token
             assert not [b for b in bodies if ts.token.encode() in b or ts.management_token.encode() in b]
             assert page.get_by_test_id("answered").text_content().count(f"version {C.MODEL_VERSION}") == 1
+
+
+def test_a_letter_dropped_on_the_page_says_it_is_not_a_digit(open_page, trained_pad, tmp_path):
+    letter = tmp_path / "K.png"
+    letter.write_bytes(printed_letter("K"))
+    page = open_page(trained_pad)
+    page.get_by_test_id("file").set_input_files(letter)
+    assert shown_digit(page) == "?"
+    expect(page.get_by_test_id("message")).to_contain_text("This does not look like a digit")
 
 
 @pytest.mark.parametrize("written", every_shape(), ids=lambda w: f"{w.label}-{w.shape.replace(' ', '_')}")

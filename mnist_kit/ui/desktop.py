@@ -15,7 +15,7 @@ from mnist_kit import client
 from mnist_kit import constants as C
 from mnist_kit.drawing import Drawing
 from mnist_kit.errors import KitError
-from mnist_kit.reading import Reader, Reading, verdict
+from mnist_kit.reading import Reader, Reading, shown, verdict
 
 try:
     from PyQt5.QtCore import QObject, Qt, QTimer, pyqtSignal
@@ -191,10 +191,10 @@ class PadWindow(QWidget):
         if revision != self.canvas.revision:
             return
         if isinstance(answer, Reading):
-            self.digit.setText(str(answer.digit))
+            self.digit.setText(shown(answer))
             self.confidence.setText(f"{100 * answer.confidence:.1f} % sure")
             self.message.setText(verdict(answer))
-            self.message.setStyleSheet("color: #a35200" if answer.low_confidence else "")
+            self.message.setStyleSheet("color: #a35200" if answer.flags else "")
             self.set_bars(answer.probabilities)
             self.set_seen(answer.pixels)
             version = f"version {answer.version}" if answer.version else "version unknown"

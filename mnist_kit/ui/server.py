@@ -15,7 +15,7 @@ from importlib import resources
 from mnist_kit import client
 from mnist_kit import constants as C
 from mnist_kit.errors import KitError
-from mnist_kit.reading import Reader, verdict
+from mnist_kit.reading import Reader, shown, verdict
 
 PAGES = {"/": "index.html", "/index.html": "index.html", "/app.js": "app.js", "/style.css": "style.css"}
 TYPES = {"html": "text/html", "js": "text/javascript", "css": "text/css"}
@@ -53,7 +53,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if path == "/api/predict":
                 reading = reader.read(data)
-                return self._json(200, {**reading.to_dict(), "verdict": verdict(reading)})
+                return self._json(200, {**reading.to_dict(), "verdict": verdict(reading), "shown": shown(reading)})
             return self._json(200, reader.explain(data))
         except client.ClientError as e:
             status, message = reader.failure(e)

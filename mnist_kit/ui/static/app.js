@@ -109,7 +109,7 @@ function openImage(file) {
   state.strokes = [];
   state.upload = upload;
   changed(false);
-  createImageBitmap(file).then(
+  createImageBitmap(file, { imageOrientation: "from-image" }).then( // a phone photo upright, as the model reads it
     (bitmap) => {
       upload.bitmap = bitmap;
       if (state.upload === upload) paint();
@@ -256,13 +256,13 @@ function showNothing() {
 }
 
 function showReading(reading, ms, revision) {
-  $("digit").textContent = String(reading.digit);
+  $("digit").textContent = reading.shown;
   const percent = (100 * reading.confidence).toFixed(1);
   $("confidence").textContent = `${percent} % sure`;
   setBars(reading.probabilities);
   drawSeen(reading.pixels);
   $("explain").disabled = false;
-  say(reading.verdict, reading.low_confidence ? "warn" : "");
+  say(reading.verdict, reading.flags.length ? "warn" : "");
   const version = reading.version ? `version ${reading.version}` : "version unknown (management API not reachable)";
   $("answered").textContent =
     `Answered by TorchServe at ${reading.server}, model ${reading.model} ${version}; ` +
