@@ -34,7 +34,7 @@ SEED = 1
 # 60 000 (in proportion with --limit), and MARKED_SHARE of the digits get stray marks near the edges (MARKS of them).
 OUTLIER_IMAGES = 8000
 OUTLIER_BATCH = 32
-OUTLIER_WEIGHT = 1.0
+OUTLIER_WEIGHT = 0.5
 PRINTED_DIGITS = 3000
 MARKS = 2000
 MARKED_SHARE = 0.15
