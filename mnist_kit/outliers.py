@@ -1,8 +1,9 @@
 """Synthetic pictures for training the network to tell digits from the rest (outlier exposure).
 
 Non-digits: letters and signs in the DejaVu fonts (thin to marker-thick, upright or slanted), made-up characters of
-pen strokes, tangles of them, polygons filled or outlined, blobs, noise and textures. Training pushes the network's
-answer on them towards uniform (no digit likelier than another), which is what the served not_a_digit flag reads.
+pen strokes (straight, and bent with arcs), loops with marks inside or a line across, tangles of strokes, polygons
+filled or outlined, blobs, noise and textures. Training pushes the network's answer on them towards uniform (no
+digit likelier than another), which is what the served not_a_digit flag reads.
 So that print itself is not taken for a sign of a non-digit, digits printed in DejaVu faces train beside MNIST's
 handwriting. Each is drawn at 64 px and cropped and centred by the serving preprocessing, as a served picture is.
 The held-out pictures that measure all this (mnist_kit.variants) are made otherwise: other fonts and faces,
@@ -95,6 +96,48 @@ def glyph(rng) -> Image.Image:
     return pen.render(paths, (SIZE, SIZE), rng.uniform(2.5, 7))
 
 
+def curly(rng) -> Image.Image:
+    """A made-up character with bends: three or four strokes, at least one an arc of an ellipse (a quarter to most of
+    a turn), the others straight. Never fewer than three: an arc and a line can be a 2, 6, 7 or 9."""
+    paths = []
+    for n in range(int(rng.integers(3, 5))):
+        if n == 0 or rng.random() < 0.4:
+            cx, cy = rng.uniform(0.3, 0.7, 2)
+            rx, ry = rng.uniform(0.12, 0.4, 2)
+            start = rng.uniform(0, 360)
+            paths.append(pen.arc(cx, cy, rx, ry, start, start + rng.choice([-1, 1]) * rng.uniform(90, 300)))
+        else:
+            paths.append(pen.line(*[tuple(p) for p in rng.uniform(0.1, 0.9, (2, 2))], steps=4))
+    return pen.render([[(x * SIZE, y * SIZE) for x, y in p] for p in paths], (SIZE, SIZE), rng.uniform(2.5, 7))
+
+
+def marked_loop(rng) -> Image.Image:
+    """A closed outline (an ellipse, or a triangle, square or pentagon) with marks inside it or a line right across
+    it: a 0 has nothing inside, and nothing crosses it."""
+    cx, cy, rx, ry = 0.5, 0.5, rng.uniform(0.28, 0.45), rng.uniform(0.3, 0.45)
+    if rng.random() < 0.6:
+        paths = [pen.arc(cx, cy, rx, ry, 0, 360)]
+    else:
+        corners = int(rng.integers(3, 6))
+        turn = rng.uniform(0, 2 * np.pi)
+        ring = [(cx + rx * np.cos(a), cy + ry * np.sin(a)) for a in turn + np.linspace(0, 2 * np.pi, corners + 1)]
+        paths = [pen.line(*ring, steps=4)]
+    for _ in range(int(rng.integers(1, 4))):
+        style = int(rng.integers(3))
+        x, y = cx + rng.uniform(-0.45, 0.45) * rx, cy + rng.uniform(-0.45, 0.45) * ry
+        if style == 0:  # a dot
+            paths.append(pen.arc(x, y, 0.03, 0.03, 0, 360))
+        elif style == 1:  # a short line inside
+            dx, dy = rng.uniform(-0.4, 0.4) * rx, rng.uniform(-0.4, 0.4) * ry
+            paths.append(pen.line((x - dx, y - dy), (x + dx, y + dy)))
+        else:  # a line across, out on both sides
+            angle = rng.uniform(0, np.pi)
+            reach = rng.uniform(1.1, 1.4) * max(rx, ry)
+            dx, dy = reach * np.cos(angle), reach * np.sin(angle)
+            paths.append(pen.line((cx - dx, cy - dy), (cx + dx, cy + dy)))
+    return pen.render([[(x * SIZE, y * SIZE) for x, y in p] for p in paths], (SIZE, SIZE), rng.uniform(2.5, 6))
+
+
 def polygon(rng) -> Image.Image:
     """A filled polygon of three to eight corners, a pen-drawn one of five to nine corners in random order (it
     crosses itself: a closed outline would be a 0), or a few filled blobs."""
@@ -137,7 +180,7 @@ def texture(rng) -> Image.Image:
     return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), mode="L")
 
 
-MAKERS = (font_letter, font_letter, glyph, glyph, strokes, polygon, texture)
+MAKERS = (font_letter, font_letter, glyph, glyph, curly, marked_loop, strokes, polygon, texture)
 
 
 def printed_digits(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
