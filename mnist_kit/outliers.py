@@ -96,6 +96,11 @@ def glyph(rng) -> Image.Image:
     return pen.render(paths, (SIZE, SIZE), rng.uniform(2.5, 7))
 
 
+def drawn(paths: list[pen.Path], width: float) -> Image.Image:
+    """Pen paths in a unit box, drawn at SIZE px with a pen `width` px wide."""
+    return pen.render([[(x * SIZE, y * SIZE) for x, y in p] for p in paths], (SIZE, SIZE), width)
+
+
 def curly(rng) -> Image.Image:
     """A made-up character with bends: three or four strokes, at least one an arc of an ellipse (a quarter to most of
     a turn), the others straight. Never fewer than three: an arc and a line can be a 2, 6, 7 or 9."""
@@ -108,7 +113,7 @@ def curly(rng) -> Image.Image:
             paths.append(pen.arc(cx, cy, rx, ry, start, start + rng.choice([-1, 1]) * rng.uniform(90, 300)))
         else:
             paths.append(pen.line(*[tuple(p) for p in rng.uniform(0.1, 0.9, (2, 2))], steps=4))
-    return pen.render([[(x * SIZE, y * SIZE) for x, y in p] for p in paths], (SIZE, SIZE), rng.uniform(2.5, 7))
+    return drawn(paths, rng.uniform(2.5, 7))
 
 
 def marked_loop(rng) -> Image.Image:
@@ -135,7 +140,7 @@ def marked_loop(rng) -> Image.Image:
             reach = rng.uniform(1.1, 1.4) * max(rx, ry)
             dx, dy = reach * np.cos(angle), reach * np.sin(angle)
             paths.append(pen.line((cx - dx, cy - dy), (cx + dx, cy + dy)))
-    return pen.render([[(x * SIZE, y * SIZE) for x, y in p] for p in paths], (SIZE, SIZE), rng.uniform(2.5, 6))
+    return drawn(paths, rng.uniform(2.5, 6))
 
 
 def polygon(rng) -> Image.Image:
