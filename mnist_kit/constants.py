@@ -29,9 +29,10 @@ EPOCHS = 7
 TRAIN_BATCH_SIZE = 128
 LEARNING_RATE = 3e-3
 SEED = 1
-# Outlier exposure: OUTLIER_IMAGES synthetic non-digits (mnist_kit.outliers), OUTLIER_BATCH of them beside each training
-# batch, their cross-entropy to the uniform answer weighted OUTLIER_WEIGHT; PRINTED_DIGITS printed digits join MNIST's
-# 60 000 (in proportion with --limit), and MARKED_SHARE of the digits get stray marks near the edges (MARKS of them).
+# Outlier exposure: OUTLIER_IMAGES synthetic non-digits (training/outliers.py), OUTLIER_BATCH of them beside each
+# training batch, their cross-entropy to the uniform answer weighted OUTLIER_WEIGHT; PRINTED_DIGITS printed digits join
+# MNIST's 60 000 (in proportion with --limit), and MARKED_SHARE of the digits get stray marks near the edges (MARKS of
+# them).
 OUTLIER_IMAGES = 8000
 OUTLIER_BATCH = 32
 OUTLIER_WEIGHT = 0.5
@@ -73,11 +74,13 @@ EXPLAIN_WEIGHTS = "explain_weights.pt"
 # FORM_TIMING_BUDGET_S at start. SERVING_FORM_ENV (or the archive's serving_form) forces one of SERVING_FORMS.
 FORMS_FILE = "forms.json"
 CALIBRATION_IMAGES = 2000
+# An int8 or other form is packed only if it loses at most this many points of the float model's test accuracy.
+MAX_ACCURACY_DROP = 0.05
 FORM_TIMING_BUDGET_S = 0.3
 SERVING_FORM_ENV = "MNIST_KIT_SERVING_FORM"
 SERVING_FORMS = ("int8", "fp32", "fp32-aten")
 
-# Serving defaults written into the archive's model-config.yaml (why: mnist_archive.model_config).
+# Serving defaults written into the archive's model-config.yaml (why: archive.model_config).
 BATCH_SIZE = 16
 MAX_BATCH_DELAY_MS = 1
 RESPONSE_TIMEOUT_S = 30
@@ -88,7 +91,7 @@ MAX_IMAGES_PER_REQUEST = 1000
 V2_OUTPUTS = ("predict", "probabilities", "flags")
 V2_EXPLAIN_OUTPUTS = ("predict", "attributions", "pixels")
 
-# Deploying beyond one machine (mnist_kit.deploy). KServe's TorchServe runtime mounts the model storage at
+# Deploying beyond one machine (mnist_kit.deploy.export). KServe's TorchServe runtime mounts the model storage at
 # /mnt/models and starts `torchserve --start --model-store=/mnt/models/model-store
 # --ts-config=/mnt/models/config/config.properties`, as user 1000; the kit's image and manifests do the same.
 MODEL_MOUNT = "/mnt/models"

@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from mnist_kit import data as mnist_data  # noqa: E402
+from mnist_kit.training import mnist  # noqa: E402
 
 
 def main() -> None:
@@ -23,7 +23,7 @@ def main() -> None:
     )
     parser.add_argument("--out", default="examples/digits")
     args = parser.parse_args()
-    images, labels = mnist_data.load(args.data_dir or mnist_data.default_data_dir(), "test")
+    images, labels = mnist.load(args.data_dir or mnist.default_data_dir(), "test")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pixels = images.float()

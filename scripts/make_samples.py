@@ -1,7 +1,7 @@
 """Write mnist_kit/samples/: the images `mnist-kit bench` times preprocessing on, made once from the sample 7.
 
 7.png is examples/digits/7.png; canvas.png (a drawing app's 280×280 RGBA export) and photo.jpg (a phone photo of
-ink on paper) come from the held-out image generator, mnist_kit.variants; shipped as files, so the bench needs
+ink on paper) come from the held-out image generator, mnist_kit.training.variants; shipped as files, so the bench needs
 neither it nor matplotlib's fonts.
 Usage: python scripts/make_samples.py
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mnist_kit import variants
+from mnist_kit.training import variants
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mnist_kit.bench import sample_images
+from mnist_kit.bench.costs import sample_images
 from mnist_kit.worker import preprocess
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from mnist_kit import evaluate
+from mnist_kit.training import evaluate
 
 # How each digit is sent: its size in pixels, dark ink on white or white on black, and the upscaling filter.
 PRESENTATIONS = {

@@ -3,7 +3,7 @@
 Each test gets exactly one tier marker, from the fixtures it uses unless it names one itself:
   slow         the default training recipe (trained_checkpoint): minutes
   integration  a tiny model trained in seconds (tiny_checkpoint), its archive and a real TorchServe; also the
-               1 000 held-out real-world images (variants), most of a minute to draw
+               1 000 held-out real-world images (held_out), most of a minute to draw
   unit         everything else: in process, no Java, no training; `scripts/test.sh -m unit`, under a minute
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from harness import TorchServe
 
-from mnist_kit import archive as mnist_archive
-from mnist_kit import data as mnist_data
-from mnist_kit import training as train
+from mnist_kit.packaging import archive
+from mnist_kit.training import mnist
+from mnist_kit.training.fit import fit
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = sorted((ROOT / "examples" / "digits").glob("*.png"))
@@ -32,7 +32,7 @@ def pytest_collection_modifyitems(items):
             raise pytest.UsageError(f"{item.nodeid} is marked {named}: one tier per test")
         if "trained_checkpoint" in item.fixturenames:
             tier = "slow"
-        elif {"tiny_checkpoint", "variants"} & set(item.fixturenames):
+        elif {"tiny_checkpoint", "held_out"} & set(item.fixturenames):
             tier = "integration"
         else:
             tier = named[0] if named else "unit"
@@ -47,7 +47,7 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The MNIST files; tests that need them skip without them, except in CI, where they must be there."""
-    path = mnist_data.default_data_dir()
+    path = mnist.default_data_dir()
     if not (path / "t10k-labels-idx1-ubyte.gz").exists() and not (path / "t10k-labels-idx1-ubyte").exists():
         message = f"MNIST files not found in {path}: set MNIST_DATA_DIR (CI uses ../shared/data/mnist)"
         if os.environ.get("CI"):
@@ -56,13 +56,17 @@ def data_dir() -> Path:
     return path
 
 
+# Points of test accuracy the tiny model's archives let int8 lose (tiny_checkpoint); the default model's keep 0.05.
+TINY_INT8_DROP = 0.5
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(data_dir, tmp_path_factory) -> Path:
-    """A model trained for seconds: good enough to read the typical sample digits. Seed 1: the archive tests need
-    its int8 form within the 0.05 points the archive allows, which a model this short meets or misses by a few
-    images (seed 0's lost 0.06 on the EPYC, 97.29 → 97.23 %, seed 1's 0.03)."""
+    """A model trained for seconds: good enough to read the typical sample digits. Its int8 form loses about 0.1
+    points against float, a few images either way by CPU and seed (0.03 to 0.10 seen on EPYCs), around the 0.05
+    the archive allows: its archives allow TINY_INT8_DROP instead, so that every test has the int8 form."""
     out = tmp_path_factory.mktemp("tiny") / "mnist_sd.pt"
-    train.fit(data_dir, out, epochs=1, limit=12000, seed=1)
+    fit(data_dir, out, epochs=1, limit=12000, seed=1)
     return out
 
 
@@ -70,7 +74,7 @@ def tiny_checkpoint(data_dir, tmp_path_factory) -> Path:
 def trained_checkpoint(data_dir, tmp_path_factory) -> Path:
     """The default recipe (`mnist-kit train`), for the accuracy tests: minutes (its metrics.json says how many)."""
     out = tmp_path_factory.mktemp("trained") / "mnist_sd.pt"
-    train.fit(data_dir, out)
+    fit(data_dir, out)
     return out
 
 
@@ -90,7 +94,7 @@ def untrained_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def model_store(tiny_checkpoint, tmp_path_factory) -> Path:
     store = tmp_path_factory.mktemp("model_store")
-    mnist_archive.build(tiny_checkpoint, store)
+    archive.build(tiny_checkpoint, store, max_accuracy_drop=TINY_INT8_DROP)
     return store
 
 
@@ -112,7 +116,7 @@ def digits() -> list[Path]:
 def trained_server(trained_checkpoint, data_dir, tmp_path_factory):
     """TorchServe with the default recipe's model, archived as `mnist-kit archive` does: what a person draws on."""
     store = tmp_path_factory.mktemp("trained_store")
-    mnist_archive.build(trained_checkpoint, store, data_dir=data_dir)
+    archive.build(trained_checkpoint, store, data_dir=data_dir)
     with TorchServe(store) as ts:
         yield ts
 

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, replace
 
 from mnist_kit import constants as C
-from mnist_kit.pen import Path, arc, curve, line
+from mnist_kit.training.pen import Path, arc, curve, line
 
 # digit → shape name → strokes, each in a box 1 high; x runs 0..1 at the shape's own width (aspect below).
 SHAPES: dict[int, dict[str, list[Path]]] = {

@@ -9,10 +9,10 @@ from contextlib import contextmanager
 
 import torch
 
-from mnist_kit import client
 from mnist_kit import constants as C
-from mnist_kit.reading import Reader
-from mnist_kit.server import PrivateServer
+from mnist_kit.serving import client
+from mnist_kit.serving.process import PrivateServer
+from mnist_kit.ui.reading import Reader
 from mnist_kit.ui.server import PadServer
 from mnist_model import MnistClassificationNet
 
@@ -54,10 +54,10 @@ def pad_server(url: str, management_url: str = "", model: str = C.MODEL_NAME, to
 
 
 def printed_letter(letter: str) -> bytes:
-    """A letter printed in a font the training's non-digits never used (mnist_kit.outliers), dark on white, PNG."""
+    """A letter printed in a font the training's non-digits never used (training/outliers.py), dark on white, PNG."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from mnist_kit.variants import font_dir
+    from mnist_kit.training.variants import font_dir
 
     image = Image.new("L", (200, 200), 255)
     ImageDraw.Draw(image).text(

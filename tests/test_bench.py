@@ -7,8 +7,8 @@ from click.testing import CliRunner
 from conftest import ROOT
 
 from mnist_kit import constants as C
-from mnist_kit.bench import machine
-from mnist_kit.bench_tables import BEGIN, END, blocks, load, markdown
+from mnist_kit.bench.report import machine
+from mnist_kit.bench.tables import BEGIN, END, blocks, load, markdown
 from mnist_kit.cli import cli
 
 

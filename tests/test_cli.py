@@ -7,9 +7,9 @@ from click.testing import CliRunner
 from conftest import ROOT
 
 from mnist_kit import constants as C
-from mnist_kit import server as mnist_server
 from mnist_kit.cli import cli
 from mnist_kit.paths import home
+from mnist_kit.serving import config, process
 
 
 def test_help_teaches_the_whole_flow():
@@ -21,7 +21,7 @@ def test_help_teaches_the_whole_flow():
 
 
 def test_predict_against_no_server_fails_with_a_clear_message(digits):
-    url = f"http://127.0.0.1:{mnist_server.free_port()}"
+    url = f"http://127.0.0.1:{process.free_port()}"
     result = CliRunner().invoke(cli, ["predict", str(digits[0]), "--url", url])
     assert result.exit_code == 1
     assert f"cannot reach TorchServe at {url}" in result.output and "start it with `mnist-kit serve`" in result.output
@@ -29,7 +29,7 @@ def test_predict_against_no_server_fails_with_a_clear_message(digits):
 
 
 def test_predict_stops_at_the_first_file_when_the_server_cannot_be_reached(digits):
-    url = f"http://127.0.0.1:{mnist_server.free_port()}"
+    url = f"http://127.0.0.1:{process.free_port()}"
     result = CliRunner().invoke(cli, ["predict", *map(str, digits[:3]), "--url", url, "--retries", "0"])
     assert result.exit_code == 1
     assert result.output.count("\n") == 1 and result.output.startswith(f"Error: cannot reach TorchServe at {url}")
@@ -42,13 +42,14 @@ def nine_mib_file(tmp_path):
 
 
 def test_predict_does_not_send_a_file_over_the_servers_max_request_size(tmp_path):
-    config = tmp_path / "config.properties"
-    config.write_text(mnist_server.server_config())  # the kit's: max_request_size 8 MiB
-    big, url = nine_mib_file(tmp_path), f"http://127.0.0.1:{mnist_server.free_port()}"
-    result = CliRunner().invoke(cli, ["predict", str(big), "--url", url, "--ts-config", str(config)])
+    config_path = tmp_path / "config.properties"
+    config_path.write_text(config.properties())  # the kit's: max_request_size 8 MiB
+    big, url = nine_mib_file(tmp_path), f"http://127.0.0.1:{process.free_port()}"
+    result = CliRunner().invoke(cli, ["predict", str(big), "--url", url, "--ts-config", str(config_path)])
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [
-        f"{big}: error: not sent: 9 MiB (9,437,184 bytes) is over the server's max_request_size of 8 MiB ({config})",
+        f"{big}: error: not sent: 9 MiB (9,437,184 bytes) is over the server's max_request_size of 8 MiB "
+        f"({config_path})",
         "Error: 1 of 1 files not read",
     ]  # and no "cannot reach": nothing was sent to the dead address
 
@@ -84,10 +85,10 @@ def test_predict_json_is_one_object_per_file_with_failures_as_error_and_status(s
 def test_predict_names_a_file_the_server_dropped_over_its_max_request_size_and_goes_on(server, digits, tmp_path):
     """The server (max_request_size 8 MiB) is told to the CLI as allowing 64 MiB, so the file is sent: TorchServe
     closes the connection on it (tests/test_fuzz.py), and the next file is still answered."""
-    config = tmp_path / "config.properties"
-    config.write_text(f"max_request_size={64 * 2**20}\n")
+    config_path = tmp_path / "config.properties"
+    config_path.write_text(f"max_request_size={64 * 2**20}\n")
     big = nine_mib_file(tmp_path)
-    args = ["predict", str(big), str(digits[1]), "--url", server.inference_url, "--ts-config", str(config)]
+    args = ["predict", str(big), str(digits[1]), "--url", server.inference_url, "--ts-config", str(config_path)]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1
     assert result.stderr.splitlines()[0] == (
@@ -110,7 +111,7 @@ def test_a_kit_error_is_one_line_with_its_exit_code(tmp_path):
 
 
 def test_missing_mnist_files_exit_3_not_clicks_usage_code(tmp_path, monkeypatch):
-    monkeypatch.setattr("mnist_kit.data._download", lambda data_dir: None)
+    monkeypatch.setattr("mnist_kit.training.mnist._download", lambda data_dir: None)
     result = CliRunner().invoke(cli, ["evaluate", "--data-dir", str(tmp_path)])
     assert result.exit_code == 3 and "MNIST file" in result.output and "Traceback" not in result.output
 
@@ -119,7 +120,7 @@ def test_bench_with_a_file_that_is_not_an_archive_fails_in_one_line(tmp_path):
     bad = tmp_path / "bad.mar"
     bad.write_bytes(b"not a zip")
     result = CliRunner().invoke(cli, ["bench", "--archive", str(bad)])
-    assert result.exit_code == 1 and "is not an archive" in result.output and result.output.count("\n") == 1
+    assert result.exit_code == 1 and "is not a TorchServe archive" in result.output and result.output.count("\n") == 1
 
 
 def test_bench_without_wrk_says_how_to_install_it(tmp_path, untrained_checkpoint):
@@ -159,7 +160,7 @@ def test_a_path_the_user_types_stays_relative_to_the_current_directory(untrained
 
 
 def test_predict_says_an_answers_flags_in_words_beside_the_digit():
-    from mnist_kit.cli import answer_line
+    from mnist_kit.cli.serving import answer_line
 
     several = {"digit": 8, "confidence": 0.97, "flags": ["several_digits"], "digits": [3, 8]}
     assert answer_line("38.png", several) == "38.png: 8 (97.0 %): several digits (3 8)"

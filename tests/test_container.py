@@ -10,7 +10,7 @@ import yaml
 from conftest import ROOT
 
 from mnist_kit import constants as C
-from mnist_kit import deploy
+from mnist_kit.deploy import export
 
 CPU_WHEELS = "https://download.pytorch.org/whl/cpu"
 
@@ -163,4 +163,4 @@ def test_compose_mounts_an_exported_layout_read_only_as_user_1000(compose):
 
 
 def test_compose_runs_the_image_export_names(compose):
-    assert compose["image"] == deploy.default_image()
+    assert compose["image"] == export.default_image()

@@ -6,7 +6,7 @@ import sys
 import pytest
 from conftest import ROOT
 
-from mnist_kit import data as mnist_data
+from mnist_kit.training import mnist
 
 
 def raw_bytes(data_dir, name) -> bytes:
@@ -15,7 +15,7 @@ def raw_bytes(data_dir, name) -> bytes:
 
 
 def test_test_split_loads_as_uint8_images_and_labels(data_dir):
-    images, labels = mnist_data.load(data_dir, "test", download=False)
+    images, labels = mnist.load(data_dir, "test", download=False)
     assert images.shape == (10000, 28, 28) and str(images.dtype) == "torch.uint8"
     assert labels.shape == (10000,) and set(labels.tolist()) == set(range(10))
 
@@ -23,14 +23,14 @@ def test_test_split_loads_as_uint8_images_and_labels(data_dir):
 def test_raw_and_gzipped_files_load_alike(data_dir, tmp_path):
     (tmp_path / "t10k-images-idx3-ubyte").write_bytes(raw_bytes(data_dir, "t10k-images-idx3-ubyte"))
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(raw_bytes(data_dir, "t10k-labels-idx1-ubyte")))
-    images, labels = mnist_data.load(tmp_path, "test", download=False)
-    expected_images, expected_labels = mnist_data.load(data_dir, "test", download=False)
+    images, labels = mnist.load(tmp_path, "test", download=False)
+    expected_images, expected_labels = mnist.load(data_dir, "test", download=False)
     assert images.equal(expected_images) and labels.equal(expected_labels)
 
 
 def test_missing_files_say_where_to_put_them(tmp_path):
-    with pytest.raises(mnist_data.DataError, match=f"not found in {tmp_path}.*MNIST_DATA_DIR"):
-        mnist_data.load(tmp_path, "test", download=False)
+    with pytest.raises(mnist.DataError, match=f"not found in {tmp_path}.*MNIST_DATA_DIR"):
+        mnist.load(tmp_path, "test", download=False)
 
 
 def test_a_corrupt_file_is_caught_by_its_md5(data_dir, tmp_path):
@@ -38,16 +38,16 @@ def test_a_corrupt_file_is_caught_by_its_md5(data_dir, tmp_path):
     labels = bytearray(raw_bytes(data_dir, "t10k-labels-idx1-ubyte"))
     labels[100] ^= 1
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(labels)
-    with pytest.raises(mnist_data.DataError, match="t10k-labels-idx1-ubyte is corrupt: its MD5"):
-        mnist_data.load(tmp_path, "test", download=False)
+    with pytest.raises(mnist.DataError, match="t10k-labels-idx1-ubyte is corrupt: its MD5"):
+        mnist.load(tmp_path, "test", download=False)
 
 
 def test_a_truncated_gzip_is_a_clear_error(data_dir, tmp_path):
     (tmp_path / "t10k-images-idx3-ubyte").write_bytes(raw_bytes(data_dir, "t10k-images-idx3-ubyte"))
     truncated = gzip.compress(raw_bytes(data_dir, "t10k-labels-idx1-ubyte"))[:500]
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(truncated)
-    with pytest.raises(mnist_data.DataError, match="t10k-labels-idx1-ubyte.gz is corrupt"):
-        mnist_data.load(tmp_path, "test", download=False)
+    with pytest.raises(mnist.DataError, match="t10k-labels-idx1-ubyte.gz is corrupt"):
+        mnist.load(tmp_path, "test", download=False)
 
 
 NEEDS_THE_FILES = "tests/test_data.py::test_test_split_loads_as_uint8_images_and_labels"

@@ -20,12 +20,11 @@ from conftest import ROOT
 from harness import TorchServe
 from kubernetes_validate import utils as kubernetes_validate
 
-from mnist_kit import archive as mnist_archive
-from mnist_kit import client as mnist_client
 from mnist_kit import constants as C
-from mnist_kit import deploy
-from mnist_kit import server as mnist_server
 from mnist_kit.cli import cli
+from mnist_kit.deploy import export
+from mnist_kit.packaging import archive
+from mnist_kit.serving import client, process
 
 KSERVE_SCHEMA_NAME = "inferenceservice-v1beta1.schema.json.gz"
 # CI clones the repo beside shared/, as it does for the MNIST files (../shared/data/mnist).
@@ -50,8 +49,8 @@ def eager_store(untrained_checkpoint, tmp_path_factory) -> Path:
     """A model store with two versions, as mnist-kit archive writes them (untrained: the unit tier packs, never
     serves it)."""
     store = tmp_path_factory.mktemp("store")
-    mnist_archive.build(untrained_checkpoint, store, mode="eager")
-    mnist_archive.build(untrained_checkpoint, store, version="2.0", mode="eager", batch_size=8, max_batch_delay_ms=5)
+    archive.build(untrained_checkpoint, store, mode="eager")
+    archive.build(untrained_checkpoint, store, version="2.0", mode="eager", batch_size=8, max_batch_delay_ms=5)
     return store
 
 
@@ -106,7 +105,7 @@ def unknown_fields(document, schema: dict, path: str = "") -> list[str]:
 
 def test_export_kserve_writes_the_layout_the_runtime_mounts(eager_store, bench_report, tmp_path):
     out = tmp_path / "kserve"
-    result = deploy.export_kserve(out, "gs://bucket/mnist", eager_store, bench_report)
+    result = export.export_kserve(out, "gs://bucket/mnist", eager_store, bench_report=bench_report)
     assert result.files == [
         "config/config.properties",
         "inferenceservice.yaml",
@@ -118,7 +117,7 @@ def test_export_kserve_writes_the_layout_the_runtime_mounts(eager_store, bench_r
 
 
 def test_the_config_serves_every_archive_with_its_batching_and_one_worker_per_core(eager_store, bench_report, tmp_path):
-    deploy.export_kserve(tmp_path / "out", "gs://b/m", eager_store, bench_report)
+    export.export_kserve(tmp_path / "out", "gs://b/m", eager_store, bench_report=bench_report)
     props = properties((tmp_path / "out" / "config" / "config.properties").read_text())
     assert props["model_store"] == "/mnt/models/model-store"
     assert props["inference_address"] == "http://0.0.0.0:8080"
@@ -143,22 +142,27 @@ def test_the_config_serves_every_archive_with_its_batching_and_one_worker_per_co
 def test_the_config_leaves_the_protocol_to_the_handler_not_to_torchserves_envelopes(eager_store, tmp_path):
     # TorchServe 0.12's kserve/kservev2 envelopes keep only the first request of a batch; without
     # enable_envvars_config TorchServe ignores the TS_SERVICE_ENVELOPE that KServe's runtime sets.
-    deploy.export_kserve(tmp_path / "out", "gs://b/m", eager_store, None)
+    export.export_kserve(tmp_path / "out", "gs://b/m", eager_store, bench_report=None)
     props = properties((tmp_path / "out" / "config" / "config.properties").read_text())
     assert "service_envelope" not in props
     assert props.get("enable_envvars_config", "false") == "false"
 
 
 def test_the_inference_service_validates_against_kserves_schema(eager_store, bench_report, kserve_schema, tmp_path):
-    deploy.export_kserve(tmp_path / "out", "s3://bucket/mnist", eager_store, bench_report)
+    export.export_kserve(tmp_path / "out", "s3://bucket/mnist", eager_store, bench_report=bench_report)
     [isvc] = load_all(tmp_path / "out" / "inferenceservice.yaml")
     jsonschema.validate(isvc, kserve_schema)
     assert unknown_fields(isvc, kserve_schema) == []
 
 
 def test_the_inference_service_is_torchserve_on_the_open_inference_protocol(eager_store, bench_report, tmp_path):
-    deploy.export_kserve(
-        tmp_path / "out", "pvc://models/mnist", eager_store, bench_report, image="r.example/serving:1", max_replicas=6
+    export.export_kserve(
+        tmp_path / "out",
+        "pvc://models/mnist",
+        eager_store,
+        bench_report=bench_report,
+        image="r.example/serving:1",
+        max_replicas=6,
     )
     [isvc] = load_all(tmp_path / "out" / "inferenceservice.yaml")
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1" and isvc["kind"] == "InferenceService"
@@ -171,7 +175,7 @@ def test_the_inference_service_is_torchserve_on_the_open_inference_protocol(eage
 
 
 def test_pods_are_sized_from_the_bench_and_say_so(bench_report):
-    pod = deploy.resources(bench_report)
+    pod = export.resources(bench_report)
     assert pod.cpus == 2  # the bench's workers, one per core
     assert pod.memory_mib == 1280  # 700 MiB measured × 1.5, rounded up to 256 MiB
     assert pod.scale_target == 32  # the first concurrency within 85 % of the best throughput
@@ -180,26 +184,26 @@ def test_pods_are_sized_from_the_bench_and_say_so(bench_report):
 
 
 def test_without_a_bench_pods_get_kserves_runtime_defaults_and_say_so(tmp_path):
-    pod = deploy.resources(tmp_path / "missing.json")
+    pod = export.resources(tmp_path / "missing.json")
     assert (pod.cpus, pod.memory_mib) == (C.DEFAULT_CPUS, C.DEFAULT_MEMORY_MIB)
     assert "no bench report" in pod.source
 
 
 def test_given_sizes_override_the_bench(bench_report):
-    pod = deploy.resources(bench_report, cpus=4, memory_mib=3000)
+    pod = export.resources(bench_report, cpus=4, memory_mib=3000)
     assert (pod.cpus, pod.memory_mib) == (4, 3000) and pod.source.startswith("given: cpus 4, memory_mib 3000")
 
 
 def test_a_file_that_is_not_a_bench_report_is_a_clear_error(tmp_path):
     bad = tmp_path / "bench.json"
     bad.write_text('{"kit": {}}')
-    with pytest.raises(deploy.DeployError, match="is not a report of mnist-kit bench"):
-        deploy.resources(bad)
+    with pytest.raises(export.DeployError, match="is not a report of mnist-kit bench"):
+        export.resources(bad)
 
 
 def test_an_empty_model_store_is_refused_with_what_to_do(tmp_path):
-    with pytest.raises(deploy.DeployError, match="train and archive first"):
-        deploy.export_kserve(tmp_path / "out", "gs://b/m", tmp_path)
+    with pytest.raises(export.DeployError, match="train and archive first"):
+        export.export_kserve(tmp_path / "out", "gs://b/m", tmp_path)
     assert not (tmp_path / "out").exists()
 
 
@@ -207,10 +211,10 @@ def test_an_existing_out_is_kept_without_force_and_replaced_with_it(eager_store,
     out = tmp_path / "out"
     out.mkdir()
     (out / "mine.txt").write_text("keep")
-    with pytest.raises(deploy.DeployError, match="--force"):
-        deploy.export_k8s(out, eager_store)
+    with pytest.raises(export.DeployError, match="--force"):
+        export.export_k8s(out, eager_store)
     assert (out / "mine.txt").is_file()
-    deploy.export_k8s(out, eager_store, force=True)
+    export.export_k8s(out, eager_store, force=True)
     assert not (out / "mine.txt").exists() and (out / "kubernetes.yaml").is_file()
 
 
@@ -219,8 +223,8 @@ def test_a_failed_export_leaves_nothing_behind(eager_store, tmp_path):
     store.mkdir()
     (store / "mnist.mar").write_bytes((eager_store / "mnist.mar").read_bytes())
     (store / "broken.mar").write_bytes(b"not a zip")
-    with pytest.raises(deploy.DeployError, match="broken.mar is not a TorchServe archive"):
-        deploy.export_kserve(tmp_path / "out", "gs://b/m", store)
+    with pytest.raises(export.DeployError, match="broken.mar is not a TorchServe archive"):
+        export.export_kserve(tmp_path / "out", "gs://b/m", store)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
 
 
@@ -229,7 +233,7 @@ def test_a_failed_export_leaves_nothing_behind(eager_store, tmp_path):
 
 @pytest.fixture
 def manifests(eager_store, bench_report, tmp_path) -> list[dict]:
-    deploy.export_k8s(tmp_path / "k8s", eager_store, bench_report, image="r.example/mnist:1-model", max_replicas=5)
+    export.export_k8s(tmp_path / "k8s", eager_store, bench_report, image="r.example/mnist:1-model", max_replicas=5)
     return load_all(tmp_path / "k8s" / "kubernetes.yaml")
 
 
@@ -310,7 +314,7 @@ def test_the_autoscaler_scales_the_deployment_on_cpu(manifests):
 
 
 def test_the_configmap_holds_the_same_config_as_the_layout(eager_store, tmp_path):
-    deploy.export_k8s(tmp_path / "k8s", eager_store)
+    export.export_k8s(tmp_path / "k8s", eager_store)
     [config_map] = [d for d in load_all(tmp_path / "k8s" / "kubernetes.yaml") if d["kind"] == "ConfigMap"]
     assert config_map["data"]["config.properties"] == (tmp_path / "k8s" / "config" / "config.properties").read_text()
 
@@ -340,7 +344,7 @@ def test_export_k8s_under_deploy_hints_the_image_build_with_the_layout_relative_
     out = checkout / "deploy" / "k8s"
     result = CliRunner().invoke(cli, ["export", "k8s", str(out), "--model-store", str(eager_store)])
     assert result.exit_code == 0, result.output
-    assert f"--build-arg LAYOUT=deploy/k8s -t {deploy.default_image('-model')} {checkout})" in result.stdout
+    assert f"--build-arg LAYOUT=deploy/k8s -t {export.default_image('-model')} {checkout})" in result.stdout
     assert result.stderr == ""
 
 
@@ -355,7 +359,7 @@ def test_export_k8s_outside_deploy_warns_and_hints_the_copy_that_lets_the_image_
     assert result.stderr.startswith(f"warning: {out} is outside {checkout}/deploy/, the only export folder")
     assert f"next: cp -r {out} {checkout}/deploy/mnist-layout, build" in result.stdout
     assert "--build-arg LAYOUT=deploy/mnist-layout " in result.stdout
-    assert deploy.image_layout(checkout / "deploy" / "mnist-layout", checkout) == "deploy/mnist-layout"
+    assert export.image_layout(checkout / "deploy" / "mnist-layout", checkout) == "deploy/mnist-layout"
 
 
 def test_export_without_archives_fails_in_one_line(tmp_path):
@@ -384,14 +388,14 @@ class RuntimeServer(TorchServe):
             "inference_address": self.inference_url,
             "management_address": self.management_url,
             "metrics_address": self.metrics_url,
-            "grpc_inference_port": str(mnist_server.free_port()),
-            "grpc_management_port": str(mnist_server.free_port()),
+            "grpc_inference_port": str(process.free_port()),
+            "grpc_management_port": str(process.free_port()),
         }
         text = config.read_text()
         for key, value in private.items():
             text, count = re.subn(rf"^{key}=.*$", f"{key}={value}", text, flags=re.M)
             assert count == 1, key
-        config.write_text(text + f"initial_worker_port={mnist_server.free_port()}\n")
+        config.write_text(text + f"initial_worker_port={process.free_port()}\n")
         command = ["torchserve", "--start", f"--model-store={self.layout / 'model-store'}", f"--ts-config={config}"]
         env = {**self.env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{self.env['PATH']}"}
         out = open(self.workdir / "torchserve.out", "w")
@@ -404,7 +408,7 @@ class RuntimeServer(TorchServe):
             subprocess.run(command, cwd=self.workdir, env=env, stdout=out, stderr=out, check=True)
         out.close()
         try:
-            mnist_server.wait_ready(self.management_url, timeout, self.log, lambda: None, self.running)
+            process.wait_ready(self.management_url, timeout, self.log, lambda: None, self.running)
         except BaseException:
             self.stop()
             raise
@@ -427,7 +431,7 @@ class RuntimeServer(TorchServe):
 @pytest.fixture(scope="module")
 def runtime_server(model_store, tmp_path_factory):
     layout = tmp_path_factory.mktemp("layout") / "kserve"
-    deploy.export_kserve(layout, "gs://bucket/mnist", model_store, None, cpus=2)
+    export.export_kserve(layout, "gs://bucket/mnist", model_store, bench_report=None, cpus=2)
     with RuntimeServer(layout, envelope="kservev2") as ts:
         yield ts
 
@@ -455,7 +459,7 @@ def test_torchserve_started_from_the_layout_reads_digits_sent_as_v2_bytes(runtim
         ],
     }
     answer = json.loads(
-        mnist_client.request(
+        client.request(
             f"{runtime_server.inference_url}/v2/models/mnist/infer",
             data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
@@ -471,7 +475,7 @@ def test_torchserve_started_from_the_layout_reads_digits_sent_as_v2_bytes(runtim
 
 def test_the_images_start_keeps_torchserve_in_the_foreground_and_a_stop_signal_ends_it(model_store, tmp_path):
     layout = tmp_path / "layout"
-    deploy.export_k8s(layout, model_store, None, cpus=1)
+    export.export_k8s(layout, model_store, None, cpus=1)
     with RuntimeServer(layout, envelope="kservev2", container=True) as ts:
         assert ts.process.poll() is None  # a bare `torchserve --start` returns at once; the entrypoint's stays
         assert json.loads(ts.get(f"{ts.inference_url}/ping")) == {"status": "Healthy"}

@@ -1,4 +1,4 @@
-"""The pad's library: strokes and their picture (mnist_kit.drawing), and what a pad says (mnist_kit.reading)."""
+"""The pad's library: strokes and their picture (mnist_kit.ui.drawing), and what a pad says (mnist_kit.ui.reading)."""
 
 import io
 
@@ -6,10 +6,10 @@ import numpy as np
 from handwriting import every_shape
 from PIL import Image
 
-from mnist_kit import client
 from mnist_kit import constants as C
-from mnist_kit.drawing import Drawing
-from mnist_kit.reading import Reader, Reading, seen, shown, verdict
+from mnist_kit.serving import client
+from mnist_kit.ui.drawing import Drawing
+from mnist_kit.ui.reading import Reader, Reading, seen, shown, verdict
 
 
 def drawn(written) -> Drawing:

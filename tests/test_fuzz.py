@@ -18,8 +18,8 @@ from harness import TorchServe
 from PIL import Image
 from test_preprocess import png_header
 
-from mnist_kit import client as mnist_client
 from mnist_kit import constants as C
+from mnist_kit.serving import client
 
 
 def post(url: str, body: bytes, content_type: str | None, path: str = "/predictions/mnist") -> tuple[int, bytes]:
@@ -121,8 +121,8 @@ def test_a_body_over_max_request_size_sent_with_connection_close_gets_a_reset(se
 
 
 def test_the_client_names_a_reset_on_a_body_over_max_request_size_for_what_it_is(server):
-    with pytest.raises(mnist_client.ClientError) as dropped:
-        mnist_client.predict(b"\x89PNG" + bytes(9 * 2**20 - 4), url=server.inference_url)
+    with pytest.raises(client.ClientError) as dropped:
+        client.predict(b"\x89PNG" + bytes(9 * 2**20 - 4), url=server.inference_url)
     assert dropped.value.detail == (
         "the server closed the connection while receiving a body of 9,437,184 bytes, likely over its "
         "max_request_size (8 MiB in the kit's config.properties)"
@@ -136,7 +136,7 @@ def test_workers_survive_every_bad_input_and_still_read_digits(server, digits, j
         body, content_type, _, _ = case(digits[7].read_bytes(), jpeg)
         post(server.inference_url, body, content_type)
     assert server.worker_pids() == before
-    assert mnist_client.predict(digits[7].read_bytes(), url=server.inference_url)["digit"] == 7
+    assert client.predict(digits[7].read_bytes(), url=server.inference_url)["digit"] == 7
 
 
 def test_multipart_field_data_or_file_is_read(server, digits):
@@ -180,7 +180,7 @@ def test_a_worker_killed_with_sigkill_is_replaced_and_serving_goes_on(own_server
     server = own_server
     before = server.worker_pids()
     os.kill(before[0], signal.SIGKILL)
-    answer = mnist_client.predict(digits[1].read_bytes(), url=server.inference_url, wait=60)
+    answer = client.predict(digits[1].read_bytes(), url=server.inference_url, wait=60)
     assert answer["digit"] == 1
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -1,4 +1,5 @@
-"""The handler's stages, in process: decode each row, one batched inference, encode the answers.
+"""The serving core's stages in process (worker/core.py: decode each request, one batched inference, encode the
+answers), and TorchServe's adapter over it (mnist_handler.py).
 
 A small stand-in for TorchServe's context carries the headers in and the statuses out; tests/test_server.py
 and tests/test_fuzz.py check the same handler behind a real TorchServe.
@@ -19,6 +20,7 @@ from test_metrics import Recorded
 from mnist_handler import MnistHandler
 from mnist_kit import constants as C
 from mnist_kit.worker.answers import Answer
+from mnist_kit.worker.core import Batch, Core
 from mnist_kit.worker.preprocess import InputError, Picture
 from mnist_kit.worker.protocols import Request
 from mnist_model import MnistClassificationNet, from_state_dict
@@ -66,98 +68,116 @@ def torch_threads():
     torch.backends.quantized.engine = engine
 
 
+EAGER = {"serializedFile": "mnist_sd.pt", "modelFile": "mnist_model.py"}
+
+
 @pytest.fixture
-def handler(untrained_checkpoint, tmp_path):
-    """An eager archive's handler (a state_dict and mnist_model.py) on random weights: no training needed."""
+def eager_dir(untrained_checkpoint, tmp_path):
+    """What an eager archive (a state_dict and mnist_model.py) unpacks to, on random weights: no training needed."""
     (tmp_path / "mnist_sd.pt").write_bytes(untrained_checkpoint.read_bytes())
+    return tmp_path
+
+
+@pytest.fixture
+def core(eager_dir):
+    return Core(str(eager_dir), EAGER)
+
+
+@pytest.fixture
+def handler(eager_dir):
     handler = MnistHandler()
-    handler.initialize(Context(tmp_path, {"serializedFile": "mnist_sd.pt", "modelFile": "mnist_model.py"}))
+    handler.initialize(Context(eager_dir, EAGER))
     return handler
 
 
-def batch(handler, requests: list[tuple[dict, dict]]) -> Context:
-    handler.context = Context(".", {}, [headers for _, headers in requests])
-    return handler.context
+def decode(core, requests: list[tuple[dict, dict]]) -> Batch:
+    return core.decode([row for row, _ in requests], [headers for _, headers in requests])
 
 
-def test_decode_turns_each_row_into_its_pixels_or_its_own_error(handler, digits):
+def replies(core, requests: list[Request], answers: list[Answer]) -> list:
+    """What encode answers: each request's body, and the statuses of the failed ones, by position."""
+    encoded = core.encode(Batch(requests, answers=answers))
+    return [r.body for r in encoded], {i: (r.status, r.error_type) for i, r in enumerate(encoded) if r.status != 200}
+
+
+def test_decode_turns_each_row_into_its_pixels_or_its_own_error(core, digits):
     rows = [
         png_request(digits[3]),
         ({"body": b"not an image"}, {"Content-Type": "image/png"}),
         ({"body": b"seven"}, {"Content-Type": "text/plain"}),
     ]
-    batch(handler, rows)
-    seven, undecodable, text = handler.preprocess([row for row, _ in rows])
+    seven, undecodable, text = decode(core, rows).requests
     assert seven.protocol == "plain" and len(seven.images) == 1 and seven.error is None
     assert seven.images[0].pixels.shape == (28, 28) and seven.images[0].pixels.dtype == np.uint8
     assert undecodable.images == [] and undecodable.error.status == 400 and undecodable.error.reason == "undecodable"
     assert text.error.status == 415
 
 
-def test_decode_reads_a_v2_body_as_one_request_of_several_images(handler, digits):
+def test_decode_reads_a_v2_body_as_one_request_of_several_images(core, digits):
     body = {"inputs": [{"name": "x", "shape": [2], "datatype": "BYTES", "data": [b64(digits[1]), b64(digits[2])]}]}
-    batch(handler, [({}, {"Content-Type": "application/json"})])
-    (request,) = handler.preprocess([{"body": body}])
+    (request,) = decode(core, [({"body": body}, {"Content-Type": "application/json"})]).requests
     assert request.protocol == "v2" and len(request.images) == 2 and request.error is None
 
 
-def test_a_bug_while_decoding_fails_only_its_row_with_a_500(handler, digits, monkeypatch):
+def test_a_bug_while_decoding_fails_only_its_row_with_a_500(core, digits, monkeypatch):
     calls = iter([RuntimeError("boom"), None])
 
-    def flaky(row, content_type):
+    def flaky(row, kind):
         error = next(calls)
         if error:
             raise error
         return Picture(np.zeros((28, 28), np.uint8))
 
-    monkeypatch.setattr("mnist_kit.worker.preprocess.read_request", flaky)
-    batch(handler, [png_request(digits[0])] * 2)
-    failed, decoded = handler.preprocess([{"body": b""}] * 2)
+    monkeypatch.setattr("mnist_kit.worker.requests.read_plain", flaky)
+    failed, decoded = decode(core, [({"body": b""}, {"Content-Type": "image/png"})] * 2).requests
     assert failed.error.status == 500 and "RuntimeError: boom" in str(failed.error)
     assert decoded.images[0].pixels.shape == (28, 28)
 
 
-def test_inference_is_one_forward_pass_over_the_pictures_and_the_digits_of_several(handler):
+def test_inference_is_one_forward_pass_over_the_pictures_and_the_digits_of_several(core):
     calls = []
-    model = handler.model
-    handler.model = lambda x: calls.append(x.shape) or model(x)
+    model = core.model
+    core.model = lambda x: calls.append(x.shape) or model(x)
     blank, nine = np.zeros((28, 28), np.uint8), np.full((28, 28), 9, np.uint8)
-    results = handler.inference([Picture(blank), Picture(nine, [blank, nine])])
+    results = core.infer(Batch([Request("plain", [Picture(blank)]), Request("plain", [Picture(nine, [blank, nine])])]))
     assert calls == [(4, 1, 28, 28)]
-    assert len(results) == 2 and "several_digits" in results[1].flags
-    for answer in results:
+    assert len(results.answers) == 2 and "several_digits" in results.answers[1].flags
+    for answer in results.answers:
         assert len(answer.probabilities) == 10 and sum(answer.probabilities) == pytest.approx(1, abs=1e-5)
 
 
-def test_a_batch_where_nothing_decoded_runs_no_inference(handler):
-    handler.model = lambda x: pytest.fail("the model ran on an empty batch")
-    assert handler.inference([]) == []
+def test_a_batch_where_nothing_decoded_runs_no_inference(core):
+    core.model = lambda x: pytest.fail("the model ran on an empty batch")
+    assert core.infer(Batch([Request("plain", [], error=InputError("blank"))])).answers == []
 
 
-def test_encode_writes_json_answers_and_a_status_for_each_failed_row(handler):
-    context = batch(handler, [({}, {})] * 2)
+def test_encode_writes_json_answers_and_a_status_for_each_failed_row(core):
     probabilities = [0.0, 0.0, 0.9, 0.1, 0, 0, 0, 0, 0, 0]
     image = Picture(np.zeros((28, 28), np.uint8))
     requests = [Request("plain", [image]), Request("plain", [], error=InputError("image too large", 413))]
-    answer, error = handler.postprocess(requests, [Answer(probabilities)])
+    (answer, error), statuses = replies(core, requests, [Answer(probabilities)])
     assert json.loads(answer) == {"digit": 2, "confidence": 0.9, "flags": [], "probabilities": probabilities}
     assert error == {"code": 413, "type": "RequestEntityTooLargeException", "message": "image too large"}
-    assert context.statuses == {1: (413, "RequestEntityTooLargeException")}
-    assert context.content_types == {0: "application/json", 1: "application/json"}
+    assert statuses == {1: (413, "RequestEntityTooLargeException")}
 
 
-def test_encode_gives_each_request_the_probabilities_of_its_own_images(handler):
-    batch(handler, [({}, {})] * 2)
+def test_encode_gives_each_request_the_probabilities_of_its_own_images(core):
     image = Picture(np.zeros((28, 28), np.uint8))
     one_hot = [Answer(np.eye(10)[d].tolist()) for d in (3, 4, 5)]
-    v1, plain = handler.postprocess([Request("v1", [image, image]), Request("plain", [image])], one_hot)
+    (v1, plain), _ = replies(core, [Request("v1", [image, image]), Request("plain", [image])], one_hot)
     assert [p["digit"] for p in json.loads(v1)["predictions"]] == [3, 4] and json.loads(plain)["digit"] == 5
 
 
-def test_a_v2_error_is_the_protocols_error_object(handler):
-    context = batch(handler, [({}, {})])
-    (error,) = handler.postprocess([Request("v2", [], error=InputError("input 'x': bad shape"))], [])
-    assert error == {"error": "input 'x': bad shape"} and context.statuses == {0: (400, "BadRequestException")}
+def test_a_v2_error_is_the_protocols_error_object(core):
+    (error,), statuses = replies(core, [Request("v2", [], error=InputError("input 'x': bad shape"))], [])
+    assert error == {"error": "input 'x': bad shape"} and statuses == {0: (400, "BadRequestException")}
+
+
+def test_encode_counts_the_batch_in_the_metrics_window(core, digits):
+    requests = [png_request(digits[1]), ({"body": b"junk"}, {"Content-Type": "image/png"})]
+    core.encode(core.infer(decode(core, requests)))
+    window = core.metrics
+    assert sum(window.digits.values()) == 1 and window.rejected == {"undecodable": 1} and window.requests == 2
 
 
 def test_handle_answers_each_request_of_a_mixed_batch_in_order(handler, digits):
@@ -166,23 +186,22 @@ def test_handle_answers_each_request_of_a_mixed_batch_in_order(handler, digits):
     answers = handler.handle([row for row, _ in requests], context)
     assert [json.loads(a)["digit"] in range(10) for a in (answers[0], answers[2])] == [True, True]
     assert answers[1]["code"] == 400 and context.statuses == {1: (400, "BadRequestException")}
+    assert context.content_types == {0: "application/json", 1: "application/json", 2: "application/json"}
 
 
-def test_handle_adds_the_batch_to_the_metrics_window(handler, digits):
-    requests = [png_request(digits[1]), ({"body": b"junk"}, {"Content-Type": "image/png"})]
-    handler.handle([row for row, _ in requests], Context(".", {}, [headers for _, headers in requests]))
-    window = handler.metrics_window
-    assert sum(window.digits.values()) == 1 and window.rejected == {"undecodable": 1} and window.images == 2
+def test_handle_times_the_batch_as_torchserves_handler_time(handler, digits):
+    context = Context(".", {}, [png_request(digits[1])[1]])
+    handler.handle([png_request(digits[1])[0]], context)
+    assert [name for name, _, _ in context.metrics.reported] == ["HandlerTime"]
 
 
 def test_a_torchscript_archive_loads_without_mnist_model(untrained_checkpoint, tmp_path, digits):
     model = from_state_dict(untrained_checkpoint)
     torch.jit.script(model).save(str(tmp_path / "model.pt"))
-    handler = MnistHandler()
-    handler.initialize(Context(tmp_path, {"serializedFile": "model.pt"}))
-    assert isinstance(handler.model, torch.jit.ScriptModule) and handler.float_model is None
+    core = Core(str(tmp_path), {"serializedFile": "model.pt"})
+    assert isinstance(core.model, torch.jit.ScriptModule) and core.float_model is None
     x = torch.from_numpy(np.array(Image.open(digits[4]))).float()[None, None]
-    assert torch.allclose(handler.model(x), model(x), atol=1e-5)
+    assert torch.allclose(core.model(x), model(x), atol=1e-5)
 
 
 def auto_archive_dir(checkpoint, tmp_path):
@@ -196,26 +215,23 @@ def auto_archive_dir(checkpoint, tmp_path):
 
 def test_an_auto_archive_serves_the_form_it_timed_fastest_and_describes_its_choice(untrained_checkpoint, tmp_path):
     handler = MnistHandler()
-    handler.initialize(Context(auto_archive_dir(untrained_checkpoint, tmp_path), {"serializedFile": "mnist_sd.pt"}))
+    context = Context(auto_archive_dir(untrained_checkpoint, tmp_path), {"serializedFile": "mnist_sd.pt"})
+    handler.initialize(context)
     described = json.loads(handler.handle([{}], Context(".", {}, [{"describe": "True"}]))[0])
-    assert described["serving_form"] == handler.form in ("fp32", "fp32-aten")
+    core = handler.core
+    assert described["serving_form"] == core.form in ("fp32", "fp32-aten")
     assert described["reason"].startswith(("fastest", "within 5 %")) and set(described["timings_ms"]) == {
         "fp32",
         "fp32-aten",
     }
-    assert handler.float_model is not None and ("ServingForm", 1, {"Form": handler.form}) in report(handler)
-
-
-def report(handler) -> list:
-    handler.metrics_window.report()
-    return handler.metrics_window.target.reported
+    core.metrics.report()  # to TorchServe's metrics cache, through the adapter
+    assert core.float_model is not None and ("ServingForm", 1, {"Form": core.form}) in context.metrics.reported
 
 
 def test_the_environment_forces_a_serving_form_over_the_timings(untrained_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setenv(C.SERVING_FORM_ENV, "fp32-aten")
-    handler = MnistHandler()
-    handler.initialize(Context(auto_archive_dir(untrained_checkpoint, tmp_path), {"serializedFile": "mnist_sd.pt"}))
-    assert handler.form == "fp32-aten" and "forced" in handler.form_reason and handler.form_timings["fp32"] == {}
+    core = Core(str(auto_archive_dir(untrained_checkpoint, tmp_path)), {"serializedFile": "mnist_sd.pt"})
+    assert core.form == "fp32-aten" and "forced" in core.form_reason and core.form_timings["fp32"] == {}
 
 
 def test_the_archive_config_forces_a_serving_form(untrained_checkpoint, tmp_path):
@@ -226,7 +242,7 @@ def test_the_archive_config_forces_a_serving_form(untrained_checkpoint, tmp_path
         yaml_config={"handler": {"serving_form": "fp32"}},
     )
     handler.initialize(context)
-    assert handler.form == "fp32" and handler.model is not handler.float_model
+    assert handler.core.form == "fp32" and handler.core.model is not handler.core.float_model
 
 
 def test_explanations_attribute_the_predicted_digit_over_the_28_by_28_input(handler, digits):
@@ -238,7 +254,7 @@ def test_explanations_attribute_the_predicted_digit_over_the_28_by_28_input(hand
 
 
 def test_an_archive_without_float_weights_answers_explanations_with_501(handler, digits):
-    handler.float_model = None
+    handler.core.float_model = None
     requests = [png_request(digits[5])]
     context = Context(".", {}, [{**headers, "explain": "True"} for _, headers in requests])
     [answer] = handler.handle([row for row, _ in requests], context)
@@ -255,9 +271,9 @@ def test_the_handler_keeps_the_pixel_limit():
     assert Image.MAX_IMAGE_PIXELS == C.MAX_IMAGE_PIXELS
 
 
-def test_the_float_model_is_the_eager_model_itself(handler):
-    assert isinstance(handler.model, MnistClassificationNet) and handler.float_model is handler.model
-    assert not handler.model.training and os.path.basename(C.EXPLAIN_WEIGHTS) == "explain_weights.pt"
+def test_the_float_model_is_the_eager_model_itself(core):
+    assert isinstance(core.model, MnistClassificationNet) and core.float_model is core.model
+    assert not core.model.training and os.path.basename(C.EXPLAIN_WEIGHTS) == "explain_weights.pt"
 
 
 def test_torchserves_kservev2_envelope_hands_every_request_of_a_batch_to_the_handler(handler, digits):
@@ -272,32 +288,29 @@ def test_torchserves_kservev2_envelope_hands_every_request_of_a_batch_to_the_han
     assert [json.loads(a)["id"] for a in answers] == ["1", "2"]
 
 
-def test_a_strict_request_for_a_picture_that_is_no_digit_gets_422(handler):
-    context = batch(handler, [({}, {})] * 2)
+def test_a_strict_request_for_a_picture_that_is_no_digit_gets_422(core):
     spread, seven = Answer([0.1] * 10, ["not_a_digit", "low_confidence"]), Answer(np.eye(10)[7].tolist())
     image = Picture(np.zeros((28, 28), np.uint8))
     requests = [Request("plain", [image], strict=True), Request("plain", [image], strict=True)]
-    refused, answer = handler.postprocess(requests, [spread, seven])
+    (refused, answer), statuses = replies(core, requests, [spread, seven])
     assert refused["code"] == 422 and "not a digit" in refused["message"] and C.STRICT_HEADER in refused["message"]
-    assert json.loads(answer)["digit"] == 7 and context.statuses == {0: (422, "UnprocessableEntityException")}
+    assert json.loads(answer)["digit"] == 7 and statuses == {0: (422, "UnprocessableEntityException")}
 
 
-def test_without_strict_a_picture_that_is_no_digit_is_answered_with_its_flag(handler):
-    context = batch(handler, [({}, {})])
+def test_without_strict_a_picture_that_is_no_digit_is_answered_with_its_flag(core):
     spread = Answer([0.1] * 10, ["not_a_digit", "low_confidence"])
-    (answer,) = handler.postprocess([Request("plain", [Picture(np.zeros((28, 28), np.uint8))])], [spread])
-    assert json.loads(answer)["flags"] == ["not_a_digit", "low_confidence"] and context.statuses == {}
+    (answer,), statuses = replies(core, [Request("plain", [Picture(np.zeros((28, 28), np.uint8))])], [spread])
+    assert json.loads(answer)["flags"] == ["not_a_digit", "low_confidence"] and statuses == {}
 
 
-def test_inference_flags_a_spread_answer_as_no_digit(handler):
-    handler.model = lambda x: torch.full((x.shape[0], 10), -np.log(10.0))  # uniform: the trained answer to no digit
-    (answer,) = handler.inference([Picture(np.zeros((28, 28), np.uint8))])
+def test_inference_flags_a_spread_answer_as_no_digit(core):
+    core.model = lambda x: torch.full((x.shape[0], 10), -np.log(10.0))  # uniform: the trained answer to no digit
+    (answer,) = core.infer(Batch([Request("plain", [Picture(np.zeros((28, 28), np.uint8))])])).answers
     assert answer.flags == ["not_a_digit", "low_confidence"]
 
 
-def test_the_strict_header_is_read_whatever_its_case(handler, digits):
+def test_the_strict_header_is_read_whatever_its_case(core, digits):
     rows = [png_request(digits[3])]
     rows[0][1]["x-strict"] = "true"
-    batch(handler, rows)
-    (request,) = handler.preprocess([row for row, _ in rows])
+    (request,) = decode(core, rows).requests
     assert request.strict

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from mnist_kit import server as mnist_server
 from mnist_kit.cli import cli
+from mnist_kit.serving import config, process
 
 
 def pem_key(key) -> bytes:
@@ -52,14 +52,14 @@ def self_signed(folder, name: str = "tls") -> tuple:
 def production_config(folder, store, port, **tls) -> str:
     path = folder / "config.production.properties"
     path.write_text(
-        mnist_server.server_config(
+        config.properties(
+            "production",
             inference_port=port,
-            management_port=mnist_server.free_port(),
-            metrics_port=mnist_server.free_port(),
-            grpc_ports=(mnist_server.free_port(), mnist_server.free_port()),
+            management_port=process.free_port(),
+            metrics_port=process.free_port(),
+            grpc_ports=(process.free_port(), process.free_port()),
             model_store=store,
-            production=True,
-            initial_worker_port=mnist_server.free_port(),
+            initial_worker_port=process.free_port(),
             **tls,
         )
     )
@@ -77,10 +77,10 @@ def https_server(model_store, tmp_path_factory):
     home = tmp_path_factory.mktemp("https")
     (home / "tmp").mkdir()
     certificate, key = self_signed(home)
-    port = mnist_server.free_port()
-    config = production_config(home, model_store, port, certificate=certificate, private_key=key)
+    port = process.free_port()
+    config_path = production_config(home, model_store, port, certificate=certificate, private_key=key)
     try:
-        started = kit(home, "serve", "--ts-config", config)
+        started = kit(home, "serve", "--ts-config", config_path)
         assert started.exit_code == 0, started.output
         yield {"home": home, "port": port, "certificate": certificate, "started": started.output}
     finally:
@@ -126,33 +126,33 @@ def store(tmp_path):
 def test_serve_refuses_a_key_that_is_not_the_certificates(tmp_path, store):
     certificate, _ = self_signed(tmp_path, "one")
     _, other_key = self_signed(tmp_path, "two")
-    config = production_config(
-        tmp_path, store, mnist_server.free_port(), certificate=certificate, private_key=other_key
+    config_path = production_config(
+        tmp_path, store, process.free_port(), certificate=certificate, private_key=other_key
     )
-    result = kit(tmp_path, "serve", "--ts-config", config)
+    result = kit(tmp_path, "serve", "--ts-config", config_path)
     assert result.exit_code == 1 and "are not a PEM certificate and its own key" in result.output
 
 
 def test_serve_refuses_a_key_torchserve_cannot_read(tmp_path, store):
     certificate, key = self_signed(tmp_path)
     key.write_bytes(pem_key(ec.generate_private_key(ec.SECP256R1())))
-    config = production_config(tmp_path, store, mnist_server.free_port(), certificate=certificate, private_key=key)
-    result = kit(tmp_path, "serve", "--ts-config", config)
+    config_path = production_config(tmp_path, store, process.free_port(), certificate=certificate, private_key=key)
+    result = kit(tmp_path, "serve", "--ts-config", config_path)
     assert result.exit_code == 1 and "is not an unencrypted RSA key in PEM" in result.output
 
 
 def test_serve_refuses_an_https_address_without_a_certificate(tmp_path, store):
-    config = tmp_path / "https.properties"
-    text = mnist_server.server_config(inference_port=mnist_server.free_port(), model_store=store, production=True)
-    config.write_text(text.replace("inference_address=http://", "inference_address=https://"))
-    result = kit(tmp_path, "serve", "--ts-config", config)
+    config_path = tmp_path / "https.properties"
+    text = config.properties("production", inference_port=process.free_port(), model_store=store)
+    config_path.write_text(text.replace("inference_address=http://", "inference_address=https://"))
+    result = kit(tmp_path, "serve", "--ts-config", config_path)
     assert result.exit_code == 1 and "no certificate_file and private_key_file are set" in result.output
 
 
 def test_serve_refuses_a_certificate_on_a_plain_http_address(tmp_path, store):
     certificate, key = self_signed(tmp_path)
-    config = tmp_path / "http.properties"
-    text = production_config(tmp_path, store, mnist_server.free_port(), certificate=certificate, private_key=key)
-    config.write_text(open(text).read().replace("inference_address=https://", "inference_address=http://"))
-    result = kit(tmp_path, "serve", "--ts-config", config)
+    config_path = tmp_path / "http.properties"
+    text = production_config(tmp_path, store, process.free_port(), certificate=certificate, private_key=key)
+    config_path.write_text(open(text).read().replace("inference_address=https://", "inference_address=http://"))
+    result = kit(tmp_path, "serve", "--ts-config", config_path)
     assert result.exit_code == 1 and "TorchServe would serve plain HTTP" in result.output

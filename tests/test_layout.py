@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from mnist_kit import archive
+from mnist_kit.packaging import archive
 
 PACKAGE = ROOT / "mnist_kit"
 # What the worker side may import besides the standard library: TorchServe's worker has these, and the .mar.
@@ -45,14 +45,18 @@ def kit_modules() -> dict[str, Path]:
     return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
 
 
+def is_cli(name: str) -> bool:
+    return name == "mnist_kit.cli" or name.startswith("mnist_kit.cli.")
+
+
 def test_only_the_cli_imports_click():
     users = [name for name, path in kit_modules().items() if any(n.split(".")[0] == "click" for n in imports(path))]
-    assert users == ["mnist_kit.cli"]
+    assert users and all(is_cli(name) for name in users), users
 
 
 def test_the_library_never_imports_the_cli():
-    users = [name for name, path in kit_modules().items() if "mnist_kit.cli" in imports(path)]
-    assert users == ["mnist_kit.__main__"]
+    users = [name for name, path in kit_modules().items() if any(is_cli(n) for n in imports(path))]
+    assert [name for name in users if not is_cli(name)] == ["mnist_kit.__main__"]
 
 
 def test_the_package_has_no_import_cycles():
@@ -81,6 +85,25 @@ def test_the_worker_side_imports_only_what_a_torchserve_worker_has(path):
     kit = {n for n in imports(path) if n.startswith("mnist_kit.")}
     assert not outside
     assert all(n.startswith(("mnist_kit.constants", "mnist_kit.worker")) for n in kit), kit
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "worker").glob("*.py")), ids=lambda p: p.name)
+def test_the_serving_core_imports_no_server(path):
+    assert not {n for n in imports(path) if n.split(".")[0] in ("ts", "kserve", "fastapi", "uvicorn")}
+
+
+def test_the_torchserve_handler_is_an_adapter_over_the_core_alone():
+    kit = {n.split(".")[0] for n in imports(ROOT / "mnist_handler.py")} - set(sys.stdlib_module_names)
+    assert kit == {"ts", "torch", "mnist_kit"}
+    assert {n for n in imports(ROOT / "mnist_handler.py") if n.startswith("mnist_kit")} <= {
+        "mnist_kit.worker.core",
+        "mnist_kit.worker.core.Core",
+    }
+
+
+def test_no_module_of_the_kit_is_over_400_lines():
+    long = {name: n for name, path in kit_modules().items() if (n := len(path.read_text().splitlines())) > 400}
+    assert not long
 
 
 def test_the_package_inits_import_nothing():
@@ -139,7 +162,7 @@ def test_the_wheel_installs_mnist_kit_and_the_two_torchserve_files_only(tmp_path
         "mnist_kit/samples/7.png",
         "mnist_kit/samples/canvas.png",
         "mnist_kit/samples/photo.jpg",
-        "mnist_kit/noop_handler.py",
+        "mnist_kit/bench/noop_handler.py",
         "mnist_kit/worker/preprocess.py",
         "mnist_kit/ui/static/index.html",
         "mnist_kit/ui/static/app.js",

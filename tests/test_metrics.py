@@ -1,10 +1,11 @@
-"""The handler's metrics are summed in the worker and reported once per interval (mnist_metrics.MetricsWindow).
+"""The serving core's metrics are summed in the worker and reported once per interval (worker/metrics.py).
 
-The report goes to TorchServe's metrics cache, recorded here; tests/test_operations.py checks that the same
-metrics reach Prometheus on a real TorchServe."""
+The report goes through the TorchServe adapter (mnist_handler.publish) to TorchServe's metrics cache, recorded here;
+tests/test_operations.py checks that the same metrics reach Prometheus on a real TorchServe."""
 
 import time
 
+from mnist_handler import publish
 from mnist_kit.worker.metrics import MetricsWindow
 
 
@@ -17,16 +18,20 @@ class Recorded:
     def add_counter(self, name, value, dimensions=()):
         self.reported.append((name, value, {d.name: d.value for d in dimensions}))
 
-    def add_time(self, name, value):
+    def add_time(self, name, value, idx=None, unit="ms"):
         self.reported.append((name, value, {}))
 
     def add_metric(self, name, value, unit, dimensions=(), metric_type=None):
         self.reported.append((name, value, {d.name: d.value for d in dimensions}))
 
 
+def window_into(target: Recorded, interval: float) -> MetricsWindow:
+    return MetricsWindow(lambda totals: publish(target, totals), interval=interval)
+
+
 def test_counts_are_summed_between_reports():
     target = Recorded()
-    window = MetricsWindow(target, interval=3600)
+    window = window_into(target, 3600)
     window.add([7, 7, 1], [0.99, 0.5, 0.95], [], 3.0, 3)
     window.add([7], [0.999], ["blank", "blank"], 1.0, 3)
     window.report()
@@ -44,7 +49,7 @@ def test_counts_are_summed_between_reports():
 
 def test_nothing_is_reported_twice_or_when_idle():
     target = Recorded()
-    window = MetricsWindow(target, interval=3600)
+    window = window_into(target, 3600)
     window.add([3], [0.99], [], 1.0, 1)
     window.report()
     window.report()
@@ -53,7 +58,7 @@ def test_nothing_is_reported_twice_or_when_idle():
 
 def test_the_background_thread_reports_without_further_requests():
     target = Recorded()
-    window = MetricsWindow(target, interval=0.05)
+    window = window_into(target, 0.05)
     window.add([5], [0.99], [], 1.0, 1)
     deadline = time.monotonic() + 5
     while not target.reported and time.monotonic() < deadline:
@@ -70,7 +75,7 @@ def test_a_failed_report_does_not_end_the_reporting():
             super().add_counter(name, value, dimensions)
 
     target = FailsOnce()
-    window = MetricsWindow(target, interval=0.05)
+    window = window_into(target, 0.05)
     window.add([5], [0.99], [], 1.0, 1)
     time.sleep(0.2)
     window.add([6], [0.99], [], 1.0, 1)
@@ -82,7 +87,7 @@ def test_a_failed_report_does_not_end_the_reporting():
 
 def test_each_flag_is_counted_by_name():
     target = Recorded()
-    window = MetricsWindow(target, interval=3600)
+    window = window_into(target, 3600)
     window.add([8, 4], [0.99, 0.12], [], 1.0, 2, flags=[["several_digits"], ["not_a_digit", "low_confidence"]])
     window.report()
     flagged = {d["Flag"]: v for name, v, d in target.reported if name == "FlaggedPredictions"}

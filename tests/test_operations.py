@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 from harness import TorchServe
 
-from mnist_kit import archive as mnist_archive
-from mnist_kit import client as mnist_client
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
+from mnist_kit.packaging import archive
+from mnist_kit.serving import client
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def two_versions(model_store, tiny_checkpoint, tmp_path_factory):
     """1.0 is the int8 archive, 2.0 the same weights in eager mode, both loaded at start."""
     store = tmp_path_factory.mktemp("ab_store")
     shutil.copy(model_store / "mnist.mar", store)
-    mnist_archive.build(tiny_checkpoint, store, version="2.0", mode="eager")
+    archive.build(tiny_checkpoint, store, version="2.0", mode="eager")
     with TorchServe(store, load_models="mnist.mar,mnist-2.0.mar") as ts:
         yield ts
 
@@ -33,18 +33,18 @@ def run(*args):
 
 def test_both_versions_serve_side_by_side(two_versions, digits):
     for version in ("1.0", "2.0"):
-        answer = mnist_client.predict(digits[7].read_bytes(), url=two_versions.inference_url, model=f"mnist/{version}")
+        answer = client.predict(digits[7].read_bytes(), url=two_versions.inference_url, model=f"mnist/{version}")
         assert answer["digit"] == 7
 
 
 def test_the_default_version_switches_live(two_versions, digits):
     url, management = two_versions.inference_url, two_versions.management_url
-    v2 = mnist_client.predict(digits[3].read_bytes(), url=url, model="mnist/2.0")["probabilities"]
+    v2 = client.predict(digits[3].read_bytes(), url=url, model="mnist/2.0")["probabilities"]
     assert "mnist 1.0 (default)" in run("models", "--url", management, "describe", "mnist")
     try:
         run("models", "--url", management, "set-default", "mnist", "2.0")
         assert "mnist 2.0 (default)" in run("models", "--url", management, "describe", "mnist")
-        assert mnist_client.predict(digits[3].read_bytes(), url=url)["probabilities"] == v2
+        assert client.predict(digits[3].read_bytes(), url=url)["probabilities"] == v2
     finally:
         run("models", "--url", management, "set-default", "mnist", "1.0")
 
@@ -72,9 +72,9 @@ def test_models_list_names_the_model(two_versions):
 def test_handler_metrics_appear_in_prometheus(two_versions, digits):
     url = two_versions.inference_url
     for path in digits:
-        mnist_client.predict(path.read_bytes(), url=url)
-    with pytest.raises(mnist_client.ClientError):
-        mnist_client.predict(b"not an image", url=url)
+        client.predict(path.read_bytes(), url=url)
+    with pytest.raises(client.ClientError):
+        client.predict(b"not an image", url=url)
     metrics = ""
     deadline = time.monotonic() + 5 * C.METRICS_INTERVAL_S  # the handler reports once per interval
     while 'RejectedInputs{Reason="undecodable"' not in metrics and time.monotonic() < deadline:
@@ -87,7 +87,7 @@ def test_handler_metrics_appear_in_prometheus(two_versions, digits):
 
 
 def test_explanations_answer_attributions_for_the_predicted_digit(two_versions, digits):
-    answer = mnist_client.explain(digits[2].read_bytes(), url=two_versions.inference_url)
+    answer = client.explain(digits[2].read_bytes(), url=two_versions.inference_url)
     assert answer["digit"] == 2
     assert len(answer["attributions"]) == 28 and len(answer["attributions"][0]) == 28
     assert any(v != 0 for row in answer["attributions"] for v in row)

@@ -14,9 +14,9 @@ from PyQt5.QtWidgets import QApplication
 
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
-from mnist_kit.reading import Reader
-from mnist_kit.server import free_port
+from mnist_kit.serving.process import free_port
 from mnist_kit.ui.desktop import PadWindow
+from mnist_kit.ui.reading import Reader
 
 DOCS_SCREENSHOT = ROOT / "docs" / "pad.png"
 

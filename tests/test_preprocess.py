@@ -9,9 +9,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from mnist_kit import constants as C
-from mnist_kit import variants as mnist_variants
-from mnist_kit.worker import masks, rules
-from mnist_kit.worker import preprocess as mnist_preprocess
+from mnist_kit.training import variants
+from mnist_kit.worker import masks, preprocess, requests, rules
 from mnist_kit.worker.preprocess import InputError
 
 
@@ -47,20 +46,20 @@ def centre_of_mass(pixels: np.ndarray) -> tuple[float, float]:
 
 
 def test_normalize_uses_the_training_mean_and_std():
-    x = mnist_preprocess.normalize(torch.tensor([[[0, 255]]], dtype=torch.uint8))
+    x = preprocess.normalize(torch.tensor([[[0, 255]]], dtype=torch.uint8))
     assert x.shape == (1, 1, 1, 2)
     assert x[0, 0, 0].tolist() == pytest.approx([-C.MNIST_MEAN / C.MNIST_STD, (1 - C.MNIST_MEAN) / C.MNIST_STD])
 
 
 def test_model_input_is_normalize_by_table_lookup(seven):
     images = np.stack([seven, 255 - seven, np.arange(28 * 28).reshape(28, 28) % 256]).astype(np.uint8)
-    assert torch.equal(mnist_preprocess.model_input(list(images)), mnist_preprocess.normalize(torch.from_numpy(images)))
+    assert torch.equal(preprocess.model_input(list(images)), preprocess.normalize(torch.from_numpy(images)))
 
 
 def test_mnist_format_pngs_take_the_libpng_path_with_the_same_pixels_as_pil(digits):
     for path in digits:
         data = path.read_bytes()
-        assert np.array_equal(mnist_preprocess.mnist_png(data), np.asarray(Image.open(path))), path
+        assert np.array_equal(preprocess.mnist_png(data), np.asarray(Image.open(path))), path
 
 
 @pytest.mark.parametrize(
@@ -73,29 +72,29 @@ def test_mnist_format_pngs_take_the_libpng_path_with_the_same_pixels_as_pil(digi
     ],
 )
 def test_other_pngs_take_the_general_path(image):
-    assert mnist_preprocess.mnist_png(encode(image)) is None
+    assert preprocess.mnist_png(encode(image)) is None
 
 
 def test_a_gray_png_with_transparency_takes_the_general_path(seven):
-    assert mnist_preprocess.mnist_png(encode(Image.fromarray(seven), transparency=0)) is None
+    assert preprocess.mnist_png(encode(Image.fromarray(seven), transparency=0)) is None
 
 
 def test_a_corrupt_mnist_format_png_gets_the_general_paths_error(digits):
     data = digits[7].read_bytes()
     with pytest.raises(InputError) as e:
-        mnist_preprocess.read_image(data[:60])
+        preprocess.read_image(data[:60])
     assert e.value.status == 400
 
 
 def test_an_mnist_png_stays_almost_unchanged(digits, seven):
-    pixels = mnist_preprocess.read_image(digits[7].read_bytes()).pixels
+    pixels = preprocess.read_image(digits[7].read_bytes()).pixels
     assert np.abs(pixels.astype(int) - seven).mean() < 3
 
 
 def test_output_is_28_by_28_with_the_ink_centred_like_mnist(seven):
     off_centre = Image.new("L", (300, 200))
     off_centre.paste(Image.fromarray(seven).resize((56, 56)), (220, 10))
-    pixels = mnist_preprocess.read_image(encode(off_centre)).pixels
+    pixels = preprocess.read_image(encode(off_centre)).pixels
     assert pixels.shape == (28, 28) and pixels.dtype == np.uint8
     assert centre_of_mass(pixels) == pytest.approx((14, 14), abs=0.6)
     rows, cols = np.nonzero(pixels > 0)
@@ -103,15 +102,15 @@ def test_output_is_28_by_28_with_the_ink_centred_like_mnist(seven):
 
 
 def test_dark_ink_on_light_paper_reads_like_light_ink_on_dark(seven):
-    light = mnist_preprocess.read_image(encode(Image.fromarray(255 - seven))).pixels
-    dark = mnist_preprocess.read_image(encode(Image.fromarray(seven))).pixels
+    light = preprocess.read_image(encode(Image.fromarray(255 - seven))).pixels
+    dark = preprocess.read_image(encode(Image.fromarray(seven))).pixels
     assert np.abs(light.astype(int) - dark).mean() < 3
 
 
 def test_black_ink_on_a_transparent_canvas_is_found(seven):
     alpha = Image.fromarray(seven).resize((280, 280))
     black = Image.new("L", (280, 280), 0)
-    pixels = mnist_preprocess.read_image(encode(Image.merge("RGBA", [black, black, black, alpha]))).pixels
+    pixels = preprocess.read_image(encode(Image.merge("RGBA", [black, black, black, alpha]))).pixels
     assert pixels.sum() > 0 and centre_of_mass(pixels) == pytest.approx((14, 14), abs=0.6)
 
 
@@ -121,10 +120,10 @@ def test_uneven_paper_and_noise_are_removed(seven):
     ink = np.zeros((height, width), np.float32)
     ink[100:184, 150:234] = np.asarray(Image.fromarray(seven).resize((84, 84)), dtype=np.float32) / 255
     photo = shade * (1 - 0.8 * ink) + np.random.default_rng(0).normal(0, 4, (height, width))
-    pixels = mnist_preprocess.read_image(
+    pixels = preprocess.read_image(
         encode(Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)), "JPEG", quality=75)
     ).pixels
-    reference = mnist_preprocess.read_image(encode(Image.fromarray(seven))).pixels
+    reference = preprocess.read_image(encode(Image.fromarray(seven))).pixels
     assert np.abs(pixels.astype(int) - reference).mean() < 25
     assert pixels[:, :3].sum() == 0 and pixels[:3].sum() == 0, "shading left at the edges"
 
@@ -141,8 +140,8 @@ def test_a_digit_cropped_to_its_ink_reads_like_the_framed_digit(seven, scale, da
     crop = crop.resize((crop.width * scale, crop.height * scale), Image.Resampling.BILINEAR)
     if dark_on_light:
         crop = crop.point(lambda v: 255 - v)
-    pixels = mnist_preprocess.read_image(encode(crop)).pixels
-    reference = mnist_preprocess.read_image(encode(Image.fromarray(seven).resize((280, 280)))).pixels
+    pixels = preprocess.read_image(encode(crop)).pixels
+    reference = preprocess.read_image(encode(Image.fromarray(seven).resize((280, 280)))).pixels
     assert pixels.sum() > 0.6 * reference.sum(), "ink touching the edges was erased"
     assert np.abs(pixels.astype(int) - reference).mean() < 12
 
@@ -150,7 +149,7 @@ def test_a_digit_cropped_to_its_ink_reads_like_the_framed_digit(seven, scale, da
 def test_a_transparent_tight_crop_keeps_its_ink(seven):
     alpha = Image.fromarray(tight_crop(seven)).resize((60, 80))
     black = Image.new("L", alpha.size, 0)
-    pixels = mnist_preprocess.read_image(encode(Image.merge("RGBA", [black, black, black, alpha]))).pixels
+    pixels = preprocess.read_image(encode(Image.merge("RGBA", [black, black, black, alpha]))).pixels
     assert centre_of_mass(pixels) == pytest.approx((14, 14), abs=0.6)
     assert (pixels > 128).sum() > 0.5 * (seven > 128).sum()
 
@@ -158,17 +157,17 @@ def test_a_transparent_tight_crop_keeps_its_ink(seven):
 def test_an_8_by_8_digit_of_16_grey_levels_is_read_at_its_own_size_and_scaled_up(seven):
     small = np.asarray(Image.fromarray(tight_crop(seven)).resize((8, 8), Image.Resampling.BOX))
     small = (np.round(small / 255 * 16) * 255 / 16).astype(np.uint8)
-    reference = mnist_preprocess.read_image(encode(Image.fromarray(small).resize((128, 128)))).pixels
+    reference = preprocess.read_image(encode(Image.fromarray(small).resize((128, 128)))).pixels
     for image in (Image.fromarray(small), Image.fromarray(255 - small).resize((64, 64), Image.Resampling.NEAREST)):
-        pixels = mnist_preprocess.read_image(encode(image)).pixels
+        pixels = preprocess.read_image(encode(image)).pixels
         assert pixels.sum() > 0 and np.abs(pixels.astype(int) - reference).mean() < 25
 
 
 def test_ink_against_one_edge_with_a_wide_margin_is_centred(seven):
     frame = Image.new("L", (400, 400), 255)
     frame.paste(Image.fromarray(255 - tight_crop(seven)).resize((57, 72)), (0, 150))
-    pixels = mnist_preprocess.read_image(encode(frame, "JPEG", quality=85)).pixels
-    reference = mnist_preprocess.read_image(encode(Image.fromarray(seven))).pixels
+    pixels = preprocess.read_image(encode(frame, "JPEG", quality=85)).pixels
+    reference = preprocess.read_image(encode(Image.fromarray(seven))).pixels
     assert centre_of_mass(pixels) == pytest.approx((14, 14), abs=0.6)
     assert np.abs(pixels.astype(int) - reference).mean() < 25
 
@@ -176,7 +175,7 @@ def test_ink_against_one_edge_with_a_wide_margin_is_centred(seven):
 def test_the_paper_level_ignores_ink_that_covers_most_of_the_picture():
     rng = np.random.default_rng(0)
     paper = rng.normal(20, 3, 400)
-    level, noise, share = mnist_preprocess.paper_level(
+    level, noise, share = preprocess.paper_level(
         np.concatenate([paper, np.full(600, 230.0), np.linspace(20, 230, 200)])
     )
     assert level == pytest.approx(20, abs=3) and noise == pytest.approx(3, abs=1.5) and share < 0.5
@@ -189,25 +188,25 @@ def test_every_colour_mode_is_read(seven, mode):
         image = Image.fromarray(np.asarray(image, dtype=np.uint16) * 257)
     else:
         image = image.convert(mode)
-    pixels = mnist_preprocess.read_image(encode(image, "TIFF" if mode == "I;16" else "PNG")).pixels
+    pixels = preprocess.read_image(encode(image, "TIFF" if mode == "I;16" else "PNG")).pixels
     assert pixels.sum() > 0 and centre_of_mass(pixels) == pytest.approx((14, 14), abs=0.6)
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"])
 def test_every_supported_format_is_read(seven, fmt):
-    pixels = mnist_preprocess.read_image(encode(Image.fromarray(seven).convert("RGB"), fmt)).pixels
+    pixels = preprocess.read_image(encode(Image.fromarray(seven).convert("RGB"), fmt)).pixels
     assert pixels.sum() > 0
 
 
 def test_a_palette_png_with_a_transparent_background_is_read(seven):
     image = Image.fromarray(255 - seven).convert("P")
     image.info["transparency"] = int(np.asarray(image)[0, 0])
-    assert mnist_preprocess.read_image(encode(image, transparency=image.info["transparency"])).pixels.sum() > 0
+    assert preprocess.read_image(encode(image, transparency=image.info["transparency"])).pixels.sum() > 0
 
 
 def test_a_large_jpeg_is_decoded_reduced_not_at_full_size():
     photo = Image.new("L", (4000, 3000), 230)
-    image = mnist_preprocess.decode(encode(photo, "JPEG"))
+    image = preprocess.decode(encode(photo, "JPEG"))
     assert image.size == (500, 375)
 
 
@@ -226,33 +225,33 @@ def test_a_large_jpeg_is_decoded_reduced_not_at_full_size():
 )
 def test_bad_bytes_get_the_right_status_and_a_message(data, status, message):
     with pytest.raises(InputError, match=message) as error:
-        mnist_preprocess.read_request({"body": data}, "image/png")
+        requests.read_plain({"body": data}, "image/png")
     assert error.value.status == status
 
 
 def test_a_truncated_png_is_a_400(digits):
     data = encode(Image.fromarray(np.asarray(Image.open(digits[8]))).resize((200, 200)))
     with pytest.raises(InputError, match="corrupt or truncated PNG") as error:
-        mnist_preprocess.read_request({"body": data[: len(data) // 2]}, "image/png")
+        requests.read_plain({"body": data[: len(data) // 2]}, "image/png")
     assert error.value.status == 400
 
 
 def test_a_blank_image_is_a_400_naming_it():
     with pytest.raises(InputError, match="blank image") as error:
-        mnist_preprocess.read_image(encode(Image.new("RGB", (100, 100), (200, 180, 160))))
+        preprocess.read_image(encode(Image.new("RGB", (100, 100), (200, 180, 160))))
     assert error.value.status == 400
 
 
 def test_an_unsupported_image_format_is_a_415():
     with pytest.raises(InputError, match="unsupported image format") as error:
-        mnist_preprocess.read_image(encode(Image.new("L", (28, 28)), "PPM"))
+        preprocess.read_image(encode(Image.new("L", (28, 28)), "PPM"))
     assert error.value.status == 415
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/xml", "video/mp4"])
 def test_a_content_type_that_is_neither_image_nor_json_is_a_415(digits, content_type):
     with pytest.raises(InputError, match="unsupported content type") as error:
-        mnist_preprocess.read_request({"body": digits[0].read_bytes()}, content_type)
+        requests.read_plain({"body": digits[0].read_bytes()}, content_type)
     assert error.value.status == 415
 
 
@@ -269,13 +268,13 @@ def test_a_content_type_that_is_neither_image_nor_json_is_a_415(digits, content_
 )
 def test_request_formats_all_give_the_same_pixels(digits, row, content_type):
     data = digits[3].read_bytes()
-    expected = mnist_preprocess.read_image(data).pixels
-    assert np.array_equal(mnist_preprocess.read_request(row(data), content_type).pixels, expected)
+    expected = preprocess.read_image(data).pixels
+    assert np.array_equal(requests.read_plain(row(data), content_type).pixels, expected)
 
 
 def test_a_json_28_by_28_array_is_read_like_the_image(seven):
-    pixels = mnist_preprocess.read_request({"body": seven.tolist()}, "application/json").pixels
-    assert np.array_equal(pixels, mnist_preprocess.read_image(encode(Image.fromarray(seven))).pixels)
+    pixels = requests.read_plain({"body": seven.tolist()}, "application/json").pixels
+    assert np.array_equal(pixels, preprocess.read_image(encode(Image.fromarray(seven))).pixels)
 
 
 @pytest.mark.parametrize(
@@ -293,7 +292,7 @@ def test_a_json_28_by_28_array_is_read_like_the_image(seven):
 )
 def test_bad_json_gets_a_400_naming_the_problem(body, message):
     with pytest.raises(InputError, match=message) as error:
-        mnist_preprocess.read_request({"body": body}, "application/json")
+        requests.read_plain({"body": body}, "application/json")
     assert error.value.status == 400
 
 
@@ -312,22 +311,22 @@ def tagged(image: Image.Image, fmt: str, orientation: int) -> bytes:
     """`image` stored as a camera stores it for `orientation`, with the tag that turns it back upright."""
     exif = Image.Exif()
     exif[0x0112] = orientation
-    stored = image.transpose(mnist_variants.STORED[orientation]) if orientation > 1 else image
+    stored = image.transpose(variants.STORED[orientation]) if orientation > 1 else image
     return encode(stored.convert("RGB") if fmt == "JPEG" else stored, fmt, exif=exif.tobytes())
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_every_exif_orientation_is_turned_upright_before_anything_else(seven, fmt, orientation):
-    upright = mnist_preprocess.read_image(encode(page(seven), "PNG")).pixels
-    pixels = mnist_preprocess.read_image(tagged(page(seven), fmt, orientation)).pixels
+    upright = preprocess.read_image(encode(page(seven), "PNG")).pixels
+    pixels = preprocess.read_image(tagged(page(seven), fmt, orientation)).pixels
     assert np.abs(pixels.astype(int) - upright).mean() < 6
 
 
 def test_a_28_by_28_png_with_an_orientation_tag_leaves_the_mnist_fast_path(seven):
     data = tagged(Image.fromarray(seven), "PNG", 3)
-    assert mnist_preprocess.mnist_png(data) is None
-    assert np.abs(mnist_preprocess.read_image(data).pixels.astype(int) - seven).mean() < 8
+    assert preprocess.mnist_png(data) is None
+    assert np.abs(preprocess.read_image(data).pixels.astype(int) - seven).mean() < 8
 
 
 # Form fields and rules
@@ -349,8 +348,8 @@ def framed(digit: np.ndarray, *, box: bool = False, underline: bool = False, wid
 def test_a_forms_box_or_an_underline_is_taken_off_before_cropping(digits, kind):
     for path in digits:
         digit = np.asarray(Image.open(path))
-        plain = mnist_preprocess.read_image(encode(page(digit))).pixels
-        pixels = mnist_preprocess.read_image(framed(digit, box=kind == "box", underline=kind == "underline")).pixels
+        plain = preprocess.read_image(encode(page(digit))).pixels
+        pixels = preprocess.read_image(framed(digit, box=kind == "box", underline=kind == "underline")).pixels
         assert np.abs(pixels.astype(int) - plain).mean() < 8, path
 
 
@@ -358,13 +357,13 @@ def test_a_digits_own_straight_strokes_stay(digits):
     """A 7's bar, a 2's foot, a 1 alone, a 4's bar and a 5's flag: every sample digit loses nothing, printed ones
     with serifs and bars neither."""
     for path in digits:
-        ink = mnist_preprocess.find_ink(np.asarray(page(np.asarray(Image.open(path))), dtype=np.float32))
+        ink = preprocess.find_ink(np.asarray(page(np.asarray(Image.open(path))), dtype=np.float32))
         assert np.array_equal(rules.remove_rules(ink), ink), path
-    font = ImageFont.truetype(str(mnist_variants.font_dir() / "DejaVuSerif.ttf"), 120)
+    font = ImageFont.truetype(str(variants.font_dir() / "DejaVuSerif.ttf"), 120)
     for digit in "1247":
         image = Image.new("L", (160, 160), 255)
         ImageDraw.Draw(image).text((30, 5), digit, fill=0, font=font)
-        ink = mnist_preprocess.find_ink(np.asarray(image, dtype=np.float32))
+        ink = preprocess.find_ink(np.asarray(image, dtype=np.float32))
         assert np.array_equal(rules.remove_rules(ink), ink), digit
 
 
@@ -383,29 +382,29 @@ def side_by_side(*arrays: np.ndarray, gap: int = 30) -> bytes:
 
 def test_digits_side_by_side_are_each_read_left_to_right(digits):
     three, eight = (np.asarray(Image.open(digits[d])) for d in (3, 8))
-    picture = mnist_preprocess.read_image(side_by_side(three, eight))
+    picture = preprocess.read_image(side_by_side(three, eight))
     assert len(picture.digits) == 2
     blank = np.zeros_like(three)
     for pixels, alone in zip(picture.digits, (side_by_side(three, blank), side_by_side(blank, eight))):
-        assert np.abs(pixels.astype(int) - mnist_preprocess.read_image(alone).pixels).mean() < 4
+        assert np.abs(pixels.astype(int) - preprocess.read_image(alone).pixels).mean() < 4
     assert any(picture.pixels is d for d in picture.digits)  # the answer names one of them
 
 
 def test_the_most_ink_names_the_digit_of_several(digits):
     one, eight = (np.asarray(Image.open(digits[d])) for d in (1, 8))
-    picture = mnist_preprocess.read_image(side_by_side(one, eight))
+    picture = preprocess.read_image(side_by_side(one, eight))
     assert picture.pixels is picture.digits[1]
 
 
 @pytest.mark.parametrize("digit", range(10))
 def test_one_digit_is_one_digit(digits, digit):
-    assert mnist_preprocess.read_image(encode(page(np.asarray(Image.open(digits[digit]))))).digits == []
+    assert preprocess.read_image(encode(page(np.asarray(Image.open(digits[digit]))))).digits == []
 
 
 def test_a_speck_beside_a_digit_is_no_second_digit(seven):
     sheet = page(seven)
     ImageDraw.Draw(sheet).ellipse((sheet.width - 40, 100, sheet.width - 32, 108), fill=0)
-    assert mnist_preprocess.read_image(encode(sheet)).digits == []
+    assert preprocess.read_image(encode(sheet)).digits == []
 
 
 def test_connected_components_label_every_8_connected_piece():

@@ -1,4 +1,5 @@
-"""KServe v1 and Open Inference Protocol v2 bodies, read and written in process (mnist_kit.worker.protocols).
+"""Request bodies told apart (worker/requests.py), and KServe v1 and Open Inference Protocol v2 bodies read and
+written (worker/protocols.py), in process.
 
 tests/test_protocol_server.py sends the same bodies to a real TorchServe, with and without its envelopes.
 """
@@ -12,7 +13,7 @@ import pytest
 from PIL import Image
 
 from mnist_kit import constants as C
-from mnist_kit.worker import protocols
+from mnist_kit.worker import protocols, requests
 from mnist_kit.worker.answers import Answer
 from mnist_kit.worker.protocols import Request
 
@@ -29,10 +30,15 @@ def v2(datatype: str, shape: list, data, name: str = "input-0", **extra) -> dict
     return {"inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}], **extra}
 
 
+def read(row: dict, content_type: str | None, headers: dict | None = None) -> Request:
+    """A request as TorchServe's worker hands it over: its body fields, and its headers with the content type."""
+    return requests.read(row, {**({"Content-Type": content_type} if content_type else {}), **(headers or {})})
+
+
 def read_json(document: dict, content_type: str | None = "application/json") -> Request:
     """As TorchServe's worker hands it over: parsed when sent as application/json, bytes otherwise."""
     body = document if content_type == "application/json" else json.dumps(document).encode()
-    return protocols.read({"body": body}, content_type)
+    return read({"body": body}, content_type)
 
 
 def error_of(document: dict) -> str:
@@ -45,7 +51,7 @@ def error_of(document: dict) -> str:
 
 
 def test_an_image_body_is_a_plain_request(digits):
-    request = protocols.read({"body": digits[7].read_bytes()}, "image/png")
+    request = read({"body": digits[7].read_bytes()}, "image/png")
     assert request.protocol == "plain" and np.array_equal(request.images[0].pixels, pixels(digits[7]))
 
 
@@ -68,12 +74,12 @@ def test_a_v2_body_sent_without_a_content_type_is_recognised(digits):
 
 
 def test_json_bytes_that_are_no_protocol_body_stay_plain_and_undecodable():
-    request = protocols.read({"body": b'{"hello": 1}'}, None)
+    request = read({"body": b'{"hello": 1}'}, None)
     assert request.protocol == "plain" and request.error.reason == "undecodable"
 
 
 def test_a_v2_body_sent_as_a_form_says_to_name_its_json_content_type():
-    request = protocols.read({'{"inputs": [{"name": "x"}]}': ""}, "application/x-www-form-urlencoded")
+    request = read({'{"inputs": [{"name": "x"}]}': ""}, "application/x-www-form-urlencoded")
     assert request.error.status == 415 and "Content-Type: application/json" in str(request.error)
 
 
@@ -135,7 +141,7 @@ def test_v2_reads_triton_binary_bytes_elements_as_image_files(digits):
     header = json.dumps(
         {"inputs": [{"name": "x", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": len(binary)}}]}
     ).encode()
-    request = protocols.read({"body": header + binary}, None, {"Inference-Header-Content-Length": str(len(header))})
+    request = read({"body": header + binary}, None, {"Inference-Header-Content-Length": str(len(header))})
     assert [np.array_equal(image.pixels, pixels(p)) for image, p in zip(request.images, digits)] == [True, True]
 
 
@@ -144,7 +150,7 @@ def test_v2_reads_triton_binary_fp32_tensors(digits):
     header = json.dumps(
         {"inputs": [{"name": "x", "shape": [1, 28, 28], "datatype": "FP32", "parameters": {"binary_data_size": 3136}}]}
     ).encode()
-    request = protocols.read({"body": header + binary}, None, {"inference-header-content-length": str(len(header))})
+    request = read({"body": header + binary}, None, {"inference-header-content-length": str(len(header))})
     assert np.array_equal(request.images[0].pixels, pixels(digits[6]))
 
 
@@ -206,7 +212,7 @@ def test_v2_refuses_an_output_the_model_does_not_have(digits):
 
 def test_v2_explain_takes_its_own_outputs(digits):
     body = v2("BYTES", [1], [b64(digits[0])], outputs=[{"name": "attributions"}])
-    assert protocols.read({"body": body}, "application/json", {"explain": "True"}).outputs == ("attributions",)
+    assert read({"body": body}, "application/json", {"explain": "True"}).outputs == ("attributions",)
     assert 'output "attributions" is not one of this model\'s' in error_of(body)
 
 
@@ -291,9 +297,10 @@ def test_errors_are_the_kits_object_for_plain_requests_and_the_protocols_for_v1_
     assert protocols.error_body("v2", 400, "blank", "BadRequestException") == {"error": "blank"}
 
 
-def test_every_torchserve_envelope_hands_requests_through_after_bypass():
+def test_every_torchserve_envelope_hands_requests_through_once_the_handler_is_loaded():
     from ts.torch_handler.request_envelope.kserve import KServeEnvelope
 
-    protocols.bypass_envelopes()
+    import mnist_handler  # noqa: F401  (loading it makes every envelope a pass-through)
+
     rows = [{"body": {"instances": []}}, {"body": b"x"}]
     assert KServeEnvelope(lambda data, context: data).handle(rows, None) == rows

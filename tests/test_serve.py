@@ -5,17 +5,17 @@ import socket
 
 from click.testing import CliRunner
 
-from mnist_kit import server as mnist_server
 from mnist_kit.cli import cli
+from mnist_kit.serving import config, process
 
 
-def config(tmp_path, store, port=None) -> str:
+def config_file(tmp_path, store, port=None) -> str:
     path = tmp_path / "config.properties"
     path.write_text(
-        mnist_server.server_config(
-            inference_port=port or mnist_server.free_port(),
-            management_port=mnist_server.free_port(),
-            metrics_port=mnist_server.free_port(),
+        config.properties(
+            inference_port=port or process.free_port(),
+            management_port=process.free_port(),
+            metrics_port=process.free_port(),
             model_store=store,
         )
     )
@@ -28,7 +28,7 @@ def serve(tmp_path, config_path):
 
 def test_an_empty_model_store_says_to_train_and_archive_first(tmp_path):
     (tmp_path / "store").mkdir()
-    result = serve(tmp_path, config(tmp_path, tmp_path / "store"))
+    result = serve(tmp_path, config_file(tmp_path, tmp_path / "store"))
     assert result.exit_code == 1
     assert "has no mnist.mar: train and archive first (mnist-kit train && mnist-kit archive)" in result.output
 
@@ -38,14 +38,14 @@ def test_a_taken_port_is_named(tmp_path, model_store):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = serve(tmp_path, config(tmp_path, model_store, port))
+        result = serve(tmp_path, config_file(tmp_path, model_store, port))
     assert result.exit_code == 1
     assert f"port {port} (inference_address" in result.output and "is taken by another program" in result.output
 
 
 def test_a_running_server_is_named_with_how_to_stop_it(tmp_path, model_store):
     (tmp_path / ".model_server.pid").write_text(str(os.getpid()))
-    result = serve(tmp_path, config(tmp_path, model_store))
+    result = serve(tmp_path, config_file(tmp_path, model_store))
     assert result.exit_code == 1
     assert f"TorchServe is already running (pid {os.getpid()}): stop it first with `mnist-kit stop`" in result.output
 

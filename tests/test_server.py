@@ -13,11 +13,11 @@ from click.testing import CliRunner
 from harness import TorchServe
 from PIL import Image
 
-from mnist_kit import client as mnist_client
 from mnist_kit import constants as C
-from mnist_kit import variants as mnist_variants
 from mnist_kit.cli import cli
-from mnist_kit.worker import preprocess as mnist_preprocess
+from mnist_kit.serving import client
+from mnist_kit.training import variants
+from mnist_kit.worker import preprocess
 
 
 def digit_of(path) -> int:
@@ -25,12 +25,12 @@ def digit_of(path) -> int:
 
 
 def test_ping_reports_healthy(server):
-    assert mnist_client.ping(server.inference_url) == {"status": "Healthy"}
+    assert client.ping(server.inference_url) == {"status": "Healthy"}
 
 
 def test_each_sample_digit_is_read_correctly(server, digits):
     for path in digits:
-        answer = mnist_client.predict(path.read_bytes(), url=server.inference_url)
+        answer = client.predict(path.read_bytes(), url=server.inference_url)
         assert answer["digit"] == digit_of(path), path
         assert len(answer["probabilities"]) == 10
         assert answer["confidence"] == max(answer["probabilities"])
@@ -39,10 +39,10 @@ def test_each_sample_digit_is_read_correctly(server, digits):
 
 def test_served_probabilities_match_the_form_the_workers_chose_computed_in_process(server, model_store, digits):
     model = server.served_form(model_store / "mnist.mar")
-    pixels = np.stack([mnist_preprocess.read_image(p.read_bytes()).pixels for p in digits])
+    pixels = np.stack([preprocess.read_image(p.read_bytes()).pixels for p in digits])
     with torch.inference_mode():
-        expected = model(mnist_preprocess.normalize(torch.from_numpy(pixels))).exp()
-    served = [mnist_client.predict(p.read_bytes(), url=server.inference_url)["probabilities"] for p in digits]
+        expected = model(preprocess.normalize(torch.from_numpy(pixels))).exp()
+    served = [client.predict(p.read_bytes(), url=server.inference_url)["probabilities"] for p in digits]
     assert torch.allclose(torch.tensor(served), expected, atol=1e-5)
 
 
@@ -54,16 +54,16 @@ def test_a_tight_crop_of_each_sample_digit_is_read_correctly(server, digits):
         crop = Image.fromarray(255 - pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
         buffer = io.BytesIO()
         crop.resize((crop.width * 3, crop.height * 3), Image.Resampling.BILINEAR).save(buffer, "PNG")
-        assert mnist_client.predict(buffer.getvalue(), url=server.inference_url)["digit"] == digit_of(path), path
+        assert client.predict(buffer.getvalue(), url=server.inference_url)["digit"] == digit_of(path), path
 
 
 def test_a_phone_photo_of_each_sample_digit_stored_sideways_is_read_upright(server, digits):
     """Stored as the sensor reads it, with the EXIF Orientation tag (2 to 8) that every viewer applies."""
     rng = np.random.default_rng(0)
     for path, orientation in zip(digits, [6, 8, 3, 6, 8, 3, 2, 4, 5, 7]):
-        photo = mnist_variants.rotated_photo(np.asarray(Image.open(path)), rng, orientation)
+        photo = variants.rotated_photo(np.asarray(Image.open(path)), rng, orientation)
         assert Image.open(io.BytesIO(photo)).getexif()[0x0112] == orientation
-        assert mnist_client.predict(photo, url=server.inference_url)["digit"] == digit_of(path), (path, orientation)
+        assert client.predict(photo, url=server.inference_url)["digit"] == digit_of(path), (path, orientation)
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
@@ -81,7 +81,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(server, di
     batches_before = server.count_in_log("Backend received inference")
     requests = [digits[i % 10] for i in range(96)]
     with ThreadPoolExecutor(32) as pool:
-        answers = list(pool.map(lambda p: mnist_client.predict(p.read_bytes(), url=server.inference_url), requests))
+        answers = list(pool.map(lambda p: client.predict(p.read_bytes(), url=server.inference_url), requests))
     assert [a["digit"] for a in answers] == [digit_of(p) for p in requests]
     batches = server.count_in_log("Backend received inference") - batches_before
     assert 0 < batches < len(requests), "no request shared a batch"
@@ -108,8 +108,8 @@ def test_predict_command_json_output(server, digits):
 
 
 def test_no_cors_headers_by_default(server, digits):
-    response = mnist_client.urllib.request.urlopen(
-        mnist_client.urllib.request.Request(
+    response = client.urllib.request.urlopen(
+        client.urllib.request.Request(
             f"{server.inference_url}/predictions/mnist",
             data=digits[0].read_bytes(),
             method="POST",
@@ -128,8 +128,8 @@ def production_server(model_store):
 
 
 def test_production_profile_refuses_a_request_without_the_token(production_server, digits):
-    with pytest.raises(mnist_client.ClientError, match="HTTP 40[01]"):
-        mnist_client.predict(digits[1].read_bytes(), url=production_server.inference_url)
+    with pytest.raises(client.ClientError, match="HTTP 40[01]"):
+        client.predict(digits[1].read_bytes(), url=production_server.inference_url)
 
 
 def test_production_profile_predict_sends_the_token_from_the_key_file_in_the_kits_home(

@@ -7,8 +7,8 @@ import torch
 from click.testing import CliRunner
 from conftest import ROOT
 
-from mnist_kit import training as train
 from mnist_kit.cli import cli
+from mnist_kit.training.fit import fit
 
 
 def test_training_writes_the_state_dict_and_its_metrics(tiny_checkpoint):
@@ -29,15 +29,15 @@ def test_training_writes_the_state_dict_and_its_metrics(tiny_checkpoint):
 
 @pytest.mark.integration  # trains, briefly
 def test_same_seed_gives_the_same_model_on_cpu(data_dir, tmp_path):
-    a = train.fit(data_dir, tmp_path / "a.pt", epochs=1, limit=512, seed=7, device="cpu")
-    b = train.fit(data_dir, tmp_path / "b.pt", epochs=1, limit=512, seed=7, device="cpu")
+    a = fit(data_dir, tmp_path / "a.pt", epochs=1, limit=512, seed=7, device="cpu")
+    b = fit(data_dir, tmp_path / "b.pt", epochs=1, limit=512, seed=7, device="cpu")
     sd_a, sd_b = (torch.load(tmp_path / f, weights_only=True) for f in ("a.pt", "b.pt"))
     assert a["test_accuracy"] == b["test_accuracy"]
     assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
 
 
 def test_train_without_data_exits_3_with_one_clear_line(tmp_path, monkeypatch):
-    monkeypatch.setattr("mnist_kit.data._download", lambda data_dir: None)
+    monkeypatch.setattr("mnist_kit.training.mnist._download", lambda data_dir: None)
     result = CliRunner().invoke(
         cli, ["train", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m.pt")]
     )
@@ -49,7 +49,7 @@ def test_train_without_data_exits_3_with_one_clear_line(tmp_path, monkeypatch):
 
 def test_train_refuses_an_existing_checkpoint_before_training(tmp_path, monkeypatch):
     loaded = []
-    monkeypatch.setattr("mnist_kit.data.load", lambda *args, **kwargs: loaded.append(args))
+    monkeypatch.setattr("mnist_kit.training.mnist.load", lambda *args, **kwargs: loaded.append(args))
     out = tmp_path / "m.pt"
     out.write_bytes(b"minutes of training")
     result = CliRunner().invoke(cli, ["train", "--data-dir", str(tmp_path), "--out", str(out)])
@@ -59,7 +59,7 @@ def test_train_refuses_an_existing_checkpoint_before_training(tmp_path, monkeypa
 
 
 def test_train_with_force_goes_past_an_existing_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setattr("mnist_kit.data._download", lambda data_dir: None)
+    monkeypatch.setattr("mnist_kit.training.mnist._download", lambda data_dir: None)
     out = tmp_path / "m.pt"
     out.write_bytes(b"old")
     result = CliRunner().invoke(cli, ["train", "--data-dir", str(tmp_path / "nowhere"), "--out", str(out), "--force"])
@@ -71,7 +71,7 @@ def test_train_with_force_goes_past_an_existing_checkpoint(tmp_path, monkeypatch
 @pytest.mark.integration  # trains, briefly
 def test_training_reports_progress_through_callbacks(data_dir, tmp_path):
     steps, epochs = [], []
-    train.fit(
+    fit(
         data_dir,
         tmp_path / "m.pt",
         epochs=2,

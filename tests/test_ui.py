@@ -24,10 +24,11 @@ from harness import TorchServe, pad_server, printed_letter
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
-from mnist_kit import client, variants
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
-from mnist_kit.server import free_port
+from mnist_kit.serving import client
+from mnist_kit.serving.process import free_port
+from mnist_kit.training import variants
 from mnist_kit.worker import preprocess
 from mnist_kit.worker.preprocess import InputError
 

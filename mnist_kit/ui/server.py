@@ -2,7 +2,7 @@
 
 The standard library's ThreadingHTTPServer on loopback: the page (HTML, CSS, plain JavaScript in static/, shipped
 as package data, nothing from a CDN) and three JSON endpoints. TorchServe needs no CORS opening, since the browser
-only talks to this server, and the token is read here (mnist_kit.reading.Reader) and never sent to the browser.
+only talks to this server, and the token is read here (mnist_kit.ui.reading.Reader) and never sent to the browser.
 """
 
 import json
@@ -12,10 +12,11 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 
-from mnist_kit import client
 from mnist_kit import constants as C
 from mnist_kit.errors import KitError
-from mnist_kit.reading import Reader, shown, verdict
+from mnist_kit.serving import client
+from mnist_kit.ui.reading import Reader, shown, verdict
+from mnist_kit.worker.requests import media_type
 
 PAGES = {"/": "index.html", "/index.html": "index.html", "/app.js": "app.js", "/style.css": "style.css"}
 TYPES = {"html": "text/html", "js": "text/javascript", "css": "text/css"}
@@ -64,7 +65,7 @@ class Handler(BaseHTTPRequestHandler):
     def _image(self) -> bytes | None:
         """The request body, or None after answering why it cannot be one. Only image types are taken, which
         also makes a browser ask first (CORS preflight) before another site's page could post here."""
-        kind = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        kind = media_type(self.headers.get("Content-Type"))
         if not (kind.startswith("image/") or kind == "application/octet-stream"):
             self._json(415, {"message": f"send the image with an image content type, not {kind or 'none'!r}"})
             return None

@@ -5,7 +5,7 @@ The flags (C.FLAGS), in the order they are listed in an answer:
 - several_digits: the ink falls into two or more digit-sized groups side by side (preprocess.Picture.digits); the
   answer names the most prominent, and `digits` reads them all, left to right, when each reads confidently.
 - not_a_digit: the network spreads its answer over the digits: trained to answer synthetic non-digits uniformly
-  (mnist_kit.outliers), it gives no digit C.NOT_A_DIGIT_BELOW of its probability on pictures unlike any digit.
+  (mnist_kit.training.outliers), it gives no digit C.NOT_A_DIGIT_BELOW of its probability on pictures unlike any digit.
 - low_confidence: the digit's probability is below C.LOW_CONFIDENCE (also counted in LowConfidencePredictions).
 """
 

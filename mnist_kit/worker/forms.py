@@ -7,7 +7,7 @@ Which form is fastest depends on the CPU, not on the model: on AVX2-only CPUs on
 run at about half the speed of ATen's own (im2col and a BLAS GEMM), where AVX-512 VNNI and AMX make int8 and
 oneDNN far ahead. A choice measured on the machine that built the archive is wrong on another, so the worker
 times every form it can load, on its own CPU, at start, and serves the fastest. Every form was checked
-against the float model's test accuracy when the archive was built (mnist_kit.archive).
+against the float model's test accuracy when the archive was built (mnist_kit.packaging.archive).
 """
 
 import copy

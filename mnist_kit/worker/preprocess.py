@@ -1,4 +1,4 @@
-"""Preprocessing shared by training, evaluation, the handler and the client: bytes or pixels in, model input out.
+"""Preprocessing shared by training, evaluation and the serving core: image bytes or pixels in, model input out.
 
 Real images become MNIST-like the way MNIST itself was made: find the ink whatever its polarity, crop to it,
 fit it in a 20×20 box keeping the aspect ratio, and centre it by centre of mass in 28×28.
@@ -6,7 +6,6 @@ Packed into the .mar beside the handler, so it imports only numpy, PIL, torch (w
 and mnist_kit.constants.
 """
 
-import base64
 import glob
 import importlib.util
 import io
@@ -100,65 +99,6 @@ NORMALIZED = normalize(torch.arange(256, dtype=torch.uint8).view(1, 16, 16)).fla
 def model_input(pixels: list[np.ndarray]) -> torch.Tensor:
     """uint8 28×28 images → the normalised float N×1×28×28 batch the model takes."""
     return torch.from_numpy(NORMALIZED.take(np.stack(pixels)[:, None]))
-
-
-def read_request(row: dict, content_type: str | None = None) -> Picture:
-    """One TorchServe request → its Picture, or InputError naming what is wrong with it.
-
-    Accepted: image bytes (a raw body with any image content type, or a multipart field `data` or `file`),
-    JSON {"data": "<base64 image>"}, and JSON 28×28 arrays of pixel values.
-    """
-    name = next((k for k in ("data", "file", "body") if k in row), None)
-    kind = (content_type or "").split(";")[0].strip().lower()
-    if name is None and kind == "application/x-www-form-urlencoded":
-        raise InputError(
-            "the body was sent as application/x-www-form-urlencoded (curl -d, --data-binary): send the "
-            "image with an image content type (curl -T FILE, or -H 'Content-Type: image/png')",
-            415,
-            reason="content_type",
-        )
-    if name is None and row:
-        raise InputError(
-            f"no image in the request (fields: {', '.join(sorted(map(str, row)))}): send it as the body, "
-            'or as the multipart field "data" or "file"',
-            reason="empty",
-        )
-    payload = row.get(name) if name else None
-    if payload is None or (isinstance(payload, (bytes, bytearray, str, list, dict)) and len(payload) == 0):
-        raise InputError("empty request: send an image (PNG, JPEG, BMP, GIF, WebP or TIFF) or JSON", reason="empty")
-    if kind == "application/json" or isinstance(payload, (dict, list)):
-        return read_json(payload)
-    if kind.startswith("text/") or kind == "application/x-www-form-urlencoded" or isinstance(payload, str):
-        raise InputError(
-            f"unsupported content type {kind or 'text'!r}: send an image/* body or application/json",
-            415,
-            reason="content_type",
-        )
-    if kind and not (kind.startswith("image/") or kind == "application/octet-stream"):
-        raise InputError(
-            f"unsupported content type {kind!r}: send an image/* body or application/json", 415, reason="content_type"
-        )
-    return read_image(bytes(payload))
-
-
-def read_json(payload) -> Picture:
-    if isinstance(payload, (bytes, bytearray)):
-        raise InputError("the body is not valid JSON", reason="bad_json")
-    if isinstance(payload, dict):
-        if "data" not in payload:
-            raise InputError(
-                'JSON must be {"data": "<base64 image>"} or a 28×28 array of pixel values', reason="bad_json"
-            )
-        payload = payload["data"]
-        if isinstance(payload, str):
-            try:
-                data = base64.b64decode(payload, validate=True)
-            except ValueError as e:
-                raise InputError(f'"data" is not valid base64: {e}', reason="bad_json") from None
-            return read_image(data)
-    if isinstance(payload, list):
-        return read_array(payload)
-    raise InputError('JSON must be {"data": "<base64 image>"} or a 28×28 array of pixel values', reason="bad_json")
 
 
 def read_array(values: list) -> Picture:

@@ -6,9 +6,9 @@ and `kservev2` envelopes (chosen by `service_envelope`, or $TS_SERVICE_ENVELOPE 
 as KServe's runtime sets it) read only the first request of a batch, and kservev2 only the first element of a
 BYTES input, so with batching on they fail concurrent requests ("number of batch response mismatched",
 pytorch/serve#2158, unfixed in 0.12, the last release). So the handler recognises each request's protocol from
-its body here, `{"instances": ...}` (v1) or `{"inputs": ...}` (v2), decodes every image of it, and writes each
-answer in its request's protocol: requests of all three kinds share one batched forward pass, and an envelope, if
-one is configured, is made a pass-through (bypass_envelopes). Packed into the .mar beside the handler.
+its body (requests.py), `{"instances": ...}` (v1) or `{"inputs": ...}` (v2), decodes every image of it here, and
+writes each answer in its request's protocol: requests of all three kinds share one batched forward pass, and an
+envelope, if one is configured, is made a pass-through (mnist_handler.py). Packed into the .mar beside the handler.
 """
 
 import base64
@@ -21,7 +21,7 @@ import numpy as np
 from mnist_kit import constants as C
 from mnist_kit.worker import preprocess
 from mnist_kit.worker.answers import Answer
-from mnist_kit.worker.preprocess import InputError
+from mnist_kit.worker.preprocess import InputError, Picture
 
 PLAIN, V1, V2 = "plain", "v1", "v2"
 # The Triton binary tensor extension (tritonclient's default): the JSON header is the body's first N bytes.
@@ -45,75 +45,25 @@ class Request:
     strict: bool = False
 
 
-def read(row: dict, content_type: str | None, headers: dict | None = None) -> Request:
-    """One TorchServe request → its Request; what is wrong with it (and where, in v1/v2) goes in its error."""
-    try:
-        body = protocol_body(row, content_type, headers or {})
-    except InputError as e:  # only v2's binary extension fails here
-        return Request(V2, [], error=e)
-    if body is None and form_encoded_json(row, content_type):
-        error = InputError(
-            "a JSON body was sent as application/x-www-form-urlencoded (curl -d without a content type): "
-            "add -H 'Content-Type: application/json'",
-            415,
-            reason="content_type",
-        )
-        return Request(V2 if any("inputs" in str(k) for k in row) else V1, [], error=error)
-    strict = header(headers or {}, C.STRICT_HEADER).lower() in ("1", "true", "yes")
-    if body is None:
-        try:
-            return Request(PLAIN, [preprocess.read_request(row, content_type)], strict=strict)
-        except InputError as e:
-            return Request(PLAIN, [], error=e)
-    document, binary = body
-    protocol = V2 if "inputs" in document else V1
-    try:
-        explain = (headers or {}).get("explain") == "True"  # set by TorchServe's frontend on :explain, /explain
-        request = read_v2(document, binary, explain) if protocol == V2 else read_v1(document)
-    except InputError as e:
-        return Request(protocol, [], error=e)
-    request.strict = strict
-    return request
-
-
-def header(headers: dict, name: str) -> str:
-    """A request header's value whatever the case of its name; "" without it."""
-    return next((v for k, v in headers.items() if k.lower() == name.lower() and isinstance(v, str)), "")
-
-
-def protocol_body(row: dict, content_type: str | None, headers: dict) -> tuple[dict, bytes] | None:
-    """The v1/v2 JSON document and any binary tensor data after it, or None for a plain request. TorchServe's
-    worker has already parsed JSON sent as application/json; clients that name no content type (tritonclient)
-    send bytes."""
-    payload = row.get("body", row.get("data"))
+def read_json(payload) -> Picture:
+    """The kit's JSON for one image (and a v1 instance): {"data": "<base64 image>"}, or a 28×28 array of pixels."""
+    if isinstance(payload, (bytes, bytearray)):
+        raise InputError("the body is not valid JSON", reason="bad_json")
     if isinstance(payload, dict):
-        return (payload, b"") if {"instances", "inputs"} & payload.keys() else None
-    kind = (content_type or "").split(";")[0].strip().lower()
-    if not isinstance(payload, (bytes, bytearray)) or kind.startswith("image/"):
-        return None
-    length = next((v for k, v in headers.items() if k.lower() == BINARY_HEADER and isinstance(v, str)), None)
-    try:
-        split = int(length) if length is not None else len(payload)
-    except ValueError:
-        raise InputError(f"the Inference-Header-Content-Length header is not a number: {length!r}") from None
-    if payload[: min(split, 64)].lstrip()[:1] != b"{":  # the first bytes tell; no copy of a large image body
-        return None
-    try:
-        document = json.loads(bytes(payload[:split]))
-    except ValueError as e:
-        if length is None:
-            return None  # not JSON after all: the plain path says what it is not
-        raise InputError(f"the JSON header of the request is not valid JSON: {e}", reason="bad_json") from None
-    if not isinstance(document, dict) or not {"instances", "inputs"} & document.keys():
-        return None
-    return document, bytes(payload[split:])
-
-
-def form_encoded_json(row: dict, content_type: str | None) -> bool:
-    """A v1/v2 body that curl -d sent as a form: TorchServe splits it into fields named after pieces of the JSON."""
-    kind = (content_type or "").split(";")[0].strip().lower()
-    fields = " ".join(map(str, row))
-    return kind == "application/x-www-form-urlencoded" and ('"inputs"' in fields or '"instances"' in fields)
+        if "data" not in payload:
+            raise InputError(
+                'JSON must be {"data": "<base64 image>"} or a 28×28 array of pixel values', reason="bad_json"
+            )
+        payload = payload["data"]
+        if isinstance(payload, str):
+            try:
+                data = base64.b64decode(payload, validate=True)
+            except ValueError as e:
+                raise InputError(f'"data" is not valid base64: {e}', reason="bad_json") from None
+            return preprocess.read_image(data)
+    if isinstance(payload, list):
+        return preprocess.read_array(payload)
+    raise InputError('JSON must be {"data": "<base64 image>"} or a 28×28 array of pixel values', reason="bad_json")
 
 
 def read_v1(document: dict) -> Request:
@@ -125,7 +75,7 @@ def read_v1(document: dict) -> Request:
     images = []
     for i, instance in enumerate(instances):
         try:
-            images.append(preprocess.read_json(instance))
+            images.append(read_json(instance))
         except InputError as e:
             raise InputError(f"instance {i}: {e}", e.status, e.reason) from None
     return Request(V1, images)
@@ -333,20 +283,3 @@ def error_body(protocol: str, status: int, message: str, error_type: str) -> dic
     if protocol == PLAIN:
         return {"code": status, "type": error_type, "message": message}
     return {"error": message}
-
-
-def bypass_envelopes() -> None:
-    """Make whatever envelope TorchServe wraps this handler in hand the requests through unchanged.
-
-    The envelope is global to the server (`service_envelope`, or $TS_SERVICE_ENVELOPE when enable_envvars_config
-    is true, as in KServe's sample configs); the kserve and kservev2 ones drop all but the first request of a batch.
-    This handler reads every protocol itself, so in its worker an envelope's handle() is the handler's own.
-    """
-    from ts.torch_handler.request_envelope.base import BaseEnvelope
-
-    BaseEnvelope.handle = _pass_through
-
-
-def _pass_through(self, data, context):
-    self.context = context
-    return self._handle_fn(data, context)

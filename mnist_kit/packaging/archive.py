@@ -4,8 +4,6 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import torch
 import mnist_model
 from mnist_kit import constants as C
 from mnist_kit.errors import KitError
+from mnist_kit.packaging import mar
 
 HANDLER = importlib.util.find_spec("mnist_handler").origin
 PACKAGE = Path(C.__file__).parent
@@ -64,6 +63,7 @@ def build(
     serialized_file=C.CHECKPOINT,
     export_path=C.MODEL_STORE,
     model_name=C.MODEL_NAME,
+    *,
     version=C.MODEL_VERSION,
     force=False,
     mode="auto",
@@ -71,6 +71,7 @@ def build(
     batch_size=C.BATCH_SIZE,
     max_batch_delay_ms=C.MAX_BATCH_DELAY_MS,
     serving_form="auto",
+    max_accuracy_drop=C.MAX_ACCURACY_DROP,
     log=lambda message: None,
 ) -> Path:
     """Write `export_path/<model_name>[-<version>].mar` and return its path; never leaves a partial file.
@@ -79,7 +80,7 @@ def build(
     (within 0.05 points): the worker times them on its CPU at start and serves the fastest
     (mnist_kit.worker.forms). "eager" packs the state_dict with mnist_model.py (the tutorial's eager mode);
     "script" packs frozen TorchScript; "int8" packs int8 TorchScript alone, refused if it loses more than
-    0.05 points.
+    0.05 points: max_accuracy_drop, in points of MNIST test accuracy.
     """
     check_state_dict(serialized_file)
     export_path = Path(export_path)
@@ -88,43 +89,29 @@ def build(
         raise ArchiveError(f"{target} already exists: pass --force to overwrite it")
     export_path.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=export_path, prefix=".archive-") as tmp:
-        config = Path(tmp, "model-config.yaml")
-        config.write_text(model_config(batch_size, max_batch_delay_ms, serving_form))
         extra_files = [_worker_package(tmp)]
+        model_file = None
         if mode == "eager":
-            weights, model_file = ["--serialized-file", str(serialized_file)], ["--model-file", mnist_model.__file__]
+            weights, model_file = serialized_file, mnist_model.__file__
         elif mode == "auto":
-            weights, model_file = ["--serialized-file", str(serialized_file)], []
-            extra_files += [mnist_model.__file__, *_serving_forms(serialized_file, data_dir, tmp, log)]
+            weights = serialized_file
+            forms = _serving_forms(serialized_file, data_dir, tmp, log=log, max_drop=max_accuracy_drop)
+            extra_files += [mnist_model.__file__, *forms]
         else:
-            weights, model_file = ["--serialized-file", _serving_model(serialized_file, mode, data_dir, tmp, log)], []
+            weights = _serving_model(serialized_file, mode, data_dir, tmp, log=log, max_drop=max_accuracy_drop)
             explain_weights = Path(tmp, C.EXPLAIN_WEIGHTS)
             shutil.copy(serialized_file, explain_weights)
             extra_files += [mnist_model.__file__, str(explain_weights)]
-        command = [
-            sys.executable,
-            "-m",
-            "model_archiver.model_packaging",
-            "--model-name",
-            model_name,
-            "--version",
-            version,
-            *model_file,
-            *weights,
-            "--handler",
-            HANDLER,
-            "--extra-files",
-            ",".join(extra_files),
-            "--config-file",
-            str(config),
-            "--export-path",
-            tmp,
-        ]
-        # The archiver stages files in $TMPDIR/<model name>: give it a private one.
-        result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TMPDIR": tmp})
-        built = Path(tmp, f"{model_name}.mar")
-        if result.returncode != 0 or not built.is_file():
-            raise ArchiveError(f"torch-model-archiver failed: {(result.stderr or result.stdout).strip()}")
+        built = mar.package(
+            model_name=model_name,
+            version=version,
+            handler=HANDLER,
+            export_path=tmp,
+            serialized_file=weights,
+            model_file=model_file,
+            extra_files=extra_files,
+            config=model_config(batch_size, max_batch_delay_ms, serving_form),
+        )
         os.replace(built, target)
     return target
 
@@ -141,32 +128,32 @@ def _worker_package(tmp: str) -> str:
 
 
 def _test_data(data_dir, mode: str):
-    from mnist_kit import data as mnist_data
+    from mnist_kit.training import mnist
 
     try:
-        train_images, _ = mnist_data.load(data_dir or mnist_data.default_data_dir(), "train")
-        test_images, test_labels = mnist_data.load(data_dir or mnist_data.default_data_dir(), "test")
-    except mnist_data.DataError as e:
+        train_images, _ = mnist.load(data_dir or mnist.default_data_dir(), "train")
+        test_images, test_labels = mnist.load(data_dir or mnist.default_data_dir(), "test")
+    except mnist.DataError as e:
         raise ArchiveError(
             f"--mode {mode} calibrates and verifies on MNIST, which is missing ({e}); pass --data-dir, or --mode eager"
         ) from None
     return train_images[: C.CALIBRATION_IMAGES], test_images, test_labels
 
 
-def _serving_forms(serialized_file, data_dir, tmp: str, log) -> list[str]:
+def _serving_forms(serialized_file, data_dir, tmp: str, *, log, max_drop: float) -> list[str]:
     """Write the int8 form and forms.json (each form kept only within 0.05 points of the float model's test
     accuracy) into tmp; return their paths."""
-    from mnist_kit import optimize as mnist_optimize
+    from mnist_kit.packaging import optimize
 
-    model = mnist_optimize.load_float(serialized_file)
+    model = optimize.load_float(serialized_file)
     calibration, test_images, test_labels = _test_data(data_dir, "auto")
-    candidates = mnist_optimize.candidate_forms(model, calibration)
-    accuracies = {name: mnist_optimize.accuracy(form, test_images, test_labels) for name, form in candidates.items()}
+    candidates = optimize.candidate_forms(model, calibration)
+    accuracies = {name: optimize.accuracy(form, test_images, test_labels) for name, form in candidates.items()}
     float_accuracy = accuracies["fp32"]
     log("test accuracy: " + ", ".join(f"{name} {a:.2f} %" for name, a in accuracies.items()))
     files, forms = [], {}
     for name, form in candidates.items():
-        if float_accuracy - accuracies[name] > mnist_optimize.MAX_ACCURACY_DROP:
+        if float_accuracy - accuracies[name] > max_drop:
             log(f"left out {name}: {float_accuracy - accuracies[name]:.2f} points below float")
             continue
         file = Path(serialized_file).name
@@ -180,21 +167,21 @@ def _serving_forms(serialized_file, data_dir, tmp: str, log) -> list[str]:
     return [*files, str(manifest)]
 
 
-def _serving_model(serialized_file, mode: str, data_dir, tmp: str, log) -> str:
+def _serving_model(serialized_file, mode: str, data_dir, tmp: str, *, log, max_drop: float) -> str:
     """Write the TorchScript form of the weights into tmp and return its path."""
-    from mnist_kit import optimize as mnist_optimize
+    from mnist_kit.packaging import optimize
 
-    model = mnist_optimize.load_float(serialized_file)
+    model = optimize.load_float(serialized_file)
     path = Path(tmp, "model.pt")
     if mode == "script":
-        mnist_optimize.script(model).save(str(path))
+        optimize.script(model).save(str(path))
         return str(path)
     calibration, test_images, test_labels = _test_data(data_dir, mode)
-    quantized = mnist_optimize.quantize_int8(model, calibration)
-    float_accuracy = mnist_optimize.accuracy(model, test_images, test_labels)
-    int8_accuracy = mnist_optimize.accuracy(quantized, test_images, test_labels)
+    quantized = optimize.quantize_int8(model, calibration)
+    float_accuracy = optimize.accuracy(model, test_images, test_labels)
+    int8_accuracy = optimize.accuracy(quantized, test_images, test_labels)
     log(f"test accuracy: float {float_accuracy:.2f} %, int8 {int8_accuracy:.2f} %")
-    if float_accuracy - int8_accuracy > mnist_optimize.MAX_ACCURACY_DROP:
+    if float_accuracy - int8_accuracy > max_drop:
         raise ArchiveError(
             f"int8 loses {float_accuracy - int8_accuracy:.2f} points of test accuracy "
             f"({float_accuracy:.2f} → {int8_accuracy:.2f} %): use --mode script or eager"

@@ -3,7 +3,7 @@ int8 TorchScript, and fp32 TorchScript (--mode script).
 
 int8 is static post-training quantisation (FX graph mode, x86 backend: FBGEMM/oneDNN with VNNI), calibrated
 on training images and frozen into TorchScript. Every form is kept only if its MNIST test accuracy stays within
-MAX_ACCURACY_DROP points of the float model's; which one serves is measured on the serving CPU
+C.MAX_ACCURACY_DROP points of the float model's; which one serves is measured on the serving CPU
 (mnist_kit.worker.forms), figures in docs/PERFORMANCE.md.
 """
 
@@ -15,8 +15,6 @@ import torch
 from mnist_kit.worker.forms import WithoutOneDNN, channels_last
 from mnist_kit.worker.preprocess import normalize
 from mnist_model import MnistClassificationNet, from_state_dict
-
-MAX_ACCURACY_DROP = 0.05
 
 
 def load_float(state_dict_path) -> MnistClassificationNet:

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from mnist_kit import constants as C
-from mnist_kit import data as mnist_data
 from mnist_kit.errors import KitError
+from mnist_kit.training import mnist
 from mnist_kit.worker.preprocess import normalize
 from mnist_model import MnistClassificationNet
 
@@ -88,7 +88,7 @@ def fit(
 ) -> dict:
     """Train, write the state_dict to `out` and metrics.json beside it, and return the metrics.
 
-    With `outliers`, each step also shows the network C.OUTLIER_BATCH synthetic non-digits (mnist_kit.outliers) and
+    With `outliers`, each step also shows the network C.OUTLIER_BATCH synthetic non-digits (training/outliers.py) and
     pushes its answer on them towards uniform (outlier exposure, weighted C.OUTLIER_WEIGHT): what the served
     not_a_digit flag reads; C.PRINTED_DIGITS printed digits join MNIST's, so that print is not what it learns to
     doubt. An existing `out` is refused without force, before any work, as archive.build refuses:
@@ -102,13 +102,13 @@ def fit(
     generator = torch.Generator().manual_seed(seed)
     device = pick_device(device)
     dtype = pick_precision(precision, device)
-    train_x, train_y = mnist_data.load(data_dir, "train")
-    test_x, test_y = mnist_data.load(data_dir, "test")
+    train_x, train_y = mnist.load(data_dir, "train")
+    test_x, test_y = mnist.load(data_dir, "test")
     if limit:
         train_x, train_y = train_x[:limit], train_y[:limit]
     printed = 0
     if outliers:
-        from mnist_kit import outliers as synthetic
+        from mnist_kit.training import outliers as synthetic
 
         outlier_x = normalize(torch.from_numpy(synthetic.make(C.OUTLIER_IMAGES, seed)))
         printed_x, printed_y = synthetic.printed_digits(C.PRINTED_DIGITS * len(train_x) // 60000, seed)

@@ -18,101 +18,9 @@ from pathlib import Path
 
 import psutil
 
-from mnist_kit import client as mnist_client
 from mnist_kit import constants as C
 from mnist_kit.errors import KitError
-
-
-def server_config(
-    inference_port=C.INFERENCE_PORT,
-    management_port=C.MANAGEMENT_PORT,
-    metrics_port=C.METRICS_PORT,
-    grpc_ports=C.GRPC_PORTS,
-    model_store=C.MODEL_STORE,
-    load_models=f"{C.MODEL_NAME}.mar",
-    production=False,
-    initial_worker_port=None,
-    certificate=None,
-    private_key=None,
-    properties: dict | None = None,
-) -> str:
-    """The text of a config.properties: with the defaults the repo root's, with production=True its
-    config.production.properties (inference on every interface, token authorization on). A certificate and its
-    private key (PEM files) make the inference address HTTPS; `properties` are added as they are."""
-    inference_host = "0.0.0.0" if production else C.HOST
-    scheme = "https" if certificate else "http"
-    name = "config.production.properties" if production else "config.properties"
-    lines = [
-        f"# TorchServe configuration of mnist-kit ({'production profile' if production else 'loopback default'}),"
-        " written by mnist_server.server_config().",
-        f"# Start from the repo root: mnist-kit serve --ts-config {name}",
-        f"#   (or: torchserve --start --ts-config {name} --ncs)",
-        f"inference_address={scheme}://{inference_host}:{inference_port}",
-        "# Management and metrics stay on loopback: nothing outside this machine may scale or unregister models.",
-        f"management_address=http://{C.HOST}:{management_port}",
-        f"metrics_address=http://{C.HOST}:{metrics_port}",
-        "# gRPC listens too, on loopback; a second instance on one machine needs its own ports.",
-        f"grpc_inference_port={grpc_ports[0]}",
-        f"grpc_management_port={grpc_ports[1]}",
-        f"model_store={model_store}",
-        f"load_models={load_models}",
-    ]
-    if production:
-        lines += [
-            "# Every request needs 'Authorization: Bearer <key>', with the keys TorchServe writes to",
-            "# key_file.json in the directory it was started from.",
-            "disable_token_authorization=false",
-        ]
-    else:
-        lines += [
-            "# Loopback only, so requests need no token; config.production.properties turns tokens on.",
-            "disable_token_authorization=true",
-        ]
-    lines += [
-        "# No registering or deleting models over HTTP.",
-        "enable_model_api=false",
-        "# A digit photo is at most a few MB; larger bodies get 413 before they reach a worker.",
-        f"max_request_size={C.MAX_REQUEST_BYTES}",
-        "metrics_mode=prometheus",
-        "# Publish the handler's own metrics (PredictionsPerDigit, RejectedInputs, ...) without a metrics.yaml.",
-        "model_metrics_auto_detect=true",
-        "# No cors_allowed_origin: no CORS headers, so web pages from other origins cannot call the API.",
-    ]
-    if production and not certificate:
-        lines += [
-            "# HTTPS: a certificate and its private key (PEM), and an https:// inference_address, e.g.",
-            "#   inference_address=https://0.0.0.0:8443",
-            "#   certificate_file=/etc/mnist-kit/tls.crt",
-            "#   private_key_file=/etc/mnist-kit/tls.key",
-            "# then: mnist-kit predict --url https://HOST:8443 --cacert CA.crt IMAGE",
-        ]
-    if certificate:
-        lines += ["# HTTPS for inference (TorchServe's own TLS).", f"certificate_file={certificate}"]
-        lines.append(f"private_key_file={private_key}")
-    lines += [f"{key}={value}" for key, value in (properties or {}).items()]
-    if initial_worker_port:
-        lines.append(f"initial_worker_port={initial_worker_port}")
-    return "\n".join(lines) + "\n"
-
-
-def read_properties(path) -> dict:
-    text = Path(path).read_text()
-    return dict(line.split("=", 1) for line in map(str.strip, text.splitlines()) if "=" in line and line[0] != "#")
-
-
-def max_request_size(config_path) -> tuple[int, str]:
-    """The largest body the server config_path configures accepts, and where that figure comes from: its
-    max_request_size, else TorchServe's own default; without the file, the kit's (every config it writes sets it)."""
-    path = Path(config_path)
-    if not path.is_file():
-        return C.MAX_REQUEST_BYTES, f"the kit's default; no {path}"
-    value = read_properties(path).get("max_request_size")
-    if value is None:
-        return C.TS_MAX_REQUEST_BYTES, f"TorchServe's default; {path} sets none"
-    try:
-        return int(value), str(path)
-    except ValueError:
-        raise ServerError(f"max_request_size={value} in {path} is not a number of bytes") from None
+from mnist_kit.serving import client, config
 
 
 def free_port() -> int:
@@ -130,7 +38,7 @@ def preflight(config_path, tmp_dir=None, cwd=".") -> dict:
     config_path = Path(config_path)
     if not config_path.is_file():
         raise ServerError(f"{config_path} not found: pass --ts-config, or set {C.HOME_ENV} to the kit's folder")
-    props = read_properties(config_path)
+    props = config.read(config_path)
     pid = live_pid(pid_file_path(tmp_dir))
     if pid:
         raise ServerError(f"TorchServe is already running (pid {pid}): stop it first with `mnist-kit stop`")
@@ -235,24 +143,24 @@ def wait_ready(management_url: str, timeout: float, log: Path, token=lambda: Non
         if not alive():
             raise ServerError(f"TorchServe exited while starting: {last_error(log)} (whole log: {log})")
         try:
-            models = json.loads(mnist_client.request(f"{management_url}/models", token=token(), timeout=10))["models"]
+            models = json.loads(client.request(f"{management_url}/models", token=token(), timeout=10))["models"]
             if models and all(_ready(management_url, m["modelName"], token()) for m in models):
                 return
-        except (mnist_client.ClientError, ValueError, KeyError):
+        except (client.ClientError, ValueError, KeyError):
             pass
         time.sleep(0.2)
     raise ServerError(f"TorchServe not ready after {timeout:.0f} s: {last_error(log)} (whole log: {log})")
 
 
 def _ready(management_url: str, model: str, token: str | None) -> bool:
-    described = json.loads(mnist_client.request(f"{management_url}/models/{model}/all", token=token, timeout=10))
+    described = json.loads(client.request(f"{management_url}/models/{model}/all", token=token, timeout=10))
     return all(any(w["status"] == "READY" for w in version["workers"]) for version in described)
 
 
-def launch(config, output: Path, cwd=None, env=None) -> None:
+def launch(config_path, output: Path, cwd=None, env=None) -> None:
     """`torchserve --start --ts-config CONFIG --ncs`; its output goes to a file, since Java inherits it and
     would hold a pipe open forever."""
-    launcher = [sys.executable, "-m", "ts.model_server", "--start", "--ts-config", str(config), "--ncs"]
+    launcher = [sys.executable, "-m", "ts.model_server", "--start", "--ts-config", str(config_path), "--ncs"]
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "w") as out:
         result = subprocess.run(launcher, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -308,30 +216,30 @@ class PrivateServer:
 
     @property
     def token(self) -> str | None:
-        return mnist_client.read_token(self.workdir / C.KEY_FILE, "inference")
+        return client.read_token(self.workdir / C.KEY_FILE, "inference")
 
     @property
     def management_token(self) -> str | None:
-        return mnist_client.read_token(self.workdir / C.KEY_FILE, "management")
+        return client.read_token(self.workdir / C.KEY_FILE, "management")
 
     def start(self, timeout: float = 120) -> "PrivateServer":
-        config = self.workdir / "config.properties"
-        config.write_text(
-            server_config(
-                self.inference_port,
-                self.management_port,
-                self.metrics_port,
-                (free_port(), free_port()),
-                self.model_store,
-                self.load_models,
-                self.production,
+        config_file = self.workdir / "config.properties"
+        config_file.write_text(
+            config.properties(
+                "production" if self.production else "local",
+                inference_port=self.inference_port,
+                management_port=self.management_port,
+                metrics_port=self.metrics_port,
+                grpc_ports=(free_port(), free_port()),
+                model_store=self.model_store,
+                load_models=self.load_models,
                 initial_worker_port=free_port(),
                 certificate=self.certificate,
                 private_key=self.private_key,
-                properties=self.properties,
+                extra=self.properties,
             )
         )
-        launch(config, self.workdir / "torchserve.out", cwd=self.workdir, env=self.env)
+        launch(config_file, self.workdir / "torchserve.out", cwd=self.workdir, env=self.env)
         try:
             wait_ready(self.management_url, timeout, self.log, lambda: self.management_token, self.running)
         except BaseException:
@@ -347,7 +255,7 @@ class PrivateServer:
 
     def worker_pids(self, model: str = C.MODEL_NAME) -> list[int]:
         url = f"{self.management_url}/models/{model}/all"
-        described = json.loads(mnist_client.request(url, token=self.management_token, timeout=10))
+        described = json.loads(client.request(url, token=self.management_token, timeout=10))
         return sorted(w["pid"] for version in described for w in version["workers"])
 
     def memory_mib(self) -> float:
@@ -376,6 +284,20 @@ def _memory_bytes(process: psutil.Process) -> int:
         return process.memory_full_info().pss
     except (AttributeError, psutil.AccessDenied):
         return process.memory_info().rss
+
+
+def stop_server(key_file: Path, tmp_dir=None) -> int | None:
+    """Stop the TorchServe whose PID file is in tmp_dir (TorchServe's own, as `torchserve --stop` finds it) and its
+    workers, then remove the PID file and the token file: the stopped server's tokens are no use to anyone.
+    Returns the PID stopped, or None when none was running."""
+    pid_file = pid_file_path(tmp_dir)
+    pid = live_pid(pid_file)
+    if pid is None:
+        return None
+    stop_pid(pid)
+    pid_file.unlink(missing_ok=True)
+    Path(key_file).unlink(missing_ok=True)
+    return pid
 
 
 def stop_pid(pid: int | None, timeout: float = 30) -> None:

@@ -7,7 +7,7 @@ One block per CPU kind, each between a begin marker that names its JSON file and
 import json
 from pathlib import Path
 
-from mnist_kit.bench import describe_machine, lone_request_line
+from mnist_kit.bench.report import describe_machine, lone_request_line
 from mnist_kit.errors import KitError
 
 BEGIN, END = "<!-- bench tables: mnist-kit bench --markdown", "<!-- end of bench tables -->"

@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from mnist_kit import client
 from mnist_kit import constants as C
+from mnist_kit.serving import client
 from mnist_kit.worker import preprocess
 
 

@@ -12,12 +12,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mnist_kit import client as mnist_client
 from mnist_kit import constants as C
-from mnist_kit import optimize as mnist_optimize
-from mnist_kit import variants
 from mnist_kit.errors import KitError
-from mnist_kit.training import write_json
+from mnist_kit.packaging import optimize
+from mnist_kit.serving import client
+from mnist_kit.training import variants
+from mnist_kit.training.fit import write_json
 from mnist_kit.worker import answers
 from mnist_kit.worker.preprocess import InputError, Picture, normalize, read_image
 
@@ -25,7 +25,7 @@ from mnist_kit.worker.preprocess import InputError, Picture, normalize, read_ima
 def predict_checkpoint(checkpoint, images: torch.Tensor) -> np.ndarray:
     """Probabilities N×10 of the float model on uint8 images."""
     try:
-        model = mnist_optimize.load_float(checkpoint)
+        model = optimize.load_float(checkpoint)
     except FileNotFoundError:
         raise KitError(f"{checkpoint} not found: train a model first (mnist-kit train)") from None
     with torch.inference_mode():
@@ -40,7 +40,7 @@ def predict_endpoint(
     def one(image: np.ndarray) -> list[float]:
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, "PNG")
-        return mnist_client.predict(buffer.getvalue(), url=url, token=token, retries=5)["probabilities"]
+        return client.predict(buffer.getvalue(), url=url, token=token, retries=5)["probabilities"]
 
     with ThreadPoolExecutor(concurrency) as pool:
         results = []
@@ -72,7 +72,7 @@ def answer_checkpoint(checkpoint, pictures: list[Picture]) -> list[answers.Answe
 
 
 def real_world(checkpoint, images: torch.Tensor, labels: torch.Tensor, per_kind: int = 200, seed: int = 0) -> dict:
-    """Per kind of held-out real-world image (mnist_kit.variants, made from these test images), each through the
+    """Per kind of held-out real-world image (training/variants.py, made from these test images), each through the
     serving preprocessing and answered as the handler answers (mnist_kit.worker.answers); `mnist` is every test
     image sent as a PNG. Percentages of the kind's images:
       accuracy        the digit is right (a rejected image is wrong; a flagged one counts if its digit is right)
@@ -119,6 +119,32 @@ def write_real_world(results: dict, checkpoint, out_dir) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json({"checkpoint": str(checkpoint), "kinds": results}, path)
     return path
+
+
+def real_world_table(results: dict) -> str:
+    """real_world()'s figures as the text table `mnist-kit evaluate --real-world` prints."""
+
+    def cell(r, key, width):
+        return f"{r[key]:>{width - 2}.2f} %" if key in r else " " * width
+
+    lines = ["kind          images  accuracy  flagged  several_digits  not_a_digit  digits_read"]
+    for kind, r in results.items():
+        lines.append(
+            f"{kind:<12}  {r['images']:>6}  {cell(r, 'accuracy', 8)}  {cell(r, 'flagged', 7)}  "
+            f"{cell(r, 'several_digits', 14)}  {cell(r, 'not_a_digit', 11)}  {cell(r, 'digits_read', 11)}"
+        )
+    lines.append("flagged: several_digits or not_a_digit (on digits, false alarms)")
+    return "\n".join(lines)
+
+
+def summary_table(summary: dict, source) -> str:
+    """summarize()'s figures as the text `mnist-kit evaluate` prints: accuracy, then precision and recall per digit."""
+    lines = [
+        f"{source}: {summary['accuracy']:.2f} % of {summary['images']} test images ({summary['errors']} errors)",
+        "digit  precision  recall",
+    ]
+    lines += [f"{d:>5}  {r['precision']:>8.2f}  {r['recall']:>6.2f}" for d, r in summary["per_digit"].items()]
+    return "\n".join(lines)
 
 
 def summarize(probabilities: np.ndarray, labels: np.ndarray) -> dict:

@@ -1,0 +1,158 @@
+"""A bench result for people: the machine it was measured on, a table, a plot, and the files `mnist-kit bench`
+writes (OUT.json, OUT.png)."""
+
+import json
+import os
+import platform
+from pathlib import Path
+
+from mnist_kit.bench.costs import preprocess_costs
+
+# The instruction sets that decide which kernels PyTorch runs, by their /proc/cpuinfo flag.
+ISA_FLAGS = {
+    "avx2": "AVX2",
+    "avx512f": "AVX-512",
+    "avx512_vnni": "AVX-512 VNNI",
+    "avx_vnni": "AVX-VNNI",
+    "avx512_bf16": "AVX-512 BF16",
+    "amx_tile": "AMX",
+}
+
+
+def cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (Linux); empty elsewhere."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+    except OSError:
+        return {}
+    return {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
+
+
+def machine() -> dict:
+    """What the figures depend on: the CPU's model and instruction sets, its cores, and the software versions."""
+    import torch
+    import ts
+
+    info = cpuinfo()
+    flags = set(info.get("flags", "").split())
+    return {
+        "cpu": info.get("model name") or platform.processor() or platform.machine(),
+        "isa": [name for flag, name in ISA_FLAGS.items() if flag in flags],
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpus": os.cpu_count(),
+        "processor": platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchserve": ts.__version__,
+    }
+
+
+def describe_machine(result: dict) -> str:
+    """One line naming the CPU and software the figures were measured with."""
+    m = result["machine"]
+    isa = "instruction sets not recorded" if m.get("isa") is None else ", ".join(m["isa"]) or "no AVX2"
+    return (
+        f"{m['cpu']} ({isa}; PyTorch kernels {m.get('torch_cpu_capability', '?')}), {m['cpus']} CPU cores, "
+        f"Python {m['python']}, torch {m.get('torch', '?')}, TorchServe {m.get('torchserve', '?')}; "
+        f"serving form: {result.get('serving_form', '?')}"
+    )
+
+
+def plot(result: dict, path: Path) -> None:
+    """Throughput and p99 against concurrency, kit vs ceiling."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    labels = {"kit": "mnist-kit", "kit_v2": "mnist-kit, v2 protocol", "ceiling": "no-op handler (ceiling)"}
+    for name, style in (("kit", "o-"), ("kit_v2", "^-"), ("ceiling", "s--")):
+        if name not in result:
+            continue
+        sweep = result[name]["sweep"]
+        xs = [p["concurrency"] for p in sweep]
+        label = labels[name]
+        left.plot(xs, [p["req_per_s"] for p in sweep], style, label=label)
+        right.plot(xs, [p["p99_ms"] for p in sweep], style, label=label)
+    for axis, title in ((left, "throughput (req/s)"), (right, "p99 latency (ms)")):
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("concurrent connections")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    fig.suptitle(
+        f"TorchServe on {result['machine']['cpus']} CPU cores, batch {result['settings']['batch_size']}, "
+        f"max delay {result['settings']['max_batch_delay_ms']} ms"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def report(result: dict) -> str:
+    """The figures as a table for people."""
+    lines = [
+        f"measured on {describe_machine(result)}",
+        f"{'conc':>4} | {'mnist-kit req/s':>15} {'p50':>6} {'p90':>6} {'p99':>6} {'err':>4} | "
+        f"{'ceiling req/s':>13} {'p50':>6} {'p99':>6} | {'ratio':>5}",
+    ]
+    for k, c in zip(result["kit"]["sweep"], result["ceiling"]["sweep"]):
+        lines.append(
+            f"{k['concurrency']:>4} | {k['req_per_s']:>15.0f} {k['p50_ms']:>6.2f} {k['p90_ms']:>6.2f} "
+            f"{k['p99_ms']:>6.2f} {k['errors']:>4} | {c['req_per_s']:>13.0f} {c['p50_ms']:>6.2f} "
+            f"{c['p99_ms']:>6.2f} | {k['ratio_to_ceiling']:>5.2f}"
+        )
+    lines.append("latencies in ms; ceiling: a no-op handler served with the same settings, in the same run")
+    if "kit_v2" in result:
+        lines.append("Open Inference Protocol v2, the same image as one base64 BYTES element, same server:")
+        lines.append(f"{'conc':>4} | {'v2 req/s':>15} {'p50':>6} {'p90':>6} {'p99':>6} {'err':>4} | {'v2/raw':>6}")
+        for v in result["kit_v2"]["sweep"]:
+            lines.append(
+                f"{v['concurrency']:>4} | {v['req_per_s']:>15.0f} {v['p50_ms']:>6.2f} {v['p90_ms']:>6.2f} "
+                f"{v['p99_ms']:>6.2f} {v['errors']:>4} | {v['ratio_to_raw']:>6.2f}"
+            )
+    generator = max(
+        p["generator_cpu"] for name in ("kit", "kit_v2", "ceiling") for p in result.get(name, {"sweep": []})["sweep"]
+    )
+    lines.append(f"load generator (wrk, 1 thread) used at most {generator:.2f} of a core")
+    lines.append(
+        f"cold start (torchserve --start to first prediction): {result['kit']['cold_start_s']:.2f} s "
+        f"(no-op handler: {result['ceiling']['cold_start_s']:.2f} s)"
+    )
+    if "memory_mib" in result["kit"]:
+        memory = result["kit"]["memory_mib"]
+        lines.append(f"server memory after the sweep (frontend and workers, shared pages once): {memory} MiB")
+    lines.append(
+        "preprocessing per image, one core (decoding alone): "
+        + ", ".join(
+            f"{name} {r['ms_median']:.3f} ms ({r['decode_ms_median']:.3f})" for name, r in result["preprocess"].items()
+        )
+    )
+    if result.get("lone_request"):
+        lines.append(lone_request_line(result["lone_request"]))
+    return "\n".join(lines)
+
+
+def lone_request_line(lone: dict) -> str:
+    return (
+        f"a lone request's own work in process ({lone['form']}: decode, normalise, forward one image), CPU ms: "
+        f"{lone['back_to_back_ms']:.3f} back to back, {lone['after_idle_ms']:.3f} after {lone['idle_gap_ms']:.0f} ms "
+        "idle"
+    )
+
+
+def print_preprocess_costs() -> None:
+    print(f"{'image':<26}{'bytes':>9}{'ms median':>11}{'ms p90':>9}{'decoding':>10}")
+    for name, r in preprocess_costs().items():
+        print(f"{name:<26}{r['bytes']:>9}{r['ms_median']:>11.3f}{r['ms_p90']:>9.3f}{r['decode_ms_median']:>10.3f}")
+
+
+def write(result: dict, out: Path) -> tuple[Path, Path]:
+    """OUT.json (every figure) and OUT.png (the plot); returns both paths."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out.with_suffix(".json"), out.with_suffix(".png")
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, png_path)
+    return json_path, png_path

@@ -1,0 +1,188 @@
+"""Benchmarks: serving throughput and latency against the stack's own ceiling, cold start, preprocessing cost.
+
+The load generator is wrk (C, epoll; Debian's `wrk`), one thread, keep-alive connections; its own CPU use is
+reported so a reader can see it is not the bottleneck. The ceiling is a no-op handler (noop_handler.py)
+served with the same batching settings: the most any handler could get out of TorchServe on this machine.
+The kit is also driven through the Open Inference Protocol (v2: the same PNG, base64 in a BYTES input), so the
+protocol's cost shows beside the raw image's.
+The tables of docs/PERFORMANCE.md are written from a run's JSON by bench/tables.py, so no figure is retyped.
+"""
+
+import base64
+import contextlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from mnist_kit import constants as C
+from mnist_kit.bench.costs import SAMPLE, lone_request_costs, preprocess_costs
+from mnist_kit.bench.report import machine
+from mnist_kit.errors import KitError
+from mnist_kit.packaging import mar
+
+WRK_SCRIPT = """
+local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE")
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d, '
+    .. '"p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+
+def require_wrk() -> None:
+    if shutil.which("wrk") is None:
+        raise KitError("wrk is not installed: scripts/setup.sh installs it (Debian: apt-get install wrk)")
+
+
+def wrk(url: str, body: Path, concurrency: int, seconds: float, content_type: str = "image/png") -> dict:
+    """One wrk run; returns req/s, latency percentiles in ms, errors and the generator's CPU use."""
+    require_wrk()
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{concurrency}",
+                f"-d{max(1, round(seconds))}s",
+                "--timeout",
+                "10s",
+                "-s",
+                script.name,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            env={**os.environ, "BENCH_BODY": str(body), "BENCH_CONTENT_TYPE": content_type},
+        )
+    finally:
+        os.unlink(script.name)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = next((l for l in out.stdout.splitlines() if l.startswith("{")), None)
+    if line is None:
+        raise KitError(f"wrk failed: {(out.stderr or out.stdout).strip() or f'exit code {out.returncode}'}")
+    r = json.loads(line)
+    seconds_run = r["duration_us"] / 1e6
+    return {
+        "concurrency": concurrency,
+        "requests": r["requests"],
+        "req_per_s": round(r["requests"] / seconds_run, 1),
+        "p50_ms": r["p50_us"] / 1000,
+        "p90_ms": r["p90_us"] / 1000,
+        "p99_ms": r["p99_us"] / 1000,
+        "errors": r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"],
+        "generator_cpu": round((after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / seconds_run, 2),
+    }
+
+
+def noop_archive(export_path: Path, config: dict) -> Path:
+    """noop.mar with the same model-config.yaml (batching settings) as the kit's archive."""
+    handler = Path(__file__).resolve().parent / "noop_handler.py"
+    return mar.package(model_name="noop", version="1.0", handler=handler, export_path=export_path, config=config)
+
+
+def v2_body(image: Path, folder: Path) -> Path:
+    """The image as an Open Inference Protocol request body: one BYTES element, the file in base64."""
+    encoded = base64.b64encode(image.read_bytes()).decode()
+    path = Path(folder, "v2.json")
+    path.write_text(json.dumps({"inputs": [{"name": "images", "shape": [1], "datatype": "BYTES", "data": [encoded]}]}))
+    return path
+
+
+def started(stack: contextlib.ExitStack, archive: Path, model: str, body: Path):
+    """A private TorchServe serving `archive`, kept open by `stack`; returns it with its cold start in seconds
+    (`torchserve --start` to the first successful prediction)."""
+    from mnist_kit.serving import client, process
+
+    store = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    shutil.copy(archive, store / archive.name)
+    start = time.perf_counter()
+    ts = stack.enter_context(process.PrivateServer(store, load_models=archive.name))
+    client.predict(body.read_bytes(), url=ts.inference_url, model=model, wait=30)
+    return ts, round(time.perf_counter() - start, 2)
+
+
+def run(
+    archive=Path(C.MODEL_STORE, f"{C.MODEL_NAME}.mar"),
+    concurrencies=(1, 8, 32, 64),
+    seconds: float = 10,
+    *,
+    body: Path = SAMPLE,
+    progress=lambda message: None,
+) -> dict:
+    """The whole benchmark on this machine: the kit and the ceiling with the same settings, both up at once and
+    measured one after the other at each concurrency, so that both see the same machine."""
+    require_wrk()
+    config = mar.read(archive).config
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        noop = noop_archive(Path(tmp), config)
+        models = {"kit": (Path(archive), "mnist"), "ceiling": (noop, "noop")}
+        servers = {name: started(stack, path, model, body) for name, (path, model) in models.items()}
+        # What each line sends where: the raw image to both servers, and the v2 body to the kit's.
+        loads = {
+            name: (f"{servers[name][0].inference_url}/predictions/{model}", body, "image/png")
+            for name, (_, model) in models.items()
+        }
+        v2_url = f"{servers['kit'][0].inference_url}/v2/models/{models['kit'][1]}/infer"
+        loads["kit_v2"] = (v2_url, v2_body(body, Path(tmp)), "application/json")
+        for name, (url, payload, kind) in loads.items():
+            # warm-up: the JVM's JIT compiles the hot paths (the v2 line runs on the warm kit server)
+            wrk(url, payload, max(concurrencies), seconds if name != "kit_v2" else 1, kind)
+        sweeps = {name: [] for name in loads}
+        for c in concurrencies:
+            for name, (url, payload, kind) in loads.items():
+                sweeps[name].append(wrk(url, payload, c, seconds, kind))
+                progress(
+                    f"{name} c={c}: {sweeps[name][-1]['req_per_s']:.0f} req/s, p99 {sweeps[name][-1]['p99_ms']:.1f} ms"
+                )
+        workers = len(servers["kit"][0].worker_pids("mnist"))
+        form, form_name = serving_form(servers["kit"][0])
+        # After the whole sweep: the memory a pod serving this archive needs (mnist-kit export sizes pods by it).
+        memory_mib = round(servers["kit"][0].memory_mib())
+    for k, c, v2 in zip(sweeps["kit"], sweeps["ceiling"], sweeps["kit_v2"]):
+        k["ratio_to_ceiling"] = round(k["req_per_s"] / c["req_per_s"], 3) if c["req_per_s"] else None
+        v2["ratio_to_raw"] = round(v2["req_per_s"] / k["req_per_s"], 3) if k["req_per_s"] else None
+    result = {
+        "machine": machine(),
+        "serving_form": form,
+        "settings": {
+            "batch_size": config["batchSize"],
+            "max_batch_delay_ms": config["maxBatchDelay"],
+            "workers": workers,
+            "seconds_per_point": seconds,
+            "body": body.name,
+        },
+        **{name: {"cold_start_s": servers[name][1], "sweep": sweeps[name]} for name in servers},
+        "kit_v2": {"body": "v2 BYTES, one base64 PNG", "sweep": sweeps["kit_v2"]},
+        "preprocess": preprocess_costs(),
+        "lone_request": lone_request_costs(Path(archive), form_name, body),
+    }
+    result["kit"]["memory_mib"] = memory_mib
+    return result
+
+
+def serving_form(ts, model: str = C.MODEL_NAME) -> tuple[str, str | None]:
+    """The form the server's workers chose at start and why, and its name alone, from the handler's describe
+    answer (GET /models/MODEL?customized=true); archives of other kits' handlers say nothing there."""
+    from mnist_kit.serving import client
+
+    _, custom = client.described(ts.management_url, model, ts.management_token)
+    if "serving_form" not in custom:
+        return "not reported by the handler", None
+    return f"{custom['serving_form']} ({custom['reason']})", custom["serving_form"]

@@ -1,0 +1,8 @@
+"""The `mnist-kit` command line, by phase: each module registers its commands on the group of cli.main, the only
+code that knows Click. Every command is a thin call into the library (mnist_kit.training, packaging, serving, bench,
+deploy, ui)."""
+
+from mnist_kit.cli import bench, deploy, packaging, pads, serving, training  # noqa: F401  (they register commands)
+from mnist_kit.cli.main import cli
+
+__all__ = ["cli"]

@@ -1,0 +1,197 @@
+"""`mnist-kit export`: what a cluster needs to serve the model (KServe, or plain Kubernetes)."""
+
+from pathlib import Path
+
+import click
+
+from mnist_kit import constants as C
+from mnist_kit.cli.main import cli, path_option
+from mnist_kit.paths import home
+
+
+@cli.group()
+def export():
+    """Write what a cluster needs to serve the model: KServe, or plain Kubernetes.
+
+    \b
+    Both write the layout KServe's TorchServe runtime mounts at /mnt/models, and the kit's image (Dockerfile)
+    serves it the runtime's way (torchserve --start --model-store=/mnt/models/model-store
+    --ts-config=/mnt/models/config/config.properties):
+      OUT/config/config.properties   addresses, every archive with its batching and workers (model_snapshot)
+      OUT/model-store/*.mar          copies of the kit's model store (mnist-kit archive writes it)
+    \b
+      mnist-kit export kserve deploy/kserve --storage-uri gs://my-bucket/mnist   # + inferenceservice.yaml
+      mnist-kit export k8s deploy/k8s --image registry.example.com/mnist-kit-serving:0.1.0-model
+    \b
+    Pods ask for what `mnist-kit bench` measured (reports/bench.json: one core per worker, the server's
+    memory with headroom), or KServe's runtime defaults without it; the command says which. OUT is written
+    whole or not at all, and replaced only with --force. The README's "Deploying" section has the next steps.
+    """
+
+
+def export_options(f):
+    for option in reversed(
+        [
+            path_option(
+                "--model-store", default=C.MODEL_STORE, file_okay=False, help="Where mnist-kit archive wrote the .mar."
+            ),
+            path_option(
+                "--bench",
+                "bench_report",
+                default=C.BENCH_REPORT,
+                dir_okay=False,
+                help="A mnist-kit bench report to size pods by; without the file, KServe's runtime defaults.",
+            ),
+            click.option("--name", default=C.MODEL_NAME, show_default=True, help="Name of the Kubernetes objects."),
+            click.option(
+                "--cpus", type=click.IntRange(1), help="CPU cores per pod (and workers): overrides the bench."
+            ),
+            click.option("--memory", "memory_mib", type=click.IntRange(256), help="MiB per pod: overrides the bench."),
+            click.option("--min-replicas", type=click.IntRange(0), default=C.MIN_REPLICAS, show_default=True),
+            click.option("--max-replicas", type=click.IntRange(1), default=C.MAX_REPLICAS, show_default=True),
+            click.option("--force", is_flag=True, help="Replace OUT if it exists."),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def _report_export(result) -> None:
+    click.echo(f"wrote {result.out}/: {', '.join(result.files)}")
+    pod = result.resources
+    click.echo(f"pods: {pod.cpus} CPU (one worker per core), {pod.memory_mib}Mi; image {result.image}")
+    click.echo(f"sized from {pod.source}")
+
+
+@export.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option(
+    "--storage-uri",
+    required=True,
+    help="Where you will upload OUT/config and OUT/model-store: gs://..., s3://..., pvc://NAME/PATH.",
+)
+@click.option(
+    "--image",
+    default=None,
+    help="The kit's serving image as your cluster pulls it (Dockerfile). Default: mnist-kit-serving:VERSION.",
+)
+@click.option(
+    "--scale-metric",
+    type=click.Choice(C.SCALE_METRICS),
+    default=C.SCALE_METRICS[0],
+    show_default=True,
+    help="What KServe autoscales on (concurrency and rps need Knative, cpu and memory also work raw).",
+)
+@click.option(
+    "--scale-target",
+    type=click.IntRange(1),
+    default=None,
+    help="Target per pod for --scale-metric. Default: from the bench (concurrency reaching most of its best "
+    f"throughput), else {C.DEFAULT_SCALE_TARGET}.",
+)
+@export_options
+def kserve(
+    out,
+    storage_uri,
+    image,
+    scale_metric,
+    scale_target,
+    model_store,
+    bench_report,
+    name,
+    cpus,
+    memory_mib,
+    min_replicas,
+    max_replicas,
+    force,
+):
+    """The KServe model storage layout in OUT, and OUT/inferenceservice.yaml.
+
+    \b
+    The InferenceService (serving.kserve.io/v1beta1) uses KServe's TorchServe runtime (modelFormat pytorch)
+    with the Open Inference Protocol (protocolVersion v2) and the kit's image, reading the model from
+    --storage-uri:
+      mnist-kit export kserve deploy/kserve --storage-uri gs://my-bucket/mnist
+      gsutil cp -r deploy/kserve/config deploy/kserve/model-store gs://my-bucket/mnist/
+      kubectl apply -f deploy/kserve/inferenceservice.yaml
+    """
+    from mnist_kit.deploy.export import export_kserve
+
+    result = export_kserve(
+        out,
+        storage_uri,
+        model_store,
+        bench_report=bench_report,
+        name=name,
+        image=image,
+        cpus=cpus,
+        memory_mib=memory_mib,
+        scale_target=scale_target,
+        scale_metric=scale_metric,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        force=force,
+    )
+    _report_export(result)
+    click.echo(
+        f"next: upload {out}/config and {out}/model-store to {storage_uri}, "
+        f"then kubectl apply -f {out}/inferenceservice.yaml"
+    )
+
+
+@export.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option(
+    "--image",
+    default=None,
+    help="The image with the model baked in (Dockerfile target `model`, built from OUT when it lies under the "
+    "checkout's deploy/), as your cluster pulls it. Default: mnist-kit-serving:VERSION-model.",
+)
+@export_options
+def k8s(out, image, model_store, bench_report, name, cpus, memory_mib, min_replicas, max_replicas, force):
+    """Plain Kubernetes, no KServe: OUT/kubernetes.yaml, and the layout to bake into the image.
+
+    \b
+    kubernetes.yaml holds, in the order kubectl creates them: a ConfigMap (config.properties), a Deployment
+    (probes on /ping, one TorchServe worker per requested core, non-root, no privilege escalation, no
+    capabilities, Prometheus scrape annotations for 8082), a Service for inference only (8080), a
+    HorizontalPodAutoscaler on CPU and a PodDisruptionBudget:
+      mnist-kit export k8s deploy/k8s --image registry.example.com/mnist-kit-serving:0.1.0-model
+      podman build --target model --build-arg LAYOUT=deploy/k8s -t registry.example.com/mnist-kit-serving:0.1.0-model .
+      podman push registry.example.com/mnist-kit-serving:0.1.0-model
+      kubectl apply -f deploy/k8s/kubernetes.yaml
+
+    An OUT outside the checkout's deploy/ is written all the same, since kubectl and compose read it from
+    anywhere, with a warning and the copy into deploy/ that bakes it in: .dockerignore lets only deploy/ into
+    the build context.
+    """
+    from mnist_kit.deploy.export import export_k8s, image_layout
+
+    result = export_k8s(
+        out,
+        model_store,
+        bench_report,
+        name=name,
+        image=image,
+        cpus=cpus,
+        memory_mib=memory_mib,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        force=force,
+    )
+    _report_export(result)
+    context = home()
+    layout = image_layout(out, context)
+    copy = ""
+    if layout is None:
+        layout = f"{C.DEPLOY_DIR}/{out.name}"
+        click.echo(
+            f"warning: {out} is outside {context / C.DEPLOY_DIR}/, the only export folder the image build sees "
+            f"(.dockerignore): copy it there to bake it in",
+            err=True,
+        )
+        copy = f"cp -r {out} {context / layout}, "
+    click.echo(
+        f"next: {copy}build and push the image with the model (podman build --target model "
+        f"--build-arg LAYOUT={layout} -t {result.image} {context}), then kubectl apply -f {out}/kubernetes.yaml"
+    )

@@ -1,0 +1,166 @@
+"""Training commands: train the network, measure it (evaluate), and see what it looks at (explain)."""
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from mnist_kit import constants as C
+from mnist_kit.cli.main import cli, data_dir_option, key_file, path_option, token_option
+
+
+@cli.command()
+@data_dir_option("Folder with the four MNIST IDX files (.gz or raw).")
+@click.option("--epochs", default=C.EPOCHS, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=C.TRAIN_BATCH_SIZE, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--lr",
+    default=C.LEARNING_RATE,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Peak learning rate of the one-cycle schedule (AdamW).",
+)
+@click.option("--seed", default=C.SEED, show_default=True, type=int, help="Same seed, same model (on CPU).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Train on the first N images only (quick runs).")
+@click.option(
+    "--augment/--no-augment",
+    default=True,
+    show_default=True,
+    help="Random rotation, scale and shift of training digits.",
+)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="bf16 autocast for the training math (weights stay fp32); auto uses it where the CPU or GPU "
+    "computes bf16 natively (AMX, AVX512-BF16, CUDA), where it is faster than fp32.",
+)
+@path_option(
+    "--out", default=C.CHECKPOINT, dir_okay=False, help="Where to write the state_dict; metrics.json goes beside it."
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing OUT (and the metrics.json beside it).")
+@click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON.")
+def train(data_dir, epochs, batch_size, lr, seed, limit, augment, device, precision, out, force, as_json):
+    """Train the CNN on MNIST and save its state_dict.
+
+    Reads train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and
+    t10k-labels-idx1-ubyte (raw or .gz), checks them against the published MD5s, prints test
+    accuracy after each epoch, and writes OUT and metrics.json beside it (accuracy, seconds, versions).
+    An existing OUT is refused before training starts, unless --force.
+    """
+    from mnist_kit.training import mnist
+    from mnist_kit.training.fit import fit
+
+    bar = None
+
+    def on_step(epoch, step, steps):
+        nonlocal bar
+        if step == 1:
+            bar = click.progressbar(length=steps, label=f"epoch {epoch}/{epochs}")
+        bar.update(1)
+        if step == steps:
+            bar.render_finish()
+
+    def on_epoch(epoch, loss, accuracy):
+        click.echo(f"epoch {epoch}/{epochs}: loss {loss:.4f}, test accuracy {accuracy:.2f} %")
+
+    quiet = {} if as_json else {"on_step": on_step, "on_epoch": on_epoch}
+    metrics = fit(
+        data_dir or mnist.default_data_dir(),
+        out,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        limit=limit,
+        device=device,
+        augmentation=augment,
+        precision=precision,
+        force=force,
+        **quiet,
+    )
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+    else:
+        seconds = metrics["seconds"]
+        click.echo(f"test accuracy {metrics['test_accuracy']:.2f} % after {epochs} epochs in {seconds:.0f} s")
+        click.echo(f"wrote {out} and {out.parent / 'metrics.json'}")
+
+
+@cli.command("evaluate")
+@path_option(
+    "--checkpoint",
+    default=C.CHECKPOINT,
+    dir_okay=False,
+    help="The state_dict to evaluate in this process (ignored with --url).",
+)
+@click.option("--url", default=None, help="Evaluate a live TorchServe instead, sending each test image as a PNG.")
+@token_option
+@data_dir_option("Folder with the MNIST files.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N test images.")
+@path_option("--out", default=C.REPORTS, file_okay=False)
+@click.option(
+    "--real-world",
+    is_flag=True,
+    help="Accuracy on held-out images shaped the way people send digits (canvas, photo, tight crop, …), "
+    "through the serving preprocessing; writes OUT/real_world.json.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the summary.")
+def evaluate_command(checkpoint, url, token, data_dir, limit, out, real_world, as_json):
+    """Measure accuracy on the MNIST test set, per digit, with pictures.
+
+    Writes OUT/evaluation.json (accuracy, per-digit precision and recall, confusion matrix),
+    OUT/confusion_matrix.png and OUT/misclassified.png (the most confidently wrong images).
+    With --url it checks what is served: every image goes through HTTP and the handler.
+    With --real-world it measures the checkpoint on the kinds of images of the README's table instead.
+    """
+    from mnist_kit.serving import client
+    from mnist_kit.training import evaluate, mnist
+
+    images, labels = mnist.load(data_dir or mnist.default_data_dir(), "test")
+    images, labels = images[:limit], labels[:limit]
+    if real_world:
+        results = evaluate.real_world(checkpoint, images, labels)
+        path = evaluate.write_real_world(results, checkpoint, out)
+        if as_json:
+            click.echo(path.read_text())
+            return
+        click.echo(evaluate.real_world_table(results))
+        click.echo(f"wrote {path}")
+        return
+    if url:
+        token = token or client.read_token(key_file())
+        with click.progressbar(length=len(images), label=f"evaluating {url}", file=sys.stderr) as bar:
+            probabilities = evaluate.predict_endpoint(url, images, token, on_result=lambda: bar.update(1))
+    else:
+        probabilities = evaluate.predict_checkpoint(checkpoint, images)
+    summary = evaluate.summarize(probabilities, labels.numpy())
+    paths = evaluate.write_reports(summary, probabilities, labels.numpy(), images.numpy(), out)
+    if as_json:
+        click.echo(paths["json"].read_text())
+        return
+    click.echo(evaluate.summary_table(summary, url or checkpoint))
+    click.echo(f"wrote {paths['json']}, {paths['confusion']} and {paths['misclassified']}")
+
+
+@cli.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@path_option("--out", default="explain.png", dir_okay=False)
+@click.option("--url", default=C.INFERENCE_URL, show_default=True, help="TorchServe inference address.")
+@click.option("--model", default=C.MODEL_NAME, show_default=True)
+@token_option
+def explain(image, out, url, model, token):
+    """Show which pixels made the served model read IMAGE as its digit.
+
+    Asks /explanations/MODEL for Integrated Gradients attributions and writes OUT: the 28×28 input the
+    model saw, with pixels that pushed towards the digit in red and against it in blue.
+    """
+    from mnist_kit.serving import client
+    from mnist_kit.training.explain import overlay
+
+    answer = client.explain(image.read_bytes(), url=url, model=model, token=token or client.read_token(key_file()))
+    overlay(answer, out, title=f"{image.name}: read as {answer['digit']}")
+    click.echo(f"{image}: {answer['digit']}; wrote {out}")

@@ -1,0 +1,179 @@
+"""The serving core: what a worker does with a batch of requests, in named stages, whichever server calls it.
+
+A runtime's adapter (TorchServe's: mnist_handler.py) builds a Core from the archive's folder, hands `decode` each
+request's body fields and headers, runs `infer` and `encode` (or `explain`), and writes each Reply back: its
+status, its error type and its JSON body. Loading picks the serving form (forms.py); the metrics window
+(metrics.py) hands its totals to the adapter's `publish`. Imports no server. Packed into the .mar beside the handler.
+"""
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from mnist_kit import constants as C
+from mnist_kit.worker import answers, forms, preprocess, protocols, requests
+from mnist_kit.worker.answers import Answer
+from mnist_kit.worker.metrics import MetricsWindow
+from mnist_kit.worker.preprocess import InputError
+from mnist_model import from_state_dict
+
+# The error type named beside each status, in TorchServe's words (its frontend's own exceptions).
+ERROR_TYPES = {
+    400: "BadRequestException",
+    413: "RequestEntityTooLargeException",
+    415: "UnsupportedMediaTypeException",
+    422: "UnprocessableEntityException",
+    500: "InternalServerException",
+    501: "NotImplementedException",
+}
+
+
+@dataclass
+class Reply:
+    """One request's answer: a JSON text (an answer), or an error object with its status and error type."""
+
+    body: str | dict
+    status: int = 200
+    error_type: str | None = None
+
+
+@dataclass
+class Batch:
+    """The requests of one batch, decoded, and the Answer of each of their pictures once inferred."""
+
+    requests: list[protocols.Request]
+    preprocessing_ms: float = 0.0
+    answers: list[Answer] = field(default_factory=list)
+
+    @property
+    def pictures(self) -> list[preprocess.Picture]:
+        return [picture for request in self.requests for picture in request.images]
+
+
+class Core:
+    def __init__(self, model_dir: str, model: dict, *, serving_form=None, device="cpu", publish=None):
+        """Load the archive in model_dir and pick its serving form: timed on this CPU among those the archive
+        carries (forms.py), else its only one (TorchScript, or a state_dict with mnist_model.py). `model` is the
+        manifest's model section; serving_form, where given and not "auto", is served whatever the timings
+        (C.SERVING_FORM_ENV overrides it); publish(list of metrics.Metric) is called once a second."""
+        # One intra-op thread per worker: with one worker per core, larger pools fight over the cores.
+        torch.set_num_threads(1)
+        self.device = torch.device(device)
+        self.model_name = model.get("modelName", C.MODEL_NAME)
+        self.model_version = model.get("modelVersion", C.MODEL_VERSION)
+        weights = os.path.join(model_dir, model["serializedFile"])
+        if model.get("modelFile") or forms.read_manifest(model_dir):
+            self.float_model = from_state_dict(weights, self.device)
+            candidates = forms.load(model_dir, self.float_model, self.device) or {"fp32": self.float_model}
+        else:
+            # Explanations need gradients: the float weights packed beside an int8 or script model.
+            explain_weights = os.path.join(model_dir, C.EXPLAIN_WEIGHTS)
+            has_float = os.path.isfile(explain_weights)
+            self.float_model = from_state_dict(explain_weights, self.device) if has_float else None
+            candidates = {"torchscript": forms.load_torchscript(weights, self.device)}
+        forced = os.environ.get(C.SERVING_FORM_ENV) or serving_form
+        timed = len(candidates) > 1 and forced in (None, "", "auto")
+        self.form_timings = forms.measure(candidates) if timed else {name: {} for name in candidates}
+        self.form, self.form_reason = forms.choose(self.form_timings, forced)
+        self.model = candidates[self.form]
+        self.metrics = MetricsWindow(publish or (lambda totals: None), serving_form=self.form)
+
+    def describe(self) -> dict:
+        """What this worker serves, and why (`mnist-kit models describe`)."""
+        return {
+            "serving_form": self.form,
+            "reason": self.form_reason,
+            "timings_ms": self.form_timings,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__,
+        }
+
+    def decode(self, rows: list[dict], headers: list[dict]) -> Batch:
+        """Each request's body fields and headers → its Request: protocol and pictures, or the InputError that says
+        what is wrong with it. A bug of ours fails its own request with a 500, not the batch or the worker."""
+        start = time.perf_counter()
+        decoded = []
+        for row, row_headers in zip(rows, headers):
+            try:
+                decoded.append(requests.read(row, row_headers))
+            except Exception as e:
+                error = InputError(f"preprocessing failed: {type(e).__name__}: {e}", 500, reason="internal")
+                decoded.append(protocols.Request(protocols.PLAIN, [], error=error))
+        return Batch(decoded, (time.perf_counter() - start) * 1000)
+
+    def infer(self, batch: Batch) -> Batch:
+        """One forward pass over the pictures of every request, and the digits of those holding several: each
+        picture's Answer (probabilities in float64 to 6 decimals, and its flags)."""
+        pictures = batch.pictures
+        if pictures:
+            with torch.inference_mode():
+                log_probabilities = self.model(preprocess.model_input(answers.images(pictures)).to(self.device))
+            probabilities = np.exp(log_probabilities.float().cpu().numpy(), dtype=np.float64).round(6)
+            batch.answers = answers.answers(pictures, probabilities)
+        return batch
+
+    def encode(self, batch: Batch) -> list[Reply]:
+        """Each request's Reply in its protocol, from its pictures' Answers; a strict request holding no digit gets a
+        422. The batch is counted in the metrics."""
+        replies, found = [], iter(batch.answers)
+        for request in batch.requests:
+            mine = [next(found) for _ in request.images]
+            refused = [n for n, a in enumerate(mine) if "not_a_digit" in a.flags] if request.strict else []
+            if refused:
+                which = "the image" if len(mine) == 1 else f"image {refused[0]}"
+                request.error = InputError(
+                    f"{which} is not a digit (not_a_digit: no digit has {C.NOT_A_DIGIT_BELOW:.0%} of the "
+                    f"probability); sent without {C.STRICT_HEADER}, it is answered with the flag",
+                    422,
+                    reason="not_a_digit",
+                )
+            if request.error:
+                replies.append(error_reply(request.error, request.protocol))
+            else:
+                replies.append(Reply(protocols.answer(request, mine, self.model_name, self.model_version)))
+        self.metrics.add(
+            [a.digit for a in batch.answers],
+            [a.confidence for a in batch.answers],
+            [r.error.reason for r in batch.requests if r.error],
+            batch.preprocessing_ms,
+            len(batch.requests),
+            flags=[a.flags for a in batch.answers],
+        )
+        return replies
+
+    def explain(self, batch: Batch) -> list[Reply]:
+        """Integrated Gradients attributions of the predicted digit over the 28×28 input, for each image of each
+        request (/explanations, v1 :explain, v2 /explain)."""
+        replies = []
+        for request in batch.requests:
+            if request.error or self.float_model is None:
+                error = request.error or InputError("this archive has no float weights to explain with", 501)
+                replies.append(error_reply(error, request.protocol))
+                continue
+            explained = [self._explain(picture.pixels) for picture in request.images]
+            replies.append(Reply(protocols.explanation(request, explained, self.model_name, self.model_version)))
+        return replies
+
+    def _explain(self, pixels: np.ndarray) -> dict:
+        from captum.attr import IntegratedGradients  # only here: Captum is slow to import and rarely needed
+
+        x = preprocess.model_input([pixels]).to(self.device)
+        with torch.no_grad():
+            digit = int(self.float_model(x).argmax(1))
+        baseline = preprocess.model_input([np.zeros_like(pixels)]).to(self.device)
+        attributions = IntegratedGradients(self.float_model).attribute(
+            x, baselines=baseline, target=digit, n_steps=C.EXPLAIN_STEPS
+        )
+        return {
+            "digit": digit,
+            "pixels": pixels.tolist(),
+            "attributions": attributions[0, 0].round(decimals=6).tolist(),
+        }
+
+
+def error_reply(error: InputError, protocol: str = protocols.PLAIN) -> Reply:
+    error_type = ERROR_TYPES.get(error.status, "Error")
+    return Reply(protocols.error_body(protocol, error.status, str(error), error_type), error.status, error_type)
