@@ -17,8 +17,8 @@ from mnist_kit.training.pen import Path, arc, curve, line
 # digit → shape name → strokes, each in a box 1 high; x runs 0..1 at the shape's own width (aspect below).
 SHAPES: dict[int, dict[str, list[Path]]] = {
     0: {
-        "oval from the top, anticlockwise": [arc(0.5, 0.5, 0.5, 0.5, -90, -445)],
-        "oval from the top right, clockwise": [arc(0.5, 0.5, 0.5, 0.5, -60, 285)],
+        "oval from the top, anticlockwise": [arc((0.5, 0.5), (0.5, 0.5), (-90, -445))],
+        "oval from the top right, clockwise": [arc((0.5, 0.5), (0.5, 0.5), (-60, 285))],
     },
     1: {
         "one stroke down": [line((0.5, 0.0), (0.5, 1.0))],
@@ -118,12 +118,12 @@ SHAPES: dict[int, dict[str, list[Path]]] = {
                 (0.84, 0.1),
             )
         ],
-        "two loops": [arc(0.5, 0.24, 0.32, 0.24, -90, -450), arc(0.5, 0.72, 0.42, 0.28, -90, 270)],
+        "two loops": [arc((0.5, 0.24), (0.32, 0.24), (-90, -450)), arc((0.5, 0.72), (0.42, 0.28), (-90, 270))],
     },
     9: {
-        "loop and a straight stem": [arc(0.46, 0.27, 0.38, 0.27, 10, -355) + line((0.84, 0.3), (0.82, 1.0))[1:]],
+        "loop and a straight stem": [arc((0.46, 0.27), (0.38, 0.27), (10, -355)) + line((0.84, 0.3), (0.82, 1.0))[1:]],
         "loop and a curved stem": [
-            arc(0.46, 0.28, 0.38, 0.28, 10, -355) + curve((0.84, 0.3), (0.8, 0.7), (0.55, 1.0))[1:]
+            arc((0.46, 0.28), (0.38, 0.28), (10, -355)) + curve((0.84, 0.3), (0.8, 0.7), (0.55, 1.0))[1:]
         ],
     },
 }

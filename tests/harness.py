@@ -43,7 +43,7 @@ class TorchServe(PrivateServer):
 @contextmanager
 def pad_server(url: str, management_url: str = "", model: str = C.MODEL_NAME, token=lambda: None, manage=lambda: None):
     """`mnist-kit ui`'s server on a free port, in a thread of this process, asking the TorchServe at `url`."""
-    server = PadServer(Reader(url, model, management_url or url, token, manage), port=0)
+    server = PadServer(Reader(url, model, management_url or url, token=token, management_token=manage), port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

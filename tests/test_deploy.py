@@ -408,7 +408,7 @@ class RuntimeServer(TorchServe):
             subprocess.run(command, cwd=self.workdir, env=env, stdout=out, stderr=out, check=True)
         out.close()
         try:
-            process.wait_ready(self.management_url, timeout, self.log, lambda: None, self.running)
+            process.wait_ready(self.management_url, timeout, self.log, alive=self.running)
         except BaseException:
             self.stop()
             raise

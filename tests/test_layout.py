@@ -101,6 +101,21 @@ def test_the_torchserve_handler_is_an_adapter_over_the_core_alone():
     }
 
 
+def test_library_parameters_past_the_third_are_keyword_only():
+    """A swap of two same-typed arguments (cpus and memory, say) must fail, not go unnoticed. Click's commands are
+    called with keywords by Click itself."""
+    loose = []
+    for name, path in kit_modules().items():
+        if is_cli(name):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                positional = [a for a in node.args.posonlyargs + node.args.args if a.arg not in ("self", "cls")]
+                if len(positional) > 3:
+                    loose.append(f"{name}.{node.name}")
+    assert not loose
+
+
 def test_no_module_of_the_kit_is_over_400_lines():
     long = {name: n for name, path in kit_modules().items() if (n := len(path.read_text().splitlines())) > 400}
     assert not long

@@ -229,31 +229,33 @@ def probabilities(*digits: int) -> list[Answer]:
 
 
 def test_a_plain_answer_is_the_kits_json(digits):
-    answer = json.loads(protocols.answer(Request("plain", [None]), probabilities(7), "mnist", "1.0"))
+    answer = json.loads(protocols.answer(Request("plain", [None]), probabilities(7), "mnist", model_version="1.0"))
     assert answer == {"digit": 7, "confidence": 1.0, "flags": [], "probabilities": np.eye(10)[7].tolist()}
 
 
 def test_an_answer_holds_its_flags_and_the_digits_of_several():
     several = Answer(np.eye(10)[3].tolist(), ["several_digits"], [3, 8])
-    answer = json.loads(protocols.answer(Request("plain", [None]), [several], "mnist", "1.0"))
+    answer = json.loads(protocols.answer(Request("plain", [None]), [several], "mnist", model_version="1.0"))
     assert answer["flags"] == ["several_digits"] and answer["digits"] == [3, 8]
 
 
 def test_a_v2_answer_gives_each_images_flags_comma_separated():
     flagged = [Answer(np.full(10, 0.1).tolist(), ["not_a_digit", "low_confidence"]), *probabilities(2)]
-    answer = json.loads(protocols.answer(Request("v2", [None, None]), flagged, "mnist", "1.0"))
+    answer = json.loads(protocols.answer(Request("v2", [None, None]), flagged, "mnist", model_version="1.0"))
     flags = {o["name"]: o for o in answer["outputs"]}["flags"]
     assert flags == {"name": "flags", "datatype": "BYTES", "shape": [2], "data": ["not_a_digit,low_confidence", ""]}
 
 
 def test_a_v1_answer_has_one_prediction_per_instance():
-    answer = json.loads(protocols.answer(Request("v1", [None, None]), probabilities(4, 2), "mnist", "1.0"))
+    answer = json.loads(
+        protocols.answer(Request("v1", [None, None]), probabilities(4, 2), "mnist", model_version="1.0")
+    )
     assert [p["digit"] for p in answer["predictions"]] == [4, 2] and answer["predictions"][0]["confidence"] == 1.0
 
 
 def test_a_v2_answer_echoes_the_id_and_names_the_model_and_its_outputs():
     request = Request("v2", [None, None], id="req-1")
-    answer = json.loads(protocols.answer(request, probabilities(3, 9), "mnist", "2.0"))
+    answer = json.loads(protocols.answer(request, probabilities(3, 9), "mnist", model_version="2.0"))
     assert answer["id"] == "req-1" and answer["model_name"] == "mnist" and answer["model_version"] == "2.0"
     predict, table, _ = answer["outputs"]
     assert predict == {"name": "predict", "datatype": "INT64", "shape": [2], "data": [3, 9]}
@@ -262,17 +264,21 @@ def test_a_v2_answer_echoes_the_id_and_names_the_model_and_its_outputs():
 
 
 def test_a_v2_answer_without_an_id_has_none():
-    assert "id" not in json.loads(protocols.answer(Request("v2", [None]), probabilities(1), "mnist", "1.0"))
+    assert "id" not in json.loads(
+        protocols.answer(Request("v2", [None]), probabilities(1), "mnist", model_version="1.0")
+    )
 
 
 def test_a_v2_answer_holds_only_the_outputs_asked_for():
-    answer = json.loads(protocols.answer(Request("v2", [None], outputs=("predict",)), probabilities(1), "m", "1"))
+    answer = json.loads(
+        protocols.answer(Request("v2", [None], outputs=("predict",)), probabilities(1), "m", model_version="1")
+    )
     assert [o["name"] for o in answer["outputs"]] == ["predict"]
 
 
 def test_a_v2_explanation_has_attributions_and_pixels_per_image():
     explained = [{"digit": 5, "pixels": np.zeros((28, 28), int).tolist(), "attributions": np.ones((28, 28)).tolist()}]
-    answer = json.loads(protocols.explanation(Request("v2", [None]), explained, "mnist", "1.0"))
+    answer = json.loads(protocols.explanation(Request("v2", [None]), explained, "mnist", model_version="1.0"))
     shapes = {o["name"]: (o["datatype"], o["shape"]) for o in answer["outputs"]}
     assert shapes == {
         "predict": ("INT64", [1]),
@@ -283,18 +289,18 @@ def test_a_v2_explanation_has_attributions_and_pixels_per_image():
 
 def test_a_v1_explanation_lists_one_per_instance():
     explained = [{"digit": 1}, {"digit": 2}]
-    assert json.loads(protocols.explanation(Request("v1", [None, None]), explained, "m", "1")) == {
+    assert json.loads(protocols.explanation(Request("v1", [None, None]), explained, "m", model_version="1")) == {
         "explanations": explained
     }
 
 
 def test_errors_are_the_kits_object_for_plain_requests_and_the_protocols_for_v1_v2():
-    assert protocols.error_body("plain", 400, "blank", "BadRequestException") == {
+    assert protocols.error_body("plain", 400, "blank", error_type="BadRequestException") == {
         "code": 400,
         "type": "BadRequestException",
         "message": "blank",
     }
-    assert protocols.error_body("v2", 400, "blank", "BadRequestException") == {"error": "blank"}
+    assert protocols.error_body("v2", 400, "blank", error_type="BadRequestException") == {"error": "blank"}
 
 
 def test_every_torchserve_envelope_hands_requests_through_once_the_handler_is_loaded():

@@ -44,7 +44,7 @@ def decode_only(data: bytes):
     return pixels if pixels is not None else preprocess.decode(data)
 
 
-def timed(work, min_seconds: float, between=lambda: None, clock=time.perf_counter) -> list[float]:
+def timed(work, min_seconds: float, between=lambda: None, *, clock=time.perf_counter) -> list[float]:
     """Seconds per call of work(), for at least min_seconds and 20 calls, after one untimed call; between()
     runs untimed before each."""
     work()
@@ -75,7 +75,7 @@ def preprocess_costs(min_seconds: float = 1.0) -> dict[str, dict]:
     return results
 
 
-def lone_request_costs(archive: Path, form: str, body: Path = SAMPLE, min_seconds: float = 1.0) -> dict:
+def lone_request_costs(archive: Path, form: str, body: Path = SAMPLE, *, min_seconds: float = 1.0) -> dict:
     """CPU milliseconds of a lone request's own work, in this process on one thread: decode `body`, normalise it,
     one forward pass of the archive's `form` (the one the server's workers chose). Back to back, and each call
     after the core idles for IDLE_GAP_S, as a worker does between lone requests. Where the second is several

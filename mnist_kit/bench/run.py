@@ -47,7 +47,7 @@ def require_wrk() -> None:
         raise KitError("wrk is not installed: scripts/setup.sh installs it (Debian: apt-get install wrk)")
 
 
-def wrk(url: str, body: Path, concurrency: int, seconds: float, content_type: str = "image/png") -> dict:
+def wrk(url: str, body: Path, concurrency: int, *, seconds: float, content_type: str = "image/png") -> dict:
     """One wrk run; returns req/s, latency percentiles in ms, errors and the generator's CPU use."""
     require_wrk()
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
@@ -105,7 +105,7 @@ def v2_body(image: Path, folder: Path) -> Path:
     return path
 
 
-def started(stack: contextlib.ExitStack, archive: Path, model: str, body: Path):
+def started(stack: contextlib.ExitStack, archive: Path, model: str, *, body: Path):
     """A private TorchServe serving `archive`, kept open by `stack`; returns it with its cold start in seconds
     (`torchserve --start` to the first successful prediction)."""
     from mnist_kit.serving import client, process
@@ -133,7 +133,7 @@ def run(
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         noop = noop_archive(Path(tmp), config)
         models = {"kit": (Path(archive), "mnist"), "ceiling": (noop, "noop")}
-        servers = {name: started(stack, path, model, body) for name, (path, model) in models.items()}
+        servers = {name: started(stack, path, model, body=body) for name, (path, model) in models.items()}
         # What each line sends where: the raw image to both servers, and the v2 body to the kit's.
         loads = {
             name: (f"{servers[name][0].inference_url}/predictions/{model}", body, "image/png")
@@ -143,11 +143,11 @@ def run(
         loads["kit_v2"] = (v2_url, v2_body(body, Path(tmp)), "application/json")
         for name, (url, payload, kind) in loads.items():
             # warm-up: the JVM's JIT compiles the hot paths (the v2 line runs on the warm kit server)
-            wrk(url, payload, max(concurrencies), seconds if name != "kit_v2" else 1, kind)
+            wrk(url, payload, max(concurrencies), seconds=seconds if name != "kit_v2" else 1, content_type=kind)
         sweeps = {name: [] for name in loads}
         for c in concurrencies:
             for name, (url, payload, kind) in loads.items():
-                sweeps[name].append(wrk(url, payload, c, seconds, kind))
+                sweeps[name].append(wrk(url, payload, c, seconds=seconds, content_type=kind))
                 progress(
                     f"{name} c={c}: {sweeps[name][-1]['req_per_s']:.0f} req/s, p99 {sweeps[name][-1]['p99_ms']:.1f} ms"
                 )

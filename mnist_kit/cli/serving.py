@@ -38,7 +38,7 @@ def serve(ts_config, wait):
     process.launch(config, root / C.LOGS / "torchserve.out", cwd=root)
     management = props.get("management_address", C.MANAGEMENT_URL)
     process.wait_ready(
-        management, wait, root / C.LOGS / "ts_log.log", lambda: client.read_token(key_file(), api="management")
+        management, wait, root / C.LOGS / "ts_log.log", token=lambda: client.read_token(key_file(), api="management")
     )
     click.echo(
         f"TorchServe ready: inference {props.get('inference_address')}, management {management}, "
@@ -131,7 +131,7 @@ def predict(images, url, model, token, key_file, ts_config, retries, wait, cacer
     failed = 0
     for path in images:
         try:
-            client.refuse_oversized(path, path.stat().st_size, limit, source)
+            client.refuse_oversized(path, path.stat().st_size, limit, source=source)
             answer = client.predict(
                 path.read_bytes(), url, model, token=token, retries=retries, wait=wait, cacert=cacert, strict=strict
             )

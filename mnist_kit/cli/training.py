@@ -138,7 +138,7 @@ def evaluate_command(checkpoint, url, token, data_dir, limit, out, real_world, a
     else:
         probabilities = evaluate.predict_checkpoint(checkpoint, images)
     summary = evaluate.summarize(probabilities, labels.numpy())
-    paths = evaluate.write_reports(summary, probabilities, labels.numpy(), images.numpy(), out)
+    paths = evaluate.write_reports(summary, probabilities, labels.numpy(), images=images.numpy(), out_dir=out)
     if as_json:
         click.echo(paths["json"].read_text())
         return

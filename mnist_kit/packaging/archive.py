@@ -98,7 +98,9 @@ def build(
             forms = _serving_forms(serialized_file, data_dir, tmp, log=log, max_drop=max_accuracy_drop)
             extra_files += [mnist_model.__file__, *forms]
         else:
-            weights = _serving_model(serialized_file, mode, data_dir, tmp, log=log, max_drop=max_accuracy_drop)
+            weights = _serving_model(
+                serialized_file, mode, data_dir=data_dir, tmp=tmp, log=log, max_drop=max_accuracy_drop
+            )
             explain_weights = Path(tmp, C.EXPLAIN_WEIGHTS)
             shutil.copy(serialized_file, explain_weights)
             extra_files += [mnist_model.__file__, str(explain_weights)]
@@ -167,7 +169,7 @@ def _serving_forms(serialized_file, data_dir, tmp: str, *, log, max_drop: float)
     return [*files, str(manifest)]
 
 
-def _serving_model(serialized_file, mode: str, data_dir, tmp: str, *, log, max_drop: float) -> str:
+def _serving_model(serialized_file, mode: str, *, data_dir, tmp: str, log, max_drop: float) -> str:
     """Write the TorchScript form of the weights into tmp and return its path."""
     from mnist_kit.packaging import optimize
 

@@ -38,8 +38,8 @@ class ClientError(KitError):
         message: str,
         status: int | None = None,
         detail: str | None = None,
-        retryable: bool | None = None,
         *,
+        retryable: bool | None = None,
         server_wide: bool = False,
     ):
         super().__init__(message)
@@ -79,6 +79,7 @@ def request(
     url: str,
     data: bytes | None = None,
     method: str | None = None,
+    *,
     headers: dict | None = None,
     token: str | None = None,
     timeout: float = 30,
@@ -150,7 +151,7 @@ def mib(size: int) -> str:
     return f"{size / 2**20:.1f}".removesuffix(".0")
 
 
-def refuse_oversized(name, size: int, limit: int, source: str) -> None:
+def refuse_oversized(name, size: int, limit: int, *, source: str) -> None:
     """Say, without sending it, that a body is over the server's max_request_size: TorchServe would drop it."""
     if size > limit:
         detail = (
@@ -194,7 +195,14 @@ def predict(
     headers = {C.STRICT_HEADER: "true"} if strict else {}
     while True:
         try:
-            return post_image(f"{url.rstrip('/')}/predictions/{model}", data, token, timeout, cacert, headers=headers)
+            return post_image(
+                f"{url.rstrip('/')}/predictions/{model}",
+                data,
+                token=token,
+                timeout=timeout,
+                cacert=cacert,
+                headers=headers,
+            )
         except ClientError as e:
             attempt += 1
             if not e.retryable or (attempt > retries and time.monotonic() + delay > deadline):
@@ -204,13 +212,13 @@ def predict(
 
 
 def explain(
-    data: bytes, url: str = C.INFERENCE_URL, model: str = C.MODEL_NAME, token: str | None = None, timeout: float = 60
+    data: bytes, url: str = C.INFERENCE_URL, model: str = C.MODEL_NAME, *, token: str | None = None, timeout: float = 60
 ) -> dict:
     """Integrated Gradients of the predicted digit: {"digit", "pixels": 28×28, "attributions": 28×28}."""
-    return post_image(f"{url.rstrip('/')}/explanations/{model}", data, token, timeout)
+    return post_image(f"{url.rstrip('/')}/explanations/{model}", data, token=token, timeout=timeout)
 
 
-def post_image(url: str, data: bytes, token: str | None, timeout: float, cacert=None, *, headers=None) -> dict:
+def post_image(url: str, data: bytes, *, token: str | None, timeout: float, cacert=None, headers=None) -> dict:
     """POST an image with its own content type (TorchServe answers form-urlencoded bodies with a 500)."""
     headers = {"Content-Type": content_type(data), **(headers or {})}
     body = request(url, data=data, method="POST", headers=headers, token=token, timeout=timeout, cacert=cacert)
@@ -218,7 +226,7 @@ def post_image(url: str, data: bytes, token: str | None, timeout: float, cacert=
 
 
 def described(
-    management_url: str = C.MANAGEMENT_URL, model: str = C.MODEL_NAME, token: str | None = None, timeout: float = 10
+    management_url: str = C.MANAGEMENT_URL, model: str = C.MODEL_NAME, token: str | None = None, *, timeout: float = 10
 ) -> tuple[dict, dict]:
     """The default version's description (GET /models/MODEL?customized=true) and what its handler's describe
     answered there: the kit's handler names its serving form; other handlers leave it empty."""

@@ -55,7 +55,7 @@ def preflight(config_path, tmp_dir=None, cwd=".") -> dict:
     for key in ("inference_address", "management_address", "metrics_address"):
         if key in props:
             host, port = props[key].rsplit("/", 1)[-1].rsplit(":", 1)
-            _check_port_free(host, int(port), key, config_path)
+            _check_port_free(host, int(port), key, config_path=config_path)
     return props
 
 
@@ -124,7 +124,7 @@ def live_pid(pid_file: Path) -> int | None:
         return None
 
 
-def _check_port_free(host: str, port: int, key: str, config_path) -> None:
+def _check_port_free(host: str, port: int, key: str, *, config_path) -> None:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -136,7 +136,7 @@ def _check_port_free(host: str, port: int, key: str, config_path) -> None:
             ) from None
 
 
-def wait_ready(management_url: str, timeout: float, log: Path, token=lambda: None, alive=lambda: True) -> None:
+def wait_ready(management_url: str, timeout: float, log: Path, *, token=lambda: None, alive=lambda: True) -> None:
     """Until every registered model has a READY worker in every version; `token` returns the management key."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -157,7 +157,7 @@ def _ready(management_url: str, model: str, token: str | None) -> bool:
     return all(any(w["status"] == "READY" for w in version["workers"]) for version in described)
 
 
-def launch(config_path, output: Path, cwd=None, env=None) -> None:
+def launch(config_path, output: Path, cwd=None, *, env=None) -> None:
     """`torchserve --start --ts-config CONFIG --ncs`; its output goes to a file, since Java inherits it and
     would hold a pipe open forever."""
     launcher = [sys.executable, "-m", "ts.model_server", "--start", "--ts-config", str(config_path), "--ncs"]
@@ -183,6 +183,7 @@ class PrivateServer:
         model_store,
         load_models=f"{C.MODEL_NAME}.mar",
         production=False,
+        *,
         workdir=None,
         env: dict | None = None,
         properties: dict | None = None,
@@ -241,7 +242,7 @@ class PrivateServer:
         )
         launch(config_file, self.workdir / "torchserve.out", cwd=self.workdir, env=self.env)
         try:
-            wait_ready(self.management_url, timeout, self.log, lambda: self.management_token, self.running)
+            wait_ready(self.management_url, timeout, self.log, token=lambda: self.management_token, alive=self.running)
         except BaseException:
             self.stop()
             raise

@@ -33,7 +33,7 @@ def predict_checkpoint(checkpoint, images: torch.Tensor) -> np.ndarray:
 
 
 def predict_endpoint(
-    url: str, images: torch.Tensor, token=None, concurrency: int = 16, on_result=lambda: None
+    url: str, images: torch.Tensor, token=None, *, concurrency: int = 16, on_result=lambda: None
 ) -> np.ndarray:
     """Probabilities N×10 as served: each image sent as a PNG, as a client would; on_result() after each answer."""
 
@@ -71,7 +71,7 @@ def answer_checkpoint(checkpoint, pictures: list[Picture]) -> list[answers.Answe
     return answers.answers(pictures, probabilities)
 
 
-def real_world(checkpoint, images: torch.Tensor, labels: torch.Tensor, per_kind: int = 200, seed: int = 0) -> dict:
+def real_world(checkpoint, images: torch.Tensor, labels: torch.Tensor, *, per_kind: int = 200, seed: int = 0) -> dict:
     """Per kind of held-out real-world image (training/variants.py, made from these test images), each through the
     serving preprocessing and answered as the handler answers (mnist_kit.worker.answers); `mnist` is every test
     image sent as a PNG. Percentages of the kind's images:
@@ -175,7 +175,7 @@ def worst_errors(probabilities: np.ndarray, labels: np.ndarray, count: int = 36)
     return wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:count].tolist()
 
 
-def write_reports(summary: dict, probabilities, labels, images, out_dir) -> dict[str, Path]:
+def write_reports(summary: dict, probabilities, labels, *, images, out_dir) -> dict[str, Path]:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -58,7 +58,7 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 1000) -> float:
     """Accuracy in percent of `model` on uint8 images."""
     model.eval()
     device = next(model.parameters()).device
@@ -72,6 +72,7 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
 def fit(
     data_dir,
     out,
+    *,
     epochs=C.EPOCHS,
     batch_size=C.TRAIN_BATCH_SIZE,
     lr=C.LEARNING_RATE,
@@ -80,7 +81,6 @@ def fit(
     device="auto",
     augmentation=True,
     precision="auto",
-    *,
     outliers=True,
     force=False,
     on_step=None,

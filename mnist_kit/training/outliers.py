@@ -110,7 +110,7 @@ def curly(rng) -> Image.Image:
             cx, cy = rng.uniform(0.3, 0.7, 2)
             rx, ry = rng.uniform(0.12, 0.4, 2)
             start = rng.uniform(0, 360)
-            paths.append(pen.arc(cx, cy, rx, ry, start, start + rng.choice([-1, 1]) * rng.uniform(90, 300)))
+            paths.append(pen.arc((cx, cy), (rx, ry), (start, start + rng.choice([-1, 1]) * rng.uniform(90, 300))))
         else:
             paths.append(pen.line(*[tuple(p) for p in rng.uniform(0.1, 0.9, (2, 2))], steps=4))
     return drawn(paths, rng.uniform(2.5, 7))
@@ -121,7 +121,7 @@ def marked_loop(rng) -> Image.Image:
     it: a 0 has nothing inside, and nothing crosses it."""
     cx, cy, rx, ry = 0.5, 0.5, rng.uniform(0.28, 0.45), rng.uniform(0.3, 0.45)
     if rng.random() < 0.6:
-        paths = [pen.arc(cx, cy, rx, ry, 0, 360)]
+        paths = [pen.arc((cx, cy), (rx, ry), (0, 360))]
     else:
         corners = int(rng.integers(3, 6))
         turn = rng.uniform(0, 2 * np.pi)
@@ -131,7 +131,7 @@ def marked_loop(rng) -> Image.Image:
         style = int(rng.integers(3))
         x, y = cx + rng.uniform(-0.45, 0.45) * rx, cy + rng.uniform(-0.45, 0.45) * ry
         if style == 0:  # a dot
-            paths.append(pen.arc(x, y, 0.03, 0.03, 0, 360))
+            paths.append(pen.arc((x, y), (0.03, 0.03), (0, 360)))
         elif style == 1:  # a short line inside
             dx, dy = rng.uniform(-0.4, 0.4) * rx, rng.uniform(-0.4, 0.4) * ry
             paths.append(pen.line((x - dx, y - dy), (x + dx, y + dy)))

@@ -8,7 +8,8 @@ import math
 
 from PIL import Image, ImageDraw
 
-Path = list[tuple[float, float]]
+Point = tuple[float, float]
+Path = list[Point]
 
 
 def curve(*points: tuple[float, float], steps: int = 12) -> Path:
@@ -42,15 +43,16 @@ def line(*points: tuple[float, float], steps: int = 8) -> Path:
     return path + [points[-1]]
 
 
-def arc(cx: float, cy: float, rx: float, ry: float, start: float, end: float, steps: int = 40) -> Path:
-    """Along an ellipse from angle `start` to `end` (degrees; 0 is right, 90 down: screen coordinates)."""
+def arc(center: Point, radii: Point, degrees: tuple[float, float], *, steps: int = 40) -> Path:
+    """Along an ellipse from one angle to the other (degrees; 0 is right, 90 down: screen coordinates)."""
+    (cx, cy), (rx, ry), (start, end) = center, radii, degrees
     return [
         (cx + rx * math.cos(math.radians(a)), cy + ry * math.sin(math.radians(a)))
         for a in (start + (end - start) * s / steps for s in range(steps + 1))
     ]
 
 
-def render(strokes: list[Path], size: tuple[int, int], width: float, ink: int = 255) -> Image.Image:
+def render(strokes: list[Path], size: tuple[int, int], width: float, *, ink: int = 255) -> Image.Image:
     """Strokes in pixels as a round-capped pen draws them: ink (255) on 0, mode L."""
     image = Image.new("L", size, 0)
     draw = ImageDraw.Draw(image)

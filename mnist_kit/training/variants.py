@@ -59,7 +59,7 @@ def mnist_png(digit: np.ndarray, rng) -> bytes:
     return encode(Image.fromarray(digit, mode="L"), "PNG")
 
 
-def _ink_mask(digit: np.ndarray, height: int, rng, thickness: int = 0) -> Image.Image:
+def _ink_mask(digit: np.ndarray, height: int, rng, *, thickness: int = 0) -> Image.Image:
     """An MNIST digit scaled up smoothly to `height` pixels tall, as a 0..255 ink mask."""
     mask = Image.fromarray(digit, mode="L").resize((height * 28 // 20,) * 2, Image.Resampling.BICUBIC)
     if thickness:
@@ -254,7 +254,7 @@ def _sheet(ink: np.ndarray, rng) -> bytes:
     return encode(Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8), mode="L"), "PNG")
 
 
-def _page(ink: np.ndarray, rules: Image.Image, rng, angle: float = 2.0) -> bytes:
+def _page(ink: np.ndarray, rules: Image.Image, rng, *, angle: float = 2.0) -> bytes:
     """A digit's ink and printed rules (both 0..255 L layers of one size) as one page, turned a little."""
     page = np.maximum(ink, np.asarray(rules, dtype=np.float32) / 255.0)
     turned = Image.fromarray((page * 255).astype(np.uint8), mode="L").rotate(
@@ -263,7 +263,7 @@ def _page(ink: np.ndarray, rules: Image.Image, rng, angle: float = 2.0) -> bytes
     return _sheet(np.asarray(turned, dtype=np.float32) / 255.0, rng)
 
 
-def _field(ink: np.ndarray, rng, margins: np.ndarray, pad: float) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def _field(ink: np.ndarray, rng, margins: np.ndarray, *, pad: float) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The digit's ink placed on a larger page: the field's box (left, top, right, bottom) around it with
     `margins` (of the digit's height; negative: the digit crosses the line), and `pad` of blank page around."""
     height, width = ink.shape
@@ -281,7 +281,7 @@ def boxed(digit: np.ndarray, rng) -> bytes:
     fields, open at the top."""
     ink = _digit_ink(digit, int(rng.integers(48, 160)), rng)
     stroke = max(1, ink.shape[0] // 12)
-    page, (left, top, right, bottom) = _field(ink, rng, rng.uniform(-0.03, 0.35, size=4), rng.uniform(0.05, 0.5))
+    page, (left, top, right, bottom) = _field(ink, rng, rng.uniform(-0.03, 0.35, size=4), pad=rng.uniform(0.05, 0.5))
     rules = Image.new("L", (page.shape[1], page.shape[0]), 0)
     draw = ImageDraw.Draw(rules)
     width, level = int(rng.integers(1, stroke + 2)), int(rng.choice([255, 255, 200, 150]))
@@ -301,7 +301,7 @@ def underlined(digit: np.ndarray, rng) -> bytes:
     gap = rng.uniform(-0.05, 0.3)
     reach = rng.uniform(-0.1, 0.6, size=2) * width / height
     page, (left, top, right, bottom) = _field(
-        ink, rng, np.array([reach[0], 0.1, reach[1], gap]), rng.uniform(0.05, 0.5)
+        ink, rng, np.array([reach[0], 0.1, reach[1], gap]), pad=rng.uniform(0.05, 0.5)
     )
     rules = Image.new("L", (page.shape[1], page.shape[0]), 0)
     thickness = int(rng.integers(1, max(2, height // 12) + 2))
@@ -364,7 +364,7 @@ MAKERS = {
 
 
 def make(
-    images: np.ndarray, labels: np.ndarray, per_kind: int = 100, seed: int = 0, kinds=KINDS
+    images: np.ndarray, labels: np.ndarray, per_kind: int = 100, *, seed: int = 0, kinds=KINDS
 ) -> list[tuple[str, int | str | None, bytes]]:
     """(kind, label, encoded image) for `per_kind` images of each kind, from MNIST test images and labels. The label
     is what a person reads: the digit; for `several` the digits left to right ("38"); None for `not_digit`."""

@@ -42,6 +42,7 @@ class Reader:
         url: str = C.INFERENCE_URL,
         model: str = C.MODEL_NAME,
         management_url: str = C.MANAGEMENT_URL,
+        *,
         token: Callable[[], str | None] = lambda: None,
         management_token: Callable[[], str | None] = lambda: None,
     ):

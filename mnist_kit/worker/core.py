@@ -133,13 +133,15 @@ class Core:
             if request.error:
                 replies.append(error_reply(request.error, request.protocol))
             else:
-                replies.append(Reply(protocols.answer(request, mine, self.model_name, self.model_version)))
+                replies.append(
+                    Reply(protocols.answer(request, mine, self.model_name, model_version=self.model_version))
+                )
         self.metrics.add(
             [a.digit for a in batch.answers],
             [a.confidence for a in batch.answers],
             [r.error.reason for r in batch.requests if r.error],
-            batch.preprocessing_ms,
-            len(batch.requests),
+            preprocessing_ms=batch.preprocessing_ms,
+            requests=len(batch.requests),
             flags=[a.flags for a in batch.answers],
         )
         return replies
@@ -154,7 +156,9 @@ class Core:
                 replies.append(error_reply(error, request.protocol))
                 continue
             explained = [self._explain(picture.pixels) for picture in request.images]
-            replies.append(Reply(protocols.explanation(request, explained, self.model_name, self.model_version)))
+            replies.append(
+                Reply(protocols.explanation(request, explained, self.model_name, model_version=self.model_version))
+            )
         return replies
 
     def _explain(self, pixels: np.ndarray) -> dict:
@@ -176,4 +180,6 @@ class Core:
 
 def error_reply(error: InputError, protocol: str = protocols.PLAIN) -> Reply:
     error_type = ERROR_TYPES.get(error.status, "Error")
-    return Reply(protocols.error_body(protocol, error.status, str(error), error_type), error.status, error_type)
+    return Reply(
+        protocols.error_body(protocol, error.status, str(error), error_type=error_type), error.status, error_type
+    )

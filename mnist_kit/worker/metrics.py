@@ -45,9 +45,9 @@ class MetricsWindow:
         digits: list[int],
         confidences: list[float],
         rejected: list[str],
+        *,
         preprocessing_ms: float,
         requests: int,
-        *,
         flags: list[list[str]] = (),
     ) -> None:
         """One batch: its answers' digits, confidences and flags, its rejected requests' reasons, and the time its

@@ -106,7 +106,7 @@ def read_v2(document: dict, binary: bytes = b"", explain: bool = False) -> Reque
     if binary_size is not None and binary_size != len(binary) or binary_size is None and binary:
         raise InputError(f"{where}: binary_data_size {binary_size} does not match the {len(binary)} bytes sent")
     if datatype == "BYTES":
-        images = bytes_images(where, shape, tensor.get("data"), binary if binary_size is not None else None)
+        images = bytes_images(where, shape, tensor.get("data"), binary=binary if binary_size is not None else None)
     elif datatype in TENSOR_RANGES:
         if binary_size is not None:
             dtype = np.dtype("<f4") if datatype == "FP32" else np.dtype(np.uint8)
@@ -115,7 +115,7 @@ def read_v2(document: dict, binary: bytes = b"", explain: bool = False) -> Reque
             values = np.frombuffer(binary, dtype=dtype)
         else:
             values = tensor.get("data")
-        images = tensor_images(where, datatype, shape, values)
+        images = tensor_images(where, datatype, shape, data=values)
     else:
         raise InputError(
             f"{where}: datatype {json.dumps(datatype)} is not supported: send BYTES (base64 image files), "
@@ -139,7 +139,7 @@ def requested_outputs(outputs, known: tuple[str, ...] = C.V2_OUTPUTS) -> tuple[s
     return tuple(names)
 
 
-def bytes_images(where: str, shape: list, data, binary: bytes | None) -> list:
+def bytes_images(where: str, shape: list, data, *, binary: bytes | None) -> list:
     """BYTES: each element one image file, base64 in JSON, raw in binary data."""
     if len(shape) != 1:
         raise InputError(f"{where}: BYTES shape must be [N] (one image file per element), got {shape}")
@@ -180,7 +180,7 @@ def split_binary_bytes(where: str, binary: bytes) -> list[bytes]:
     return elements
 
 
-def tensor_images(where: str, datatype: str, shape: list, data) -> list:
+def tensor_images(where: str, datatype: str, shape: list, *, data) -> list:
     """FP32 0..1 or UINT8 0..255 pixels (ink light on dark, MNIST's way, or the other way round) → 28×28 images,
     used as they are when already in MNIST's format, else cropped and centred like any picture."""
     side = C.IMAGE_SIZE
@@ -238,7 +238,7 @@ def answer_json(answer: Answer) -> str:
     )
 
 
-def answer(request: Request, answers: list[Answer], model_name: str, model_version: str) -> str:
+def answer(request: Request, answers: list[Answer], model_name: str, *, model_version: str) -> str:
     """A request's answer in its protocol: the kit's JSON, {"predictions": [...]}, or a v2 inference response,
     whose `flags` output holds each image's flags comma-separated ("" for none)."""
     if request.protocol == PLAIN:
@@ -251,10 +251,10 @@ def answer(request: Request, answers: list[Answer], model_name: str, model_versi
         "probabilities": tensor("probabilities", "FP32", table),
         "flags": tensor("flags", "BYTES", np.array([",".join(a.flags) for a in answers], dtype=object)),
     }
-    return v2_response(request, outputs, model_name, model_version)
+    return v2_response(request, outputs, model_name, model_version=model_version)
 
 
-def explanation(request: Request, explained: list[dict], model_name: str, model_version: str) -> str:
+def explanation(request: Request, explained: list[dict], model_name: str, *, model_version: str) -> str:
     """Attributions in a request's protocol; each of `explained` is {"digit", "pixels", "attributions"}."""
     if request.protocol == PLAIN:
         return json.dumps(explained[0])
@@ -265,20 +265,20 @@ def explanation(request: Request, explained: list[dict], model_name: str, model_
         "attributions": tensor("attributions", "FP32", np.array([e["attributions"] for e in explained])),
         "pixels": tensor("pixels", "UINT8", np.array([e["pixels"] for e in explained])),
     }
-    return v2_response(request, outputs, model_name, model_version)
+    return v2_response(request, outputs, model_name, model_version=model_version)
 
 
 def tensor(name: str, datatype: str, values: np.ndarray) -> dict:
     return {"name": name, "datatype": datatype, "shape": list(values.shape), "data": values.flatten().tolist()}
 
 
-def v2_response(request: Request, outputs: dict, model_name: str, model_version: str) -> str:
+def v2_response(request: Request, outputs: dict, model_name: str, *, model_version: str) -> str:
     wanted = [outputs[n] for n in request.outputs if n in outputs] if request.outputs else list(outputs.values())
     head = {"id": request.id} if request.id is not None else {}
     return json.dumps({**head, "model_name": model_name, "model_version": model_version, "outputs": wanted})
 
 
-def error_body(protocol: str, status: int, message: str, error_type: str) -> dict:
+def error_body(protocol: str, status: int, message: str, *, error_type: str) -> dict:
     """The kit's error object for plain requests; {"error": message}, as both protocols define it, for v1/v2."""
     if protocol == PLAIN:
         return {"code": status, "type": error_type, "message": message}
