@@ -1,20 +1,29 @@
-"""Test tooling around a private TorchServe: authenticated GETs, counting lines in its logs, the drawing pad's
-server in front of it, and a letter to show it."""
+"""Test tooling shared by the test modules: a private TorchServe (authenticated GETs, counting lines in its logs),
+one started from an exported layout as KServe's runtime and the image start it, the drawing pad's server in front of
+it, a letter to show it, and a stand-in for TorchServe's metrics cache."""
 
 import io
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 import threading
 import zipfile
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
 from mnist_kit import constants as C
-from mnist_kit.serving import client
+from mnist_kit.serving import client, process
 from mnist_kit.serving.process import PrivateServer
 from mnist_kit.ui.reading import Reader
 from mnist_kit.ui.server import PadServer
 from mnist_model import MnistClassificationNet
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class TorchServe(PrivateServer):
@@ -38,6 +47,80 @@ class TorchServe(PrivateServer):
         network = MnistClassificationNet()
         network.load_state_dict(torch.load(weights, weights_only=True))
         return network.eval()
+
+
+class RuntimeServer(TorchServe):
+    """TorchServe started from an exported layout with KServe's runtime's arguments and environment
+    (TS_SERVICE_ENVELOPE included), on private addresses: the test's one change to the exported config, since
+    tests share the machine. With `container=True` it is started as the image starts it: through
+    docker/entrypoint.sh, in the foreground, in a process group of its own (what tini -g signals)."""
+
+    def __init__(self, layout: Path, envelope: str, container: bool = False):
+        super().__init__(layout / "model-store", env={"TS_SERVICE_ENVELOPE": envelope})
+        self.layout = layout
+        self.container = container
+        self.process = None
+
+    def start(self, timeout: float = 120) -> "RuntimeServer":
+        config = self.layout / "config" / "config.properties"
+        private = {
+            "inference_address": self.inference_url,
+            "management_address": self.management_url,
+            "metrics_address": self.metrics_url,
+            "grpc_inference_port": str(process.free_port()),
+            "grpc_management_port": str(process.free_port()),
+        }
+        text = config.read_text()
+        for key, value in private.items():
+            text, count = re.subn(rf"^{key}=.*$", f"{key}={value}", text, flags=re.M)
+            assert count == 1, key
+        config.write_text(text + f"initial_worker_port={process.free_port()}\n")
+        command = ["torchserve", "--start", f"--model-store={self.layout / 'model-store'}", f"--ts-config={config}"]
+        env = {**self.env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{self.env['PATH']}"}
+        out = open(self.workdir / "torchserve.out", "w")
+        if self.container:
+            entrypoint = ["sh", str(ROOT / "docker" / "entrypoint.sh")]
+            self.process = subprocess.Popen(
+                [*entrypoint, *command], cwd=self.workdir, env=env, stdout=out, stderr=out, start_new_session=True
+            )
+        else:
+            subprocess.run(command, cwd=self.workdir, env=env, stdout=out, stderr=out, check=True)
+        out.close()
+        try:
+            process.wait_ready(self.management_url, timeout, self.log, alive=self.running)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def running(self) -> bool:
+        # In the foreground the launcher is the process to watch: its PID file appears only after Java starts.
+        return self.process.poll() is None if self.container else super().running()
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        super().stop(timeout)
+
+
+class Recorded:
+    """Stands in for TorchServe's metrics cache: remembers what was reported."""
+
+    def __init__(self):
+        self.reported = []
+
+    def add_counter(self, name, value, dimensions=()):
+        self.reported.append((name, value, {d.name: d.value for d in dimensions}))
+
+    def add_time(self, name, value, idx=None, unit="ms"):
+        self.reported.append((name, value, {}))
+
+    def add_metric(self, name, value, unit, dimensions=(), metric_type=None):
+        self.reported.append((name, value, {d.name: d.value for d in dimensions}))
 
 
 @contextmanager

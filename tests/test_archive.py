@@ -1,3 +1,5 @@
+"""`mnist-kit archive`: what each mode packs into the .mar, the checks before packing, and what it refuses."""
+
 import io
 import json
 import zipfile

@@ -66,8 +66,8 @@ def test_the_machine_names_the_instruction_sets_behind_pytorchs_kernels():
         assert "AVX-512" in described["isa"]
 
 
-def test_bench_rejects_a_bad_concurrency_list(model_store):
-    result = CliRunner().invoke(cli, ["bench", "--archive", str(model_store / "mnist.mar"), "--concurrency", "a,b"])
+def test_bench_rejects_a_bad_concurrency_list(tmp_path):
+    result = CliRunner().invoke(cli, ["bench", "--archive", str(tmp_path / "mnist.mar"), "--concurrency", "a,b"])
     assert result.exit_code == 2 and "numbers separated by commas" in result.output
 
 

@@ -1,3 +1,5 @@
+"""The command line as a user meets it: help that teaches, one-line failures, predict's answers and errors per file."""
+
 import json
 import os
 import subprocess

@@ -1,3 +1,5 @@
+"""The config.properties files the kit writes (serving/config.py) and what it reads back from them."""
+
 from pathlib import Path
 
 from mnist_kit import constants as C

@@ -52,35 +52,21 @@ def values(stage, name: str) -> list[str]:
     return [args for instruction, args in stage if instruction == name]
 
 
-def test_the_image_runs_as_user_1000(runtime, dockerfile):
-    assert values(runtime, "USER")[-1] == str(C.SERVING_USER)
-    assert "USER" not in {i for stage in stages(dockerfile)[1:] for i, _ in stage}  # no stage goes back to root
-
-
-def test_the_healthcheck_asks_ping(runtime):
-    [healthcheck] = values(runtime, "HEALTHCHECK")
-    assert f"http://127.0.0.1:{C.INFERENCE_PORT}/ping" in healthcheck
-
-
-def test_the_image_exposes_inference_and_metrics_only(runtime):
-    assert values(runtime, "EXPOSE") == [f"{C.INFERENCE_PORT} {C.METRICS_PORT}"]
-
-
-def test_torch_comes_from_the_cpu_wheel_index_with_the_projects_pins(runtime):
+def test_the_image_is_the_runtime_kserve_starts_and_the_kit_pins(runtime, dockerfile):
+    """One structural check of the Dockerfile against what the kit decides elsewhere (its pins, its serving user,
+    ports and paths, KServe's runtime command): what could drift apart, not the file restated line by line."""
     commands = " ".join(values(runtime, "RUN"))
     [torch_install] = [c for c in commands.split("&&") if "torch==" in c]
     words = shlex.split(torch_install)
-    assert words[words.index("--index-url") + 1] == CPU_WHEELS
+    assert words[words.index("--index-url") + 1] == CPU_WHEELS  # the CPU wheels: no CUDA gigabytes in the image
     assert f"torch=={pins()['torch']}" in words and f"torchvision=={pins()['torchvision']}" in words
-    assert f"torchserve=={pins()['torchserve']}" in commands
-
-
-def test_the_image_has_java_17(runtime):
-    assert "openjdk-17-jre-headless" in " ".join(values(runtime, "RUN"))
-
-
-def test_the_image_starts_torchserve_as_kserves_runtime_does(runtime):
-    [cmd] = values(runtime, "CMD")
+    assert f"torchserve=={pins()['torchserve']}" in commands and "openjdk-17-jre-headless" in commands
+    assert values(runtime, "USER")[-1] == str(C.SERVING_USER)
+    assert "USER" not in {i for stage in stages(dockerfile)[1:] for i, _ in stage}  # no stage goes back to root
+    assert values(runtime, "EXPOSE") == [f"{C.INFERENCE_PORT} {C.METRICS_PORT}"]
+    [healthcheck] = values(runtime, "HEALTHCHECK")
+    assert f"http://127.0.0.1:{C.INFERENCE_PORT}/ping" in healthcheck
+    [cmd], [entrypoint] = values(runtime, "CMD"), values(runtime, "ENTRYPOINT")
     assert yaml.safe_load(cmd) == [
         "torchserve",
         "--start",
@@ -88,20 +74,13 @@ def test_the_image_starts_torchserve_as_kserves_runtime_does(runtime):
         f"--model-store={C.DEPLOY_MODEL_STORE}",
         f"--ts-config={C.DEPLOY_CONFIG}",
     ]
-    [entrypoint] = values(runtime, "ENTRYPOINT")
     assert yaml.safe_load(entrypoint)[:3] == ["tini", "-g", "--"]
-
-
-def test_the_model_target_bakes_the_layout_into_mnt_models(dockerfile):
     [model] = [s for s in stages(dockerfile) if s[0][1] == "runtime AS model"]
     assert [args.split()[-1] for args in values(model, "COPY")] == [
         f"{C.DEPLOY_MODEL_STORE}/",
         f"{C.DEPLOY_CONFIG.rsplit('/', 1)[0]}/",
     ]
-
-
-def test_a_plain_build_makes_the_runtime(dockerfile):
-    assert stages(dockerfile)[-1][0] == ("FROM", "runtime")
+    assert stages(dockerfile)[-1][0] == ("FROM", "runtime")  # a plain build makes the runtime
 
 
 def test_the_build_context_holds_only_what_the_image_copies():
@@ -143,24 +122,17 @@ def compose() -> dict:
     return yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["torchserve"]
 
 
-def test_compose_restarts_the_server_and_checks_its_health(compose):
-    assert compose["restart"] == "unless-stopped"
-    assert f"http://127.0.0.1:{C.INFERENCE_PORT}/ping" in " ".join(compose["healthcheck"]["test"])
-
-
-def test_compose_publishes_inference_and_metrics_on_loopback_by_default(compose):
+def test_compose_serves_an_exported_layout_as_the_image_would(compose):
+    """compose.yaml against the kit's constants: the image export names, user 1000 without capabilities, the
+    layout mounted read-only, inference and metrics published on loopback by default, restarts and health."""
+    assert compose["image"] == export.default_image()
+    assert compose["user"] == str(C.SERVING_USER) and compose["cap_drop"] == ["ALL"]
+    [volume] = compose["volumes"]
+    assert volume.endswith(f":{C.MODEL_MOUNT}:ro") and "./deploy/" in volume
     published = [port.replace("${MNIST_KIT_BIND:-127.0.0.1}", "127.0.0.1") for port in compose["ports"]]
     assert published == [
         f"127.0.0.1:{C.INFERENCE_PORT}:{C.INFERENCE_PORT}",
         f"127.0.0.1:{C.METRICS_PORT}:{C.METRICS_PORT}",
     ]
-
-
-def test_compose_mounts_an_exported_layout_read_only_as_user_1000(compose):
-    [volume] = compose["volumes"]
-    assert volume.endswith(f":{C.MODEL_MOUNT}:ro") and "./deploy/" in volume
-    assert compose["user"] == str(C.SERVING_USER) and compose["cap_drop"] == ["ALL"]
-
-
-def test_compose_runs_the_image_export_names(compose):
-    assert compose["image"] == export.default_image()
+    assert compose["restart"] == "unless-stopped"
+    assert f"http://127.0.0.1:{C.INFERENCE_PORT}/ping" in " ".join(compose["healthcheck"]["test"])

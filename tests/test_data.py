@@ -1,3 +1,5 @@
+"""The MNIST files: loaded raw or gzipped, checked by MD5, and a clear word when they are missing or broken."""
+
 import gzip
 import os
 import subprocess

@@ -5,10 +5,7 @@ import base64
 import gzip
 import json
 import os
-import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -17,14 +14,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from conftest import ROOT
-from harness import TorchServe
+from harness import RuntimeServer
 from kubernetes_validate import utils as kubernetes_validate
 
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
 from mnist_kit.deploy import export
 from mnist_kit.packaging import archive
-from mnist_kit.serving import client, process
+from mnist_kit.serving import client
 
 KSERVE_SCHEMA_NAME = "inferenceservice-v1beta1.schema.json.gz"
 # CI clones the repo beside shared/, as it does for the MNIST files (../shared/data/mnist).
@@ -368,64 +365,6 @@ def test_export_without_archives_fails_in_one_line(tmp_path):
 
 
 # A real TorchServe from the layout
-
-
-class RuntimeServer(TorchServe):
-    """TorchServe started from an exported layout with KServe's runtime's arguments and environment
-    (TS_SERVICE_ENVELOPE included), on private addresses: the test's one change to the exported config, since
-    tests share the machine. With `container=True` it is started as the image starts it: through
-    docker/entrypoint.sh, in the foreground, in a process group of its own (what tini -g signals)."""
-
-    def __init__(self, layout: Path, envelope: str, container: bool = False):
-        super().__init__(layout / "model-store", env={"TS_SERVICE_ENVELOPE": envelope})
-        self.layout = layout
-        self.container = container
-        self.process = None
-
-    def start(self, timeout: float = 120) -> "RuntimeServer":
-        config = self.layout / "config" / "config.properties"
-        private = {
-            "inference_address": self.inference_url,
-            "management_address": self.management_url,
-            "metrics_address": self.metrics_url,
-            "grpc_inference_port": str(process.free_port()),
-            "grpc_management_port": str(process.free_port()),
-        }
-        text = config.read_text()
-        for key, value in private.items():
-            text, count = re.subn(rf"^{key}=.*$", f"{key}={value}", text, flags=re.M)
-            assert count == 1, key
-        config.write_text(text + f"initial_worker_port={process.free_port()}\n")
-        command = ["torchserve", "--start", f"--model-store={self.layout / 'model-store'}", f"--ts-config={config}"]
-        env = {**self.env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{self.env['PATH']}"}
-        out = open(self.workdir / "torchserve.out", "w")
-        if self.container:
-            entrypoint = ["sh", str(ROOT / "docker" / "entrypoint.sh")]
-            self.process = subprocess.Popen(
-                [*entrypoint, *command], cwd=self.workdir, env=env, stdout=out, stderr=out, start_new_session=True
-            )
-        else:
-            subprocess.run(command, cwd=self.workdir, env=env, stdout=out, stderr=out, check=True)
-        out.close()
-        try:
-            process.wait_ready(self.management_url, timeout, self.log, alive=self.running)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def running(self) -> bool:
-        # In the foreground the launcher is the process to watch: its PID file appears only after Java starts.
-        return self.process.poll() is None if self.container else super().running()
-
-    def stop(self, timeout: float = 30) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-        super().stop(timeout)
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+from harness import Recorded
 from PIL import Image
-from test_metrics import Recorded
 
 from mnist_handler import MnistHandler
 from mnist_kit import constants as C

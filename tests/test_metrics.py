@@ -5,24 +5,10 @@ tests/test_operations.py checks that the same metrics reach Prometheus on a real
 
 import time
 
+from harness import Recorded
+
 from mnist_handler import publish
 from mnist_kit.worker.metrics import MetricsWindow
-
-
-class Recorded:
-    """Stands in for TorchServe's metrics cache: remembers what was reported."""
-
-    def __init__(self):
-        self.reported = []
-
-    def add_counter(self, name, value, dimensions=()):
-        self.reported.append((name, value, {d.name: d.value for d in dimensions}))
-
-    def add_time(self, name, value, idx=None, unit="ms"):
-        self.reported.append((name, value, {}))
-
-    def add_metric(self, name, value, unit, dimensions=(), metric_type=None):
-        self.reported.append((name, value, {d.name: d.value for d in dimensions}))
 
 
 def window_into(target: Recorded, interval: float) -> MetricsWindow:

@@ -1,3 +1,5 @@
+"""The network itself (mnist_model.py): one nn.Module for TorchServe, the tutorial's layer names, its output."""
+
 import inspect
 
 import torch

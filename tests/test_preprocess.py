@@ -1,3 +1,5 @@
+"""Preprocessing (worker/preprocess.py): any image in, MNIST's 28×28 out, and a clear error for what cannot be read."""
+
 import base64
 import io
 import struct

@@ -2,7 +2,9 @@
 
 import os
 import socket
+from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from mnist_kit.cli import cli
@@ -33,19 +35,28 @@ def test_an_empty_model_store_says_to_train_and_archive_first(tmp_path):
     assert "has no mnist.mar: train and archive first (mnist-kit train && mnist-kit archive)" in result.output
 
 
-def test_a_taken_port_is_named(tmp_path, model_store):
+@pytest.fixture
+def named_store(tmp_path) -> Path:
+    """A model store naming mnist.mar: the checks below come before any archive is read, so no model is needed."""
+    store = tmp_path / "named_store"
+    store.mkdir()
+    (store / "mnist.mar").write_bytes(b"")
+    return store
+
+
+def test_a_taken_port_is_named(tmp_path, named_store):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = serve(tmp_path, config_file(tmp_path, model_store, port))
+        result = serve(tmp_path, config_file(tmp_path, named_store, port))
     assert result.exit_code == 1
     assert f"port {port} (inference_address" in result.output and "is taken by another program" in result.output
 
 
-def test_a_running_server_is_named_with_how_to_stop_it(tmp_path, model_store):
+def test_a_running_server_is_named_with_how_to_stop_it(tmp_path, named_store):
     (tmp_path / ".model_server.pid").write_text(str(os.getpid()))
-    result = serve(tmp_path, config_file(tmp_path, model_store))
+    result = serve(tmp_path, config_file(tmp_path, named_store))
     assert result.exit_code == 1
     assert f"TorchServe is already running (pid {os.getpid()}): stop it first with `mnist-kit stop`" in result.output
 

@@ -1,3 +1,5 @@
+"""Training (training/fit.py, `mnist-kit train`): what it writes, that a seed repeats it, and how it refuses."""
+
 import json
 import subprocess
 import sys
