@@ -49,6 +49,18 @@ INFERENCE_URL = f"http://{HOST}:{INFERENCE_PORT}"
 MANAGEMENT_URL = f"http://{HOST}:{MANAGEMENT_PORT}"
 KEY_FILE = "key_file.json"
 
+# The image formats the kit reads, by Pillow's name: the content type the client sends each with, and the first bytes
+# that tell it (WebP's are "RIFF", 4 bytes of size, then "WEBP"; MPO is a multi-picture JPEG, told apart by Pillow).
+IMAGE_FORMATS = {
+    "PNG": ("image/png", (b"\x89PNG",)),
+    "JPEG": ("image/jpeg", (b"\xff\xd8",)),
+    "MPO": ("image/jpeg", ()),
+    "GIF": ("image/gif", (b"GIF8",)),
+    "BMP": ("image/bmp", (b"BM",)),
+    "TIFF": ("image/tiff", (b"II*\x00", b"MM\x00*")),
+    "WEBP": ("image/webp", ()),
+}
+
 # Input limits: 25 megapixels (a 6000×4000 photo), checked from the image header before decoding,
 # and a request body of at most 8 MiB (TorchServe's max_request_size).
 MAX_IMAGE_PIXELS = 25_000_000

@@ -15,15 +15,6 @@ from pathlib import Path
 from mnist_kit import constants as C
 from mnist_kit.errors import KitError
 
-MAGIC = [
-    (b"\x89PNG", "image/png"),
-    (b"\xff\xd8", "image/jpeg"),
-    (b"GIF8", "image/gif"),
-    (b"BM", "image/bmp"),
-    (b"II*\x00", "image/tiff"),
-    (b"MM\x00*", "image/tiff"),
-]
-
 
 class ClientError(KitError):
     """The server could not be reached (status None) or answered with an error status; the message says which.
@@ -56,10 +47,11 @@ class ClientError(KitError):
 
 
 def content_type(data: bytes) -> str:
+    """The image content type an image file is sent with, told from its first bytes (C.IMAGE_FORMATS)."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
-    for magic, kind in MAGIC:
-        if data.startswith(magic):
+    for kind, signatures in C.IMAGE_FORMATS.values():
+        if data.startswith(signatures):
             return kind
     return "application/octet-stream"
 

@@ -42,7 +42,6 @@ Image.MAX_IMAGE_PIXELS = C.MAX_IMAGE_PIXELS
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # IHDR of a 28×28 PNG, 8-bit grayscale, not interlaced.
 MNIST_PNG_HEADER = b"IHDR" + C.IMAGE_SIZE.to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
-FORMATS = {"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "MPO"}
 # Images are reduced to at most this many pixels a side before any pixel work: plenty to find a digit
 # that ends up 20 pixels tall, and it keeps preprocessing well under a millisecond for a canvas.
 WORK_SIZE = 160
@@ -177,7 +176,7 @@ def decode(data: bytes) -> Image.Image:
             "not a decodable image: send PNG, JPEG, BMP, GIF, WebP or TIFF", reason="undecodable"
         ) from None
     width, height = image.size
-    if image.format not in FORMATS:
+    if image.format not in C.IMAGE_FORMATS:
         raise InputError(
             f"unsupported image format {image.format}: send PNG, JPEG, BMP, GIF, WebP or TIFF", 415, reason="format"
         )
