@@ -184,14 +184,14 @@ def test_predictions_still_answers_raw_images_and_the_kits_json(server, digits):
     assert status == 200 and answer["digit"] == 9
 
 
-def readme_block(language: str, after: str = "### KServe v1 and the Open Inference Protocol (v2)") -> str:
-    text = (ROOT / "README.md").read_text()
+def doc_block(language: str, after: str = "### KServe v1 and the Open Inference Protocol (v2)") -> str:
+    text = (ROOT / "docs" / "SERVING.md").read_text()
     start = text.index(f"```{language}\n", text.index(after)) + len(language) + 4
     return text[start : text.index("```\n", start)]
 
 
-def test_the_readmes_curl_examples_work_as_pasted(server):
-    script = readme_block("bash").replace("http://127.0.0.1:8080", server.inference_url)
+def test_the_documented_curl_examples_work_as_pasted(server):
+    script = doc_block("bash").replace("http://127.0.0.1:8080", server.inference_url)
     result = subprocess.run(["bash", "-e", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     decoder, text = json.JSONDecoder(), result.stdout.strip()
@@ -201,8 +201,8 @@ def test_the_readmes_curl_examples_work_as_pasted(server):
     assert v2["id"] == "42" and outputs(v2)["predict"]["data"] == [7]
 
 
-def test_the_readmes_triton_client_example_works_as_pasted(server):
-    code = readme_block("python").replace("127.0.0.1:8080", server.inference_url.removeprefix("http://"))
+def test_the_documented_triton_client_example_works_as_pasted(server):
+    code = doc_block("python").replace("127.0.0.1:8080", server.inference_url.removeprefix("http://"))
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[7]"

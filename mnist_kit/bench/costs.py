@@ -28,7 +28,7 @@ def jpeg(image: Image.Image) -> bytes:
 
 
 def sample_images() -> dict[str, bytes]:
-    """The image types the README promises to handle fast."""
+    """The image types docs/SERVING.md promises to handle fast."""
     photo = Image.open(SAMPLES / "photo.jpg")
     return {
         "28×28 PNG": SAMPLE.read_bytes(),

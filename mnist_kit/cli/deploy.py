@@ -25,7 +25,7 @@ def export():
     \b
     Pods ask for what `mnist-kit bench` measured (reports/bench.json: one core per worker, the server's
     memory with headroom), or KServe's runtime defaults without it; the command says which. OUT is written
-    whole or not at all, and replaced only with --force. The README's "Deploying" section has the next steps.
+    whole or not at all, and replaced only with --force. docs/DEPLOYING.md has the next steps.
     """
 
 

@@ -115,7 +115,7 @@ def evaluate_command(checkpoint, url, token, data_dir, limit, out, real_world, a
     Writes OUT/evaluation.json (accuracy, per-digit precision and recall, confusion matrix),
     OUT/confusion_matrix.png and OUT/misclassified.png (the most confidently wrong images).
     With --url it checks what is served: every image goes through HTTP and the handler.
-    With --real-world it measures the checkpoint on the kinds of images of the README's table instead.
+    With --real-world it measures the checkpoint on held-out real-world kinds of images (docs/SERVING.md) instead.
     """
     from mnist_kit.serving import client
     from mnist_kit.training import evaluate, mnist

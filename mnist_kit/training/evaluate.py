@@ -114,7 +114,7 @@ def real_world(checkpoint, images: torch.Tensor, labels: torch.Tensor, *, per_ki
 
 
 def write_real_world(results: dict, checkpoint, out_dir) -> Path:
-    """OUT/real_world.json: the figures of the README's table of real-world images."""
+    """OUT/real_world.json: the figures of the real-world table (docs/SERVING.md)."""
     path = Path(out_dir) / "real_world.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json({"checkpoint": str(checkpoint), "kinds": results}, path)
