@@ -46,6 +46,11 @@ MANAGEMENT_PORT = 8081
 METRICS_PORT = 8082
 GRPC_PORTS = (7070, 7071)
 INFERENCE_URL = f"http://{HOST}:{INFERENCE_PORT}"
+# The kserve runtime (KServe's ModelServer): REST on INFERENCE_PORT as TorchServe's inference API, gRPC v2 on
+# KSERVE_GRPC_PORT; a stop drains requests already received for at most KSERVE_GRACE_S seconds.
+RUNTIMES = ("torchserve", "kserve")
+KSERVE_GRPC_PORT = 8081
+KSERVE_GRACE_S = 30
 MANAGEMENT_URL = f"http://{HOST}:{MANAGEMENT_PORT}"
 KEY_FILE = "key_file.json"
 

@@ -51,7 +51,7 @@ fi
 stamp=.venv/.mnist-kit-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "setup: installing mnist-kit and its dependencies into .venv (about a minute; log in .venv/install.log)"
-    if ! .venv/bin/python -m pip install -e ".[dev,desktop]" >.venv/install.log 2>&1; then
+    if ! .venv/bin/python -m pip install -e ".[dev,desktop,kserve]" >.venv/install.log 2>&1; then
         tail -n 30 .venv/install.log >&2
         echo "error: pip install failed; the whole log is in .venv/install.log" >&2
         exit 1

@@ -1,9 +1,10 @@
-"""Integration: KServe v1 and the Open Inference Protocol (v2) against a real TorchServe, with batching on.
+"""Integration: KServe v1 and the Open Inference Protocol (v2) against real servers of both runtimes, batching on.
 
-The tests of `served` run three times: on the kit's own configuration (no envelope), and with TorchServe's
+The tests of `served` run four times: on TorchServe with the kit's own configuration (no envelope), with TorchServe's
 `kservev2` and `kserve` envelopes switched on the way KServe's runtime does it (TS_SERVICE_ENVELOPE, read because of
-enable_envvars_config=true), which on their own lose every request of a batch but the first. The handler makes
-them a pass-through, so the rest (errors, explanations) run once, on the shared server.
+enable_envvars_config=true), which on their own lose every request of a batch but the first (the handler makes them
+a pass-through), and on the kit's kserve runtime (KServe's ModelServer). The rest (errors, explanations, the
+documented examples) run on both runtimes: the same requests get the same answers and the same messages.
 """
 
 import base64
@@ -23,19 +24,42 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from mnist_kit import constants as C
+from mnist_kit.serving.kserve_process import PrivateKServe
 
 CONCURRENT = 32
 
 
-@pytest.fixture(scope="module", params=[None, "kservev2", "kserve"], ids=["no-envelope", "kservev2", "kserve"])
+@pytest.fixture(scope="module")
+def kserve_runtime(model_store):
+    """The kit's kserve runtime serving the same archive as the shared TorchServe."""
+    with PrivateKServe(model_store / "mnist.mar") as ks:
+        yield ks
+
+
+@pytest.fixture(
+    scope="module",
+    params=[None, "kservev2", "kserve", "kserve-runtime"],
+    ids=["no-envelope", "kservev2", "kserve", "kserve-runtime"],
+)
 def served(request, server, model_store):
-    """The shared server, or one of its own with TorchServe's envelope named by the parameter."""
+    """The shared TorchServe, one of its own with TorchServe's envelope named by the parameter, or the kserve
+    runtime."""
     if request.param is None:
         yield server
+        return
+    if request.param == "kserve-runtime":
+        with PrivateKServe(model_store / "mnist.mar") as ks:
+            yield ks
         return
     env = {"TS_SERVICE_ENVELOPE": request.param}
     with TorchServe(model_store, env=env, properties={"enable_envvars_config": "true"}) as ts:
         yield ts
+
+
+@pytest.fixture(params=["torchserve", "kserve-runtime"])
+def either(request, server, kserve_runtime):
+    """The shared TorchServe, then the kserve runtime: what both runtimes must answer alike."""
+    return server if request.param == "torchserve" else kserve_runtime
 
 
 def post_json(url: str, body, timeout: float = 60) -> tuple[int, dict]:
@@ -129,8 +153,8 @@ def test_a_v2_client_sends_image_files_as_binary_bytes(served, digits):
     assert client.infer("mnist", [images]).as_numpy("predict").tolist() == [4, 5, 6]
 
 
-def test_a_v2_client_gets_the_servers_message_for_a_bad_datatype(server, digits):
-    client = triton.InferenceServerClient(url=server.inference_url.removeprefix("http://"))
+def test_a_v2_client_gets_the_servers_message_for_a_bad_datatype(either, digits):
+    client = triton.InferenceServerClient(url=either.inference_url.removeprefix("http://"))
     tensor = triton.InferInput("pixels", [28, 28], "INT32")
     tensor.set_data_from_numpy(pixels(digits[0]).astype(np.int32), binary_data=False)
     with pytest.raises(InferenceServerException, match="input 'pixels': datatype \"INT32\" is not supported"):
@@ -146,41 +170,41 @@ def test_a_v2_client_gets_the_servers_message_for_a_bad_datatype(server, digits)
     ],
     ids=["datatype", "shape", "base64"],
 )
-def test_a_bad_v2_input_gets_400_naming_the_input_and_the_fault(server, tensor, message):
-    status, answer = post_json(f"{server.inference_url}/v2/models/mnist/infer", {"inputs": [{"name": "x", **tensor}]})
+def test_a_bad_v2_input_gets_400_naming_the_input_and_the_fault(either, tensor, message):
+    status, answer = post_json(f"{either.inference_url}/v2/models/mnist/infer", {"inputs": [{"name": "x", **tensor}]})
     assert status == 400 and answer["error"].startswith("input 'x': ") and message in answer["error"]
 
 
-def test_a_bad_request_fails_alone_in_its_batch(server, digits):
+def test_a_bad_request_fails_alone_in_its_batch(either, digits):
     bodies = [
         v2_bytes([digits[i % 10]]) if i % 2 else {"inputs": [{"name": "x", "datatype": "FP64"}]} for i in range(8)
     ]
     with ThreadPoolExecutor(len(bodies)) as pool:
-        answers = list(pool.map(lambda b: post_json(f"{server.inference_url}/v2/models/mnist/infer", b), bodies))
+        answers = list(pool.map(lambda b: post_json(f"{either.inference_url}/v2/models/mnist/infer", b), bodies))
     assert [status for status, _ in answers] == [400, 200] * 4
     assert [outputs(a)["predict"]["data"] for _, a in answers[1::2]] == [[1], [3], [5], [7]]
 
 
-def test_v2_explain_gives_attributions_for_each_image(server, digits):
-    status, answer = post_json(f"{server.inference_url}/v2/models/mnist/explain", v2_bytes(digits[2:4], "why"))
+def test_v2_explain_gives_attributions_for_each_image(either, digits):
+    status, answer = post_json(f"{either.inference_url}/v2/models/mnist/explain", v2_bytes(digits[2:4], "why"))
     assert status == 200 and answer["id"] == "why"
     assert outputs(answer)["predict"]["data"] == [2, 3] and outputs(answer)["attributions"]["shape"] == [2, 28, 28]
 
 
-def test_v1_explain_gives_one_explanation_per_instance(server, digits):
+def test_v1_explain_gives_one_explanation_per_instance(either, digits):
     body = {"instances": [{"data": b64(digits[8])}]}
-    status, answer = post_json(f"{server.inference_url}/v1/models/mnist:explain", body)
+    status, answer = post_json(f"{either.inference_url}/v1/models/mnist:explain", body)
     assert status == 200 and answer["explanations"][0]["digit"] == 8
     assert np.array(answer["explanations"][0]["attributions"]).shape == (28, 28)
 
 
-def test_predictions_still_answers_raw_images_and_the_kits_json(server, digits):
+def test_predictions_still_answers_raw_images_and_the_kits_json(either, digits):
     req = urllib.request.Request(
-        f"{server.inference_url}/predictions/mnist", data=digits[7].read_bytes(), headers={"Content-Type": "image/png"}
+        f"{either.inference_url}/predictions/mnist", data=digits[7].read_bytes(), headers={"Content-Type": "image/png"}
     )
     with urllib.request.urlopen(req, timeout=30) as response:
         assert json.loads(response.read())["digit"] == 7
-    status, answer = post_json(f"{server.inference_url}/predictions/mnist", {"data": b64(digits[9])})
+    status, answer = post_json(f"{either.inference_url}/predictions/mnist", {"data": b64(digits[9])})
     assert status == 200 and answer["digit"] == 9
 
 
@@ -190,8 +214,8 @@ def doc_block(language: str, after: str = "### KServe v1 and the Open Inference 
     return text[start : text.index("```\n", start)]
 
 
-def test_the_documented_curl_examples_work_as_pasted(server):
-    script = doc_block("bash").replace("http://127.0.0.1:8080", server.inference_url)
+def test_the_documented_curl_examples_work_as_pasted(either):
+    script = doc_block("bash").replace("http://127.0.0.1:8080", either.inference_url)
     result = subprocess.run(["bash", "-e", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     decoder, text = json.JSONDecoder(), result.stdout.strip()
@@ -201,8 +225,8 @@ def test_the_documented_curl_examples_work_as_pasted(server):
     assert v2["id"] == "42" and outputs(v2)["predict"]["data"] == [7]
 
 
-def test_the_documented_triton_client_example_works_as_pasted(server):
-    code = doc_block("python").replace("127.0.0.1:8080", server.inference_url.removeprefix("http://"))
+def test_the_documented_triton_client_example_works_as_pasted(either):
+    code = doc_block("python").replace("127.0.0.1:8080", either.inference_url.removeprefix("http://"))
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[7]"

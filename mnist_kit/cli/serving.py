@@ -1,6 +1,7 @@
 """Serving commands: start and stop the server, send it images (predict), manage its models."""
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -9,15 +10,41 @@ from mnist_kit import constants as C
 from mnist_kit.cli.main import cli, key_file, path_option
 from mnist_kit.errors import KitError
 from mnist_kit.paths import home
-from mnist_kit.serving import client, config, management, process
+from mnist_kit.serving import client, config, kserve_process, management, process
 
 
 @cli.command()
+@click.option(
+    "--runtime",
+    type=click.Choice(C.RUNTIMES),
+    default="torchserve",
+    show_default=True,
+    help="torchserve: TorchServe (archived upstream: no fixes), configured by --ts-config. kserve: KServe's "
+    "ModelServer (maintained; needs the kserve extra) serving the same archive: REST on --http-port, gRPC v2 on "
+    "--grpc-port.",
+)
 @path_option(
     "--ts-config",
     default=C.TS_CONFIG,
     dir_okay=False,
     help="TorchServe configuration; config.production.properties turns tokens on.",
+)
+@path_option(
+    "--archive",
+    default=f"{C.MODEL_STORE}/{C.MODEL_NAME}.mar",
+    dir_okay=False,
+    help="kserve: the archive to serve (TorchServe serves what --ts-config names).",
+)
+@click.option("--http-port", type=click.IntRange(1, 65535), default=C.INFERENCE_PORT, show_default=True, help="kserve")
+@click.option(
+    "--grpc-port", type=click.IntRange(1, 65535), default=C.KSERVE_GRPC_PORT, show_default=True, help="kserve"
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=os.cpu_count() or 1,
+    show_default="one per core",
+    help="kserve: worker processes, each one intra-op thread (TorchServe starts one per core by itself).",
 )
 @click.option(
     "--wait",
@@ -26,14 +53,28 @@ from mnist_kit.serving import client, config, management, process
     show_default=True,
     help="Seconds to wait for every model to have a ready worker.",
 )
-def serve(ts_config, wait):
-    """Start TorchServe in the background, after checking what usually makes it fail.
+def serve(runtime, ts_config, archive, http_port, grpc_port, workers, wait):
+    """Start a server in the background, after checking what usually makes it fail.
 
-    Says plainly when the model store has no archive (train and archive first), when a TorchServe is
-    already running, or when a port is taken; then starts `torchserve --start --ts-config TS_CONFIG --ncs`
-    in the kit's home and waits until the models answer. Logs go to logs/; stop it with `mnist-kit stop`.
+    Says plainly when the model store has no archive (train and archive first), when a server is already
+    running, or when a port is taken; then starts `torchserve --start --ts-config TS_CONFIG --ncs` in the kit's
+    home, or with --runtime kserve KServe's ModelServer on 127.0.0.1 (its output in logs/kserve.out), and waits
+    until the model answers. Stop either with `mnist-kit stop`.
     """
-    root, config = home(), ts_config.resolve()
+    root = home()
+    if runtime == "kserve":
+        ports = {"http-port": http_port, "grpc-port": grpc_port}
+        kserve_process.preflight(archive, host=C.HOST, ports=ports)
+        argv = kserve_process.command(archive, http_port=http_port, grpc_port=grpc_port, workers=workers)
+        server = kserve_process.launch(argv, root / C.LOGS / "kserve.out")
+        url = f"http://{C.HOST}:{http_port}"
+        kserve_process.wait_ready(url, wait, root / C.LOGS / "kserve.out", alive=lambda: server.poll() is None)
+        click.echo(
+            f"KServe ModelServer ready: REST {url} (/predictions, v1, v2, /metrics), gRPC v2 {C.HOST}:{grpc_port}, "
+            f"{workers} worker(s); stop it with `mnist-kit stop`"
+        )
+        return
+    config = ts_config.resolve()
     props = process.preflight(config, cwd=root)
     process.launch(config, root / C.LOGS / "torchserve.out", cwd=root)
     management = props.get("management_address", C.MANAGEMENT_URL)
@@ -48,9 +89,14 @@ def serve(ts_config, wait):
 
 @cli.command()
 def stop():
-    """Stop the TorchServe started from this machine's temp dir (as `torchserve --stop`), and its workers."""
-    pid = process.stop_server(key_file())
-    click.echo("TorchServe is not running." if pid is None else f"TorchServe (pid {pid}) stopped.")
+    """Stop the servers started from this machine's temp dir: TorchServe (as `torchserve --stop`) and its workers,
+    and the kserve runtime, which first answers the requests it has received."""
+    stopped = [("TorchServe", process.stop_server(key_file())), ("The kserve runtime", kserve_process.stop())]
+    for name, pid in stopped:
+        if pid is not None:
+            click.echo(f"{name} (pid {pid}) stopped.")
+    if all(pid is None for _, pid in stopped):
+        click.echo("TorchServe is not running.")
 
 
 @cli.command(

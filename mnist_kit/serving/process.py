@@ -55,7 +55,7 @@ def preflight(config_path, tmp_dir=None, cwd=".") -> dict:
     for key in ("inference_address", "management_address", "metrics_address"):
         if key in props:
             host, port = props[key].rsplit("/", 1)[-1].rsplit(":", 1)
-            _check_port_free(host, int(port), key, config_path=config_path)
+            check_port_free(host, int(port), key, config_path=config_path)
     return props
 
 
@@ -124,7 +124,7 @@ def live_pid(pid_file: Path) -> int | None:
         return None
 
 
-def _check_port_free(host: str, port: int, key: str, *, config_path) -> None:
+def check_port_free(host: str, port: int, key: str, *, config_path) -> None:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

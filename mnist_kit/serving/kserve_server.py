@@ -1,0 +1,151 @@
+"""The `kserve` runtime's process: `python -m mnist_kit.serving.kserve_server --archive model_store/mnist.mar`.
+
+KServe's ModelServer (REST on uvicorn, gRPC v2, /metrics, health) with the kit's model (kserve_model.py), put
+together here rather than by ModelServer.start for three reasons: its addresses are the kit's (loopback unless told
+otherwise, where 0.21 binds every interface), each worker loads the archive itself (ModelServer's own workers pickle
+the model, and the int8 form is TorchScript, which does not pickle), and a stop drains: on SIGTERM the REST server
+stops accepting, answers what it has received (uvicorn's graceful shutdown, up to --grace-period seconds), then gRPC
+stops with the same grace.
+
+With --workers N the process starts N workers, each a whole server on the same ports (SO_REUSEPORT: the kernel
+spreads connections over them), and hands a stop signal on to them.
+"""
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+from mnist_kit import constants as C
+
+
+def parse(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m mnist_kit.serving.kserve_server", description=__doc__)
+    parser.add_argument("--archive", required=True, help="The .mar to serve (the one TorchServe serves).")
+    parser.add_argument("--host", default=C.HOST, help="Address of both servers (default: loopback).")
+    parser.add_argument("--http-port", type=int, default=C.INFERENCE_PORT)
+    parser.add_argument("--grpc-port", type=int, default=C.KSERVE_GRPC_PORT)
+    parser.add_argument("--workers", type=int, default=1, help="Worker processes, each one intra-op thread.")
+    parser.add_argument("--serving-form", default=None, help="Serve this form whatever the timings.")
+    parser.add_argument("--grace-period", type=int, default=C.KSERVE_GRACE_S, help="Seconds a stop drains.")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    if args.workers > 1 and not args.worker:
+        return supervise(args, sys.argv[1:] if argv is None else list(argv))
+    serve(args)
+    return 0
+
+
+def supervise(args: argparse.Namespace, argv: list[str]) -> int:
+    """N workers; a stop signal to this process goes to each of them, and it ends when they have."""
+    workers = [
+        subprocess.Popen([sys.executable, "-m", "mnist_kit.serving.kserve_server", *argv, "--worker"])
+        for _ in range(args.workers)
+    ]
+
+    def forward(signum, frame):
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, forward)
+    codes = [worker.wait() for worker in workers]
+    return max(codes, key=abs)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A listening socket that other workers of this server may bind too (SO_REUSEPORT)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(args: argparse.Namespace) -> None:
+    """One worker: load the archive, then bind (a worker takes connections only once it can answer them)."""
+    sys.argv = sys.argv[:1]  # kserve.model_server parses the command line when imported: give it none of ours
+    import uvicorn
+    from kserve import ModelServer
+    from kserve.protocol.rest.server import RESTServer
+
+    from mnist_kit.serving.kserve_model import MnistModel, add_routes
+
+    model = MnistModel(args.archive, serving_form=args.serving_form)
+    model.load()
+    server = ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1, grace_period=args.grace_period)
+    server.register_model(model)
+    from kserve.model_server import app
+
+    add_routes(app, model)  # before RESTServer adds ModelServer's own routes: the kit's answer first
+    rest = RESTServer(
+        "kserve.model_server:app",
+        server.dataplane,
+        server.model_repository_extension,
+        args.http_port,
+        grace_period=args.grace_period,
+    )
+    rest.create_application()
+    rest.config.host = args.host
+    # A log line per request costs more than a 28×28 PNG's preprocessing: errors are still logged.
+    logging.getLogger("kserve.trace").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    grpc = LoopbackGRPCServer(args.host, args.grpc_port, server, grace_period=args.grace_period)
+    sock = listening_socket(args.host, args.http_port)
+
+    async def both():
+        grpc_task = asyncio.create_task(grpc.start(max_workers=4))
+        await uvicorn.Server(rest.config).serve(sockets=[sock])  # returns once a stop signal has drained REST
+        await grpc.stop()
+        await grpc_task
+
+    asyncio.run(both())
+
+
+class LoopbackGRPCServer:
+    """KServe's gRPC v2 service (its servicer and interceptors) on the kit's address, where 0.21's GRPCServer binds
+    every interface ([::])."""
+
+    def __init__(self, host: str, port: int, server, *, grace_period: int):
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.server, self.grace_period, self.grpc = server, grace_period, None
+
+    async def start(self, max_workers: int) -> None:
+        from concurrent import futures
+
+        from grpc import aio
+        from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
+        from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
+        from kserve.protocol.grpc.servicer import InferenceServicer
+
+        self.grpc = aio.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers),
+            interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()),
+            options=[("grpc.max_receive_message_length", C.MAX_REQUEST_BYTES)],
+        )
+        servicer = InferenceServicer(self.server.dataplane, self.server.model_repository_extension)
+        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self.grpc)
+        self.grpc.add_insecure_port(self.address)  # SO_REUSEPORT is gRPC's default on Linux
+        await self.grpc.start()
+        await self.grpc.wait_for_termination()
+
+    async def stop(self) -> None:
+        if self.grpc:
+            await self.grpc.stop(grace=self.grace_period)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.exit(main())
