@@ -48,5 +48,28 @@ ARG LAYOUT=deploy/k8s
 COPY ${LAYOUT}/model-store/ /mnt/models/model-store/
 COPY ${LAYOUT}/config/ /mnt/models/config/
 
+# The kserve runtime (`mnist-kit serve --runtime kserve`): KServe's ModelServer with the kit, no Java. It serves the
+# same /mnt/models layout, REST on 8080 and gRPC v2 on 8081, as `mnist-kit export kserve|k8s --runtime kserve` runs it:
+#   podman build --target kserve -t mnist-kit-serving:0.1.0-kserve .
+FROM docker.io/library/python:3.11-slim-bookworm AS kserve
+RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1
+COPY pyproject.toml README.md mnist_model.py mnist_handler.py /tmp/mnist-kit/
+COPY mnist_kit/ /tmp/mnist-kit/mnist_kit/
+RUN pip install --no-cache-dir "/tmp/mnist-kit[kserve]" && rm -rf /tmp/mnist-kit \
+    && useradd --uid 1000 --create-home --home-dir /home/model-server model-server \
+    && mkdir -p /mnt/models/model-store
+WORKDIR /home/model-server
+ENV PYTHONUNBUFFERED=1
+USER 1000
+EXPOSE 8080 8081
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/v2/health/ready', timeout=4)"]
+CMD ["python", "-m", "mnist_kit.serving.kserve_server", "--archive=/mnt/models/model-store/mnist.mar", "--host=0.0.0.0", "--http-port=8080", "--grpc-port=8081"]
+
+# The kserve runtime with a layout's model store baked in, for plain Kubernetes (`export k8s --runtime kserve`).
+FROM kserve AS kserve-model
+ARG LAYOUT=deploy/k8s
+COPY ${LAYOUT}/model-store/ /mnt/models/model-store/
+
 # The last stage is what a plain `podman build .` makes: the runtime alone.
 FROM runtime

@@ -10,7 +10,8 @@ import yaml
 from conftest import ROOT
 
 from mnist_kit import constants as C
-from mnist_kit.deploy import export
+from mnist_kit.deploy import export, manifests
+from mnist_kit.deploy.resources import Resources
 
 CPU_WHEELS = "https://download.pytorch.org/whl/cpu"
 
@@ -62,7 +63,7 @@ def test_the_image_is_the_runtime_kserve_starts_and_the_kit_pins(runtime, docker
     assert f"torch=={pins()['torch']}" in words and f"torchvision=={pins()['torchvision']}" in words
     assert f"torchserve=={pins()['torchserve']}" in commands and "openjdk-17-jre-headless" in commands
     assert values(runtime, "USER")[-1] == str(C.SERVING_USER)
-    assert "USER" not in {i for stage in stages(dockerfile)[1:] for i, _ in stage}  # no stage goes back to root
+    assert all(values(stage, "USER") in ([], [str(C.SERVING_USER)]) for stage in stages(dockerfile))  # never root
     assert values(runtime, "EXPOSE") == [f"{C.INFERENCE_PORT} {C.METRICS_PORT}"]
     [healthcheck] = values(runtime, "HEALTHCHECK")
     assert f"http://127.0.0.1:{C.INFERENCE_PORT}/ping" in healthcheck
@@ -83,10 +84,31 @@ def test_the_image_is_the_runtime_kserve_starts_and_the_kit_pins(runtime, docker
     assert stages(dockerfile)[-1][0] == ("FROM", "runtime")  # a plain build makes the runtime
 
 
+def test_the_kserve_image_runs_the_server_as_the_exports_do(dockerfile):
+    """The kserve target against the kit: the project's torch pins from the CPU index, the kit installed with its
+    kserve extra, user 1000, REST and gRPC exposed, and the command the exported manifests run (less --workers,
+    which they size per pod)."""
+    [kserve] = [s for s in stages(dockerfile) if s[0][1].endswith(" AS kserve")]
+    commands = " ".join(values(kserve, "RUN"))
+    assert f"--index-url {CPU_WHEELS} torch=={pins()['torch']} torchvision=={pins()['torchvision']}" in commands
+    assert '"/tmp/mnist-kit[kserve]"' in commands and "openjdk" not in commands
+    assert values(kserve, "USER") == [str(C.SERVING_USER)]
+    assert values(kserve, "EXPOSE") == [f"{C.INFERENCE_PORT} {C.KSERVE_GRPC_PORT}"]
+    [healthcheck] = values(kserve, "HEALTHCHECK")
+    assert f"http://127.0.0.1:{C.INFERENCE_PORT}/v2/health/ready" in healthcheck
+    pod = Resources(cpus=2, memory_mib=1024, scale_target=32, source="test")
+    exported = manifests.kserve_container("image", pod=pod, archive_name="mnist.mar")["args"]
+    [cmd] = values(kserve, "CMD")
+    assert yaml.safe_load(cmd) == [a for a in exported if not a.startswith("--workers=")]
+    [model] = [s for s in stages(dockerfile) if s[0][1] == "kserve AS kserve-model"]
+    assert [args.split()[-1] for args in values(model, "COPY")] == [f"{C.DEPLOY_MODEL_STORE}/"]
+
+
 def test_the_build_context_holds_only_what_the_image_copies():
     rules = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
-    assert rules[0] == "*"
-    assert set(rules[1:]) == {"!docker/entrypoint.sh", "!deploy/"}
+    assert rules[0] == "*" and rules[-1] == "**/__pycache__"
+    kit = {"!pyproject.toml", "!README.md", "!mnist_model.py", "!mnist_handler.py", "!mnist_kit/"}
+    assert set(rules[1:-1]) == {"!docker/entrypoint.sh", "!deploy/"} | kit
 
 
 def run_entrypoint(tmp_path, *args) -> list[str]:

@@ -171,6 +171,49 @@ def test_the_inference_service_is_torchserve_on_the_open_inference_protocol(eage
     assert (predictor["scaleMetric"], predictor["scaleTarget"]) == ("concurrency", 32)
 
 
+def test_the_kserve_runtimes_inference_service_is_the_kits_container_and_validates(
+    eager_store, bench_report, kserve_schema, tmp_path
+):
+    export.export_kserve(tmp_path / "out", "s3://b/mnist", eager_store, bench_report=bench_report, runtime="kserve")
+    [isvc] = load_all(tmp_path / "out" / "inferenceservice.yaml")
+    jsonschema.validate(isvc, kserve_schema)
+    assert unknown_fields(isvc, kserve_schema) == []
+    assert isvc["metadata"]["annotations"] == {"serving.kserve.io/deploymentMode": "RawDeployment"}
+    predictor = isvc["spec"]["predictor"]
+    [container] = predictor["containers"]
+    assert "model" not in predictor and container["image"].endswith("-kserve")
+    assert container["env"] == [{"name": "STORAGE_URI", "value": "s3://b/mnist"}]
+    assert "--archive=/mnt/models/model-store/mnist.mar" in container["args"] and "--workers=2" in container["args"]
+    assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("http1", 8080), ("h2c", 8081)]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert (predictor["scaleMetric"], predictor["scaleTarget"]) == ("cpu", C.HPA_CPU_PERCENT)  # an HPA's metric
+
+
+def test_the_kserve_runtimes_kubernetes_documents_validate_and_expose_rest_and_grpc(eager_store, tmp_path):
+    export.export_k8s(tmp_path / "k8s", eager_store, runtime="kserve")
+    documents = load_all(tmp_path / "k8s" / "kubernetes.yaml")
+    assert [d["kind"] for d in documents] == ["Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"]
+    for document in documents:
+        kubernetes_validate.validate(document, C.KUBERNETES_VERSION, strict=True)
+    kinds = by_kind(documents)
+    [container] = kinds["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"].endswith("-kserve-model") and container["args"][:3] == [
+        "python",
+        "-m",
+        "mnist_kit.serving.kserve_server",
+    ]
+    assert [p["port"] for p in kinds["Service"]["spec"]["ports"]] == [C.INFERENCE_PORT, C.KSERVE_GRPC_PORT]
+
+
+def test_export_k8s_for_the_kserve_runtime_hints_its_image_target(eager_store, tmp_path):
+    out = tmp_path / "k8s"
+    result = CliRunner().invoke(
+        cli, ["export", "k8s", str(out), "--model-store", str(eager_store), "--runtime", "kserve"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "--target kserve-model" in result.stdout and "-kserve-model" in result.stdout
+
+
 def test_pods_are_sized_from_the_bench_and_say_so(bench_report):
     pod = export.resources(bench_report)
     assert pod.cpus == 2  # the bench's workers, one per core

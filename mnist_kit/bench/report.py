@@ -66,8 +66,13 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    labels = {"kit": "mnist-kit", "kit_v2": "mnist-kit, v2 protocol", "ceiling": "no-op handler (ceiling)"}
-    for name, style in (("kit", "o-"), ("kit_v2", "^-"), ("ceiling", "s--")):
+    labels = {
+        "kit": "mnist-kit on TorchServe",
+        "kit_v2": "mnist-kit on TorchServe, v2 protocol",
+        "ceiling": "TorchServe's no-op handler (ceiling)",
+        "kserve": "mnist-kit on KServe's ModelServer",
+    }
+    for name, style in (("kit", "o-"), ("kit_v2", "^-"), ("ceiling", "s--"), ("kserve", "d-")):
         if name not in result:
             continue
         sweep = result[name]["sweep"]
@@ -112,13 +117,30 @@ def report(result: dict) -> str:
                 f"{v['concurrency']:>4} | {v['req_per_s']:>15.0f} {v['p50_ms']:>6.2f} {v['p90_ms']:>6.2f} "
                 f"{v['p99_ms']:>6.2f} {v['errors']:>4} | {v['ratio_to_raw']:>6.2f}"
             )
+    if "kserve" in result:
+        lines.append("The same image on the kserve runtime (KServe's ModelServer), same archive, same rounds:")
+        lines.append(
+            f"{'conc':>4} | {'kserve req/s':>15} {'p50':>6} {'p90':>6} {'p99':>6} {'err':>4} | {'/kit':>5} {'/ceil':>5}"
+        )
+        for v in result["kserve"]["sweep"]:
+            lines.append(
+                f"{v['concurrency']:>4} | {v['req_per_s']:>15.0f} {v['p50_ms']:>6.2f} {v['p90_ms']:>6.2f} "
+                f"{v['p99_ms']:>6.2f} {v['errors']:>4} | {v['ratio_to_kit']:>5.2f} {v['ratio_to_ceiling']:>5.2f}"
+            )
     generator = max(
-        p["generator_cpu"] for name in ("kit", "kit_v2", "ceiling") for p in result.get(name, {"sweep": []})["sweep"]
+        p["generator_cpu"]
+        for name in ("kit", "kit_v2", "ceiling", "kserve")
+        for p in result.get(name, {"sweep": []})["sweep"]
     )
     lines.append(f"load generator (wrk, 1 thread) used at most {generator:.2f} of a core")
     lines.append(
         f"cold start (torchserve --start to first prediction): {result['kit']['cold_start_s']:.2f} s "
         f"(no-op handler: {result['ceiling']['cold_start_s']:.2f} s)"
+        + (
+            f"; kserve runtime (command to first prediction): {result['kserve']['cold_start_s']:.2f} s"
+            if "kserve" in result
+            else ""
+        )
     )
     if "memory_mib" in result["kit"]:
         memory = result["kit"]["memory_mib"]

@@ -118,22 +118,39 @@ def started(stack: contextlib.ExitStack, archive: Path, model: str, *, body: Pat
     return ts, round(time.perf_counter() - start, 2)
 
 
+def started_kserve(stack: contextlib.ExitStack, archive: Path, *, workers: int, body: Path):
+    """The kserve runtime serving `archive` on free ports, kept open by `stack`; with its cold start in seconds (the
+    command to the first successful prediction)."""
+    from mnist_kit.serving import client
+    from mnist_kit.serving.kserve_process import PrivateKServe
+
+    start = time.perf_counter()
+    ks = stack.enter_context(PrivateKServe(archive, workers=workers))
+    client.predict(body.read_bytes(), url=ks.inference_url, wait=30)
+    return ks, round(time.perf_counter() - start, 2)
+
+
 def run(
     archive=Path(C.MODEL_STORE, f"{C.MODEL_NAME}.mar"),
     concurrencies=(1, 8, 32, 64),
     seconds: float = 10,
     *,
     body: Path = SAMPLE,
+    kserve: bool = False,
     progress=lambda message: None,
 ) -> dict:
     """The whole benchmark on this machine: the kit and the ceiling with the same settings, both up at once and
-    measured one after the other at each concurrency, so that both see the same machine."""
+    measured one after the other at each concurrency, so that both see the same machine; with `kserve`, the same
+    archive on the kserve runtime too (as many workers as TorchServe's), in the same rounds."""
     require_wrk()
     config = mar.read(archive).config
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         noop = noop_archive(Path(tmp), config)
         models = {"kit": (Path(archive), "mnist"), "ceiling": (noop, "noop")}
         servers = {name: started(stack, path, model, body=body) for name, (path, model) in models.items()}
+        if kserve:
+            workers = len(servers["kit"][0].worker_pids("mnist"))
+            servers["kserve"] = started_kserve(stack, Path(archive), workers=workers, body=body)
         # What each line sends where: the raw image to both servers, and the v2 body to the kit's.
         loads = {
             name: (f"{servers[name][0].inference_url}/predictions/{model}", body, "image/png")
@@ -141,6 +158,8 @@ def run(
         }
         v2_url = f"{servers['kit'][0].inference_url}/v2/models/{models['kit'][1]}/infer"
         loads["kit_v2"] = (v2_url, v2_body(body, Path(tmp)), "application/json")
+        if kserve:
+            loads["kserve"] = (f"{servers['kserve'][0].inference_url}/predictions/mnist", body, "image/png")
         for name, (url, payload, kind) in loads.items():
             # warm-up: the JVM's JIT compiles the hot paths (the v2 line runs on the warm kit server)
             wrk(url, payload, max(concurrencies), seconds=seconds if name != "kit_v2" else 1, content_type=kind)
@@ -158,6 +177,9 @@ def run(
     for k, c, v2 in zip(sweeps["kit"], sweeps["ceiling"], sweeps["kit_v2"]):
         k["ratio_to_ceiling"] = round(k["req_per_s"] / c["req_per_s"], 3) if c["req_per_s"] else None
         v2["ratio_to_raw"] = round(v2["req_per_s"] / k["req_per_s"], 3) if k["req_per_s"] else None
+    for k, c, ks in zip(sweeps["kit"], sweeps["ceiling"], sweeps.get("kserve", [])):
+        ks["ratio_to_kit"] = round(ks["req_per_s"] / k["req_per_s"], 3) if k["req_per_s"] else None
+        ks["ratio_to_ceiling"] = round(ks["req_per_s"] / c["req_per_s"], 3) if c["req_per_s"] else None
     result = {
         "machine": machine(),
         "serving_form": form,
@@ -168,8 +190,9 @@ def run(
             "seconds_per_point": seconds,
             "body": body.name,
         },
-        **{name: {"cold_start_s": servers[name][1], "sweep": sweeps[name]} for name in servers},
+        **{name: {"cold_start_s": servers[name][1], "sweep": sweeps[name]} for name in ("kit", "ceiling")},
         "kit_v2": {"body": "v2 BYTES, one base64 PNG", "sweep": sweeps["kit_v2"]},
+        **({"kserve": {"cold_start_s": servers["kserve"][1], "sweep": sweeps["kserve"]}} if kserve else {}),
         "preprocess": preprocess_costs(),
         "lone_request": lone_request_costs(Path(archive), form_name, body),
     }

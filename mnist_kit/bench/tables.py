@@ -58,10 +58,28 @@ def markdown(result: dict) -> str:
                 f"| {v['concurrency']} | {number(v['req_per_s'])} | {v['p50_ms']:.2f} | {v['p90_ms']:.2f} | "
                 f"{v['p99_ms']:.2f} | {v['errors']} | {number(k['req_per_s'])} | {v['ratio_to_raw']:.2f} |"
             )
+    if "kserve" in result:  # bench files from before the kserve runtime have none
+        lines += [
+            "",
+            "The same image on the kserve runtime (KServe's ModelServer), same archive, measured in the same rounds:",
+            "",
+            "| conc | kserve req/s | p50 ms | p90 ms | p99 ms | errors | / mnist-kit on TorchServe | / ceiling |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for v in result["kserve"]["sweep"]:
+            lines.append(
+                f"| {v['concurrency']} | {number(v['req_per_s'])} | {v['p50_ms']:.2f} | {v['p90_ms']:.2f} | "
+                f"{v['p99_ms']:.2f} | {v['errors']} | {v['ratio_to_kit']:.2f} | {v['ratio_to_ceiling']:.2f} |"
+            )
+    kserve_start = (
+        f"; the kserve runtime, command to the first answer: {result['kserve']['cold_start_s']:.2f} s"
+        if "kserve" in result
+        else ""
+    )
     lines += [
         "",
         f"Cold start (`torchserve --start` to the first answer): {result['kit']['cold_start_s']:.2f} s "
-        f"(no-op handler: {result['ceiling']['cold_start_s']:.2f} s).",
+        f"(no-op handler: {result['ceiling']['cold_start_s']:.2f} s){kserve_start}.",
         "",
         "| image | preprocessing ms, median on one core | of which decoding |",
         "|---|---:|---:|",

@@ -13,6 +13,12 @@ from mnist_kit.cli.main import cli, path_option
 @path_option("--archive", default=f"{C.MODEL_STORE}/{C.MODEL_NAME}.mar", dir_okay=False, help="The archive to serve.")
 @click.option("--concurrency", default="1,8,32,64", show_default=True, help="Comma-separated connection counts.")
 @click.option("--seconds", type=click.FloatRange(1), default=10, show_default=True, help="Load time per point.")
+@click.option(
+    "--runtime",
+    default=None,
+    help="Comma-separated runtimes to serve the archive on: torchserve (always: its no-op handler is the ceiling) "
+    "and kserve. Default: both where the kserve extra is installed.",
+)
 @path_option(
     "--out",
     default=f"{C.REPORTS}/bench",
@@ -32,7 +38,7 @@ from mnist_kit.cli.main import cli, path_option
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="With --markdown: replace the bench block of this file that names the JSON file, instead of printing.",
 )
-def bench(archive, concurrency, seconds, out, as_json, markdown_from, into):
+def bench(archive, concurrency, seconds, runtime, out, as_json, markdown_from, into):
     """Load-test the served model against the serving stack's own ceiling.
 
     \b
@@ -44,7 +50,10 @@ def bench(archive, concurrency, seconds, out, as_json, markdown_from, into):
     image as an Open Inference Protocol (v2) request, one base64 BYTES element, to show the protocol's
     cost. Also times preprocessing per image type (and its decoding alone), and in process a lone
     request's own work, back to back and after the core idles 3 ms: what lone requests pay beyond the
-    no-op's. Run it on an otherwise idle machine; about 3 × (5 × SECONDS + 10) seconds.
+    no-op's. With the kserve runtime (--runtime torchserve,kserve, the default where the kserve extra is
+    installed) the same archive is served on KServe's ModelServer too, with as many workers, and driven in
+    the same rounds: its figures beside TorchServe's, its cold start beside theirs. Run it on an otherwise
+    idle machine; about 3 × (5 × SECONDS + 10) seconds, a quarter more with kserve.
 
     \b
     The tables of docs/PERFORMANCE.md come from such runs' JSON, one file per CPU kind, never retyped:
@@ -69,7 +78,17 @@ def bench(archive, concurrency, seconds, out, as_json, markdown_from, into):
         raise click.BadParameter(
             "use numbers separated by commas, e.g. 1,8,32,64", param_hint="--concurrency"
         ) from None
-    result = run.run(archive, levels, seconds, progress=lambda m: click.echo(m, err=True))
+    import importlib.util
+
+    runtimes = [r.strip() for r in (runtime or "torchserve,kserve").split(",") if r.strip()]
+    if runtime is None and importlib.util.find_spec("kserve") is None:
+        runtimes = ["torchserve"]
+    if "torchserve" not in runtimes or not set(runtimes) <= set(C.RUNTIMES):
+        raise click.BadParameter(
+            "torchserve and optionally kserve, e.g. torchserve,kserve (the ceiling is TorchServe's no-op handler)",
+            param_hint="--runtime",
+        )
+    result = run.run(archive, levels, seconds, kserve="kserve" in runtimes, progress=lambda m: click.echo(m, err=True))
     json_path, png_path = report.write(result, out)
     click.echo(json.dumps(result, indent=2) if as_json else report.report(result))
     if not as_json:

@@ -49,6 +49,14 @@ def export_options(f):
             click.option("--memory", "memory_mib", type=click.IntRange(256), help="MiB per pod: overrides the bench."),
             click.option("--min-replicas", type=click.IntRange(0), default=C.MIN_REPLICAS, show_default=True),
             click.option("--max-replicas", type=click.IntRange(1), default=C.MAX_REPLICAS, show_default=True),
+            click.option(
+                "--runtime",
+                type=click.Choice(C.RUNTIMES),
+                default="torchserve",
+                show_default=True,
+                help="torchserve: the kit's TorchServe image. kserve: the kit's kserve image (KServe's ModelServer, "
+                "no Java; Dockerfile targets kserve and kserve-model), REST and gRPC v2.",
+            ),
             click.option("--force", is_flag=True, help="Replace OUT if it exists."),
         ]
     ):
@@ -103,6 +111,7 @@ def kserve(
     memory_mib,
     min_replicas,
     max_replicas,
+    runtime,
     force,
 ):
     """The KServe model storage layout in OUT, and OUT/inferenceservice.yaml.
@@ -110,7 +119,8 @@ def kserve(
     \b
     The InferenceService (serving.kserve.io/v1beta1) uses KServe's TorchServe runtime (modelFormat pytorch)
     with the Open Inference Protocol (protocolVersion v2) and the kit's image, reading the model from
-    --storage-uri:
+    --storage-uri; with --runtime kserve, the kit's kserve image as a custom predictor container (REST and
+    gRPC v2, a RawDeployment), which depends on no ClusterServingRuntime:
       mnist-kit export kserve deploy/kserve --storage-uri gs://my-bucket/mnist
       gsutil cp -r deploy/kserve/config deploy/kserve/model-store gs://my-bucket/mnist/
       kubectl apply -f deploy/kserve/inferenceservice.yaml
@@ -130,6 +140,7 @@ def kserve(
         scale_metric=scale_metric,
         min_replicas=min_replicas,
         max_replicas=max_replicas,
+        runtime=runtime,
         force=force,
     )
     _report_export(result)
@@ -148,7 +159,7 @@ def kserve(
     "checkout's deploy/), as your cluster pulls it. Default: mnist-kit-serving:VERSION-model.",
 )
 @export_options
-def k8s(out, image, model_store, bench_report, name, cpus, memory_mib, min_replicas, max_replicas, force):
+def k8s(out, image, model_store, bench_report, name, cpus, memory_mib, min_replicas, max_replicas, runtime, force):
     """Plain Kubernetes, no KServe: OUT/kubernetes.yaml, and the layout to bake into the image.
 
     \b
@@ -177,9 +188,11 @@ def k8s(out, image, model_store, bench_report, name, cpus, memory_mib, min_repli
         memory_mib=memory_mib,
         min_replicas=min_replicas,
         max_replicas=max_replicas,
+        runtime=runtime,
         force=force,
     )
     _report_export(result)
+    target = "kserve-model" if runtime == "kserve" else "model"
     context = home()
     layout = image_layout(out, context)
     copy = ""
@@ -192,6 +205,6 @@ def k8s(out, image, model_store, bench_report, name, cpus, memory_mib, min_repli
         )
         copy = f"cp -r {out} {context / layout}, "
     click.echo(
-        f"next: {copy}build and push the image with the model (podman build --target model "
+        f"next: {copy}build and push the image with the model (podman build --target {target} "
         f"--build-arg LAYOUT={layout} -t {result.image} {context}), then kubectl apply -f {out}/kubernetes.yaml"
     )

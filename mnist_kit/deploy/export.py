@@ -33,6 +33,10 @@ class Archive:
     response_timeout_s: int
 
 
+# The image tag's suffix per runtime: `mnist-kit-serving:0.1.0` (TorchServe) or `mnist-kit-serving:0.1.0-kserve`.
+RUNTIME_TAGS = {"torchserve": "", "kserve": "-kserve"}
+
+
 def default_image(tag_suffix: str = "") -> str:
     """The kit's serving image, tagged with the kit's version: `mnist-kit-serving:0.1.0` (runtime only) or
     `mnist-kit-serving:0.1.0-model` (the model store and config baked in; Dockerfile target `model`)."""
@@ -110,14 +114,16 @@ def export_kserve(
     scale_metric: str = C.SCALE_METRICS[0],
     min_replicas: int = C.MIN_REPLICAS,
     max_replicas: int = C.MAX_REPLICAS,
+    runtime: str = "torchserve",
     force: bool = False,
 ) -> Export:
     """OUT/config/config.properties, OUT/model-store/*.mar (copies) and OUT/inferenceservice.yaml; upload
-    config/ and model-store/ to `storage_uri`, apply the yaml."""
+    config/ and model-store/ to `storage_uri`, apply the yaml. The kserve runtime serves the default version's
+    archive (NAME.mar), and reads no config.properties."""
     _check_replicas(min_replicas, max_replicas, lowest=0)
     archives = read_archives(model_store)
     pod = resources(bench_report, cpus=cpus, memory_mib=memory_mib, scale_target=scale_target)
-    image = image or default_image()
+    image = image or default_image(RUNTIME_TAGS[runtime])
     isvc = manifests.inference_service(
         name,
         storage_uri,
@@ -126,6 +132,8 @@ def export_kserve(
         min_replicas=min_replicas,
         max_replicas=max_replicas,
         scale_metric=scale_metric,
+        runtime=runtime,
+        archive_name=default_archive(archives).path.name,
     )
     files = _write(
         out,
@@ -148,20 +156,33 @@ def export_k8s(
     memory_mib: int | None = None,
     min_replicas: int = C.MIN_REPLICAS,
     max_replicas: int = C.MAX_REPLICAS,
+    runtime: str = "torchserve",
     force: bool = False,
 ) -> Export:
     """OUT/kubernetes.yaml, and the same layout as export_kserve (config/, model-store/) for building the image
-    with the model baked in (Dockerfile target `model`) or mounting it (compose.yaml)."""
+    with the model baked in (Dockerfile target `model`, or `kserve-model`) or mounting it (compose.yaml)."""
     _check_replicas(min_replicas, max_replicas, lowest=1)
     archives = read_archives(model_store)
     pod = resources(bench_report, cpus=cpus, memory_mib=memory_mib)
-    image = image or default_image("-model")
+    image = image or default_image(RUNTIME_TAGS[runtime] + "-model")
     config_text = _config(archives, pod.cpus)
     documents = manifests.kubernetes_manifests(
-        name, config_text, image, pod=pod, min_replicas=min_replicas, max_replicas=max_replicas
+        name,
+        config_text,
+        image,
+        pod=pod,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        runtime=runtime,
+        archive_name=default_archive(archives).path.name,
     )
     files = _write(out, archives, config_text, extra={"kubernetes.yaml": manifests.dump_yaml(documents)}, force=force)
     return Export(Path(out), files, pod, image)
+
+
+def default_archive(archives: list[Archive]) -> Archive:
+    """The archive /predictions/NAME answers with: NAME.mar, as `mnist-kit archive` writes it without --version."""
+    return next((a for a in archives if a.path.name == f"{a.model_name}.mar"), archives[0])
 
 
 def _config(archives: list[Archive], workers: int) -> str:

@@ -1,5 +1,11 @@
 """The documents a cluster applies: KServe's InferenceService, or plain Kubernetes (ConfigMap, Deployment, Service,
-autoscaler, disruption budget), and YAML as people write it."""
+autoscaler, disruption budget), for either runtime, and YAML as people write it.
+
+The torchserve runtime is TorchServe in the kit's image, started as KServe's TorchServe runtime starts it. The
+kserve runtime is the kit's kserve image (no Java): `python -m mnist_kit.serving.kserve_server` serving REST (http1)
+and gRPC v2 (h2c) from the same /mnt/models layout, as a custom predictor container independent of KServe's
+ClusterServingRuntimes; with two ports its InferenceService runs as a RawDeployment (Knative takes one port).
+"""
 
 from pathlib import Path
 
@@ -18,31 +24,80 @@ def inference_service(
     min_replicas: int = C.MIN_REPLICAS,
     max_replicas: int = C.MAX_REPLICAS,
     scale_metric: str = C.SCALE_METRICS[0],
+    runtime: str = "torchserve",
+    archive_name: str = f"{C.MODEL_NAME}.mar",
 ) -> dict:
     """The InferenceService: KServe's TorchServe runtime (modelFormat pytorch) speaking the Open Inference
-    Protocol, with the kit's image in place of the runtime's stock one (which puts a Python proxy on 8080)."""
+    Protocol, with the kit's image in place of the runtime's stock one (which puts a Python proxy on 8080); or,
+    for the kserve runtime, the kit's kserve container, which KServe's storage initializer fills from
+    STORAGE_URI as it fills a model's."""
+    predictor = {
+        "minReplicas": min_replicas,
+        "maxReplicas": max_replicas,
+        "scaleMetric": scale_metric,
+        "scaleTarget": pod.scale_target,
+    }
+    metadata = {"name": name, "labels": {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "mnist-kit"}}
+    if runtime == "kserve":
+        # A RawDeployment scales with a HorizontalPodAutoscaler, on CPU or memory; Knative's concurrency is not there.
+        if scale_metric not in ("cpu", "memory"):
+            predictor["scaleMetric"], predictor["scaleTarget"] = "cpu", C.HPA_CPU_PERCENT
+        container = kserve_container(serving_image, pod=pod, archive_name=archive_name)
+        predictor["containers"] = [{**container, "env": [{"name": "STORAGE_URI", "value": storage_uri}]}]
+        metadata["annotations"] = {"serving.kserve.io/deploymentMode": "RawDeployment"}
+    else:
+        predictor["model"] = {
+            "modelFormat": {"name": "pytorch"},
+            "protocolVersion": "v2",
+            "storageUri": storage_uri,
+            "image": serving_image,
+            "resources": pod.kubernetes(),
+        }
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
-        "metadata": {
-            "name": name,
-            "labels": {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "mnist-kit"},
-        },
-        "spec": {
-            "predictor": {
-                "minReplicas": min_replicas,
-                "maxReplicas": max_replicas,
-                "scaleMetric": scale_metric,
-                "scaleTarget": pod.scale_target,
-                "model": {
-                    "modelFormat": {"name": "pytorch"},
-                    "protocolVersion": "v2",
-                    "storageUri": storage_uri,
-                    "image": serving_image,
-                    "resources": pod.kubernetes(),
-                },
-            }
-        },
+        "metadata": metadata,
+        "spec": {"predictor": predictor},
+    }
+
+
+SECURITY_CONTEXT = {
+    "runAsNonRoot": True,
+    "runAsUser": C.SERVING_USER,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def kserve_container(serving_image: str, *, pod: Resources, archive_name: str) -> dict:
+    """The kserve runtime's container: the archive from /mnt/models, REST and gRPC on every interface of the pod,
+    one worker per requested core, probes on KServe's v2 health routes."""
+    ready, live = (
+        {"httpGet": {"path": "/v2/health/ready", "port": "http1"}},
+        {"httpGet": {"path": "/v2/health/live", "port": "http1"}},
+    )
+    return {
+        "name": "kserve-container",
+        "image": serving_image,
+        "args": [
+            "python",
+            "-m",
+            "mnist_kit.serving.kserve_server",
+            f"--archive={C.DEPLOY_MODEL_STORE}/{archive_name}",
+            f"--host={C.POD_HOST}",
+            f"--http-port={C.INFERENCE_PORT}",
+            f"--grpc-port={C.KSERVE_GRPC_PORT}",
+            f"--workers={pod.cpus}",
+        ],
+        "ports": [
+            {"name": "http1", "containerPort": C.INFERENCE_PORT, "protocol": "TCP"},
+            {"name": "h2c", "containerPort": C.KSERVE_GRPC_PORT, "protocol": "TCP"},
+        ],
+        "resources": pod.kubernetes(),
+        "startupProbe": {**ready, "periodSeconds": 2, "failureThreshold": 30},
+        "readinessProbe": {**ready, "periodSeconds": 5, "failureThreshold": 2},
+        "livenessProbe": {**live, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
+        "securityContext": SECURITY_CONTEXT,
     }
 
 
@@ -54,10 +109,13 @@ def kubernetes_manifests(
     pod: Resources,
     min_replicas: int = C.MIN_REPLICAS,
     max_replicas: int = C.MAX_REPLICAS,
+    runtime: str = "torchserve",
+    archive_name: str = f"{C.MODEL_NAME}.mar",
 ) -> list[dict]:
     """ConfigMap, Deployment, Service, HorizontalPodAutoscaler and PodDisruptionBudget, in the order
-    `kubectl apply -f` creates them. The image carries the model store (Dockerfile target `model`); the
-    ConfigMap's config.properties is mounted over the image's, so operators tune it without a rebuild."""
+    `kubectl apply -f` creates them. The image carries the model store (Dockerfile target `model`, or
+    `kserve-model` for the kserve runtime); the ConfigMap's config.properties is mounted over the image's, so
+    operators tune TorchServe without a rebuild (the kserve runtime reads none: no ConfigMap)."""
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "mnist-kit"}
     metadata = {"name": name, "labels": labels}
     ping = {"httpGet": {"path": "/ping", "port": "http"}}
@@ -80,21 +138,29 @@ def kubernetes_manifests(
         "startupProbe": {**ping, "periodSeconds": 2, "failureThreshold": 30},
         "readinessProbe": {**ping, "periodSeconds": 5, "failureThreshold": 2},
         "livenessProbe": {**ping, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": C.SERVING_USER,
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": SECURITY_CONTEXT,
         "volumeMounts": [{"name": "config", "mountPath": str(Path(C.DEPLOY_CONFIG).parent), "readOnly": True}],
     }
-    return [
+    volumes = [{"name": "config", "configMap": {"name": f"{name}-config"}}]
+    service_ports = [{"name": "http", "port": C.INFERENCE_PORT, "targetPort": "http"}]
+    metrics_port = C.METRICS_PORT
+    config_map = [
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": f"{name}-config", "labels": labels},
             "data": {Path(C.DEPLOY_CONFIG).name: config_text},
-        },
+        }
+    ]
+    if runtime == "kserve":
+        container = kserve_container(serving_image, pod=pod, archive_name=archive_name)
+        volumes, config_map, metrics_port = [], [], C.INFERENCE_PORT  # its /metrics is on the REST port
+        service_ports = [
+            {"name": "http", "port": C.INFERENCE_PORT, "targetPort": "http1"},
+            {"name": "grpc", "port": C.KSERVE_GRPC_PORT, "targetPort": "h2c", "appProtocol": "kubernetes.io/h2c"},
+        ]
+    return [
+        *config_map,
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -107,7 +173,7 @@ def kubernetes_manifests(
                         "labels": labels,
                         "annotations": {
                             "prometheus.io/scrape": "true",
-                            "prometheus.io/port": str(C.METRICS_PORT),
+                            "prometheus.io/port": str(metrics_port),
                             "prometheus.io/path": "/metrics",
                         },
                     },
@@ -121,7 +187,7 @@ def kubernetes_manifests(
                         },
                         "automountServiceAccountToken": False,
                         "containers": [container],
-                        "volumes": [{"name": "config", "configMap": {"name": f"{name}-config"}}],
+                        "volumes": volumes,
                     },
                 },
             },
@@ -132,8 +198,9 @@ def kubernetes_manifests(
             "metadata": metadata,
             "spec": {
                 "selector": labels,
-                # Inference only: management (8081) listens on the pod's loopback, metrics are scraped per pod.
-                "ports": [{"name": "http", "port": C.INFERENCE_PORT, "targetPort": "http"}],
+                # Inference only: TorchServe's management (8081) listens on the pod's loopback, metrics are scraped
+                # per pod; the kserve runtime's gRPC v2 is inference too.
+                "ports": service_ports,
             },
         },
         {

@@ -1,12 +1,12 @@
 """The kit on KServe's ModelServer (`mnist-kit serve --runtime kserve`): a kserve.Model over the same serving core
 (worker/core.py) and the same .mar that TorchServe serves.
 
-REST predictions (/predictions/NAME, KServe v1 /v1/models/NAME:predict|:explain, Open Inference Protocol v2
-/v2/models/NAME/infer|explain, JSON or binary) reach the core as TorchServe hands them to its handler, through the
-micro-batcher: the answers and the error messages are those of the TorchServe path. They are routes added to
-ModelServer's FastAPI app ahead of its own, which answers the rest: health, model metadata, /metrics. gRPC v2
-(ModelInfer) reaches the model's predict with KServe's InferRequest, turned back into the v2 request the core reads;
-a bad request there is INVALID_ARGUMENT with the same message.
+REST requests (/predictions/NAME and /explanations/NAME as TorchServe has them, KServe v1 /v1/models/NAME:predict
+and :explain, Open Inference Protocol v2 /v2/models/NAME/infer and explain, JSON or binary) reach the core as
+TorchServe hands them to its handler, through the micro-batcher: the answers and the error messages are those of
+the TorchServe path. They are routes added to ModelServer's FastAPI app ahead of its own, which answers the rest:
+health, model metadata, /metrics. gRPC v2 (ModelInfer) reaches the model's predict with KServe's InferRequest, turned
+back into the v2 request the core reads; a bad request there is INVALID_ARGUMENT with the same message.
 """
 
 import json
@@ -143,6 +143,9 @@ def add_routes(app: FastAPI, model: MnistModel) -> None:
     async def predictions(request: Request, name: str, version: str | None = None):
         return await answer(request, name, version)
 
+    async def explanations(request: Request, name: str, version: str | None = None):
+        return await answer(request, name, version, explain=True)
+
     async def v1_predict(request: Request, name: str):
         return await answer(request, name)
 
@@ -158,13 +161,15 @@ def add_routes(app: FastAPI, model: MnistModel) -> None:
     for path, endpoint in (
         ("/predictions/{name}", predictions),
         ("/predictions/{name}/{version}", predictions),
+        ("/explanations/{name}", explanations),
+        ("/explanations/{name}/{version}", explanations),
         ("/v1/models/{name}:predict", v1_predict),
         ("/v1/models/{name}:explain", v1_explain),
         ("/v2/models/{name}/infer", v2_infer),
         ("/v2/models/{name}/versions/{version}/infer", v2_infer),
         ("/v2/models/{name}/explain", v2_explain),
     ):
-        methods = ["POST", "PUT"] if path.startswith("/predictions") else ["POST"]  # curl -T sends PUT
+        methods = ["POST", "PUT"] if path.startswith(("/predictions", "/explanations")) else ["POST"]  # curl -T: PUT
         app.add_api_route(path, endpoint, methods=methods, include_in_schema=False)
 
 
