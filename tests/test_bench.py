@@ -38,6 +38,10 @@ def test_bench_reports_throughput_latency_ratio_cold_start_and_preprocessing(mod
             assert 0 < point["p50_ms"] <= point["p90_ms"] <= point["p99_ms"]
         assert 0 < figures[name]["cold_start_s"] < 120
     assert all(0 < p["ratio_to_ceiling"] < 5 for p in figures["kit"]["sweep"])
+    # scripts/setup.sh installs the kserve extra, so the default run measures the kserve runtime in the same rounds
+    kserve = figures["kserve"]["sweep"]
+    assert [p["concurrency"] for p in kserve] == [1, 4] and all(p["errors"] == 0 and p["req_per_s"] > 0 for p in kserve)
+    assert 0 < figures["kserve"]["cold_start_s"] < 120 and "kserve runtime" in result.output
     v2 = figures["kit_v2"]["sweep"]
     assert [p["concurrency"] for p in v2] == [1, 4] and all(p["errors"] == 0 and p["req_per_s"] > 0 for p in v2)
     assert all(0 < p["ratio_to_raw"] < 5 for p in v2) and "Open Inference Protocol v2" in result.output
@@ -126,6 +130,15 @@ def test_markdown_adds_the_v2_protocol_table_when_the_run_has_one():
     text = markdown({**RESULT, "kit_v2": v2})
     assert "| 32 | 7 000 | 1.50 | 2.25 | 4.00 | 0 | 8 726 | 0.80 |" in text
     assert "Open Inference Protocol" not in markdown(RESULT)
+
+
+def test_markdown_adds_the_kserve_runtimes_table_and_cold_start_when_the_run_has_them():
+    kserve = {"cold_start_s": 2.2, "sweep": [point(1, 500.0), point(32, 5000.0)]}
+    for k in kserve["sweep"]:
+        k["ratio_to_kit"], k["ratio_to_ceiling"] = 0.57, 0.32
+    text = markdown({**RESULT, "kserve": kserve})
+    assert "| 32 | 5 000 | 1.50 | 2.25 | 4.00 | 0 | 0.57 | 0.32 |" in text
+    assert "the kserve runtime, command to the first answer: 2.20 s" in text and "kserve" not in markdown(RESULT)
 
 
 def test_markdown_into_a_file_replaces_only_the_block_of_that_json_file(tmp_path):
