@@ -105,11 +105,22 @@ def serve(args: argparse.Namespace) -> None:
     grpc = LoopbackGRPCServer(args.host, args.grpc_port, server, grace_period=args.grace_period)
     sock = listening_socket(args.host, args.http_port)
 
+    rest_server = uvicorn.Server(rest.config)
+
     async def both():
         grpc_task = asyncio.create_task(grpc.start(max_workers=4))
-        await uvicorn.Server(rest.config).serve(sockets=[sock])  # returns once a stop signal has drained REST
+        await rest_server.serve(sockets=[sock])  # returns once a stop signal has drained REST
         await grpc.stop()
         await grpc_task
+
+    def after_drain(signum, frame):
+        """uvicorn catches the stop signal while it serves and raises it again once it has drained: here, so that
+        gRPC drains too and the process ends normally. Before uvicorn took it (still starting), it ends at once."""
+        if not rest_server.should_exit:
+            raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, after_drain)
 
     asyncio.run(both())
 
