@@ -13,6 +13,7 @@ spreads connections over them), and hands a stop signal on to them.
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -68,6 +69,9 @@ def listening_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    # Inherited by every accepted connection: an answer goes out at once, not after the client's delayed ACK
+    # (40 ms a request on Linux: uvicorn writes headers and body apart).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     sock.listen(2048)
     sock.set_inheritable(True)
@@ -106,6 +110,9 @@ def serve(args: argparse.Namespace) -> None:
     sock = listening_socket(args.host, args.http_port)
 
     rest_server = uvicorn.Server(rest.config)
+    # Everything loaded so far (torch, KServe, pandas, the model: millions of objects) lives as long as the process:
+    # out of the collector's sight, a full collection no longer stalls every request in flight for ~100 ms.
+    gc.freeze()
 
     async def both():
         grpc_task = asyncio.create_task(grpc.start(max_workers=4))
