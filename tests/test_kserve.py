@@ -6,6 +6,8 @@ import base64
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -16,12 +18,14 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
 from click.testing import CliRunner
+from conftest import ROOT
 from PIL import Image
 
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
 from mnist_kit.serving import client, process
 from mnist_kit.serving.kserve_process import PrivateKServe
+from mnist_kit.training import evaluate, mnist
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +77,33 @@ def test_grpc_reads_image_files_as_bytes(grpc_client, digits):
     result = grpc_client.infer("mnist", [images], request_id="grpc-1")
     assert result.as_numpy("predict").tolist() == [1, 2, 3] and result.get_response().id == "grpc-1"
     assert result.as_numpy("probabilities").shape == (3, 10) and result.as_numpy("flags").tolist() == [b""] * 3
+
+
+KSERVE_CLIENT = """
+import asyncio, sys
+import numpy as np
+from kserve import InferenceGRPCClient, InferInput, InferRequest
+
+async def main(address):
+    client = InferenceGRPCClient(address)
+    images = InferInput("images", [1], "BYTES")
+    images.set_data_from_numpy(np.array([open(sys.argv[2], "rb").read()], dtype=object))
+    response = await client.infer(InferRequest(model_name="mnist", infer_inputs=[images]))
+    print({o.name: o.as_numpy().tolist() for o in response.outputs}["predict"])
+    print(await client.is_server_ready(), await client.is_model_ready("mnist"))
+    await client.close()
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_kserves_own_grpc_client_reaches_it(kserve_runtime, digits):
+    """KServe's InferenceGRPCClient, in a process of its own: KServe and tritonclient register the same protobuf
+    names (inference.*), so one Python process cannot import both."""
+    command = [sys.executable, "-c", KSERVE_CLIENT, kserve_runtime.grpc_address, str(digits[7])]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[:2] == ["[7]", "True True"]
 
 
 def test_grpc_reads_a_uint8_tensor(grpc_client, digits):
@@ -228,3 +259,26 @@ def test_v1_predict_answers_base64_instances(kserve_runtime, digits):
     body = json.dumps({"instances": [{"data": base64.b64encode(p.read_bytes()).decode()} for p in digits[:3]]})
     status, answer = post(f"{kserve_runtime.inference_url}/v1/models/mnist:predict", body.encode(), "application/json")
     assert status == 200 and [p["digit"] for p in answer["predictions"]] == [0, 1, 2]
+
+
+def test_both_runtimes_read_the_10000_mnist_test_pngs_alike(trained_server, data_dir):
+    """The default model, the form TorchServe's workers chose forced on the kserve runtime: the same digit and
+    probabilities within 1e-6 on every test image sent as a PNG."""
+    images, _ = mnist.load(data_dir, "test", download=False)
+    form = client.described(trained_server.management_url, C.MODEL_NAME, trained_server.management_token)[1]
+    with PrivateKServe(trained_server.model_store / "mnist.mar", workers=2, serving_form=form["serving_form"]) as ks:
+        served = {
+            name: evaluate.predict_endpoint(url, images)
+            for name, url in (("torchserve", trained_server.inference_url), ("kserve", ks.inference_url))
+        }
+    assert (served["torchserve"].argmax(1) == served["kserve"].argmax(1)).all()
+    assert np.abs(served["torchserve"] - served["kserve"]).max() <= 1e-6
+
+
+def test_the_documented_grpc_example_works_as_pasted(kserve_runtime):
+    text = (ROOT / "docs" / "SERVING.md").read_text()
+    start = text.index("```python\n", text.index("## The kserve runtime")) + len("```python\n")
+    code = text[start : text.index("```\n", start)].replace("127.0.0.1:8081", kserve_runtime.grpc_address)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[7]"
