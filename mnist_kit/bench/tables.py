@@ -40,11 +40,8 @@ def markdown(result: dict) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for k, c in zip(result["kit"]["sweep"], result["ceiling"]["sweep"]):
-        lines.append(
-            f"| {k['concurrency']} | {number(k['req_per_s'])} | {k['p50_ms']:.2f} | {k['p90_ms']:.2f} | "
-            f"{k['p99_ms']:.2f} | {k['errors']} | {number(c['req_per_s'])} | {c['p50_ms']:.2f} | "
-            f"{c['p99_ms']:.2f} | {k['ratio_to_ceiling']:.2f} |"
-        )
+        ceiling = f"{number(c['req_per_s'])} | {c['p50_ms']:.2f} | {c['p99_ms']:.2f}"
+        lines.append(f"{cells(k)} {ceiling} | {k['ratio_to_ceiling']:.2f} |")
     if "kit_v2" in result:  # bench files from before the v2 line have none
         lines += [
             "",
@@ -54,10 +51,7 @@ def markdown(result: dict) -> str:
             "|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for k, v in zip(result["kit"]["sweep"], result["kit_v2"]["sweep"]):
-            lines.append(
-                f"| {v['concurrency']} | {number(v['req_per_s'])} | {v['p50_ms']:.2f} | {v['p90_ms']:.2f} | "
-                f"{v['p99_ms']:.2f} | {v['errors']} | {number(k['req_per_s'])} | {v['ratio_to_raw']:.2f} |"
-            )
+            lines.append(f"{cells(v)} {number(k['req_per_s'])} | {v['ratio_to_raw']:.2f} |")
     if "kserve" in result:  # bench files from before the kserve runtime have none
         lines += [
             "",
@@ -67,10 +61,7 @@ def markdown(result: dict) -> str:
             "|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for v in result["kserve"]["sweep"]:
-            lines.append(
-                f"| {v['concurrency']} | {number(v['req_per_s'])} | {v['p50_ms']:.2f} | {v['p90_ms']:.2f} | "
-                f"{v['p99_ms']:.2f} | {v['errors']} | {v['ratio_to_kit']:.2f} | {v['ratio_to_ceiling']:.2f} |"
-            )
+            lines.append(f"{cells(v)} {v['ratio_to_kit']:.2f} | {v['ratio_to_ceiling']:.2f} |")
     kserve_start = (
         f"; the kserve runtime, command to the first answer: {result['kserve']['cold_start_s']:.2f} s"
         if "kserve" in result
@@ -89,6 +80,14 @@ def markdown(result: dict) -> str:
         line = lone_request_line(result["lone_request"])
         lines += ["", line[0].upper() + line[1:] + "."]
     return "\n".join(lines)
+
+
+def cells(point: dict) -> str:
+    """A sweep point's first cells: concurrency, throughput, latencies, errors."""
+    return (
+        f"| {point['concurrency']} | {number(point['req_per_s'])} | {point['p50_ms']:.2f} | {point['p90_ms']:.2f} | "
+        f"{point['p99_ms']:.2f} | {point['errors']} |"
+    )
 
 
 def decoding(figures: dict) -> str:
