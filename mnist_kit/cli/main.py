@@ -78,13 +78,14 @@ token_option = click.option(
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mnist-kit")
 def cli():
-    """Train an MNIST digit classifier and serve it with TorchServe.
+    """Train an MNIST digit classifier and serve it with TorchServe, or KServe's ModelServer.
 
     \b
     The whole flow:
       mnist-kit train                  # checkpoints/mnist_sd.pt (+ metrics.json: accuracy, seconds)
       mnist-kit archive                # model_store/mnist.mar
       mnist-kit serve                  # checks, then torchserve --start --ts-config config.properties --ncs
+                                       # (--runtime kserve: the same archive on KServe's ModelServer, no Java)
       mnist-kit predict examples/digits/7.png
       mnist-kit stop
       mnist-kit export kserve deploy/kserve --storage-uri gs://BUCKET/mnist   # or: export k8s (a cluster)
