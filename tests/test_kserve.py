@@ -216,14 +216,17 @@ def test_a_stop_answers_the_requests_already_received(model_store, digits):
                 if isinstance(reason, ConnectionRefusedError):
                     return
 
-    with ThreadPoolExecutor(16) as pool:
-        futures = [pool.submit(load) for _ in range(16)]
-        time.sleep(2)
-        os.kill(ks.server.pid, signal.SIGTERM)
-        code = ks.server.wait(timeout=C.KSERVE_GRACE_S + 10)
-        stop.set()
-        for f in futures:
-            f.result(timeout=60)
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            futures = [pool.submit(load) for _ in range(16)]
+            time.sleep(2)
+            os.kill(ks.server.pid, signal.SIGTERM)
+            code = ks.server.wait(timeout=C.KSERVE_GRACE_S + 10)
+            stop.set()
+            for f in futures:
+                f.result(timeout=60)
+    finally:
+        ks.stop()
     assert code == 0 and results.count(200) > 16
     assert set(results) <= {200, "ConnectionRefusedError", "ConnectionResetError", "RemoteDisconnected"}, set(results)
 

@@ -58,7 +58,9 @@ class MnistModel(Model):
     def load(self) -> bool:
         """Unpack the archive as TorchServe would and load it into the core: the same serving form chosen the same
         way (timed on this CPU unless forced)."""
-        folder = self.archive.extract(tempfile.mkdtemp(prefix="mnist-kit-kserve-"))
+        # Removed when the process ends (the object's finalizer), as TorchServe removes a worker's model_dir.
+        self.unpacked = tempfile.TemporaryDirectory(prefix="mnist-kit-kserve-")
+        folder = self.archive.extract(self.unpacked.name)
         forced = self.serving_form or (self.archive.config.get("handler") or {}).get("serving_form")
         self.core = Core(str(folder), self.archive.model, serving_form=forced, publish=publish)
         self.batcher = MicroBatcher(self.core, on_batch=BATCH_SIZE.observe)

@@ -3,6 +3,7 @@ until it answers, stop it (draining), and a private one on free ports for the te
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -94,7 +95,7 @@ class PrivateKServe:
         self.http_port, self.grpc_port = process.free_port(), process.free_port()
         self.inference_url = f"http://{C.HOST}:{self.http_port}"
         self.grpc_address = f"{C.HOST}:{self.grpc_port}"
-        self.workdir = Path(tempfile.mkdtemp(prefix="mnist-kit-kserve-"))
+        self.workdir = Path(tempfile.mkdtemp(prefix="mnist-kit-ks-"))
         self.log = self.workdir / "kserve.out"
         self.env = {**os.environ, "TMPDIR": str(self.workdir), **(env or {})}
         self.server = None
@@ -119,9 +120,11 @@ class PrivateKServe:
         return self.log.read_text(errors="replace").count(text) if self.log.is_file() else 0
 
     def stop(self) -> None:
+        """Stop the server (draining) and remove its folder: nothing outlives the caller."""
         if self.server and self.server.poll() is None:
             process.stop_pid(self.server.pid, timeout=C.KSERVE_GRACE_S + 10)
             self.server.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> "PrivateKServe":
         return self.start()
