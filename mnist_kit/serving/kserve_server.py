@@ -106,7 +106,7 @@ def serve(args: argparse.Namespace) -> None:
     # A log line per request costs more than a 28×28 PNG's preprocessing: errors are still logged.
     logging.getLogger("kserve.trace").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    grpc = LoopbackGRPCServer(args.host, args.grpc_port, server, grace_period=args.grace_period)
+    grpc = AddressedGRPCServer(args.host, args.grpc_port, server, grace_period=args.grace_period)
     sock = listening_socket(args.host, args.http_port)
 
     rest_server = uvicorn.Server(rest.config)
@@ -132,7 +132,7 @@ def serve(args: argparse.Namespace) -> None:
     asyncio.run(both())
 
 
-class LoopbackGRPCServer:
+class AddressedGRPCServer:
     """KServe's gRPC v2 service (its servicer and interceptors) on the kit's address, where 0.21's GRPCServer binds
     every interface ([::])."""
 
