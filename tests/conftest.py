@@ -15,6 +15,7 @@ import pytest
 from harness import TorchServe
 
 from mnist_kit.packaging import archive
+from mnist_kit.serving.kserve_process import PrivateKServe
 from mnist_kit.training import mnist, variants
 from mnist_kit.training.fit import fit
 
@@ -114,6 +115,13 @@ def server(model_store):
     stopped at the end of the session, even on failure."""
     with TorchServe(model_store) as ts:
         yield ts
+
+
+@pytest.fixture(scope="session")
+def kserve_runtime(model_store):
+    """The kit's kserve runtime serving the same archive as `server`, shared like it."""
+    with PrivateKServe(model_store / "mnist.mar") as ks:
+        yield ks
 
 
 @pytest.fixture(scope="session")

@@ -29,12 +29,6 @@ from mnist_kit.training import evaluate, mnist
 
 
 @pytest.fixture(scope="module")
-def kserve_runtime(model_store):
-    with PrivateKServe(model_store / "mnist.mar") as ks:
-        yield ks
-
-
-@pytest.fixture(scope="module")
 def grpc_client(kserve_runtime):
     return triton_grpc.InferenceServerClient(kserve_runtime.grpc_address)
 

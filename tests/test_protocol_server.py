@@ -24,16 +24,8 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from mnist_kit import constants as C
-from mnist_kit.serving.kserve_process import PrivateKServe
 
 CONCURRENT = 32
-
-
-@pytest.fixture(scope="module")
-def kserve_runtime(model_store):
-    """The kit's kserve runtime serving the same archive as the shared TorchServe."""
-    with PrivateKServe(model_store / "mnist.mar") as ks:
-        yield ks
 
 
 @pytest.fixture(
@@ -48,8 +40,7 @@ def served(request, server, model_store):
         yield server
         return
     if request.param == "kserve-runtime":
-        with PrivateKServe(model_store / "mnist.mar") as ks:
-            yield ks
+        yield request.getfixturevalue("kserve_runtime")
         return
     env = {"TS_SERVICE_ENVELOPE": request.param}
     with TorchServe(model_store, env=env, properties={"enable_envvars_config": "true"}) as ts:

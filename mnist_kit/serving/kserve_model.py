@@ -23,8 +23,10 @@ from prometheus_client import Counter, Gauge, Histogram
 from mnist_kit import constants as C
 from mnist_kit.packaging import mar
 from mnist_kit.serving.batcher import MicroBatcher
+from mnist_kit.worker import protocols
 from mnist_kit.worker.core import Core, Reply, error_reply
 from mnist_kit.worker.preprocess import InputError
+from mnist_kit.worker.requests import media_type
 
 # The core's own metrics (worker/metrics.py), as TorchServe publishes them, on ModelServer's /metrics.
 COUNTERS = {
@@ -120,7 +122,7 @@ def v2_row(request: InferRequest) -> tuple[dict, dict]:
     if not binary:
         return {"body": document}, {}
     head = json.dumps(document).encode()
-    return {"body": head + binary}, {"inference-header-content-length": str(len(head))}
+    return {"body": head + binary}, {protocols.BINARY_HEADER: str(len(head))}
 
 
 def add_routes(app: FastAPI, model: MnistModel) -> None:
@@ -136,8 +138,7 @@ def add_routes(app: FastAPI, model: MnistModel) -> None:
         row, headers = await torchserve_row(request)
         if explain:
             headers["explain"] = "True"  # as TorchServe's frontend marks explanations
-            batch = await model.batcher.run(model.core.decode, [row], [headers])
-            (reply,) = await model.batcher.run(model.core.explain, batch)
+            (reply,) = await model.batcher.run(lambda: model.core.explain(model.core.decode([row], [headers])))
         else:
             reply = await model.batcher.submit(row, headers)
         return reply_response(reply)
@@ -179,7 +180,7 @@ async def torchserve_row(request: Request) -> tuple[dict, dict]:
     """A request as TorchServe's worker hands it to a handler: JSON sent as application/json parsed, multipart fields
     by name with their own content types, else the raw body; and the headers."""
     headers = dict(request.headers)
-    kind = headers.get("content-type", "").split(";")[0].strip().lower()
+    kind = media_type(headers.get("content-type"))
     if kind == "multipart/form-data":
         form = await request.form()
         row = {}

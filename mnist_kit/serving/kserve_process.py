@@ -17,8 +17,8 @@ from mnist_kit.serving.process import ServerError
 
 
 def pid_file_path(tmp_dir=None) -> Path:
-    """Beside TorchServe's own PID file: in the temp dir this user's processes see."""
-    return Path(tmp_dir or os.environ.get("TMPDIR") or tempfile.gettempdir()) / ".mnist-kit-kserve.pid"
+    """Beside TorchServe's own PID file."""
+    return process.pid_file_path(tmp_dir, ".mnist-kit-kserve.pid")
 
 
 def command(

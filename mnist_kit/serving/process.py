@@ -111,9 +111,10 @@ def is_unencrypted_rsa_key(pem: str) -> bool:
         return False
 
 
-def pid_file_path(tmp_dir=None) -> Path:
-    """Where the torchserve launcher keeps its PID file: the temp dir it sees ($TMPDIR, else /tmp)."""
-    return Path(tmp_dir or os.environ.get("TMPDIR") or tempfile.gettempdir()) / ".model_server.pid"
+def pid_file_path(tmp_dir=None, name: str = ".model_server.pid") -> Path:
+    """Where a server started from here keeps its PID file, by default the torchserve launcher's: the temp dir it
+    sees ($TMPDIR, else /tmp)."""
+    return Path(tmp_dir or os.environ.get("TMPDIR") or tempfile.gettempdir()) / name
 
 
 def live_pid(pid_file: Path) -> int | None:
