@@ -68,7 +68,11 @@ def serve(runtime, ts_config, archive, http_port, grpc_port, workers, wait):
         argv = kserve_process.command(archive, http_port=http_port, grpc_port=grpc_port, workers=workers)
         server = kserve_process.launch(argv, root / C.LOGS / "kserve.out")
         url = f"http://{C.HOST}:{http_port}"
-        kserve_process.wait_ready(url, wait, root / C.LOGS / "kserve.out", alive=lambda: server.poll() is None)
+        try:
+            kserve_process.wait_ready(url, wait, root / C.LOGS / "kserve.out", alive=lambda: server.poll() is None)
+        except BaseException:  # not ready in time, or interrupted: nothing is left running
+            kserve_process.stop()
+            raise
         click.echo(
             f"KServe ModelServer ready: REST {url} (/predictions, v1, v2, /metrics), gRPC v2 {C.HOST}:{grpc_port}, "
             f"{workers} worker(s); stop it with `mnist-kit stop`"
