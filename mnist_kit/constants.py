@@ -53,6 +53,8 @@ KSERVE_GRPC_PORT = 8081
 KSERVE_GRACE_S = 30
 MANAGEMENT_URL = f"http://{HOST}:{MANAGEMENT_PORT}"
 KEY_FILE = "key_file.json"
+# The inference token: what the clients send, and what the kserve runtime's production profile checks when set.
+TOKEN_ENV = "MNIST_KIT_TOKEN"
 
 # The image formats the kit reads, by Pillow's name: the content type the client sends each with, and the first bytes
 # that tell it (WebP's are "RIFF", 4 bytes of size, then "WEBP"; MPO is a multi-picture JPEG, told apart by Pillow).

@@ -83,7 +83,7 @@ def test_each_failure_gets_a_plain_message():
     reader = Reader("http://127.0.0.1:1", "mnist")
     refused = client.ClientError("cannot reach TorchServe at http://127.0.0.1:1: [Errno 111] Connection refused")
     assert reader.failure(refused)[0] == 502
-    assert reader.failure(refused)[1].startswith("TorchServe is not running at http://127.0.0.1:1 (cannot connect).")
+    assert reader.failure(refused)[1].startswith("No server is running at http://127.0.0.1:1 (cannot connect).")
     unreadable = client.ClientError("key_file.json is not a TorchServe key file")
     assert reader.failure(unreadable) == (500, "key_file.json is not a TorchServe key file")
     assert "has no model 'mnist' loaded" in reader.failure(client.ClientError("x", 404, "Model not found: mnist"))[1]
@@ -91,4 +91,4 @@ def test_each_failure_gets_a_plain_message():
         400,
         "blank image: no digit found",
     )
-    assert reader.failure(client.ClientError("x", 507, "worker died")) == (507, "TorchServe answered 507: worker died")
+    assert reader.failure(client.ClientError("x", 507, "worker died")) == (507, "The server answered 507: worker died")

@@ -79,7 +79,7 @@ def test_esc_clears_and_ctrl_z_undoes(window):
     seven = next(w for w in every_shape() if w.label == 7 and len(w.strokes) == 2)
     draw(pad, seven)
     assert shown_digit(pad) == ""
-    assert pad.message.text().startswith(f"TorchServe is not running at {nowhere}")
+    assert pad.message.text().startswith(f"No server is running at {nowhere}")
     QTest.keyClick(pad, Qt.Key_Z, Qt.ControlModifier)
     assert len(pad.canvas.drawing.strokes) == 1
     QTest.keyClick(pad, Qt.Key_Escape)
@@ -99,7 +99,7 @@ def test_the_pad_reads_a_digit_of_each_kind_drawn_with_the_mouse(window, trained
         draw(pad, written)
         read[digit] = shown_digit(pad)
     assert read == {d: str(d) for d in range(10)}
-    assert pad.answered.text().startswith(f"Answered by TorchServe at {trained_server.inference_url}")
+    assert pad.answered.text().startswith(f"Answered by the server at {trained_server.inference_url}")
     assert pad.seen.pixmap() is not None and not pad.seen.pixmap().isNull()
 
 

@@ -121,7 +121,7 @@ def test_the_page_names_the_server_model_and_version_that_answered(open_page, ti
     page.get_by_test_id("file").set_input_files(DIGITS[7])
     assert shown_digit(page) == "7"
     answered = page.get_by_test_id("answered").text_content()
-    assert f"TorchServe at {server.inference_url}, model mnist version {C.MODEL_VERSION}" in answered
+    assert f"the server at {server.inference_url}, model mnist version {C.MODEL_VERSION}" in answered
     assert " ms round trip" in answered
 
 
@@ -196,7 +196,7 @@ def test_a_stopped_torchserve_gets_a_plain_message(open_page):
         draw(page, every_shape()[0])
         assert shown_digit(page) == ""
         expect(page.get_by_test_id("message")).to_have_text(
-            f"TorchServe is not running at {nowhere} (cannot connect). Start it with `mnist-kit serve`, "
+            f"No server is running at {nowhere} (cannot connect). Start it with `mnist-kit serve`, "
             "or point the pad at another server with --url."
         )
 
@@ -207,7 +207,7 @@ def test_a_model_that_is_not_loaded_gets_a_plain_message(open_page, server):
         page.get_by_test_id("file").set_input_files(DIGITS[1])
         assert shown_digit(page) == ""
         expect(page.get_by_test_id("message")).to_contain_text(
-            f"TorchServe at {server.inference_url} has no model 'digits' loaded (Model not found: digits)"
+            f"The server at {server.inference_url} has no model 'digits' loaded (Model not found: digits)"
         )
 
 

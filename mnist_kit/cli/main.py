@@ -69,7 +69,7 @@ def data_dir_option(purpose: str):
 
 token_option = click.option(
     "--token",
-    envvar="MNIST_KIT_TOKEN",
+    envvar=C.TOKEN_ENV,
     default=None,
     help=f"Inference token when token auth is on. Default: $MNIST_KIT_TOKEN, else {C.KEY_FILE} in the kit's home.",
 )

@@ -23,11 +23,19 @@ from mnist_kit.serving import client, config, kserve_process, management, proces
     "ModelServer (maintained; needs the kserve extra) serving the same archive: REST on --http-port, gRPC v2 on "
     "--grpc-port.",
 )
+@click.option(
+    "--profile",
+    type=click.Choice(["local", "production"]),
+    default="local",
+    show_default=True,
+    help="local: loopback only, no tokens. production: inference on every interface, every request needs the "
+    f"token (its key in {C.KEY_FILE} in the kit's home); TorchServe reads it from config.production.properties.",
+)
 @path_option(
     "--ts-config",
-    default=C.TS_CONFIG,
+    default=None,
     dir_okay=False,
-    help="TorchServe configuration; config.production.properties turns tokens on.",
+    help=f"TorchServe configuration, instead of the profile's ({C.TS_CONFIG} or config.production.properties).",
 )
 @path_option(
     "--archive",
@@ -53,19 +61,35 @@ from mnist_kit.serving import client, config, kserve_process, management, proces
     show_default=True,
     help="Seconds to wait for every model to have a ready worker.",
 )
-def serve(runtime, ts_config, archive, http_port, grpc_port, workers, wait):
+def serve(runtime, profile, ts_config, archive, http_port, grpc_port, workers, wait):
     """Start a server in the background, after checking what usually makes it fail.
 
     Says plainly when the model store has no archive (train and archive first), when a server is already
     running, or when a port is taken; then starts `torchserve --start --ts-config TS_CONFIG --ncs` in the kit's
-    home, or with --runtime kserve KServe's ModelServer on 127.0.0.1 (its output in logs/kserve.out), and waits
-    until the model answers. Stop either with `mnist-kit stop`.
+    home, or with --runtime kserve KServe's ModelServer (its output in logs/kserve.out), and waits until the
+    model answers. Stop either with `mnist-kit stop`.
+
+    \b
+      mnist-kit serve                                   # TorchServe on 127.0.0.1:8080
+      mnist-kit serve --runtime kserve                  # KServe's ModelServer: REST :8080, gRPC :8081
+      mnist-kit serve --runtime kserve --profile production
     """
     root = home()
     if runtime == "kserve":
+        if ts_config:
+            raise click.UsageError("--ts-config configures TorchServe; the kserve runtime takes --profile")
+        production = profile == "production"
+        host = C.POD_HOST if production else C.HOST
         ports = {"http-port": http_port, "grpc-port": grpc_port}
-        kserve_process.preflight(archive, host=C.HOST, ports=ports)
-        argv = kserve_process.command(archive, http_port=http_port, grpc_port=grpc_port, workers=workers)
+        kserve_process.preflight(archive, host=host, ports=ports)
+        argv = kserve_process.command(
+            archive,
+            host=host,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            workers=workers,
+            key_file=key_file() if production else None,
+        )
         server = kserve_process.launch(argv, root / C.LOGS / "kserve.out")
         url = f"http://{C.HOST}:{http_port}"
         try:
@@ -73,14 +97,17 @@ def serve(runtime, ts_config, archive, http_port, grpc_port, workers, wait):
         except BaseException:  # not ready in time, or interrupted: nothing is left running
             kserve_process.stop()
             raise
+        tokens = f"; every request needs the token in {key_file()}" if production else ""
         click.echo(
-            f"KServe ModelServer ready: REST {url} (/predictions, v1, v2, /metrics), gRPC v2 {C.HOST}:{grpc_port}, "
-            f"{workers} worker(s); stop it with `mnist-kit stop`"
+            f"KServe ModelServer ready: REST http://{host}:{http_port} (/predictions, v1, v2, /metrics), gRPC v2 "
+            f"{host}:{grpc_port}, {workers} worker(s){tokens}; stop it with `mnist-kit stop`"
         )
         return
-    config = ts_config.resolve()
-    props = process.preflight(config, cwd=root)
-    process.launch(config, root / C.LOGS / "torchserve.out", cwd=root)
+    if ts_config and profile != "local":
+        raise click.UsageError("give --profile or --ts-config, not both: the profile names a TorchServe config")
+    ts_config = (ts_config or root / config.ROOT_FILES[profile]).resolve()
+    props = process.preflight(ts_config, cwd=root)
+    process.launch(ts_config, root / C.LOGS / "torchserve.out", cwd=root)
     management = props.get("management_address", C.MANAGEMENT_URL)
     process.wait_ready(
         management, wait, root / C.LOGS / "ts_log.log", token=lambda: client.read_token(key_file(), api="management")
@@ -128,7 +155,7 @@ def stop():
 @click.option("--model", default=C.MODEL_NAME, show_default=True, help="Model name, or NAME/VERSION.")
 @click.option(
     "--token",
-    envvar="MNIST_KIT_TOKEN",
+    envvar=C.TOKEN_ENV,
     default=None,
     help="Inference token when token authorization is on. Default: $MNIST_KIT_TOKEN, else read from --key-file.",
 )

@@ -5,6 +5,7 @@ with a 500, so every request here names its content type. HTTPS servers are veri
 certificate authorities, or the one in `cacert` (a self-signed certificate, a private CA).
 """
 
+import http.client
 import json
 import ssl
 import time
@@ -124,6 +125,14 @@ def request(
             raise ClientError(f"{url}: {detail}", detail=detail, retryable=False) from None
         raise ClientError(
             f"cannot reach TorchServe at {url}: {reason}. Is it running? (start it with `mnist-kit serve`)",
+            server_wide=True,
+        ) from None
+    except http.client.HTTPException as e:  # something listens, but it does not speak HTTP/1.1
+        raise ClientError(
+            f"{url}: the server there does not answer HTTP/1.1 ({type(e).__name__}): a gRPC port? (the kserve "
+            f"runtime's gRPC v2 is on {C.KSERVE_GRPC_PORT}, its REST API, management reads included, on "
+            f"{C.INFERENCE_PORT})",
+            retryable=False,
             server_wide=True,
         ) from None
 

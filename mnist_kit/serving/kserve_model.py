@@ -5,11 +5,14 @@ REST requests (/predictions/NAME and /explanations/NAME as TorchServe has them, 
 and :explain, Open Inference Protocol v2 /v2/models/NAME/infer and explain, JSON or binary) reach the core as
 TorchServe hands them to its handler, through the micro-batcher: the answers and the error messages are those of
 the TorchServe path. They are routes added to ModelServer's FastAPI app ahead of its own, which answers the rest:
-health, model metadata, /metrics. gRPC v2 (ModelInfer) reaches the model's predict with KServe's InferRequest, turned
-back into the v2 request the core reads; a bad request there is INVALID_ARGUMENT with the same message.
+health, model metadata, /metrics. TorchServe's management reads (GET /models, /models/NAME) answer on the same port,
+read-only, so `mnist-kit models list|describe` work against either runtime. gRPC v2 (ModelInfer) reaches the
+model's predict with KServe's InferRequest, turned back into the v2 request the core reads; a bad request there is
+INVALID_ARGUMENT with the same message.
 """
 
 import json
+import os
 import struct
 import tempfile
 
@@ -131,10 +134,7 @@ def add_routes(app: FastAPI, model: MnistModel) -> None:
 
     async def answer(request: Request, name: str, version: str | None = None, *, explain: bool = False) -> Response:
         if name != model.name or version not in (None, model.version):
-            which = f"{name}/{version}" if version else name
-            return reply_response(
-                error_reply(InputError(f"model {which} not found: this server serves {model.name}", 404))
-            )
+            return reply_response(not_found(model, f"{name}/{version}" if version else name))
         row, headers = await torchserve_row(request)
         if explain:
             headers["explain"] = "True"  # as TorchServe's frontend marks explanations
@@ -161,6 +161,12 @@ def add_routes(app: FastAPI, model: MnistModel) -> None:
     async def v2_explain(request: Request, name: str):
         return await answer(request, name, explain=True)
 
+    async def ping():
+        healthy = model.ready
+        status = {"status": "Healthy" if healthy else "Unhealthy"}
+        return Response(json.dumps(status), status_code=200 if healthy else 503, media_type="application/json")
+
+    app.add_api_route("/ping", ping, methods=["GET"], include_in_schema=False)  # TorchServe's health check
     for path, endpoint in (
         ("/predictions/{name}", predictions),
         ("/predictions/{name}/{version}", predictions),
@@ -174,6 +180,47 @@ def add_routes(app: FastAPI, model: MnistModel) -> None:
     ):
         methods = ["POST", "PUT"] if path.startswith(("/predictions", "/explanations")) else ["POST"]  # curl -T: PUT
         app.add_api_route(path, endpoint, methods=methods, include_in_schema=False)
+
+
+def add_management_routes(app: FastAPI, model: MnistModel, *, workers: int) -> None:
+    """TorchServe's management reads, for `mnist-kit models list|describe`; the operations that change what is
+    served get 405 and the reason: this runtime serves the archive it was started with."""
+
+    def description(request: Request, name: str, version: str | None = None) -> Response:
+        if name != model.name or version not in (None, "all", model.version):
+            return reply_response(not_found(model, name))
+        entry = {
+            "modelName": model.name,
+            "modelVersion": model.version,
+            "modelUrl": model.archive.path.name,
+            "runtime": "kserve",
+            "minWorkers": workers,
+            "maxWorkers": workers,
+            "batchSize": C.BATCH_SIZE,
+            "maxBatchDelay": 0,  # the micro-batcher never waits: it batches what arrived during a forward pass
+            "workers": [{"id": "answering", "pid": os.getpid(), "status": "READY"}],
+        }
+        if request.query_params.get("customized") == "true":
+            entry["customizedMetadata"] = model.core.describe()
+        return Response(json.dumps([entry]), media_type="application/json")
+
+    def listing() -> Response:
+        models = [{"modelName": model.name, "modelUrl": model.archive.path.name}]
+        return Response(json.dumps({"models": models}), media_type="application/json")
+
+    def refused() -> Response:
+        message = (
+            "the kserve runtime serves the one archive it was started with: to serve another version or scale it, "
+            "start a server with that archive or those --workers, then stop this one"
+        )
+        return reply_response(error_reply(InputError(message, 405)))
+
+    app.add_api_route("/models", listing, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/models", refused, methods=["POST"], include_in_schema=False)
+    for path in ("/models/{name}", "/models/{name}/{version}"):
+        app.add_api_route(path, description, methods=["GET"], include_in_schema=False)
+        app.add_api_route(path, refused, methods=["PUT", "DELETE"], include_in_schema=False)
+    app.add_api_route("/models/{name}/{version}/set-default", refused, methods=["PUT"], include_in_schema=False)
 
 
 async def torchserve_row(request: Request) -> tuple[dict, dict]:
@@ -198,6 +245,10 @@ async def torchserve_row(request: Request) -> tuple[dict, dict]:
         except ValueError:
             pass  # as TorchServe: the bytes go on, and the core says what is wrong with them
     return {"body": body}, headers
+
+
+def not_found(model: MnistModel, which: str) -> Reply:
+    return error_reply(InputError(f"model {which} not found: this server serves {model.name}", 404))
 
 
 def reply_response(reply: Reply) -> Response:

@@ -29,10 +29,13 @@ def command(
     grpc_port: int = C.KSERVE_GRPC_PORT,
     workers: int = 1,
     serving_form: str | None = None,
+    key_file=None,
 ) -> list[str]:
+    """The server's command line; with a key_file, token checking on (the production profile)."""
     line = [sys.executable, "-m", "mnist_kit.serving.kserve_server", "--archive", str(archive), "--host", host]
     line += ["--http-port", str(http_port), "--grpc-port", str(grpc_port), "--workers", str(workers)]
-    return line + (["--serving-form", serving_form] if serving_form else [])
+    line += ["--serving-form", serving_form] if serving_form else []
+    return line + (["--token-auth", "--key-file", str(key_file)] if key_file else [])
 
 
 def preflight(archive, *, host: str, ports: dict[str, int], tmp_dir=None) -> None:

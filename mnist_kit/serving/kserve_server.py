@@ -22,6 +22,7 @@ import subprocess
 import sys
 
 from mnist_kit import constants as C
+from mnist_kit.serving import kserve_auth
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -33,12 +34,21 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1, help="Worker processes, each one intra-op thread.")
     parser.add_argument("--serving-form", default=None, help="Serve this form whatever the timings.")
     parser.add_argument("--grace-period", type=int, default=C.KSERVE_GRACE_S, help="Seconds a stop drains.")
+    parser.add_argument(
+        "--token-auth",
+        action="store_true",
+        help=f"Every request but health checks needs 'Authorization: Bearer KEY': ${C.TOKEN_ENV}, else a new key "
+        "written to --key-file.",
+    )
+    parser.add_argument("--key-file", default=C.KEY_FILE, help="Where a new key is written (TorchServe's layout).")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse(argv)
+    if args.token_auth:  # one key for every worker: they inherit it
+        os.environ[C.TOKEN_ENV] = kserve_auth.key(args.key_file)
     if args.workers > 1 and not args.worker:
         return supervise(args, sys.argv[1:] if argv is None else list(argv))
     serve(args)
@@ -85,7 +95,7 @@ def serve(args: argparse.Namespace) -> None:
     from kserve import ModelServer
     from kserve.protocol.rest.server import RESTServer
 
-    from mnist_kit.serving.kserve_model import MnistModel, add_routes
+    from mnist_kit.serving.kserve_model import MnistModel, add_management_routes, add_routes
 
     model = MnistModel(args.archive, serving_form=args.serving_form)
     model.load()
@@ -94,6 +104,10 @@ def serve(args: argparse.Namespace) -> None:
     from kserve.model_server import app
 
     add_routes(app, model)  # before RESTServer adds ModelServer's own routes: the kit's answer first
+    add_management_routes(app, model, workers=args.workers)
+    token = os.environ[C.TOKEN_ENV] if args.token_auth else None
+    if token:
+        app.add_middleware(kserve_auth.RequireToken, token=token)
     rest = RESTServer(
         "kserve.model_server:app",
         server.dataplane,
@@ -106,7 +120,7 @@ def serve(args: argparse.Namespace) -> None:
     # A log line per request costs more than a 28×28 PNG's preprocessing: errors are still logged.
     logging.getLogger("kserve.trace").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    grpc = AddressedGRPCServer(args.host, args.grpc_port, server, grace_period=args.grace_period)
+    grpc = AddressedGRPCServer(args.host, args.grpc_port, server, grace_period=args.grace_period, token=token)
     sock = listening_socket(args.host, args.http_port)
 
     rest_server = uvicorn.Server(rest.config)
@@ -134,11 +148,11 @@ def serve(args: argparse.Namespace) -> None:
 
 class AddressedGRPCServer:
     """KServe's gRPC v2 service (its servicer and interceptors) on the kit's address, where 0.21's GRPCServer binds
-    every interface ([::])."""
+    every interface ([::]); with a token, a call without it is refused first."""
 
-    def __init__(self, host: str, port: int, server, *, grace_period: int):
+    def __init__(self, host: str, port: int, server, *, grace_period: int, token: str | None = None):
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.server, self.grace_period, self.grpc = server, grace_period, None
+        self.server, self.grace_period, self.token, self.grpc = server, grace_period, token, None
 
     async def start(self, max_workers: int) -> None:
         from concurrent import futures
@@ -148,9 +162,12 @@ class AddressedGRPCServer:
         from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
         from kserve.protocol.grpc.servicer import InferenceServicer
 
+        interceptors = (LoggingInterceptor(), ExceptionToStatusInterceptor())
+        if self.token:
+            interceptors = (kserve_auth.grpc_interceptor(self.token), *interceptors)
         self.grpc = aio.server(
             futures.ThreadPoolExecutor(max_workers=max_workers),
-            interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()),
+            interceptors=interceptors,
             options=[("grpc.max_receive_message_length", C.MAX_REQUEST_BYTES)],
         )
         servicer = InferenceServicer(self.server.dataplane, self.server.model_repository_extension)

@@ -199,7 +199,7 @@ class PadWindow(QWidget):
             self.set_seen(answer.pixels)
             version = f"version {answer.version}" if answer.version else "version unknown"
             self.answered.setText(
-                f"Answered by TorchServe at {answer.server}, model {answer.model} {version}, in {answer.ms:.0f} ms."
+                f"Answered by the server at {answer.server}, model {answer.model} {version}, in {answer.ms:.0f} ms."
             )
         else:
             self.show_nothing(answer, error=True)

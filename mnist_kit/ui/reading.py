@@ -73,16 +73,19 @@ class Reader:
         return client.explain(data, url=self.url, model=self.model, token=self.token())
 
     def version(self) -> str | None:
-        """The version that answers /predictions/MODEL: the one named in MODEL (NAME/VERSION), else the default."""
+        """The version that answers /predictions/MODEL: the one named in MODEL (NAME/VERSION), else the default as
+        the management API says (TorchServe's), or the inference port's read-only copy of it (the kserve runtime's).
+        """
         name, _, version = self.model.partition("/")
         if version:
             return version
-        try:
-            url = f"{self.management_url}/models/{name}"
-            described = json.loads(client.request(url, token=self.management_token(), timeout=2))
-            return described[0]["modelVersion"]
-        except (client.ClientError, ValueError, LookupError, TypeError):
-            return None
+        for url in (self.management_url, self.url):
+            try:
+                described = json.loads(client.request(f"{url}/models/{name}", token=self.management_token(), timeout=2))
+                return described[0]["modelVersion"]
+            except (client.ClientError, ValueError, LookupError, TypeError):
+                continue
+        return None
 
     def failure(self, error: client.ClientError) -> tuple[int, str]:
         """The HTTP status and the plain message a pad shows for a request TorchServe did not answer."""
@@ -90,19 +93,19 @@ class Reader:
             return 500, str(error)  # ours, not the connection's: an unreadable key file
         if error.status is None:
             return 502, (
-                f"TorchServe is not running at {self.url} (cannot connect). Start it with `mnist-kit serve`, "
+                f"No server is running at {self.url} (cannot connect). Start it with `mnist-kit serve`, "
                 "or point the pad at another server with --url."
             )
         if error.status == 404:
             return 404, (
-                f"TorchServe at {self.url} has no model {self.model!r} loaded ({error.detail}). Archive it and "
-                "start TorchServe with it (`mnist-kit archive`, then `mnist-kit serve`), or pass --model."
+                f"The server at {self.url} has no model {self.model!r} loaded ({error.detail}). Archive it and "
+                "serve it (`mnist-kit archive`, then `mnist-kit serve`), or pass --model."
             )
         if error.status in (401, 403):
             return error.status, str(error)
         if 400 <= error.status < 500:
             return error.status, error.detail  # the handler's own words: "blank image: no digit found", ...
-        return error.status, f"TorchServe answered {error.status}: {error.detail}"
+        return error.status, f"The server answered {error.status}: {error.detail}"
 
     def status(self) -> dict:
         """Whether TorchServe answers, and which model and version the page will be talking to."""

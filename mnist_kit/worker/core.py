@@ -23,6 +23,8 @@ from mnist_model import from_state_dict
 # The error type named beside each status, in TorchServe's words (its frontend's own exceptions).
 ERROR_TYPES = {
     400: "BadRequestException",
+    404: "ModelNotFoundException",
+    405: "MethodNotAllowedException",
     413: "RequestEntityTooLargeException",
     415: "UnsupportedMediaTypeException",
     422: "UnprocessableEntityException",

@@ -265,8 +265,8 @@ function showReading(reading, ms, revision) {
   say(reading.verdict, reading.flags.length ? "warn" : "");
   const version = reading.version ? `version ${reading.version}` : "version unknown (management API not reachable)";
   $("answered").textContent =
-    `Answered by TorchServe at ${reading.server}, model ${reading.model} ${version}; ` +
-    `${Math.round(ms)} ms round trip from this page (${Math.round(reading.ms)} ms from its server to TorchServe).`;
+    `Answered by the server at ${reading.server}, model ${reading.model} ${version}; ` +
+    `${Math.round(ms)} ms round trip from this page (${Math.round(reading.ms)} ms from its server to the model server).`;
   answered(revision);
 }
 
@@ -335,9 +335,9 @@ async function status() {
     const answer = await response.json();
     if (answer.running) {
       const version = answer.version ? ` version ${answer.version}` : "";
-      $("server").textContent = `TorchServe at ${answer.server} (${answer.health}), model ${answer.model}${version}.`;
+      $("server").textContent = `Server at ${answer.server} (${answer.health}), model ${answer.model}${version}.`;
     } else {
-      $("server").textContent = `TorchServe at ${answer.server} is not answering.`;
+      $("server").textContent = `Server at ${answer.server} is not answering.`;
       say(`TorchServe is not running at ${answer.server}. Start it with \`mnist-kit serve\`, then draw.`, "error");
     }
   } catch {
