@@ -27,15 +27,20 @@ RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu 
 # KServe's runtime runs the container as user 1000; so does this image, with a home for TorchServe's logs.
 RUN useradd --uid 1000 --create-home --home-dir /home/model-server model-server \
     && mkdir -p /mnt/models/model-store /mnt/models/config
-COPY --chmod=755 docker/entrypoint.sh /usr/local/bin/mnist-kit-entrypoint
+# The entrypoint (standard library only): a stop signal drains MNIST_KIT_DRAIN_SECONDS (readiness 503 on 8083, requests
+# served as usual), then stops TorchServe; see mnist_kit/deploy/entrypoint.py.
+COPY --chmod=755 mnist_kit/deploy/entrypoint.py /usr/local/bin/mnist-kit-entrypoint
 WORKDIR /home/model-server
 ENV PYTHONUNBUFFERED=1 \
     LOG_LOCATION=/home/model-server/logs \
-    METRICS_LOCATION=/home/model-server/logs
+    METRICS_LOCATION=/home/model-server/logs \
+    MNIST_KIT_DRAIN_SECONDS=10 \
+    MNIST_KIT_HEALTH_PORT=8083
 USER 1000
 
-# Inference (8080) and Prometheus metrics (8082); management (8081) listens on the container's loopback only.
-EXPOSE 8080 8082
+# Inference (8080), Prometheus metrics (8082) and readiness (8083, the entrypoint's); management (8081) listens on
+# the container's loopback only.
+EXPOSE 8080 8082 8083
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ping', timeout=4)"]
 ENTRYPOINT ["tini", "-g", "--", "/usr/local/bin/mnist-kit-entrypoint"]
@@ -59,7 +64,9 @@ RUN pip install --no-cache-dir "/tmp/mnist-kit[kserve]" && rm -rf /tmp/mnist-kit
     && useradd --uid 1000 --create-home --home-dir /home/model-server model-server \
     && mkdir -p /mnt/models/model-store
 WORKDIR /home/model-server
-ENV PYTHONUNBUFFERED=1
+# A stop signal drains 10 s (readiness 503, requests served as usual) before the graceful stop.
+ENV PYTHONUNBUFFERED=1 \
+    MNIST_KIT_DRAIN_SECONDS=10
 USER 1000
 EXPOSE 8080 8081
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \

@@ -51,6 +51,16 @@ INFERENCE_URL = f"http://{HOST}:{INFERENCE_PORT}"
 RUNTIMES = ("torchserve", "kserve")
 KSERVE_GRPC_PORT = 8081
 KSERVE_GRACE_S = 30
+# A replica told to stop keeps serving DRAIN_S seconds (its readiness failing) before it stops: Kubernetes takes a
+# terminating pod out of its EndpointSlices at once, but kube-proxy on each node and an ingress apply that a few
+# seconds later (kube-proxy syncs at most once a second, ingress controllers reload), and a proxy health-checking
+# every second takes 2 failures to drop it; 10 s covers both with room. The pod's grace period then leaves the
+# kserve runtime's own grace for what is still in flight: 10 + 30 + 5 s to exit.
+DRAIN_ENV = "MNIST_KIT_DRAIN_SECONDS"
+DRAIN_S = 10
+TERMINATION_GRACE_S = DRAIN_S + KSERVE_GRACE_S + 5
+# The TorchServe image's readiness (its entrypoint's: TorchServe's /ping cannot say that a replica is going away).
+HEALTH_PORT = 8083
 MANAGEMENT_URL = f"http://{HOST}:{MANAGEMENT_PORT}"
 KEY_FILE = "key_file.json"
 # The inference token: what the clients send, and what the kserve runtime's production profile checks when set.

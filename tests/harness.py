@@ -52,13 +52,16 @@ class TorchServe(PrivateServer):
 class RuntimeServer(TorchServe):
     """TorchServe started from an exported layout with KServe's runtime's arguments and environment
     (TS_SERVICE_ENVELOPE included), on private addresses: the test's one change to the exported config, since
-    tests share the machine. With `container=True` it is started as the image starts it: through
-    docker/entrypoint.sh, in the foreground, in a process group of its own (what tini -g signals)."""
+    tests share the machine. With `container=True` it is started as the image starts it: through the image's
+    entrypoint (mnist_kit/deploy/entrypoint.py, a drain of `drain_seconds`), in a process group of its own (what
+    tini -g signals), its readiness on `health_url`."""
 
-    def __init__(self, layout: Path, envelope: str, container: bool = False):
+    def __init__(self, layout: Path, envelope: str, container: bool = False, drain_seconds: float = 1):
         super().__init__(layout / "model-store", env={"TS_SERVICE_ENVELOPE": envelope})
         self.layout = layout
-        self.container = container
+        self.container, self.drain_seconds = container, drain_seconds
+        self.health_port = process.free_port()
+        self.health_url = f"http://{C.HOST}:{self.health_port}/ping"
         self.process = None
 
     def start(self, timeout: float = 120) -> "RuntimeServer":
@@ -79,7 +82,14 @@ class RuntimeServer(TorchServe):
         env = {**self.env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{self.env['PATH']}"}
         out = open(self.workdir / "torchserve.out", "w")
         if self.container:
-            entrypoint = ["sh", str(ROOT / "docker" / "entrypoint.sh")]
+            entrypoint = [sys.executable, str(ROOT / "mnist_kit" / "deploy" / "entrypoint.py")]
+            env |= {
+                "MNIST_KIT_DRAIN_SECONDS": str(self.drain_seconds),
+                "MNIST_KIT_HEALTH_HOST": C.HOST,
+                "MNIST_KIT_HEALTH_PORT": str(self.health_port),
+                "MNIST_KIT_PING_URL": f"{self.inference_url}/ping",
+                "MNIST_KIT_MANAGEMENT_URL": self.management_url,
+            }
             self.process = subprocess.Popen(
                 [*entrypoint, *command], cwd=self.workdir, env=env, stdout=out, stderr=out, start_new_session=True
             )

@@ -4,6 +4,7 @@ needed): what the Dockerfile installs and runs, as whom, and what it exposes; an
 import re
 import shlex
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -12,6 +13,7 @@ from conftest import ROOT
 from mnist_kit import constants as C
 from mnist_kit.deploy import export, manifests
 from mnist_kit.deploy.resources import Resources
+from mnist_kit.serving import process
 
 CPU_WHEELS = "https://download.pytorch.org/whl/cpu"
 
@@ -64,7 +66,9 @@ def test_the_image_is_the_runtime_kserve_starts_and_the_kit_pins(runtime, docker
     assert f"torchserve=={pins()['torchserve']}" in commands and "openjdk-17-jre-headless" in commands
     assert values(runtime, "USER")[-1] == str(C.SERVING_USER)
     assert all(values(stage, "USER") in ([], [str(C.SERVING_USER)]) for stage in stages(dockerfile))  # never root
-    assert values(runtime, "EXPOSE") == [f"{C.INFERENCE_PORT} {C.METRICS_PORT}"]
+    assert values(runtime, "EXPOSE") == [f"{C.INFERENCE_PORT} {C.METRICS_PORT} {C.HEALTH_PORT}"]
+    [env] = values(runtime, "ENV")
+    assert f"MNIST_KIT_DRAIN_SECONDS={C.DRAIN_S}" in env and f"MNIST_KIT_HEALTH_PORT={C.HEALTH_PORT}" in env
     [healthcheck] = values(runtime, "HEALTHCHECK")
     assert f"http://127.0.0.1:{C.INFERENCE_PORT}/ping" in healthcheck
     [cmd], [entrypoint] = values(runtime, "CMD"), values(runtime, "ENTRYPOINT")
@@ -94,6 +98,7 @@ def test_the_kserve_image_runs_the_server_as_the_exports_do(dockerfile):
     assert '"/tmp/mnist-kit[kserve]"' in commands and "openjdk" not in commands
     assert values(kserve, "USER") == [str(C.SERVING_USER)]
     assert values(kserve, "EXPOSE") == [f"{C.INFERENCE_PORT} {C.KSERVE_GRPC_PORT}"]
+    assert f"MNIST_KIT_DRAIN_SECONDS={C.DRAIN_S}" in values(kserve, "ENV")[0]
     [healthcheck] = values(kserve, "HEALTHCHECK")
     assert f"http://127.0.0.1:{C.INFERENCE_PORT}/v2/health/ready" in healthcheck
     pod = Resources(cpus=2, memory_mib=1024, scale_target=32, source="test")
@@ -108,7 +113,7 @@ def test_the_build_context_holds_only_what_the_image_copies():
     rules = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
     assert rules[0] == "*" and rules[-1] == "**/__pycache__"
     kit = {"!pyproject.toml", "!README.md", "!mnist_model.py", "!mnist_handler.py", "!mnist_kit/"}
-    assert set(rules[1:-1]) == {"!docker/entrypoint.sh", "!deploy/"} | kit
+    assert set(rules[1:-1]) == {"!deploy/"} | kit  # the entrypoint is mnist_kit/deploy/entrypoint.py
 
 
 def run_entrypoint(tmp_path, *args) -> list[str]:
@@ -117,8 +122,8 @@ def run_entrypoint(tmp_path, *args) -> list[str]:
     fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
     fake.chmod(0o755)
     result = subprocess.run(
-        ["sh", str(ROOT / "docker" / "entrypoint.sh"), *args],
-        env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+        [sys.executable, str(ROOT / "mnist_kit" / "deploy" / "entrypoint.py"), *args],
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin", "MNIST_KIT_HEALTH_PORT": str(process.free_port())},
         capture_output=True,
         text=True,
         check=True,
@@ -157,4 +162,5 @@ def test_compose_serves_an_exported_layout_as_the_image_would(compose):
         f"127.0.0.1:{C.METRICS_PORT}:{C.METRICS_PORT}",
     ]
     assert compose["restart"] == "unless-stopped"
+    assert compose["stop_grace_period"] == f"{C.TERMINATION_GRACE_S}s"  # above the drain: a stop loses nothing
     assert f"http://127.0.0.1:{C.INFERENCE_PORT}/ping" in " ".join(compose["healthcheck"]["test"])

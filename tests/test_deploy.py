@@ -182,11 +182,29 @@ def test_the_kserve_runtimes_inference_service_is_the_kits_container_and_validat
     predictor = isvc["spec"]["predictor"]
     [container] = predictor["containers"]
     assert "model" not in predictor and container["image"].endswith("-kserve")
-    assert container["env"] == [{"name": "STORAGE_URI", "value": "s3://b/mnist"}]
+    assert container["env"] == [
+        {"name": C.DRAIN_ENV, "value": str(C.DRAIN_S)},
+        {"name": "STORAGE_URI", "value": "s3://b/mnist"},
+    ]
     assert "--archive=/mnt/models/model-store/mnist.mar" in container["args"] and "--workers=2" in container["args"]
     assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("http1", 8080), ("h2c", 8081)]
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert (predictor["scaleMetric"], predictor["scaleTarget"]) == ("cpu", C.HPA_CPU_PERCENT)  # an HPA's metric
+
+
+def test_the_kserve_runtimes_inference_service_rolls_out_without_losing_a_replica_or_a_request(
+    eager_store, bench_report, tmp_path
+):
+    """A new pod before an old one goes; the old one drains, then stops, well within its grace period."""
+    export.export_kserve(tmp_path / "out", "s3://b/mnist", eager_store, bench_report=bench_report, runtime="kserve")
+    [isvc] = load_all(tmp_path / "out" / "inferenceservice.yaml")
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["deploymentStrategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    assert predictor["terminationGracePeriodSeconds"] > C.DRAIN_S + C.KSERVE_GRACE_S
+    assert predictor["containers"][0]["readinessProbe"]["failureThreshold"] == 1
 
 
 def test_the_kserve_runtimes_kubernetes_documents_validate_and_expose_rest_and_grpc(eager_store, tmp_path):
@@ -302,15 +320,35 @@ def test_the_kubernetes_version_is_the_newest_kubernetes_validate_bundles():
 
 
 def test_the_deployment_probes_ping_and_runs_one_worker_per_requested_core(manifests):
+    """Liveness on TorchServe's /ping; readiness on the entrypoint's, which also says 503 while the pod drains."""
     kinds = by_kind(manifests)
     [container] = kinds["Deployment"]["spec"]["template"]["spec"]["containers"]
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/ping", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/ping", "port": "http"}
+    for probe in ("startupProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/ping", "port": "health"}
+    assert {"name": "health", "containerPort": C.HEALTH_PORT} in container["ports"]
     assert container["resources"]["requests"] == container["resources"]["limits"] == {"cpu": "2", "memory": "1280Mi"}
     config = properties(kinds["ConfigMap"]["data"]["config.properties"])
     assert config["default_workers_per_model"] == container["resources"]["requests"]["cpu"]
     assert container["image"] == "r.example/mnist:1-model"
     assert container["args"][:3] == ["torchserve", "--start", "--foreground"]
+
+
+def test_the_deployment_rolls_out_a_new_pod_before_it_stops_an_old_one(manifests):
+    assert by_kind(manifests)["Deployment"]["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+
+
+def test_a_stopping_pod_drains_then_stops_within_its_grace_period(manifests):
+    """The drain (readiness 503 within 2 s, requests still served) and TorchServe's stop fit in the grace period."""
+    pod = by_kind(manifests)["Deployment"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert {"name": C.DRAIN_ENV, "value": str(C.DRAIN_S)} in container["env"]
+    assert pod["terminationGracePeriodSeconds"] >= C.DRAIN_S + 30
+    probe = container["readinessProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] <= 2
 
 
 def test_the_deployment_runs_as_user_1000_without_privileges(manifests):

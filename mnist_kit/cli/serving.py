@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 from pathlib import Path
 
 import click
@@ -119,10 +120,24 @@ def serve(runtime, profile, ts_config, archive, http_port, grpc_port, workers, w
 
 
 @cli.command()
-def stop():
+@click.option(
+    "--drain",
+    type=click.FloatRange(0),
+    default=0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Keep serving this long first, for a proxy or load balancer to take the server out of rotation: the kserve "
+    "runtime's readiness (/ping, /v2/health/ready) answers 503 meanwhile; TorchServe's cannot, so take it out of "
+    "your proxy yourself.",
+)
+def stop(drain):
     """Stop the servers started from this machine's temp dir: TorchServe (as `torchserve --stop`) and its workers,
     and the kserve runtime, which first answers the requests it has received."""
-    stopped = [("TorchServe", process.stop_server(key_file())), ("The kserve runtime", kserve_process.stop())]
+    if drain:
+        kserve_process.soft_stop()
+        click.echo(f"Draining for {drain:g} s (serving as usual; the kserve runtime's readiness says 503)...")
+        time.sleep(drain)
+    stopped = [("TorchServe", process.stop_server(key_file())), ("The kserve runtime", kserve_process.stop(key_file()))]
     for name, pid in stopped:
         if pid is not None:
             click.echo(f"{name} (pid {pid}) stopped.")
@@ -177,8 +192,8 @@ def stop():
     type=click.IntRange(0),
     default=3,
     show_default=True,
-    help="Retries, with exponential backoff from 0.1 s, when the server is unreachable or answers 503 "
-    "(starting up, queue full) or 507 (a worker died mid-request).",
+    help="Retries, with jittered exponential backoff from 0.1 s, when the connection fails or is reset or the "
+    "server answers 503 (starting up, queue full) or 507 (a worker died mid-request); never for bad input (4xx).",
 )
 @click.option(
     "--wait",
@@ -202,7 +217,8 @@ def stop():
     '{"file", "error", "status"}.',
 )
 @click.option("--strict", is_flag=True, help="A picture that is not a digit is an error, not an answer flagged so.")
-def predict(images, url, model, token, key_file, ts_config, retries, wait, cacert, as_json, strict):
+@click.option("--verbose", "-v", is_flag=True, help="Say on stderr each retry: after what, and how long it waits.")
+def predict(images, url, model, token, key_file, ts_config, retries, wait, cacert, as_json, strict, verbose):
     token = token or client.read_token(key_file)
     limit, source = config.max_request_size(ts_config)
     failed = 0
@@ -210,7 +226,15 @@ def predict(images, url, model, token, key_file, ts_config, retries, wait, cacer
         try:
             client.refuse_oversized(path, path.stat().st_size, limit, source=source)
             answer = client.predict(
-                path.read_bytes(), url, model, token=token, retries=retries, wait=wait, cacert=cacert, strict=strict
+                path.read_bytes(),
+                url,
+                model,
+                token=token,
+                retries=retries,
+                wait=wait,
+                cacert=cacert,
+                strict=strict,
+                on_retry=retry_reporter(path) if verbose else None,
             )
         except client.ClientError as e:
             if e.server_wide:
@@ -221,6 +245,13 @@ def predict(images, url, model, token, key_file, ts_config, retries, wait, cacer
             click.echo(json.dumps({"file": str(path), **answer}) if as_json else answer_line(path, answer))
     if failed:
         raise KitError(f"{failed} of {len(images)} files not read")
+
+
+def retry_reporter(path):
+    def report(attempt: int, error, delay: float) -> None:
+        click.echo(f"{path}: retry {attempt} in {delay:.2f} s after: {error}", err=True)
+
+    return report
 
 
 def answer_line(path, answer: dict) -> str:

@@ -43,7 +43,10 @@ def inference_service(
         if scale_metric not in ("cpu", "memory"):
             predictor["scaleMetric"], predictor["scaleTarget"] = "cpu", C.HPA_CPU_PERCENT
         container = kserve_container(serving_image, pod=pod, archive_name=archive_name)
-        predictor["containers"] = [{**container, "env": [{"name": "STORAGE_URI", "value": storage_uri}]}]
+        container["env"] = [*container["env"], {"name": "STORAGE_URI", "value": storage_uri}]
+        predictor["containers"] = [container]
+        predictor["terminationGracePeriodSeconds"] = C.TERMINATION_GRACE_S
+        predictor["deploymentStrategy"] = ROLLING_UPDATE
         metadata["annotations"] = {"serving.kserve.io/deploymentMode": "RawDeployment"}
     else:
         predictor["model"] = {
@@ -61,6 +64,13 @@ def inference_service(
     }
 
 
+# A rollout starts each new pod before it takes an old one away: never fewer ready replicas than wanted.
+ROLLING_UPDATE = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+# What makes a stop lose nothing: the pod drains (readiness 503, requests served) before its server stops, and the
+# readiness probe notices within 2 s, for whatever fronts the pods without watching EndpointSlices.
+DRAIN_ENV = {"name": C.DRAIN_ENV, "value": str(C.DRAIN_S)}
+FAST_READINESS = {"periodSeconds": 2, "failureThreshold": 1}
+
 SECURITY_CONTEXT = {
     "runAsNonRoot": True,
     "runAsUser": C.SERVING_USER,
@@ -71,7 +81,7 @@ SECURITY_CONTEXT = {
 
 def kserve_container(serving_image: str, *, pod: Resources, archive_name: str) -> dict:
     """The kserve runtime's container: the archive from /mnt/models, REST and gRPC on every interface of the pod,
-    one worker per requested core, probes on KServe's v2 health routes."""
+    one worker per requested core, probes on KServe's v2 health routes (readiness 503 while it drains)."""
     ready, live = (
         {"httpGet": {"path": "/v2/health/ready", "port": "http1"}},
         {"httpGet": {"path": "/v2/health/live", "port": "http1"}},
@@ -93,9 +103,10 @@ def kserve_container(serving_image: str, *, pod: Resources, archive_name: str) -
             {"name": "http1", "containerPort": C.INFERENCE_PORT, "protocol": "TCP"},
             {"name": "h2c", "containerPort": C.KSERVE_GRPC_PORT, "protocol": "TCP"},
         ],
+        "env": [DRAIN_ENV],
         "resources": pod.kubernetes(),
         "startupProbe": {**ready, "periodSeconds": 2, "failureThreshold": 30},
-        "readinessProbe": {**ready, "periodSeconds": 5, "failureThreshold": 2},
+        "readinessProbe": {**ready, **FAST_READINESS},
         "livenessProbe": {**live, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
         "securityContext": SECURITY_CONTEXT,
     }
@@ -119,6 +130,7 @@ def kubernetes_manifests(
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "mnist-kit"}
     metadata = {"name": name, "labels": labels}
     ping = {"httpGet": {"path": "/ping", "port": "http"}}
+    ready = {"httpGet": {"path": "/ping", "port": "health"}}  # the entrypoint's: 503 while it drains
     container = {
         "name": "torchserve",
         "image": serving_image,
@@ -132,11 +144,13 @@ def kubernetes_manifests(
         "ports": [
             {"name": "http", "containerPort": C.INFERENCE_PORT},
             {"name": "metrics", "containerPort": C.METRICS_PORT},
+            {"name": "health", "containerPort": C.HEALTH_PORT},
         ],
+        "env": [DRAIN_ENV],
         "resources": pod.kubernetes(),
         # Workers load in seconds; give a slow node a minute before liveness may restart the pod.
-        "startupProbe": {**ping, "periodSeconds": 2, "failureThreshold": 30},
-        "readinessProbe": {**ping, "periodSeconds": 5, "failureThreshold": 2},
+        "startupProbe": {**ready, "periodSeconds": 2, "failureThreshold": 30},
+        "readinessProbe": {**ready, **FAST_READINESS},
         "livenessProbe": {**ping, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
         "securityContext": SECURITY_CONTEXT,
         "volumeMounts": [{"name": "config", "mountPath": str(Path(C.DEPLOY_CONFIG).parent), "readOnly": True}],
@@ -168,6 +182,7 @@ def kubernetes_manifests(
             # No `replicas`: the autoscaler owns it, and a re-apply would reset it.
             "spec": {
                 "selector": {"matchLabels": labels},
+                "strategy": ROLLING_UPDATE,
                 "template": {
                     "metadata": {
                         "labels": labels,
@@ -186,6 +201,8 @@ def kubernetes_manifests(
                             "seccompProfile": {"type": "RuntimeDefault"},
                         },
                         "automountServiceAccountToken": False,
+                        # The drain, then the server's own stop, before the kubelet's SIGKILL.
+                        "terminationGracePeriodSeconds": C.TERMINATION_GRACE_S,
                         "containers": [container],
                         "volumes": volumes,
                     },

@@ -7,6 +7,7 @@ certificate authorities, or the one in `cacert` (a self-signed certificate, a pr
 
 import http.client
 import json
+import random
 import ssl
 import time
 import urllib.error
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from mnist_kit import constants as C
 from mnist_kit.errors import KitError
+
+RETRYABLE = (None, 502, 503, 504, 507)  # None: no answer at all (refused, reset, closed)
 
 
 class ClientError(KitError):
@@ -42,9 +45,10 @@ class ClientError(KitError):
 
     @property
     def retryable(self) -> bool:
-        """Worth another try: the server is not up yet, has no free worker, or lost the worker mid-request (507);
-        never a certificate or TLS failure."""
-        return self.status in (None, 503, 507) if self._retryable is None else self._retryable
+        """Worth another try: the server is not up yet or going away (no connection, a reset), has no free worker
+        (503), lost the worker mid-request (507), or a proxy lost the replica behind it (502, 504); never a
+        certificate or TLS failure, never bad input."""
+        return self.status in RETRYABLE if self._retryable is None else self._retryable
 
 
 def content_type(data: bytes) -> str:
@@ -77,14 +81,18 @@ def request(
     token: str | None = None,
     timeout: float = 30,
     cacert=None,
+    response_headers: dict | None = None,
 ) -> bytes:
-    """One HTTP(S) request; errors become ClientError with TorchServe's own message."""
+    """One HTTP(S) request; errors become ClientError with TorchServe's own message. `response_headers`, when given,
+    receives the answer's headers."""
     headers = dict(headers or {})
     if token:
         headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=tls_context(cacert)) as response:
+            if response_headers is not None:
+                response_headers.update(response.headers)
             return response.read()
     except urllib.error.HTTPError as e:
         body = e.read().decode("utf-8", "replace")
@@ -183,13 +191,20 @@ def predict(
     wait: float = 0,
     cacert=None,
     strict: bool = False,
+    on_retry=None,
+    response_headers: dict | None = None,
 ) -> dict:
     """Send one image; returns the handler's {"digit", "confidence", "flags", "probabilities"} (and "digits" for
     several digits that each read confidently). `strict` sends C.STRICT_HEADER: a picture that is no digit is then
     a ClientError with status 422, not an answer flagged not_a_digit.
 
-    Connection errors, 503s (server starting, queue full) and 507s (worker died mid-request) are retried up to `retries`
-    times with exponential backoff from 0.1 s, or for up to `wait` seconds when that is longer.
+    A prediction is idempotent, so what a server going away or restarting causes is sent again: connection errors
+    and resets, 502 and 504 (a proxy lost its replica), 503 (starting, queue full) and 507 (worker died
+    mid-request), never a 4xx. Up to `retries` times,
+    or for up to `wait` seconds when that is longer, after a jittered exponential backoff (0.1 s doubling to 2 s,
+    each delay drawn from its upper half so that clients cut off together do not come back together).
+    `on_retry(attempt, error, delay)` hears of each retry (`predict --verbose` prints them); `response_headers`
+    receives the answer's headers (a proxy's X-Served-By).
     """
     deadline = time.monotonic() + wait
     delay, attempt = 0.1, 0
@@ -203,12 +218,16 @@ def predict(
                 timeout=timeout,
                 cacert=cacert,
                 headers=headers,
+                response_headers=response_headers,
             )
         except ClientError as e:
             attempt += 1
-            if not e.retryable or (attempt > retries and time.monotonic() + delay > deadline):
+            pause = delay * random.uniform(0.5, 1.0)
+            if not e.retryable or (attempt > retries and time.monotonic() + pause > deadline):
                 raise
-        time.sleep(delay)
+            if on_retry:
+                on_retry(attempt, e, pause)
+        time.sleep(pause)
         delay = min(delay * 2, 2.0)
 
 
@@ -219,10 +238,21 @@ def explain(
     return post_image(f"{url.rstrip('/')}/explanations/{model}", data, token=token, timeout=timeout)
 
 
-def post_image(url: str, data: bytes, *, token: str | None, timeout: float, cacert=None, headers=None) -> dict:
+def post_image(
+    url: str, data: bytes, *, token: str | None, timeout: float, cacert=None, headers=None, response_headers=None
+) -> dict:
     """POST an image with its own content type (TorchServe answers form-urlencoded bodies with a 500)."""
     headers = {"Content-Type": content_type(data), **(headers or {})}
-    body = request(url, data=data, method="POST", headers=headers, token=token, timeout=timeout, cacert=cacert)
+    body = request(
+        url,
+        data=data,
+        method="POST",
+        headers=headers,
+        token=token,
+        timeout=timeout,
+        cacert=cacert,
+        response_headers=response_headers,
+    )
     return json.loads(body)
 
 

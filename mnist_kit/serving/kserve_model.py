@@ -59,6 +59,10 @@ class MnistModel(Model):
         super().__init__(self.archive.model_name)
         self.version = self.archive.version
         self.serving_form = serving_form
+        self.draining = False  # going away: readiness says 503, everything else is answered as usual
+
+    def drain(self) -> None:
+        self.draining = True
 
     def load(self) -> bool:
         """Unpack the archive as TorchServe would and load it into the core: the same serving form chosen the same
@@ -161,12 +165,19 @@ def add_routes(app: FastAPI, model: MnistModel) -> None:
     async def v2_explain(request: Request, name: str):
         return await answer(request, name, explain=True)
 
-    async def ping():
-        healthy = model.ready
-        status = {"status": "Healthy" if healthy else "Unhealthy"}
-        return Response(json.dumps(status), status_code=200 if healthy else 503, media_type="application/json")
+    def readiness(body: dict, ready: bool) -> Response:
+        return Response(json.dumps(body), status_code=200 if ready else 503, media_type="application/json")
 
-    app.add_api_route("/ping", ping, methods=["GET"], include_in_schema=False)  # TorchServe's health check
+    async def ping():  # TorchServe's health check
+        ready = model.ready and not model.draining
+        return readiness({"status": "Healthy" if ready else "Draining" if model.draining else "Unhealthy"}, ready)
+
+    async def server_ready():  # ahead of KServe's, which cannot say a server is going away
+        ready = model.ready and not model.draining
+        return readiness({"ready": ready}, ready)
+
+    app.add_api_route("/ping", ping, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/v2/health/ready", server_ready, methods=["GET"], include_in_schema=False)
     for path, endpoint in (
         ("/predictions/{name}", predictions),
         ("/predictions/{name}/{version}", predictions),

@@ -4,6 +4,7 @@ until it answers, stop it (draining), and a private one on free ports for the te
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -79,13 +80,25 @@ def wait_ready(url: str, timeout: float, log: Path, *, alive=lambda: True) -> No
     raise ServerError(f"the kserve runtime not ready after {timeout:.0f} s: {process.last_error(log)} (log: {log})")
 
 
-def stop(tmp_dir=None) -> int | None:
-    """Stop the runtime started from this temp dir, letting it answer what it has received; its PID, or None when
-    none was running."""
+def soft_stop(tmp_dir=None) -> int | None:
+    """Tell the runtime started from this temp dir that it is going away (SIGUSR1): its readiness checks answer 503,
+    so that proxies stop sending it requests, and it serves on until stopped. Its PID, or None when none runs."""
+    pid = process.live_pid(pid_file_path(tmp_dir))
+    if pid is not None:
+        os.kill(pid, signal.SIGUSR1)
+    return pid
+
+
+def stop(key_file=None, tmp_dir=None) -> int | None:
+    """Stop the runtime started from this temp dir, letting it answer what it has received, and remove the key file
+    its production profile wrote (a stopped server's key is no use to anyone); its PID, or None when none was
+    running."""
     pid_file = pid_file_path(tmp_dir)
     pid = process.live_pid(pid_file)
     if pid is not None:
-        process.stop_pid(pid, timeout=C.KSERVE_GRACE_S + 10)
+        process.stop_pid(pid, timeout=C.TERMINATION_GRACE_S)
+        if key_file:
+            Path(key_file).unlink(missing_ok=True)
     pid_file.unlink(missing_ok=True)
     return pid
 

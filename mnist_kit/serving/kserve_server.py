@@ -3,9 +3,14 @@
 KServe's ModelServer (REST on uvicorn, gRPC v2, /metrics, health) with the kit's model (kserve_model.py), put
 together here rather than by ModelServer.start for three reasons: its addresses are the kit's (loopback unless told
 otherwise, where 0.21 binds every interface), each worker loads the archive itself (ModelServer's own workers pickle
-the model, and the int8 form is TorchScript, which does not pickle), and a stop drains: on SIGTERM the REST server
-stops accepting, answers what it has received (uvicorn's graceful shutdown, up to --grace-period seconds), then gRPC
-stops with the same grace.
+the model, and the int8 form is TorchScript, which does not pickle), and a stop loses nothing:
+
+- SIGTERM (the kubelet's, `mnist-kit stop`'s): first --drain-seconds of drain, everything still answered but the
+  readiness checks (/ping, /v2/health/ready) 503, so that a proxy or an endpoint controller stops sending here;
+  then the REST server stops accepting and answers what it has received (uvicorn's graceful shutdown, up to
+  --grace-period seconds), then gRPC stops with the same grace. A second signal skips what is left of the drain.
+- SIGUSR1 (as HAProxy's soft stop): readiness 503 from now on, nothing else; `mnist-kit stop --drain` sends it,
+  waits, then SIGTERM.
 
 With --workers N the process starts N workers, each a whole server on the same ports (SO_REUSEPORT: the kernel
 spreads connections over them), and hands a stop signal on to them.
@@ -20,6 +25,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+
+import uvicorn  # the kserve extra's, as everything this module runs
 
 from mnist_kit import constants as C
 from mnist_kit.serving import kserve_auth
@@ -33,7 +41,15 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--grpc-port", type=int, default=C.KSERVE_GRPC_PORT)
     parser.add_argument("--workers", type=int, default=1, help="Worker processes, each one intra-op thread.")
     parser.add_argument("--serving-form", default=None, help="Serve this form whatever the timings.")
-    parser.add_argument("--grace-period", type=int, default=C.KSERVE_GRACE_S, help="Seconds a stop drains.")
+    parser.add_argument(
+        "--grace-period", type=int, default=C.KSERVE_GRACE_S, help="Seconds a stop waits for requests received."
+    )
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=float(os.environ.get(C.DRAIN_ENV) or 0),
+        help=f"Seconds of readiness 503 and service as usual after SIGTERM (default: ${C.DRAIN_ENV}, else 0).",
+    )
     parser.add_argument(
         "--token-auth",
         action="store_true",
@@ -47,12 +63,22 @@ def parse(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse(argv)
+    early = threading.Event()  # SIGUSR1 while still loading: drain from the start (its default would kill us)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: early.set())
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stopped_while_starting)
     if args.token_auth:  # one key for every worker: they inherit it
         os.environ[C.TOKEN_ENV] = kserve_auth.key(args.key_file)
     if args.workers > 1 and not args.worker:
         return supervise(args, sys.argv[1:] if argv is None else list(argv))
-    serve(args)
+    serve(args, drain_requested=early)
     return 0
+
+
+def stopped_while_starting(signum, frame):
+    """A stop before this worker serves: it has nothing to answer, so it ends at once, and cleanly (a worker still
+    loading when the first one made the server ready is stopped like the others)."""
+    raise SystemExit(0)
 
 
 def supervise(args: argparse.Namespace, argv: list[str]) -> int:
@@ -67,7 +93,7 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
             if worker.poll() is None:
                 worker.send_signal(signum)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         signal.signal(signum, forward)
     codes = [worker.wait() for worker in workers]
     return max(codes, key=abs)
@@ -88,10 +114,9 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(args: argparse.Namespace) -> None:
+def serve(args: argparse.Namespace, *, drain_requested: threading.Event) -> None:
     """One worker: load the archive, then bind (a worker takes connections only once it can answer them)."""
     sys.argv = sys.argv[:1]  # kserve.model_server parses the command line when imported: give it none of ours
-    import uvicorn
     from kserve import ModelServer
     from kserve.protocol.rest.server import RESTServer
 
@@ -123,7 +148,10 @@ def serve(args: argparse.Namespace) -> None:
     grpc = AddressedGRPCServer(args.host, args.grpc_port, server, grace_period=args.grace_period, token=token)
     sock = listening_socket(args.host, args.http_port)
 
-    rest_server = uvicorn.Server(rest.config)
+    rest_server = DrainingServer(rest.config, drain_seconds=args.drain_seconds, on_drain=model.drain)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: model.drain())
+    if drain_requested.is_set():
+        model.drain()
     # Everything loaded so far (torch, KServe, pandas, the model: millions of objects) lives as long as the process:
     # out of the collector's sight, a full collection no longer stalls every request in flight for ~100 ms.
     gc.freeze()
@@ -138,12 +166,30 @@ def serve(args: argparse.Namespace) -> None:
         """uvicorn catches the stop signal while it serves and raises it again once it has drained: here, so that
         gRPC drains too and the process ends normally. Before uvicorn took it (still starting), it ends at once."""
         if not rest_server.should_exit:
-            raise SystemExit(128 + signum)
+            stopped_while_starting(signum, frame)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, after_drain)
 
     asyncio.run(both())
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, whose first stop signal drains first (see the module's docstring)."""
+
+    def __init__(self, config, *, drain_seconds: float, on_drain):
+        super().__init__(config)
+        self.drain_seconds, self.on_drain, self.timer = drain_seconds, on_drain, None
+
+    def handle_exit(self, sig, frame) -> None:
+        if self.timer or not self.drain_seconds:  # no drain, or a second signal: the graceful stop now
+            if self.timer:
+                self.timer.cancel()
+            return super().handle_exit(sig, frame)
+        self.on_drain()
+        self.timer = threading.Timer(self.drain_seconds, super().handle_exit, (sig, None))
+        self.timer.daemon = True
+        self.timer.start()
 
 
 class AddressedGRPCServer:

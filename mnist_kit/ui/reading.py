@@ -52,7 +52,8 @@ class Reader:
     def read(self, data: bytes) -> Reading:
         """Predict `data` (any image the handler takes); ClientError says why not, with TorchServe's own message."""
         start = time.perf_counter()
-        answer = client.predict(data, url=self.url, model=self.model, token=self.token(), retries=0)
+        # Two quick retries: a replica going away or a worker restarting is a blink, not an error to show.
+        answer = client.predict(data, url=self.url, model=self.model, token=self.token(), retries=2)
         ms = (time.perf_counter() - start) * 1000
         return Reading(
             digit=answer["digit"],

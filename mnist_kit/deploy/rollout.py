@@ -1,0 +1,255 @@
+"""Rollouts and failures under load, on one machine: replicas (replicas.py) behind HAProxy (proxy.py), predictions
+sent through it by the kit's client, and what each request got.
+
+`replace` is Kubernetes' rolling update (maxSurge 1, maxUnavailable 0) done through the proxy's runtime API;
+`scenario` runs it, or a failure, under load and reports sent / answered / failed, the versions that answered
+and the latencies, before, during and after the change. `scripts/rollout.py` runs them at full size.
+"""
+
+import json
+import os
+import signal
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+
+from mnist_kit import constants as C
+from mnist_kit.deploy.proxy import Proxy
+from mnist_kit.deploy.replicas import Replica
+from mnist_kit.serving import client, process
+
+WARM_UP_S = 2  # the first seconds of load (threads starting, connections opening) are no phase's figures
+SCENARIOS = {
+    "rollout": "each replica in turn replaced by one serving the new archive",
+    "kill-server": "a replica's Java process killed (SIGKILL)",
+    "kill-worker": "a replica's worker process killed (SIGKILL); TorchServe restarts it",
+    "sigterm": "a replica told to stop (SIGTERM to its process group, as the kubelet does), under load",
+}
+
+
+def name_of(replica: Replica, index: int) -> str:
+    """The proxy's name of a replica: its version first, as X-Served-By reports it."""
+    return f"{replica.version}-r{index + 1}"
+
+
+def version_of(served_by: str | None) -> str | None:
+    return served_by.rsplit("-r", 1)[0] if served_by else None
+
+
+def replace(proxy: Proxy, current: dict[str, Replica], start_new, *, log=lambda line: None) -> dict[str, Replica]:
+    """Replace each replica in turn: start its successor (`start_new()`), wait until the proxy has it in rotation,
+    then take the old one out (no new requests, wait until none is in flight, remove it) and stop it (its own
+    drain, then TorchServe's stop) in the background. Never fewer replicas in rotation than before."""
+    replaced, stopping = {}, []
+    for index, (name, old) in enumerate(list(current.items())):
+        new = start_new()
+        new_name = name_of(new, index)
+        proxy.add(new_name, new.port, new.health_port)
+        proxy.wait_status(new_name, "UP")
+        log(f"{new_name} ready and in rotation")
+        proxy.drain(name)
+        proxy.wait_idle(name)
+        proxy.remove(name)
+        log(f"{name} out of rotation, nothing in flight: stopping it")
+        stopping.append(threading.Thread(target=old.remove))
+        stopping[-1].start()
+        replaced[new_name] = new
+    for thread in stopping:
+        thread.join()
+    return replaced
+
+
+@dataclass
+class Result:
+    sent: float  # seconds since the load started
+    ms: float
+    ok: bool
+    error: str | None
+    served_by: str | None
+    retries: int
+
+
+class Load:
+    """`concurrency` threads sending `body` to url's /predictions/mnist with the kit's client (its retries), until
+    stopped or `total` are sent."""
+
+    def __init__(self, url: str, body: bytes, *, concurrency: int = 32, total: int | None = None):
+        self.url, self.body, self.concurrency, self.total = url, body, concurrency, total
+        self.results: list[Result] = []
+        self.stopped = threading.Event()
+        self.count = 0
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(concurrency)]
+
+    def start(self) -> "Load":
+        self.started = time.monotonic()
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def _next(self) -> bool:
+        with self.lock:
+            if self.stopped.is_set() or (self.total is not None and self.count >= self.total):
+                return False
+            self.count += 1
+            return True
+
+    def _run(self) -> None:
+        while self._next():
+            headers, retries = {}, []
+            start = time.monotonic()
+            try:
+                client.predict(
+                    self.body,
+                    self.url,
+                    retries=3,
+                    on_retry=lambda attempt, error, delay, said=retries: said.append(error),
+                    response_headers=headers,
+                )
+                ok, error = True, None
+            except client.ClientError as e:
+                ok, error = False, str(e)
+            ms = (time.monotonic() - start) * 1000
+            served_by = {k.lower(): v for k, v in headers.items()}.get("x-served-by")
+            self.results.append(Result(start - self.started, ms, ok, error, served_by, len(retries)))
+
+    def stop(self) -> list[Result]:
+        self.stopped.set()
+        for thread in self.threads:
+            thread.join()
+        return self.results
+
+    def now(self) -> float:
+        return time.monotonic() - self.started
+
+
+def summary(results: list[Result]) -> dict:
+    latencies = sorted(r.ms for r in results if r.ok)
+    versions: dict[str, int] = {}
+    for r in results:
+        if r.ok:
+            versions[version_of(r.served_by) or "?"] = versions.get(version_of(r.served_by) or "?", 0) + 1
+    return {
+        "sent": len(results),
+        "answered": sum(r.ok for r in results),
+        "failed": sum(not r.ok for r in results),
+        "retried": sum(r.retries > 0 for r in results),
+        "versions": versions,
+        "p50_ms": round(statistics.median(latencies), 2) if latencies else None,
+        "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 2) if latencies else None,
+        "errors": sorted({r.error for r in results if r.error})[:5],
+    }
+
+
+def scenario(
+    kind: str,
+    archive,
+    body: bytes,
+    *,
+    new_archive=None,
+    replicas: int = 3,
+    concurrency: int = 32,
+    steady_s: float = 10,
+    after_s: float = 10,
+    drain_seconds: float = C.DRAIN_S,
+    log=lambda line: None,
+) -> dict:
+    """Run one of SCENARIOS under load (`body` to /predictions/mnist, the rollout to new_archive) through a real
+    HAProxy; the figures of each phase (before, during, after the
+    change), what happened when, and the load's totals."""
+    if kind not in SCENARIOS:
+        raise ValueError(f"scenario {kind!r} is not one of {sorted(SCENARIOS)}")
+    folder = tempfile.mkdtemp(prefix="mnist-kit-rollout-")
+    started = start_all([lambda: Replica(archive, drain_seconds=drain_seconds) for _ in range(replicas)])
+    current = {name_of(r, i): r for i, r in enumerate(started)}
+    events = {}
+    try:
+        backends = {name: (r.port, r.health_port) for name, r in current.items()}
+        with Proxy(folder, process.free_port(), backends) as proxy:
+            for name in current:
+                proxy.wait_status(name, "UP")
+            load = Load(proxy.url, body, concurrency=concurrency).start()
+            time.sleep(steady_s)
+            events["change_started"] = load.now()
+            current = change(
+                kind, proxy, current, new_archive, drain_seconds=drain_seconds, events=events, load=load, log=log
+            )
+            events["change_ended"] = load.now()
+            log(f"{kind}: change took {events['change_ended'] - events['change_started']:.1f} s")
+            time.sleep(after_s)
+            results = load.stop()
+    finally:
+        for replica in current.values():
+            replica.remove()
+    before = [r for r in results if WARM_UP_S <= r.sent < events["change_started"]]
+    during = [r for r in results if events["change_started"] <= r.sent < events["change_ended"]]
+    after = [r for r in results if r.sent >= events["change_ended"]]
+    report = {
+        "scenario": kind,
+        "what": SCENARIOS[kind],
+        "replicas": replicas,
+        "concurrency": concurrency,
+        "drain_seconds": drain_seconds,
+        "events_s": {k: round(v, 2) for k, v in events.items()},
+        "total": summary(results),
+        "steady": summary(before + after),
+        "before": summary(before),
+        "during": summary(during),
+        "after": summary(after),
+    }
+    log(json.dumps(report["total"]))
+    return report
+
+
+def start_all(makers) -> list[Replica]:
+    """Replicas started side by side (each waits for its own worker)."""
+    replicas = [make() for make in makers]
+    threads = [threading.Thread(target=r.start) for r in replicas]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for replica in replicas:
+        if not replica.ready():
+            for r in replicas:
+                r.remove()
+            raise process.ServerError(f"a replica did not start: {process.last_error(replica.log)}")
+    return replicas
+
+
+def timed(log, load):
+    return lambda line: log(f"{load.now():6.1f} s  {line}")
+
+
+def change(kind, proxy, current, new_archive, *, drain_seconds, events, load, log) -> dict[str, Replica]:
+    """The change itself; returns the replicas serving after it."""
+    name, first = next(iter(current.items()))
+    if kind == "rollout":
+        replaced = replace(
+            proxy, current, lambda: Replica(new_archive, drain_seconds=drain_seconds).start(), log=timed(log, load)
+        )
+        events["rollout_ended"] = load.now()
+        return replaced
+    if kind == "kill-server":
+        os.kill(first.java_pid(), signal.SIGKILL)
+        proxy.wait_status(name, "DOWN")
+        events["proxy_marked_down"] = load.now()
+        time.sleep(2)
+    elif kind == "kill-worker":
+        (worker,) = first.worker_pids()[:1]
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while not (first.ready() and set(first.worker_pids()) - {worker}) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proxy.wait_status(name, "UP")
+        events["worker_back"] = load.now()
+    elif kind == "sigterm":
+        first.signal()
+        proxy.wait_status(name, "DOWN", timeout=drain_seconds + 10)
+        events["proxy_marked_down"] = load.now()
+        code = first.server.wait(timeout=C.TERMINATION_GRACE_S)
+        events["replica_exited"] = load.now()
+        events["exit_code"] = code
+    return current
