@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent: creates .venv, installs the kit with its dev and desktop extras, checks Java, and the system packages
-# the tests need (wrk, chromium, Qt's libraries) when it can.
+# the tests need (wrk, haproxy, chromium, Qt's libraries) when it can.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +21,18 @@ if ! command -v wrk >/dev/null 2>&1; then
         (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1 || echo "setup: warning: could not install wrk; mnist-kit bench needs it" >&2
     else
         echo "setup: warning: wrk not found; mnist-kit bench needs it (Debian/Ubuntu: sudo apt-get install wrk)" >&2
+    fi
+fi
+
+# The rollout tests and scripts/rollout.py: Debian's HAProxy, in front of the replicas (nothing starts it as a service
+# for the kit: the kit runs its own, on its own ports).
+if ! command -v haproxy >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing haproxy (the proxy of the rollout tests)"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy) >/dev/null 2>&1 \
+            || echo "setup: warning: could not install haproxy; the rollout tests need it" >&2
+    else
+        echo "setup: warning: haproxy not found; the rollout tests need it (Debian: sudo apt-get install haproxy)" >&2
     fi
 fi
 

@@ -3,6 +3,7 @@ kserve runtime does too, the kit's client retries what a restarting server could
 rolling update of real replicas behind a real HAProxy, under load, loses no request."""
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -243,3 +244,11 @@ def test_a_rolling_update_through_haproxy_under_load_loses_no_request(model_stor
     assert set(report["before"]["versions"]) == {"1.0"}
     assert set(report["during"]["versions"]) == {"1.0", "2.0"}
     assert set(report["after"]["versions"]) == {"2.0"}
+
+
+@pytest.mark.unit
+def test_the_deploying_docs_show_the_measured_scenarios_as_the_report_has_them():
+    report = json.loads((ROOT / "docs" / "rollout" / "amd-epyc-avx512.json").read_text())
+    docs = (ROOT / "docs" / "DEPLOYING.md").read_text()
+    assert "<!-- rollout-table: docs/rollout/amd-epyc-avx512.json -->\n" + rollout.markdown(report) in docs
+    assert all(scenario["total"]["failed"] == 0 for scenario in report["scenarios"])

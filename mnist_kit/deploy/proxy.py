@@ -24,7 +24,9 @@ from mnist_kit import constants as C
 from mnist_kit.errors import KitError
 
 BACKEND = "replicas"
-CHECKS = "check port {health_port} inter 1s fastinter 500ms fall 2 rise 2"
+# Each replica's health checks, and idle keep-alive connections to it closed within a second of its last use: a
+# replica taken out can be removed once its idle connections are gone.
+CHECKS = "check port {health_port} inter 1s fastinter 500ms fall 2 rise 2 pool-purge-delay 1s"
 
 
 class ProxyError(KitError):
@@ -77,15 +79,33 @@ class Proxy:
         self.port, self.url = port, f"http://{C.HOST}:{port}"
         self.admin_socket = self.folder / "haproxy.sock"
         self.config_file = self.folder / "haproxy.cfg"
+        self.backend = BACKEND
         self.config_file.write_text(config(replicas, port=port, admin_socket=self.admin_socket))
         self.server = None
+
+    @classmethod
+    def attach(cls, admin_socket, backend: str = BACKEND) -> "Proxy":
+        """A running HAProxy's runtime API, by its admin socket (`stats socket ... level admin`), for the replicas
+        of `backend`."""
+        proxy = cls.__new__(cls)
+        proxy.admin_socket, proxy.server, proxy.backend = Path(admin_socket), None, backend
+        if not proxy.admin_socket.exists() or not proxy._answers():
+            raise ProxyError(f"no HAProxy answers on {admin_socket}")
+        return proxy
+
+    def pid(self) -> int:
+        info = dict(line.split(": ", 1) for line in self.command("show info").splitlines() if ": " in line)
+        return int(info["Pid"])
 
     def start(self, timeout: float = 10) -> "Proxy":
         check = subprocess.run(["haproxy", "-c", "-q", "-f", str(self.config_file)], capture_output=True, text=True)
         if check.returncode != 0:
             raise ProxyError(f"haproxy rejects {self.config_file}: {check.stderr.strip() or check.stdout.strip()}")
         log = open(self.folder / "haproxy.out", "w")
-        self.server = subprocess.Popen(["haproxy", "-db", "-f", str(self.config_file)], stdout=log, stderr=log)
+        # A session of its own: it outlives the command that started it (scripts/rollout.py up).
+        self.server = subprocess.Popen(
+            ["haproxy", "-db", "-f", str(self.config_file)], stdout=log, stderr=log, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while not self.admin_socket.exists() or not self._answers():
             if self.server.poll() is not None or time.monotonic() > deadline:
@@ -114,21 +134,29 @@ class Proxy:
     def servers(self) -> dict[str, dict]:
         """Each replica's row of `show stat`: status (UP, DOWN, MAINT, DRAIN...), scur (requests in flight)..."""
         rows = csv.DictReader(io.StringIO(self.command("show stat").lstrip("# ")))
-        return {r["svname"]: r for r in rows if r["pxname"] == BACKEND and r["svname"] != "BACKEND"}
+        return {r["svname"]: r for r in rows if r["pxname"] == self.backend and r["svname"] != "BACKEND"}
 
     def add(self, name: str, inference_port: int, health_port: int) -> None:
         """A new replica, in rotation once its health checks pass."""
-        self._checked(f"add server {BACKEND}/{name} {C.HOST}:{inference_port} {CHECKS.format(health_port=health_port)}")
-        self._checked(f"enable health {BACKEND}/{name}")
-        self._checked(f"enable server {BACKEND}/{name}")
+        checks = CHECKS.format(health_port=health_port)
+        self._checked(f"add server {self.backend}/{name} {C.HOST}:{inference_port} {checks}")
+        self._checked(f"enable health {self.backend}/{name}")
+        self._checked(f"enable server {self.backend}/{name}")
 
     def drain(self, name: str) -> None:
         """No new requests to it; those in flight finish."""
-        self._checked(f"set server {BACKEND}/{name} state drain")
+        self._checked(f"set server {self.backend}/{name} state drain")
 
-    def remove(self, name: str) -> None:
-        self._checked(f"set server {BACKEND}/{name} state maint")
-        self._checked(f"del server {BACKEND}/{name}")
+    def remove(self, name: str, timeout: float = 30) -> None:
+        """Out of the backend, once HAProxy has closed its idle connections to it."""
+        self._checked(f"set server {self.backend}/{name} state maint")
+        deadline = time.monotonic() + timeout
+        while "still has connections" in (answer := self.command(f"del server {self.backend}/{name}")):
+            if time.monotonic() > deadline:
+                raise ProxyError(f"haproxy would not remove {name}: {answer.strip()}")
+            time.sleep(0.2)
+        if not answer.strip().startswith("Server deleted"):
+            raise ProxyError(f"haproxy refused `del server {BACKEND}/{name}`: {answer.strip()}")
 
     def wait_status(self, name: str, status: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout

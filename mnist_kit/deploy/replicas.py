@@ -135,6 +135,21 @@ class Replica:
         self.kill()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
+    @staticmethod
+    def stop_listening_on(port: int, timeout: float = C.TERMINATION_GRACE_S) -> int | None:
+        """Stop the replica (of this machine, started by this module) whose TorchServe listens on `port`: SIGTERM
+        to its entrypoint, which drains, then stops it; its folder removed. The entrypoint's PID, or None."""
+        for connection in psutil.net_connections("tcp"):
+            if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port and connection.pid:
+                for ancestor in psutil.Process(connection.pid).parents():
+                    if ancestor.cmdline()[1:2] == [entrypoint.__file__]:
+                        folder = Path(ancestor.cwd())
+                        ancestor.terminate()
+                        ancestor.wait(timeout)
+                        shutil.rmtree(folder, ignore_errors=True)
+                        return ancestor.pid
+        return None
+
     def __enter__(self) -> "Replica":
         return self.start()
 

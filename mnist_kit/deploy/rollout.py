@@ -8,6 +8,7 @@ and the latencies, before, during and after the change. `scripts/rollout.py` run
 
 import json
 import os
+import shutil
 import signal
 import statistics
 import tempfile
@@ -174,7 +175,14 @@ def scenario(
             time.sleep(steady_s)
             events["change_started"] = load.now()
             current = change(
-                kind, proxy, current, new_archive, drain_seconds=drain_seconds, events=events, load=load, log=log
+                kind,
+                proxy,
+                current,
+                new_archive=new_archive,
+                drain_seconds=drain_seconds,
+                events=events,
+                load=load,
+                log=log,
             )
             events["change_ended"] = load.now()
             log(f"{kind}: change took {events['change_ended'] - events['change_started']:.1f} s")
@@ -183,6 +191,7 @@ def scenario(
     finally:
         for replica in current.values():
             replica.remove()
+        shutil.rmtree(folder, ignore_errors=True)
     before = [r for r in results if WARM_UP_S <= r.sent < events["change_started"]]
     during = [r for r in results if events["change_started"] <= r.sent < events["change_ended"]]
     after = [r for r in results if r.sent >= events["change_ended"]]
@@ -223,7 +232,7 @@ def timed(log, load):
     return lambda line: log(f"{load.now():6.1f} s  {line}")
 
 
-def change(kind, proxy, current, new_archive, *, drain_seconds, events, load, log) -> dict[str, Replica]:
+def change(kind, proxy, current, *, new_archive, drain_seconds, events, load, log) -> dict[str, Replica]:
     """The change itself; returns the replicas serving after it."""
     name, first = next(iter(current.items()))
     if kind == "rollout":
@@ -253,3 +262,19 @@ def change(kind, proxy, current, new_archive, *, drain_seconds, events, load, lo
         events["replica_exited"] = load.now()
         events["exit_code"] = code
     return current
+
+
+def markdown(document: dict) -> str:
+    """The table docs/DEPLOYING.md shows of a `scripts/rollout.py scenarios` report."""
+    lines = [
+        "| scenario | sent | answered | failed | retried by the client | p99 steady / during | versions after |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for report in document["scenarios"]:
+        t, s, d = report["total"], report["steady"], report["during"]
+        after = ", ".join(f"{v}: {n}" for v, n in sorted(report["after"]["versions"].items()))
+        lines.append(
+            f"| {report['scenario']} | {t['sent']} | {t['answered']} | {t['failed']} | {t['retried']} | "
+            f"{s['p99_ms']:.0f} / {d['p99_ms']:.0f} ms | {after} |"
+        )
+    return "\n".join(lines) + "\n"
