@@ -63,6 +63,8 @@ TERMINATION_GRACE_S = DRAIN_S + KSERVE_GRACE_S + 5
 HEALTH_PORT = 8083
 MANAGEMENT_URL = f"http://{HOST}:{MANAGEMENT_PORT}"
 KEY_FILE = "key_file.json"
+# The pads' corrections (mnist_kit/feedback/store.py), in the kit's home.
+FEEDBACK_DB = "feedback.db"
 # The inference token: what the clients send, and what the kserve runtime's production profile checks when set.
 TOKEN_ENV = "MNIST_KIT_TOKEN"
 

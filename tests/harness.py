@@ -134,9 +134,18 @@ class Recorded:
 
 
 @contextmanager
-def pad_server(url: str, management_url: str = "", model: str = C.MODEL_NAME, token=lambda: None, manage=lambda: None):
-    """`mnist-kit ui`'s server on a free port, in a thread of this process, asking the TorchServe at `url`."""
-    server = PadServer(Reader(url, model, management_url or url, token=token, management_token=manage), port=0)
+def pad_server(
+    url: str,
+    management_url: str = "",
+    model: str = C.MODEL_NAME,
+    token=lambda: None,
+    manage=lambda: None,
+    feedback=None,
+):
+    """`mnist-kit ui`'s server on a free port, in a thread of this process, asking the TorchServe at `url`; its
+    corrections in `feedback` (a Store), else the kit's home."""
+    reader = Reader(url, model, management_url or url, token=token, management_token=manage)
+    server = PadServer(reader, port=0, feedback=feedback)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -14,6 +14,7 @@ from PyQt5.QtWidgets import QApplication
 
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
+from mnist_kit.feedback.store import Store
 from mnist_kit.serving.process import free_port
 from mnist_kit.ui.desktop import PadWindow
 from mnist_kit.ui.reading import Reader
@@ -117,3 +118,22 @@ def test_without_a_display_the_pad_says_so_in_one_line(monkeypatch):
     result = CliRunner().invoke(cli, ["pad", "--url", f"http://{C.HOST}:{free_port()}"])
     assert result.exit_code == 1
     assert result.output.startswith("Error: no display to open the pad on (DISPLAY is not set)")
+
+
+def test_a_wrong_answer_is_corrected_with_a_key_and_stored_with_the_png_sent(app, server, tmp_path):
+    store = Store(tmp_path / C.FEEDBACK_DB)
+    pad = PadWindow(Reader(server.inference_url, C.MODEL_NAME, server.management_url), feedback=store)
+    pad.show()
+    QTest.qWaitForWindowExposed(pad)
+    try:
+        assert not pad.labels[0].isEnabled()  # nothing answered yet: nothing to correct
+        seven = next(w for w in every_shape() if w.label == 7)
+        draw(pad, seven)
+        shown = shown_digit(pad)
+        QTest.keyClick(pad, Qt.Key_2)
+        assert pad.corrected.text().startswith("Stored as a 2")
+    finally:
+        pad.close()
+    [correction] = store.corrections()
+    assert correction.label == 2 and str(correction.answered) == shown
+    assert correction.image == pad.canvas.drawing.png() and correction.model_version == C.MODEL_VERSION

@@ -26,6 +26,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
+from mnist_kit.feedback.store import Store
 from mnist_kit.serving import client
 from mnist_kit.serving.process import free_port
 from mnist_kit.training import variants
@@ -340,3 +341,20 @@ def test_a_port_in_use_is_a_one_line_error():
         result.output
         == f"Error: cannot serve the pad on {C.HOST}:{port}: Address already in use; pass another --port\n"
     )
+
+
+def test_a_wrong_answer_is_corrected_on_the_page_and_stored_with_the_image_sent(open_page, server, tmp_path):
+    """After an answer, "wrong? it is a _": the button stores the exact bytes the page sent, the label and the
+    answer shown, in the feedback database the ui server was given."""
+    store = Store(tmp_path / C.FEEDBACK_DB)
+    with pad_server(server.inference_url, server.management_url, feedback=store) as pad:
+        page = open_page(pad)
+        expect(page.get_by_test_id("correct")).to_be_hidden()
+        page.get_by_test_id("file").set_input_files(DIGITS[4])
+        shown = shown_digit(page)
+        page.get_by_test_id("correct-9").click()
+        expect(page.get_by_test_id("corrected")).to_contain_text("Stored as a 9")
+    [correction] = store.corrections()
+    assert correction.image == DIGITS[4].read_bytes() and correction.label == 9
+    assert str(correction.answered) == shown and correction.model_version == C.MODEL_VERSION
+    assert correction.serving_form in ("int8", "fp32", "fp32-aten")

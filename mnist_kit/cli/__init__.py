@@ -2,7 +2,7 @@
 code that knows Click. Every command is a thin call into the library (mnist_kit.training, packaging, serving, bench,
 deploy, ui)."""
 
-from mnist_kit.cli import bench, deploy, packaging, pads, serving, training  # noqa: F401  (they register commands)
+from mnist_kit.cli import bench, deploy, feedback, packaging, pads, serving, training  # noqa: F401  (they register)
 from mnist_kit.cli.main import cli
 
 __all__ = ["cli"]

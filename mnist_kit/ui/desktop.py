@@ -13,6 +13,7 @@ import numpy as np
 
 from mnist_kit import constants as C
 from mnist_kit.errors import KitError
+from mnist_kit.feedback.store import Store
 from mnist_kit.serving import client
 from mnist_kit.ui.drawing import Drawing
 from mnist_kit.ui.reading import Reader, Reading, shown, verdict
@@ -99,9 +100,12 @@ class Answers(QObject):
 
 
 class PadWindow(QWidget):
-    def __init__(self, reader: Reader):
+    def __init__(self, reader: Reader, *, feedback: Store | None = None):
         super().__init__()
         self.reader = reader
+        self.feedback = feedback or Store()
+        self.sent: dict[int, bytes] = {}  # revision → the PNG sent for it
+        self.last = None  # (PNG, Reading) of the answer shown: what a correction refers to
         self.setWindowTitle("mnist-kit pad: draw a digit")
         self.canvas = Canvas(Drawing())
         self.answered_revision = 0
@@ -146,6 +150,17 @@ class PadWindow(QWidget):
         self.seen.setFixedSize(C.IMAGE_SIZE * SEEN_SCALE, C.IMAGE_SIZE * SEEN_SCALE)
         self.seen.setStyleSheet("background: black")
         self.answered = QLabel("", wordWrap=True, minimumWidth=280)
+        correct = QHBoxLayout()
+        correct.addWidget(QLabel("Wrong? It is a"))
+        self.labels = []
+        for d in range(C.NUM_CLASSES):
+            button = QPushButton(str(d), maximumWidth=32, enabled=False)
+            button.setToolTip(f"Store this drawing as a {d}, for retraining (key {d})")
+            button.clicked.connect(lambda checked, d=d: self.correct(d))
+            QShortcut(QKeySequence(str(d)), self, lambda d=d: self.correct(d))
+            correct.addWidget(button)
+            self.labels.append(button)
+        self.corrected = QLabel("", wordWrap=True, minimumWidth=280)
         reading = QHBoxLayout()
         reading.addWidget(self.digit)
         reading.addWidget(self.confidence)
@@ -157,6 +172,8 @@ class PadWindow(QWidget):
         right.addWidget(QLabel("What the model saw (28×28, the kit's preprocessing):"))
         right.addWidget(self.seen)
         right.addWidget(self.answered)
+        right.addLayout(correct)
+        right.addWidget(self.corrected)
         right.addStretch()
         layout = QHBoxLayout(self)
         layout.addLayout(left)
@@ -174,6 +191,7 @@ class PadWindow(QWidget):
 
     def predict(self):
         revision, data = self.canvas.revision, self.canvas.drawing.png()
+        self.sent = {revision: data}
         self.requests.submit(self._ask, revision, data)
 
     def _ask(self, revision: int, data: bytes):
@@ -201,11 +219,31 @@ class PadWindow(QWidget):
             self.answered.setText(
                 f"Answered by the server at {answer.server}, model {answer.model} {version}, in {answer.ms:.0f} ms."
             )
+            self.set_correctable((self.sent[revision], answer))
         else:
             self.show_nothing(answer, error=True)
         self.answered_revision = revision
 
+    def set_correctable(self, last) -> None:
+        self.last = last
+        self.corrected.setText("")
+        for button in self.labels:
+            button.setEnabled(last is not None)
+
+    def correct(self, label: int) -> None:
+        """Store the PNG that was sent, its label and the answer it got, in the kit's feedback database."""
+        if self.last is None:
+            return
+        data, answer = self.last
+        record = {"digit": answer.digit, "confidence": answer.confidence, "version": answer.version}
+        try:
+            self.feedback.add(data, label, {**record, "serving_form": self.reader.serving_form()})
+            self.corrected.setText(f"Stored as a {label}, thank you: mnist-kit train --feedback learns from it.")
+        except KitError as e:
+            self.corrected.setText(f"Not stored: {e}")
+
     def show_nothing(self, message: str = "Draw a digit on the pad.", error: bool = False):
+        self.set_correctable(None)
         self.digit.setText("")
         self.confidence.setText("")
         self.answered.setText("")

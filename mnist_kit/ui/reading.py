@@ -88,6 +88,17 @@ class Reader:
                 continue
         return None
 
+    def serving_form(self) -> str | None:
+        """The serving form the default version's workers chose, as its handler describes it (for a correction's
+        record); None when it cannot be asked."""
+        name = self.model.partition("/")[0]
+        for url in (self.management_url, self.url):
+            try:
+                return client.described(url, name, self.management_token(), timeout=2)[1].get("serving_form")
+            except (client.ClientError, ValueError, LookupError, TypeError):
+                continue
+        return None
+
     def failure(self, error: client.ClientError) -> tuple[int, str]:
         """The HTTP status and the plain message a pad shows for a request TorchServe did not answer."""
         if error.status is None and not str(error).startswith("cannot reach"):

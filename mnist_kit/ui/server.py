@@ -1,10 +1,13 @@
 """`mnist-kit ui`: one static page, and its /api/... answered by TorchServe through the kit's client.
 
 The standard library's ThreadingHTTPServer on loopback: the page (HTML, CSS, plain JavaScript in static/, shipped
-as package data, nothing from a CDN) and three JSON endpoints. TorchServe needs no CORS opening, since the browser
-only talks to this server, and the token is read here (mnist_kit.ui.reading.Reader) and never sent to the browser.
+as package data, nothing from a CDN) and four JSON endpoints: status, predict, explain, and feedback, which stores a
+correction in the kit's feedback database (mnist_kit/feedback/store.py). TorchServe needs no CORS opening, since
+the browser only talks to this server, and the token is read here (mnist_kit.ui.reading.Reader) and never sent to
+the browser.
 """
 
+import base64
 import json
 import re
 import sys
@@ -14,6 +17,7 @@ from importlib import resources
 
 from mnist_kit import constants as C
 from mnist_kit.errors import KitError
+from mnist_kit.feedback.store import FeedbackError, Store
 from mnist_kit.serving import client
 from mnist_kit.ui.reading import Reader, shown, verdict
 from mnist_kit.worker.requests import media_type
@@ -22,6 +26,7 @@ PAGES = {"/": "index.html", "/index.html": "index.html", "/app.js": "app.js", "/
 TYPES = {"html": "text/html", "js": "text/javascript", "css": "text/css"}
 # Everything the page loads comes from this server; inline scripts and other origins are refused.
 POLICY = "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; form-action 'none'"
+FEEDBACK_BYTES = C.MAX_REQUEST_BYTES * 4 // 3 + 4096  # a base64 image of the largest size a request may have
 LOCAL_HOSTS = re.compile(r"^(127\.0\.0\.1|localhost|\[::1\])(:\d+)?$")
 
 
@@ -45,8 +50,10 @@ class Handler(BaseHTTPRequestHandler):
         if not self._local():
             return
         path = self.path.split("?")[0]
+        if path == "/api/feedback":
+            return self._feedback()
         if path not in ("/api/predict", "/api/explain"):
-            return self._json(404, {"message": f"no endpoint {path}: POST /api/predict or /api/explain"})
+            return self._json(404, {"message": f"no endpoint {path}: POST /api/predict, /api/explain or /api/feedback"})
         data = self._image()
         if data is None:
             return
@@ -61,6 +68,35 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(status, {"message": message, "status": status})
         except Exception as e:  # the page must still get a message, not a dropped connection
             return self._json(500, {"message": f"the pad's server failed: {type(e).__name__}: {e}", "status": 500})
+
+    def _feedback(self) -> None:
+        """{"image": "<base64 image file>", "label": 7, "answer": {...}}: a correction, stored, or a 4xx saying
+        what is wrong with it. JSON only, which a page of another site cannot send here without a CORS preflight,
+        which this server never grants."""
+        kind = media_type(self.headers.get("Content-Type"))
+        if kind != "application/json":
+            return self._json(415, {"message": f"send feedback as application/json, not {kind or 'none'!r}"})
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > FEEDBACK_BYTES:
+            return self._json(
+                413, {"message": f"feedback too large: {length:,} bytes, the limit is {FEEDBACK_BYTES:,}"}
+            )
+        try:
+            body = json.loads(self.rfile.read(length) or b"null")
+            if not isinstance(body, dict):
+                raise FeedbackError('send an object: {"image": "<base64 image file>", "label": 7}')
+            if not isinstance(body.get("image"), str):
+                raise FeedbackError('"image" must be the image file, base64-encoded')
+            image = base64.b64decode(body["image"], validate=True)
+            answer = body.get("answer")
+            if isinstance(answer, dict) and "serving_form" not in answer:
+                answer = {**answer, "serving_form": self.server.reader.serving_form()}
+            stored = self.server.feedback.add(image, body.get("label"), answer)
+        except ValueError:  # JSON or base64 that does not parse
+            return self._json(400, {"message": 'not JSON with a base64 "image": send {"image": "...", "label": 7}'})
+        except FeedbackError as e:
+            return self._json(e.status, {"message": str(e)})
+        self._json(201, {"id": stored, "label": body["label"], "message": "thank you: stored for retraining"})
 
     def _image(self) -> bytes | None:
         """The request body, or None after answering why it cannot be one. Only image types are taken, which
@@ -108,8 +144,9 @@ class Handler(BaseHTTPRequestHandler):
 class PadServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, reader: Reader, port: int = C.UI_PORT, host: str = C.HOST):
+    def __init__(self, reader: Reader, port: int = C.UI_PORT, host: str = C.HOST, *, feedback: Store | None = None):
         self.reader = reader
+        self.feedback = feedback or Store()
         try:
             super().__init__((host, port), Handler)
         except OSError as e:

@@ -14,6 +14,7 @@ const state = {
   timer: null,
   request: null, // AbortController of the prediction in flight
   debounceMs: 150,
+  answered: null, // {blob, reading}: the image sent and the answer shown, which a correction refers to
 };
 
 // ---- drawing --------------------------------------------------------------------------------------------------
@@ -204,8 +205,54 @@ async function predict() {
   state.request = null;
   setBusy(false);
   const ms = performance.now() - started;
-  if (result.ok) showReading(result.body, ms, revision);
-  else showError(result.body.message, revision);
+  if (result.ok) {
+    state.answered = { blob, reading: result.body }; // what a correction refers to: these bytes, this answer
+    showReading(result.body, ms, revision);
+  } else showError(result.body.message, revision);
+}
+
+// ---- corrections: "wrong? it is a _" -------------------------------------------------------------------------
+
+for (let d = 0; d < 10; d++) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = String(d);
+  button.dataset.testid = `correct-${d}`;
+  button.title = `Store this image as a ${d}, for retraining`;
+  button.addEventListener("click", () => correct(d));
+  $("labels").append(button);
+}
+
+function base64(blob) {
+  return new Promise((resolve) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result.split(",", 2)[1]);
+    reader.readAsDataURL(blob);
+  });
+}
+
+// The image exactly as it was sent, its label, and the answer it got, to this page's server (stored on this machine).
+async function correct(label) {
+  const { blob, reading } = state.answered || {};
+  if (!blob) return;
+  const body = {
+    image: await base64(blob),
+    label,
+    answer: { digit: reading.digit, confidence: reading.confidence, version: reading.version },
+  };
+  let message;
+  try {
+    const response = await fetch("/api/feedback", {
+      method: "POST",
+      body: JSON.stringify(body),
+      headers: { "Content-Type": "application/json" },
+    });
+    const answer = await response.json();
+    message = response.ok ? `Stored as a ${label}, thank you: mnist-kit train --feedback learns from it.` : answer.message;
+  } catch {
+    message = "the pad's server (mnist-kit ui) is not answering: the correction was not stored.";
+  }
+  $("corrected").textContent = message;
 }
 
 // ---- what the page shows ------------------------------------------------------------------------------------
@@ -249,6 +296,7 @@ function showNothing() {
   $("confidence").textContent = "";
   $("answered").textContent = "";
   $("explain").disabled = true;
+  hideCorrect();
   setBars(null);
   drawSeen(null);
   say("Draw a digit on the pad.");
@@ -267,7 +315,15 @@ function showReading(reading, ms, revision) {
   $("answered").textContent =
     `Answered by the server at ${reading.server}, model ${reading.model} ${version}; ` +
     `${Math.round(ms)} ms round trip from this page (${Math.round(reading.ms)} ms from its server to the model server).`;
+  $("correct").hidden = false;
+  $("corrected").textContent = "";
   answered(revision);
+}
+
+function hideCorrect() {
+  state.answered = null;
+  $("correct").hidden = true;
+  $("corrected").textContent = "";
 }
 
 function showError(message, revision) {
@@ -275,6 +331,7 @@ function showError(message, revision) {
   $("confidence").textContent = "";
   $("answered").textContent = "";
   $("explain").disabled = true;
+  hideCorrect();
   setBars(null);
   drawSeen(null);
   say(message, "error");
