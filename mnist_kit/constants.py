@@ -26,6 +26,12 @@ REPORTS = "reports"
 
 # The default training recipe (mnist-kit train, python train.py, training.fit).
 EPOCHS = 7
+# Fine-tuning on corrections (`train --feedback`): from the current weights, FINETUNE_EPOCHS over MNIST at
+# FINETUNE_LR, with EXTRA_BATCH corrections drawn into each batch; FEEDBACK_HOLDOUT of them kept out, to measure.
+FINETUNE_EPOCHS = 2
+FINETUNE_LR = 1e-3
+EXTRA_BATCH = 16
+FEEDBACK_HOLDOUT = 0.2
 TRAIN_BATCH_SIZE = 128
 LEARNING_RATE = 3e-3
 SEED = 1

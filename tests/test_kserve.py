@@ -194,7 +194,8 @@ def test_both_runtimes_give_the_same_answers_to_the_same_images(server, same_for
 def test_a_stop_answers_the_requests_already_received(model_store, digits):
     """SIGTERM under load: the server stops accepting, answers every request it has read, and exits cleanly within
     its grace period. A client racing the close sees its connection refused or reset before any answer began (never
-    read by the server: a prediction is safe to send again); none gets an error status or a cut answer."""
+    read by the server: a prediction is safe to send again, and the kit's client does); none gets an error status or
+    a cut answer."""
     ks = PrivateKServe(model_store / "mnist.mar").start()
     body = digits[7].read_bytes()
     results, stop = [], threading.Event()
@@ -222,7 +223,8 @@ def test_a_stop_answers_the_requests_already_received(model_store, digits):
     finally:
         ks.stop()
     assert code == 0 and results.count(200) > 16
-    assert set(results) <= {200, "ConnectionRefusedError", "ConnectionResetError", "RemoteDisconnected"}, set(results)
+    unread = {"ConnectionRefusedError", "ConnectionResetError", "BrokenPipeError", "RemoteDisconnected"}
+    assert set(results) <= {200} | unread, set(results)
 
 
 def test_serve_and_stop_run_the_kserve_runtime(model_store, tmp_path, digits):

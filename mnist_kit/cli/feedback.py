@@ -1,12 +1,18 @@
-"""`mnist-kit feedback`: the corrections the pads stored (list, stats, export), which `train --feedback` learns from."""
+"""`mnist-kit feedback`: the corrections the pads stored (list, stats, export), which `train --feedback` learns from;
+and `mnist-kit ab`, which compares two served versions before one is promoted."""
 
 import json
+import sys
 from datetime import datetime
 from pathlib import Path
 
 import click
 
-from mnist_kit.cli.main import cli
+from mnist_kit import constants as C
+from mnist_kit.cli.main import cli, data_dir_option, key_file, token_option
+from mnist_kit.feedback import ab
+from mnist_kit.paths import home
+from mnist_kit.serving import client, management
 
 
 @cli.group()
@@ -75,3 +81,93 @@ def export(store, folder):
     """Every correction as FOLDER/LABEL-ID.png, with feedback.csv: the layout `train --extra FOLDER` reads."""
     count = store.export(folder)
     click.echo(f"exported {count} corrections to {folder}")
+
+
+@cli.command("ab")
+@click.option("--a", "version_a", required=True, help="The version serving now, e.g. 1.0.")
+@click.option("--b", "version_b", required=True, help="The candidate, e.g. 2.0.")
+@click.option(
+    "--set",
+    "which",
+    default="feedback",
+    show_default=True,
+    help="The labelled images: feedback (the stored corrections), real-world (held-out kinds), mnist (the 10 000 "
+    "test images), or a folder of LABEL-*.png or LABEL/*.png.",
+)
+@click.option("--url", default=C.INFERENCE_URL, show_default=True, help="The server, with both versions loaded.")
+@click.option("--url-b", default=None, help="B on another server instead (e.g. a kserve runtime serving it).")
+@click.option("--management-url", default=C.MANAGEMENT_URL, show_default=True, help="Where --promote sets B.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="The first N images of the set only.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=ab.ALPHA, show_default=True, help="Significance level.")
+@click.option("--promote", is_flag=True, help="Make B the default, if it is better here and not worse on MNIST.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PNG.")
+@click.option("--json", "as_json", is_flag=True)
+@data_dir_option("MNIST files, for --set mnist or real-world and for --promote.")
+@token_option
+def ab_test(
+    version_a, version_b, which, url, url_b, management_url, limit, alpha, promote, plot_path, as_json, data_dir, token
+):
+    """Compare versions A and B of the served model on the same labelled images, and say which is better.
+
+    Each image goes to both versions; the verdict (B better / no difference shown / B worse) comes from McNemar's
+    exact test on the images only one of them reads, at --alpha, given at least 100 images. --promote makes B the
+    default (`models set-default`) only when it is better on the set and within 0.1 points of A on MNIST's test
+    set; otherwise it says why not and changes nothing.
+
+    \b
+      mnist-kit ab --a 1.0 --b 2.0 --set feedback
+      mnist-kit ab --a 1.0 --b 2.0 --set mnist --json
+      mnist-kit ab --a 1.0 --b 2.0 --set corrections/ --promote
+    """
+    from mnist_kit.feedback.store import Store
+    from mnist_kit.training import mnist
+
+    token = token or client.read_token(key_file())
+    data_dir = data_dir or mnist.default_data_dir()
+    trained = trained_ids(home() / C.CHECKPOINT)
+    pairs = ab.labelled_images(which, data_dir=data_dir, store=Store(), trained_ids=trained, limit=limit)
+    versions = {"version_a": version_a, "version_b": version_b, "url": url, "url_b": url_b, "token": token}
+    result = compare_with_progress(pairs, **versions, alpha=alpha, label=which)
+    report = {"set": which, **result}
+    if promote:
+        if which == "mnist":
+            mnist_result = result
+        else:
+            mnist_pairs = ab.labelled_images("mnist", data_dir=data_dir)
+            mnist_result = compare_with_progress(mnist_pairs, **versions, alpha=alpha, label="mnist")
+        allowed, why = ab.promotion(result, mnist_result)
+        report["mnist"] = mnist_result
+        report["promotion"] = {"promoted": allowed, "why": why}
+        if allowed:
+            manager = management.Management(management_url, client.read_token(key_file(), api="management"))
+            manager.set_default(C.MODEL_NAME, version_b)
+    if plot_path:
+        ab.plot(result, plot_path)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(ab.table(report))
+    if plot_path:
+        click.echo(f"wrote {plot_path}")
+
+
+def trained_ids(checkpoint: Path) -> list[int]:
+    """The corrections the last `train --feedback` of this checkpoint learnt from (its metrics.json says)."""
+    try:
+        return json.loads((checkpoint.parent / "metrics.json").read_text())["feedback"]["trained_ids"] or []
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def compare_with_progress(pairs, version_a, version_b, *, url, url_b, token, alpha, label):
+    with click.progressbar(length=len(pairs), label=f"A/B on {label}", file=sys.stderr) as bar:
+        return ab.run(
+            pairs,
+            version_a,
+            version_b,
+            url=url,
+            url_b=url_b,
+            token=token,
+            alpha=alpha,
+            progress=lambda done, total: bar.update(1),
+        )

@@ -187,3 +187,19 @@ def check_answer(answer: dict) -> tuple:
         if text is not None and (not isinstance(text, str) or len(text) > TEXT_LIMIT):
             raise FeedbackError(f"answer.{name} must be text of at most {TEXT_LIMIT} characters")
     return digit, confidence, version, form
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def labelled_folder(folder) -> list[tuple[bytes, int]]:
+    """(image file, digit) of a folder of labelled images: `export`'s LABEL-ID.png, or LABEL/NAME.png."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FeedbackError(f"{folder} is not a folder of labelled images (LABEL-*.png or LABEL/*.png)")
+    pairs = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+        label = path.parent.name if path.parent != folder else path.name.split("-", 1)[0]
+        if len(label) == 1 and label.isdigit():
+            pairs.append((path.read_bytes(), int(label)))
+    return pairs

@@ -83,6 +83,8 @@ def fit(
     precision="auto",
     outliers=True,
     force=False,
+    init=None,
+    extra=None,
     on_step=None,
     on_epoch=None,
 ) -> dict:
@@ -94,6 +96,9 @@ def fit(
     doubt. An existing `out` is refused without force, before any work, as archive.build refuses:
     a checkpoint may be minutes of training. on_step(epoch, step, steps) is called after each optimiser step,
     on_epoch(epoch, loss, test_accuracy) after each epoch: the CLI draws its progress bar and prints its lines.
+
+    Fine-tuning (training/finetune.py): `init`, a state_dict to start from instead of random weights; `extra`,
+    (uint8 N×28×28, labels) of other digits, C.EXTRA_BATCH of them drawn into every batch beside MNIST's.
     """
     if Path(out).exists() and not force:
         raise KitError(f"{out} already exists: pass --force to overwrite it")
@@ -120,7 +125,12 @@ def fit(
 
     # Channels-last: on the AVX2 EPYC a training step took 47 ms against 63 ms contiguous (batch 128, 2 threads;
     # ATen's max pooling of NCHW tensors is many times slower there), and oneDNN prefers it on AVX-512 and AMX.
-    model = MnistClassificationNet().to(device).to(memory_format=torch.channels_last)
+    model = MnistClassificationNet()
+    if init is not None:
+        model.load_state_dict(torch.load(init, map_location="cpu", weights_only=True))
+    model = model.to(device).to(memory_format=torch.channels_last)
+    if extra is not None:
+        extra_x, extra_y = normalize(extra[0]), extra[1].to(train_y.dtype)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps = math.ceil(len(train_x) / batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps)
@@ -130,9 +140,13 @@ def fit(
         order = torch.randperm(len(train_x), generator=generator)
         for step in range(steps):
             index = order[step * batch_size : (step + 1) * batch_size]
-            x = train_x[index]
+            x, y = train_x[index], train_y[index]
+            if extra is not None:
+                picks = torch.randint(len(extra_x), (C.EXTRA_BATCH,), generator=generator)
+                x, y = torch.cat([x, extra_x[picks]]), torch.cat([y, extra_y[picks]])
+            labelled = len(y)
             if outliers:  # stray marks over a share of the digits, then the non-digits beside them
-                marked = torch.rand(len(index), generator=generator) < C.MARKED_SHARE
+                marked = torch.rand(labelled, generator=generator) < C.MARKED_SHARE
                 layers = normalize(marks_x[torch.randint(len(marks_x), (int(marked.sum()),), generator=generator)])
                 x = x.clone()
                 x[marked] = torch.maximum(x[marked], layers)
@@ -142,9 +156,9 @@ def fit(
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                 log_probabilities = model(x)
-                loss = F.nll_loss(log_probabilities[: len(index)], train_y[index].to(device))
+                loss = F.nll_loss(log_probabilities[:labelled], y.to(device))
                 if outliers:  # cross-entropy to the uniform answer
-                    loss = loss - C.OUTLIER_WEIGHT * log_probabilities[len(index) :].float().mean()
+                    loss = loss - C.OUTLIER_WEIGHT * log_probabilities[labelled:].float().mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -169,6 +183,8 @@ def fit(
         "printed_digits": printed,
         "precision": str(dtype).removeprefix("torch."),
         "train_images": len(train_x) - printed,
+        "init": str(init) if init else None,
+        "extra_images": len(extra[1]) if extra is not None else 0,
         "seconds": round(time.time() - start, 1),
         "device": str(device),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},

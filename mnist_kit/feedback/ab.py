@@ -1,0 +1,234 @@
+"""`mnist-kit ab`: two versions of the model, served side by side, compared on the same labelled images.
+
+Each image goes to both versions, so the comparison is paired: McNemar's exact test on the images one version reads
+and the other does not (the images both read, or both miss, say nothing about which is better). The verdict names
+a difference only when that test's two-sided p is below the significance level and there are enough images.
+"""
+
+import io
+import math
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from mnist_kit import constants as C
+from mnist_kit.errors import KitError
+from mnist_kit.feedback.store import labelled_folder
+from mnist_kit.serving import client
+
+SETS = ("feedback", "real-world", "mnist")
+ALPHA = 0.01
+MIN_IMAGES = 100  # below this, no verdict is given, whatever the test says
+PROMOTION_MARGIN = 0.1  # points of MNIST test accuracy B may lose and still be promoted
+
+
+class ABError(KitError):
+    """An A/B test that cannot be run or trusted; the message says why."""
+
+
+@dataclass
+class Side:
+    """What one version did on the set."""
+
+    version: str
+    correct: list[bool] = field(default_factory=list)
+    confidence: list[float] = field(default_factory=list)
+    ms: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        answered = len(self.correct)
+        latencies = sorted(self.ms)
+        return {
+            "version": self.version,
+            "images": answered + len(self.errors),
+            "accuracy": round(100 * sum(self.correct) / answered, 3) if answered else None,
+            "mean_confidence": round(statistics.fmean(self.confidence), 4) if self.confidence else None,
+            "p50_ms": round(latencies[len(latencies) // 2], 2) if latencies else None,
+            "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 2) if latencies else None,
+            "errors": len(self.errors),
+            "error_examples": sorted(set(self.errors))[:3],
+        }
+
+
+def labelled_images(
+    which: str, *, data_dir=None, store=None, trained_ids=(), limit: int | None = None
+) -> list[tuple[bytes, int]]:
+    """(image file, digit) pairs of a set: the stored corrections (less those a fine-tuning trained on: a model is
+    not tested on what it learnt), the held-out real-world kinds (digits only), MNIST's 10 000 test images as PNGs,
+    or a folder of LABEL-*.png (`feedback export`'s layout) or LABEL/*.png."""
+    if which == "feedback":
+        trained = set(trained_ids or ())
+        pairs = [(c.image, c.label) for c in store.corrections() if c.id not in trained]
+    elif which == "real-world":
+        from mnist_kit.training import mnist, variants
+
+        images, labels = mnist.load(data_dir, "test", download=False)
+        made = variants.make(images.numpy(), labels.numpy(), per_kind=200, seed=0)
+        pairs = [(data, label) for _, label, data in made if isinstance(label, int)]
+    elif which == "mnist":
+        from mnist_kit.training import mnist
+
+        images, labels = mnist.load(data_dir, "test", download=False)
+        pairs = [(png(image), int(label)) for image, label in zip(images.numpy(), labels.numpy())]
+    else:
+        pairs = labelled_folder(Path(which))
+    if not pairs:
+        raise ABError(f"the set {which!r} has no labelled images")
+    return pairs[:limit] if limit else pairs
+
+
+def png(pixels) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def mcnemar(b_only: int, a_only: int) -> float:
+    """McNemar's exact test: the two-sided p of so uneven a split of the discordant pairs, were each pair as likely
+    to go either way."""
+    n = b_only + a_only
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b_only, a_only) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def run(
+    pairs: list[tuple[bytes, int]],
+    a: str,
+    b: str,
+    *,
+    url: str = C.INFERENCE_URL,
+    url_b: str | None = None,
+    model: str = C.MODEL_NAME,
+    token: str | None = None,
+    concurrency: int = 4,
+    alpha: float = ALPHA,
+    progress=lambda done, total: None,
+) -> dict:
+    """Each image to version a and version b (at url, or b at url_b: another server, such as a kserve runtime
+    serving the new archive), then the comparison."""
+    sides = {"a": Side(a), "b": Side(b)}
+    targets = {"a": (url, f"{model}/{a}"), "b": (url_b or url, model if url_b else f"{model}/{b}")}
+    outcomes = [{} for _ in pairs]
+
+    def ask(index: int) -> None:
+        data, label = pairs[index]
+        for key, (address, name) in targets.items():
+            start = time.perf_counter()
+            try:
+                answer = client.predict(data, address, name, token=token, retries=3)
+                outcomes[index][key] = (answer["digit"] == label, answer["confidence"], time.perf_counter() - start)
+            except client.ClientError as e:
+                if e.server_wide:
+                    raise
+                outcomes[index][key] = e.detail
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        for done, _ in enumerate(pool.map(ask, range(len(pairs))), 1):
+            progress(done, len(pairs))
+    a_only = b_only = 0
+    for outcome in outcomes:
+        for key, side in sides.items():
+            if isinstance(outcome[key], str):
+                side.errors.append(outcome[key])
+            else:
+                right, confidence, seconds = outcome[key]
+                side.correct.append(right)
+                side.confidence.append(confidence)
+                side.ms.append(1000 * seconds)
+        if not any(isinstance(v, str) for v in outcome.values()):
+            a_only += outcome["a"][0] and not outcome["b"][0]
+            b_only += outcome["b"][0] and not outcome["a"][0]
+    return compare(sides["a"], sides["b"], a_only=a_only, b_only=b_only, alpha=alpha)
+
+
+def compare(a: Side, b: Side, *, a_only: int, b_only: int, alpha: float = ALPHA) -> dict:
+    """The two sides' figures, the paired test and the verdict."""
+    p = mcnemar(b_only, a_only)
+    paired = a_only + b_only + sum(1 for x, y in zip(a.correct, b.correct) if x == y)
+    if paired < MIN_IMAGES:
+        verdict = f"too few images for a verdict ({paired} paired, at least {MIN_IMAGES})"
+    elif p >= alpha:
+        verdict = "no difference shown"
+    else:
+        verdict = "B better" if b_only > a_only else "B worse"
+    return {
+        "a": a.summary(),
+        "b": b.summary(),
+        "paired_images": paired,
+        "only_a_right": a_only,
+        "only_b_right": b_only,
+        "mcnemar_p": p,
+        "alpha": alpha,
+        "verdict": verdict,
+    }
+
+
+def promotion(result: dict, mnist_result: dict, *, margin: float = PROMOTION_MARGIN) -> tuple[bool, str]:
+    """Whether B may become the default: better on the chosen set, and on MNIST's test set not worse than A by more
+    than `margin` points; and why (not)."""
+    if result["verdict"] != "B better":
+        return False, f"B is not shown better on this set ({result['verdict']}, p = {result['mcnemar_p']:.3g})"
+    drop = mnist_result["a"]["accuracy"] - mnist_result["b"]["accuracy"]
+    if drop > margin:
+        return False, f"B loses {drop:.2f} points on MNIST's test set, more than the {margin} allowed"
+    if mnist_result["verdict"] == "B worse":
+        return False, f"B is worse on MNIST's test set (p = {mnist_result['mcnemar_p']:.3g})"
+    return True, f"B is better (p = {result['mcnemar_p']:.3g}) and within {margin} points on MNIST's test set"
+
+
+def table(report: dict) -> str:
+    """What `mnist-kit ab` prints: each version's figures, the paired test, the verdict, the promotion."""
+    lines = [f"A/B on {report['set']}: {report['paired_images']} images, each to both versions", ""]
+    lines.append(f"{'':10}{'accuracy':>10}{'confidence':>12}{'p50':>9}{'p99':>9}{'errors':>8}")
+    for key in ("a", "b"):
+        s = report[key]
+        accuracy = f"{s['accuracy']:.2f} %" if s["accuracy"] is not None else "-"
+        confidence = f"{s['mean_confidence']:.3f}" if s["mean_confidence"] is not None else "-"
+        p50 = f"{s['p50_ms']:.1f} ms" if s["p50_ms"] is not None else "-"
+        p99 = f"{s['p99_ms']:.1f} ms" if s["p99_ms"] is not None else "-"
+        lines.append(f"{key.upper()} {s['version']:<8}{accuracy:>10}{confidence:>12}{p50:>9}{p99:>9}{s['errors']:>8}")
+    lines += [
+        "",
+        f"only A right: {report['only_a_right']}, only B right: {report['only_b_right']}; "
+        f"McNemar's exact test: p = {report['mcnemar_p']:.3g} (alpha {report['alpha']})",
+        f"verdict: {report['verdict']}",
+    ]
+    if "promotion" in report:
+        done = "promoted: B is now the default" if report["promotion"]["promoted"] else "not promoted"
+        lines.append(f"{done}: {report['promotion']['why']}")
+    return "\n".join(lines)
+
+
+def plot(result: dict, out) -> Path:
+    """Accuracy of each version, and the images only one of them reads, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    names = [f"A {result['a']['version']}", f"B {result['b']['version']}"]
+    accuracies = [result["a"]["accuracy"] or 0, result["b"]["accuracy"] or 0]
+    left.bar(names, accuracies, color=["#7f7f7f", "#1f77b4"])
+    left.set_ylim(max(0, min(accuracies) - 5), 100)
+    left.set_ylabel("accuracy (%)")
+    for x, value in enumerate(accuracies):
+        left.text(x, value, f"{value:.2f} %", ha="center", va="bottom")
+    right.bar(
+        ["only A right", "only B right"], [result["only_a_right"], result["only_b_right"]], color=["#7f7f7f", "#1f77b4"]
+    )
+    right.set_title(f"McNemar p = {result['mcnemar_p']:.3g}: {result['verdict']}", fontsize=10)
+    figure.suptitle(f"{result['paired_images']} images, each to both versions")
+    figure.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=100)
+    plt.close(figure)
+    return out

@@ -1,0 +1,97 @@
+"""`mnist-kit ab`: two served versions on the same labelled images, McNemar's exact test, a verdict that claims no
+difference it has not shown, and a promotion that happens only when B is better and not worse on MNIST."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from harness import TorchServe
+
+from mnist_kit import constants as C
+from mnist_kit.cli import cli
+from mnist_kit.feedback import ab
+from mnist_kit.packaging import archive
+from mnist_kit.serving import client
+
+
+@pytest.mark.unit
+def test_mcnemars_exact_test_is_the_two_sided_binomial_on_discordant_pairs():
+    assert ab.mcnemar(0, 0) == 1.0
+    assert ab.mcnemar(10, 0) == ab.mcnemar(0, 10) == pytest.approx(2 / 2**10)
+    assert ab.mcnemar(5, 5) == 1.0
+    assert ab.mcnemar(44, 7) < 1e-6
+
+
+def side(version: str, correct: list[bool]) -> ab.Side:
+    return ab.Side(version, correct=correct, confidence=[0.9] * len(correct), ms=[1.0] * len(correct))
+
+
+@pytest.mark.unit
+def test_a_verdict_needs_a_significant_split_and_enough_images():
+    same = ab.compare(side("1.0", [True] * 300), side("2.0", [True] * 300), a_only=0, b_only=0)
+    assert same["verdict"] == "no difference shown" and same["mcnemar_p"] == 1.0
+    few = ab.compare(side("1.0", [False] * 20), side("2.0", [True] * 20), a_only=0, b_only=20)
+    assert few["verdict"].startswith("too few images for a verdict")
+    worse = ab.compare(side("1.0", [True] * 300), side("2.0", [False] * 20 + [True] * 280), a_only=20, b_only=0)
+    assert worse["verdict"] == "B worse"
+
+
+@pytest.mark.unit
+def test_promotion_needs_b_better_here_and_within_the_margin_on_mnist():
+    better = {"verdict": "B better", "mcnemar_p": 1e-5}
+    even = {"a": {"accuracy": 99.4}, "b": {"accuracy": 99.35}, "verdict": "no difference shown"}
+    assert ab.promotion(better, even)[0]
+    assert not ab.promotion({"verdict": "no difference shown", "mcnemar_p": 0.5}, even)[0]
+    dropped = {"a": {"accuracy": 99.4}, "b": {"accuracy": 99.1}, "verdict": "B worse"}
+    allowed, why = ab.promotion(better, dropped)
+    assert not allowed and "loses 0.30 points on MNIST's test set" in why
+
+
+@pytest.fixture(scope="module")
+def versions(tiny_checkpoint, untrained_checkpoint, tmp_path_factory):
+    """TorchServe with three versions: 1.0 and 2.0 the same tiny model, 3.0 untrained (random weights)."""
+    store = tmp_path_factory.mktemp("ab_store")
+    archive.build(tiny_checkpoint, store, mode="eager")
+    archive.build(tiny_checkpoint, store, version="2.0", mode="eager")
+    archive.build(untrained_checkpoint, store, version="3.0", mode="eager")
+    with TorchServe(store, load_models="mnist.mar,mnist-2.0.mar,mnist-3.0.mar") as ts:
+        yield ts
+
+
+def run_ab(ts, *args) -> dict:
+    url = ["--url", ts.inference_url, "--management-url", ts.management_url]
+    result = CliRunner().invoke(cli, ["ab", *url, "--set", "mnist", "--limit", "200", "--json", *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output[result.output.index("{") :])
+
+
+def default_version(ts) -> str:
+    return client.described(ts.management_url, C.MODEL_NAME)[0]["modelVersion"]
+
+
+def test_two_equal_versions_get_no_verdict_of_a_difference_and_no_promotion(versions, data_dir):
+    report = run_ab(versions, "--a", "1.0", "--b", "2.0", "--data-dir", str(data_dir), "--promote")
+    assert report["paired_images"] == 200 and report["only_a_right"] == report["only_b_right"] == 0
+    assert report["verdict"] == "no difference shown" and report["a"]["accuracy"] == report["b"]["accuracy"]
+    assert report["promotion"]["promoted"] is False
+    assert default_version(versions) == "1.0"
+
+
+def test_a_worse_version_is_called_worse_and_promote_refuses_it(versions, data_dir, tmp_path):
+    plot = tmp_path / "ab.png"
+    args = ["--a", "1.0", "--b", "3.0", "--data-dir", str(data_dir), "--promote", "--plot", str(plot)]
+    report = run_ab(versions, *args)
+    assert report["verdict"] == "B worse" and report["mcnemar_p"] < 0.01
+    assert report["b"]["accuracy"] < report["a"]["accuracy"] - 20
+    assert report["promotion"] == {"promoted": False, "why": report["promotion"]["why"]}
+    assert report["promotion"]["why"].startswith("B is not shown better on this set (B worse")
+    assert default_version(versions) == "1.0" and plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ab_prints_each_versions_figures_the_test_and_the_verdict(versions, data_dir):
+    url = ["--url", versions.inference_url, "--management-url", versions.management_url]
+    args = ["ab", *url, "--set", "mnist", "--limit", "120", "--a", "1.0", "--b", "3.0", "--data-dir", str(data_dir)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "A/B on mnist: 120 images, each to both versions" in result.output
+    assert "McNemar's exact test: p = " in result.output and "verdict: B worse" in result.output
