@@ -63,6 +63,8 @@ KSERVE_GRACE_S = 30
 # every second takes 2 failures to drop it; 10 s covers both with room. The pod's grace period then leaves the
 # kserve runtime's own grace for what is still in flight: 10 + 30 + 5 s to exit.
 DRAIN_ENV = "MNIST_KIT_DRAIN_SECONDS"
+# `export kserve --canary VERSION`: the share of requests the new revision takes until promoted or rolled back.
+CANARY_PERCENT = 10
 DRAIN_S = 10
 TERMINATION_GRACE_S = DRAIN_S + KSERVE_GRACE_S + 5
 # The TorchServe image's readiness (its entrypoint's: TorchServe's /ping cannot say that a replica is going away).

@@ -504,3 +504,32 @@ def test_the_images_start_keeps_torchserve_in_the_foreground_and_a_stop_signal_e
         assert ts.process.wait(timeout=60) is not None
         _, alive = psutil.wait_procs(processes, timeout=30)
         assert alive == []
+
+
+def test_a_canary_export_makes_the_version_the_default_and_splits_the_traffic(
+    eager_store, bench_report, kserve_schema, tmp_path
+):
+    export.export_kserve(
+        tmp_path / "out", "s3://b/mnist-2.0", eager_store, bench_report=bench_report, canary="2.0", canary_percent=20
+    )
+    [isvc] = load_all(tmp_path / "out" / "inferenceservice.yaml")
+    jsonschema.validate(isvc, kserve_schema)
+    assert unknown_fields(isvc, kserve_schema) == []
+    assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 20
+    models = properties((tmp_path / "out" / "config" / "config.properties").read_text())["model_snapshot"]
+    defaults = {v: m["defaultVersion"] for v, m in json.loads(models)["models"]["mnist"].items()}
+    assert defaults == {"1.0": False, "2.0": True}
+
+
+def test_a_canary_of_a_version_the_store_lacks_is_refused(eager_store, tmp_path):
+    missing = r"--canary 9.0: the model store has no such version \(it has 1.0, 2.0\)"
+    with pytest.raises(export.DeployError, match=missing):
+        export.export_kserve(tmp_path / "out", "s3://b/m", eager_store, bench_report=None, canary="9.0")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_canary_of_the_kserve_runtime_is_refused_with_why(eager_store, tmp_path):
+    with pytest.raises(export.DeployError, match="Serverless mode only"):
+        export.export_kserve(
+            tmp_path / "out", "s3://b/m", eager_store, bench_report=None, canary="2.0", runtime="kserve"
+        )

@@ -219,3 +219,24 @@ def test_the_ui_server_refuses_feedback_over_the_size_limit_before_reading_it(st
         status, answer = response.status, json.loads(response.read())
         connection.close()
     assert status == 413 and "feedback too large" in answer["message"]
+
+
+@pytest.mark.unit
+def test_the_ui_servers_metrics_count_corrections_per_version_label_and_verdict(store):
+    store.add(seven(), 7, {"digit": 1, "version": "1.0"})
+    store.add(seven(), 7, {"digit": 1, "version": "1.0"})
+    store.add(seven(), 7, {"digit": 7, "version": "2.0"})
+    with pad_server(NOWHERE, feedback=store) as pad:
+        request = urllib.request.Request(f"{pad.url}metrics", headers={"Host": "127.0.0.1"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            kind, text = response.headers["Content-Type"], response.read().decode()
+    assert kind.startswith("text/plain; version=0.0.4")
+    assert 'mnist_kit_feedback_total{model_version="1.0",label="7",wrong="true"} 2' in text.splitlines()
+    assert 'mnist_kit_feedback_total{model_version="2.0",label="7",wrong="false"} 1' in text.splitlines()
+
+
+@pytest.mark.unit
+def test_metrics_without_a_database_publish_no_series_and_create_none(tmp_path):
+    store = Store(tmp_path / C.FEEDBACK_DB)
+    assert "mnist_kit_feedback_total{" not in store.prometheus()
+    assert not (tmp_path / C.FEEDBACK_DB).exists()

@@ -97,6 +97,21 @@ def _report_export(result) -> None:
     help="Target per pod for --scale-metric. Default: from the bench (concurrency reaching most of its best "
     f"throughput), else {C.DEFAULT_SCALE_TARGET}.",
 )
+@click.option(
+    "--canary",
+    default=None,
+    metavar="VERSION",
+    help="A canary rollout of VERSION (of the model store): the default version of this layout, given "
+    "--canary-percent of the traffic by KServe while the running revision keeps the rest. Upload it to a new "
+    "--storage-uri.",
+)
+@click.option(
+    "--canary-percent",
+    type=click.IntRange(0, 100),
+    default=C.CANARY_PERCENT,
+    show_default=True,
+    help="The canary's share of requests (canaryTrafficPercent): 100 promotes it, 0 rolls it back.",
+)
 @export_options
 def kserve(
     out,
@@ -104,6 +119,8 @@ def kserve(
     image,
     scale_metric,
     scale_target,
+    canary,
+    canary_percent,
     model_store,
     bench_report,
     name,
@@ -141,6 +158,8 @@ def kserve(
         min_replicas=min_replicas,
         max_replicas=max_replicas,
         runtime=runtime,
+        canary=canary,
+        canary_percent=canary_percent,
         force=force,
     )
     _report_export(result)
@@ -148,6 +167,10 @@ def kserve(
         f"next: upload {out}/config and {out}/model-store to {storage_uri}, "
         f"then kubectl apply -f {out}/inferenceservice.yaml"
     )
+    if canary:
+        patch = 'kubectl patch isvc {} --type merge -p \'{{"spec":{{"predictor":{{"canaryTrafficPercent":{}}}}}}}\''
+        click.echo(f"{canary} then takes {canary_percent} % of requests; promote: {patch.format(name, 100)}")
+        click.echo(f"roll back: {patch.format(name, 0)}")
 
 
 @export.command()

@@ -69,10 +69,11 @@ def _read_archive(path: Path) -> Archive:
     )
 
 
-def model_snapshot(archives: list[Archive], workers: int) -> dict:
+def model_snapshot(archives: list[Archive], workers: int, default_version: str | None = None) -> dict:
     """TorchServe's `model_snapshot`: every archive with its batching settings and `workers` workers. A model's
-    default version (what /predictions/NAME and /v2/models/NAME answer) is NAME.mar, the one `mnist-kit archive`
-    writes without --version, else its first; `mnist-kit models set-default` changes it live."""
+    default version (what /predictions/NAME and /v2/models/NAME answer) is `default_version` where given (a canary),
+    else NAME.mar, the one `mnist-kit archive` writes without --version, else its first; `mnist-kit models
+    set-default` changes it live."""
     models: dict[str, dict] = {}
     for archive in archives:
         models.setdefault(archive.model_name, {})[archive.version] = {
@@ -86,7 +87,8 @@ def model_snapshot(archives: list[Archive], workers: int) -> dict:
         }
     for name, versions in models.items():
         plain = [v for v in versions.values() if v["marName"] == f"{name}.mar"]
-        (plain or list(versions.values()))[0]["defaultVersion"] = True
+        chosen = [versions[default_version]] if default_version in versions else plain
+        (chosen or list(versions.values()))[0]["defaultVersion"] = True
     return {"name": "startup.cfg", "modelCount": len(archives), "models": models}
 
 
@@ -115,13 +117,23 @@ def export_kserve(
     min_replicas: int = C.MIN_REPLICAS,
     max_replicas: int = C.MAX_REPLICAS,
     runtime: str = "torchserve",
+    canary: str | None = None,
+    canary_percent: int = C.CANARY_PERCENT,
     force: bool = False,
 ) -> Export:
     """OUT/config/config.properties, OUT/model-store/*.mar (copies) and OUT/inferenceservice.yaml; upload
     config/ and model-store/ to `storage_uri`, apply the yaml. The kserve runtime serves the default version's
-    archive (NAME.mar), and reads no config.properties."""
+    archive (NAME.mar), and reads no config.properties.
+
+    With `canary` (a version of the store), the layout makes it the default version and the InferenceService sends
+    it `canary_percent` % of the traffic, KServe's canary rollout: applied over the running InferenceService, the
+    new revision takes that share and the last one the rest, until canaryTrafficPercent goes to 100 (promote) or
+    0 (roll back). KServe splits traffic so in Serverless mode only, so not for the kserve runtime (a
+    RawDeployment)."""
     _check_replicas(min_replicas, max_replicas, lowest=0)
     archives = read_archives(model_store)
+    if canary is not None:
+        _check_canary(archives, canary, canary_percent, runtime)
     pod = resources(bench_report, cpus=cpus, memory_mib=memory_mib, scale_target=scale_target)
     image = image or default_image(RUNTIME_TAGS[runtime])
     isvc = manifests.inference_service(
@@ -135,10 +147,12 @@ def export_kserve(
         runtime=runtime,
         archive_name=default_archive(archives).path.name,
     )
+    if canary is not None:
+        isvc["spec"]["predictor"]["canaryTrafficPercent"] = canary_percent
     files = _write(
         out,
         archives,
-        _config(archives, pod.cpus),
+        _config(archives, pod.cpus, default_version=canary),
         extra={"inferenceservice.yaml": manifests.dump_yaml([isvc])},
         force=force,
     )
@@ -185,9 +199,23 @@ def default_archive(archives: list[Archive]) -> Archive:
     return next((a for a in archives if a.path.name == f"{a.model_name}.mar"), archives[0])
 
 
-def _config(archives: list[Archive], workers: int) -> str:
+def _config(archives: list[Archive], workers: int, default_version: str | None = None) -> str:
     """The layout's config.properties: the cluster profile, serving every archive with `workers` workers."""
-    return config.properties("cluster", model_snapshot=model_snapshot(archives, workers), workers=workers)
+    snapshot = model_snapshot(archives, workers, default_version)
+    return config.properties("cluster", model_snapshot=snapshot, workers=workers)
+
+
+def _check_canary(archives: list[Archive], canary: str, percent: int, runtime: str) -> None:
+    versions = sorted({a.version for a in archives})
+    if canary not in versions:
+        raise DeployError(f"--canary {canary}: the model store has no such version (it has {', '.join(versions)})")
+    if not 0 <= percent <= 100:
+        raise DeployError(f"--canary-percent {percent}: a share of the traffic, 0 to 100")
+    if runtime == "kserve":
+        raise DeployError(
+            "--canary: KServe splits traffic between revisions in Serverless mode only, and the kserve runtime's "
+            "InferenceService is a RawDeployment: roll it out as a Deployment (docs/DEPLOYING.md, rollouts)"
+        )
 
 
 def image_layout(out, context) -> str | None:

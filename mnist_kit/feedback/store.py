@@ -112,6 +112,21 @@ class Store:
             )
         return cursor.lastrowid
 
+    def prometheus(self) -> str:
+        """The corrections per model version, label and whether they corrected a wrong answer, in Prometheus' text
+        format: the share of wrong answers by version and digit, where operators look for drift."""
+        lines = [
+            "# HELP mnist_kit_feedback_total Corrections stored from the pads, by model version, label and verdict.",
+            "# TYPE mnist_kit_feedback_total counter",
+        ]
+        for version, label, wrong, count in self.counts() if self.path.exists() else []:
+            escaped = version.replace("\\", "\\\\").replace('"', '\\"')
+            lines.append(
+                f'mnist_kit_feedback_total{{model_version="{escaped}",label="{label}",wrong="{str(wrong).lower()}"}} '
+                f"{count}"
+            )
+        return "\n".join(lines) + "\n"
+
     def corrections(self) -> list[Correction]:
         with self.lock:
             rows = self.db.execute(
@@ -131,6 +146,15 @@ class Store:
         versions = {version or "unknown": {"corrections": count, "wrong": wrong} for version, count, wrong in rows}
         total = sum(per_label.values())
         return {"total": total, "per_label": {str(k): v for k, v in per_label.items()}, "per_version": versions}
+
+    def counts(self) -> list[tuple[str, int, bool, int]]:
+        """(model version, label, whether the answer was wrong, how many): what /metrics publishes."""
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT COALESCE(model_version, 'unknown'), label, answered IS NOT NULL AND answered != label, "
+                "COUNT(*) FROM feedback GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+            ).fetchall()
+        return [(version, label, bool(wrong), count) for version, label, wrong, count in rows]
 
     def export(self, folder) -> int:
         """Every correction as a PNG named by its label (LABEL-ID.png, the layout `train --extra` reads) and

@@ -40,6 +40,9 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         if path == "/api/status":
             return self._json(200, self.server.reader.status())
+        if path == "/metrics":  # the corrections per version and digit, for Prometheus
+            body = self.server.feedback.prometheus().encode()
+            return self._send(200, body, "text/plain; version=0.0.4; charset=utf-8")
         if path not in PAGES:
             return self._json(404, {"message": f"no page {path}: the pad is at /"})
         name = PAGES[path]
