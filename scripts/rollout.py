@@ -2,9 +2,9 @@
 """Replicas of the kit behind HAProxy on one machine, rolled to a new archive without losing a request; and the
 failure scenarios under load, at full size, whose figures docs/DEPLOYING.md quotes.
 
-    python scripts/rollout.py up --archive model_store/mnist.mar --replicas 3 --port 8000
+    python scripts/rollout.py up --archive model_store/mnist.mar --replicas 3 --port 8088
         replicas (each as the serving image runs one: drain on stop, readiness on a port of its own) behind HAProxy
-        on 127.0.0.1:8000; they keep running. Prints the admin socket the other commands take.
+        on 127.0.0.1:8088; they keep running. Prints the admin socket the other commands take.
     python scripts/rollout.py replace --admin-socket SOCKET --archive model_store/mnist-2.0.mar
         Kubernetes' rolling update (maxSurge 1, maxUnavailable 0) through HAProxy's runtime API: for each replica a
         new one serving ARCHIVE, in rotation first; then the old one drained in the proxy, removed when nothing is
@@ -115,7 +115,7 @@ def main() -> None:
     p = commands.add_parser("up")
     p.add_argument("--archive", default=f"{C.MODEL_STORE}/{C.MODEL_NAME}.mar")
     p.add_argument("--replicas", type=int, default=3)
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8088)
     p = commands.add_parser("replace")
     p.add_argument("--admin-socket", required=True)
     p.add_argument("--backend", default=BACKEND, help="The HAProxy backend whose servers are the replicas.")

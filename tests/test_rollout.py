@@ -213,7 +213,7 @@ def test_predict_verbose_says_each_retry(monkeypatch, digits):
 def test_the_shipped_haproxy_config_is_what_the_kit_writes_and_haproxy_accepts_it(tmp_path):
     shipped = ROOT / "examples" / "rollout" / "haproxy.cfg"
     replicas = {"r1": (8080, 8083), "r2": (8090, 8093), "r3": (8100, 8103)}
-    assert shipped.read_text() == proxy.config(replicas, port=8000, admin_socket="/tmp/mnist-kit-haproxy.sock")
+    assert shipped.read_text() == proxy.config(replicas, port=8088, admin_socket="/tmp/mnist-kit-haproxy.sock")
     checked = subprocess.run(["haproxy", "-c", "-f", str(shipped)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
 

@@ -56,13 +56,20 @@ from mnist_kit.serving import client, config, kserve_process, management, proces
     help="kserve: worker processes, each one intra-op thread (TorchServe starts one per core by itself).",
 )
 @click.option(
+    "--models",
+    default=None,
+    metavar="A.mar,B.mar",
+    help="TorchServe: these archives of the model store instead of the config's load_models, in this order; the "
+    "first version of a model is its default (versions side by side, for `mnist-kit ab`).",
+)
+@click.option(
     "--wait",
     type=click.FloatRange(0),
     default=120,
     show_default=True,
     help="Seconds to wait for every model to have a ready worker.",
 )
-def serve(runtime, profile, ts_config, archive, http_port, grpc_port, workers, wait):
+def serve(runtime, profile, ts_config, archive, http_port, grpc_port, workers, models, wait):
     """Start a server in the background, after checking what usually makes it fail.
 
     Says plainly when the model store has no archive (train and archive first), when a server is already
@@ -74,11 +81,12 @@ def serve(runtime, profile, ts_config, archive, http_port, grpc_port, workers, w
       mnist-kit serve                                   # TorchServe on 127.0.0.1:8080
       mnist-kit serve --runtime kserve                  # KServe's ModelServer: REST :8080, gRPC :8081
       mnist-kit serve --runtime kserve --profile production
+      mnist-kit serve --models mnist.mar,mnist-2.0.mar    # two versions, 1.0 the default
     """
     root = home()
     if runtime == "kserve":
-        if ts_config:
-            raise click.UsageError("--ts-config configures TorchServe; the kserve runtime takes --profile")
+        if ts_config or models:
+            raise click.UsageError("--ts-config and --models configure TorchServe; the kserve runtime takes --archive")
         production = profile == "production"
         host = C.POD_HOST if production else C.HOST
         ports = {"http-port": http_port, "grpc-port": grpc_port}
@@ -107,8 +115,9 @@ def serve(runtime, profile, ts_config, archive, http_port, grpc_port, workers, w
     if ts_config and profile != "local":
         raise click.UsageError("give --profile or --ts-config, not both: the profile names a TorchServe config")
     ts_config = (ts_config or root / config.ROOT_FILES[profile]).resolve()
-    props = process.preflight(ts_config, cwd=root)
-    process.launch(ts_config, root / C.LOGS / "torchserve.out", cwd=root)
+    listed = models.split(",") if models else None
+    props = process.preflight(ts_config, cwd=root, models=listed)
+    process.launch(ts_config, root / C.LOGS / "torchserve.out", cwd=root, models=listed)
     management = props.get("management_address", C.MANAGEMENT_URL)
     process.wait_ready(
         management, wait, root / C.LOGS / "ts_log.log", token=lambda: client.read_token(key_file(), api="management")

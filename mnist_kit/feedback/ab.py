@@ -221,9 +221,12 @@ def plot(result: dict, out) -> Path:
     left.set_ylabel("accuracy (%)")
     for x, value in enumerate(accuracies):
         left.text(x, value, f"{value:.2f} %", ha="center", va="bottom")
-    right.bar(
-        ["only A right", "only B right"], [result["only_a_right"], result["only_b_right"]], color=["#7f7f7f", "#1f77b4"]
-    )
+    discordant = [result["only_a_right"], result["only_b_right"]]
+    right.bar(["only A right", "only B right"], discordant, color=["#7f7f7f", "#1f77b4"])
+    right.set_ylim(0, max(1, *discordant) * 1.2)
+    right.set_ylabel("images")
+    for x, value in enumerate(discordant):
+        right.text(x, value, str(value), ha="center", va="bottom")
     right.set_title(f"McNemar p = {result['mcnemar_p']:.3g}: {result['verdict']}", fontsize=10)
     figure.suptitle(f"{result['paired_images']} images, each to both versions")
     figure.tight_layout()

@@ -33,8 +33,9 @@ class ServerError(KitError):
     """TorchServe cannot start, did not start or did not become ready; the message says why."""
 
 
-def preflight(config_path, tmp_dir=None, cwd=".") -> dict:
-    """Check what makes `torchserve --start` (in `cwd`) fail obscurely, and say it plainly. Returns the properties."""
+def preflight(config_path, tmp_dir=None, cwd=".", *, models: list[str] | None = None) -> dict:
+    """Check what makes `torchserve --start` (in `cwd`) fail obscurely, and say it plainly. Returns the properties.
+    `models`, archives to load instead of the config's load_models."""
     config_path = Path(config_path)
     if not config_path.is_file():
         raise ServerError(f"{config_path} not found: pass --ts-config, or set {C.HOME_ENV} to the kit's folder")
@@ -44,7 +45,8 @@ def preflight(config_path, tmp_dir=None, cwd=".") -> dict:
         raise ServerError(f"TorchServe is already running (pid {pid}): stop it first with `mnist-kit stop`")
     store = Path(cwd, props.get("model_store", C.MODEL_STORE))
     archives = sorted(p.name for p in store.glob("*.mar")) if store.is_dir() else []
-    wanted = [m.split("=")[-1] for m in props.get("load_models", "").split(",") if m and m != "ALL"]
+    listed = models if models is not None else props.get("load_models", "").split(",")
+    wanted = [m.split("=")[-1] for m in listed if m and m != "ALL"]
     missing = [m for m in wanted if m not in archives]
     if not archives or missing:
         raise ServerError(
@@ -158,10 +160,12 @@ def _ready(management_url: str, model: str, token: str | None) -> bool:
     return all(any(w["status"] == "READY" for w in version["workers"]) for version in described)
 
 
-def launch(config_path, output: Path, cwd=None, *, env=None) -> None:
-    """`torchserve --start --ts-config CONFIG --ncs`; its output goes to a file, since Java inherits it and
-    would hold a pipe open forever."""
+def launch(config_path, output: Path, cwd=None, *, env=None, models: list[str] | None = None) -> None:
+    """`torchserve --start --ts-config CONFIG --ncs [--models A.mar B.mar]`; its output goes to a file, since Java
+    inherits it and would hold a pipe open forever. `models` load in their order: the first version of a model
+    becomes its default."""
     launcher = [sys.executable, "-m", "ts.model_server", "--start", "--ts-config", str(config_path), "--ncs"]
+    launcher += ["--models", *models] if models else []
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "w") as out:
         result = subprocess.run(launcher, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
