@@ -11,7 +11,7 @@ from mnist_kit import constants as C
 from mnist_kit.cli import cli
 from mnist_kit.feedback import ab
 from mnist_kit.packaging import archive
-from mnist_kit.serving import client
+from mnist_kit.serving import client, config, process
 
 
 @pytest.mark.unit
@@ -95,3 +95,40 @@ def test_ab_prints_each_versions_figures_the_test_and_the_verdict(versions, data
     assert result.exit_code == 0, result.output
     assert "A/B on mnist: 120 images, each to both versions" in result.output
     assert "McNemar's exact test: p = " in result.output and "verdict: B worse" in result.output
+
+
+def test_serve_models_loads_versions_side_by_side_the_first_the_default(tiny_checkpoint, tmp_path):
+    store = tmp_path / "store"
+    archive.build(tiny_checkpoint, store, mode="eager")
+    archive.build(tiny_checkpoint, store, version="2.0", mode="eager")
+    (tmp_path / "tmp").mkdir()
+    ports = {"inference_port": process.free_port(), "management_port": process.free_port()}
+    text = config.properties(
+        "local",
+        **ports,
+        metrics_port=process.free_port(),
+        grpc_ports=(process.free_port(), process.free_port()),
+        model_store=store,
+        initial_worker_port=process.free_port(),
+    )
+    (tmp_path / "config.properties").write_text(text)
+    env = {C.HOME_ENV: str(tmp_path), "TMPDIR": str(tmp_path / "tmp"), "TEMP": str(tmp_path / "tmp")}
+    started = CliRunner().invoke(cli, ["serve", "--models", "mnist.mar,mnist-2.0.mar"], env=env)
+    try:
+        assert started.exit_code == 0, started.output
+        management_url = f"http://127.0.0.1:{ports['management_port']}"
+        described = CliRunner().invoke(cli, ["models", "--url", management_url, "describe", "mnist"], env=env)
+        assert described.output.startswith("mnist 1.0 (default): mnist.mar")
+        assert "mnist 2.0: mnist-2.0.mar" in described.output
+    finally:
+        CliRunner().invoke(cli, ["stop"], env=env)
+
+
+@pytest.mark.unit
+def test_serve_models_names_an_archive_the_store_lacks(tmp_path):
+    (tmp_path / "model_store").mkdir()
+    (tmp_path / "model_store" / "mnist.mar").write_bytes(b"")
+    (tmp_path / "config.properties").write_text(config.properties("local", inference_port=process.free_port()))
+    env = {C.HOME_ENV: str(tmp_path), "TMPDIR": str(tmp_path)}
+    result = CliRunner().invoke(cli, ["serve", "--models", "mnist.mar,mnist-2.0.mar"], env=env)
+    assert result.exit_code == 1 and "has no mnist-2.0.mar" in result.output
