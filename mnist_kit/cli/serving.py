@@ -142,8 +142,8 @@ def serve(runtime, profile, ts_config, archive, http_port, grpc_port, workers, m
 def stop(drain):
     """Stop the servers started from this machine's temp dir: TorchServe (as `torchserve --stop`) and its workers,
     and the kserve runtime, which first answers the requests it has received."""
-    if drain:
-        kserve_process.soft_stop()
+    running = kserve_process.soft_stop() if drain else None
+    if drain and (running or process.live_pid(process.pid_file_path())):
         click.echo(f"Draining for {drain:g} s (serving as usual; the kserve runtime's readiness says 503)...")
         time.sleep(drain)
     stopped = [("TorchServe", process.stop_server(key_file())), ("The kserve runtime", kserve_process.stop(key_file()))]
@@ -151,7 +151,7 @@ def stop(drain):
         if pid is not None:
             click.echo(f"{name} (pid {pid}) stopped.")
     if all(pid is None for _, pid in stopped):
-        click.echo("TorchServe is not running.")
+        click.echo("No server is running (neither TorchServe nor the kserve runtime).")
 
 
 @cli.command(
