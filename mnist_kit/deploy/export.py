@@ -133,7 +133,7 @@ def export_kserve(
     _check_replicas(min_replicas, max_replicas, lowest=0)
     archives = read_archives(model_store)
     if canary is not None:
-        _check_canary(archives, canary, canary_percent, runtime)
+        _check_canary(archives, canary, canary_percent, runtime=runtime)
     pod = resources(bench_report, cpus=cpus, memory_mib=memory_mib, scale_target=scale_target)
     image = image or default_image(RUNTIME_TAGS[runtime])
     isvc = manifests.inference_service(
@@ -205,7 +205,7 @@ def _config(archives: list[Archive], workers: int, default_version: str | None =
     return config.properties("cluster", model_snapshot=snapshot, workers=workers)
 
 
-def _check_canary(archives: list[Archive], canary: str, percent: int, runtime: str) -> None:
+def _check_canary(archives: list[Archive], canary: str, percent: int, *, runtime: str) -> None:
     versions = sorted({a.version for a in archives})
     if canary not in versions:
         raise DeployError(f"--canary {canary}: the model store has no such version (it has {', '.join(versions)})")
