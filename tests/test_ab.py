@@ -132,3 +132,10 @@ def test_serve_models_names_an_archive_the_store_lacks(tmp_path):
     env = {C.HOME_ENV: str(tmp_path), "TMPDIR": str(tmp_path)}
     result = CliRunner().invoke(cli, ["serve", "--models", "mnist.mar,mnist-2.0.mar"], env=env)
     assert result.exit_code == 1 and "has no mnist-2.0.mar" in result.output
+
+
+@pytest.mark.unit
+def test_promote_is_refused_when_b_is_on_another_server():
+    args = ["ab", "--a", "1.0", "--b", "2.0", "--url-b", "http://127.0.0.1:1", "--promote"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "with --url-b, B is another server" in result.output

@@ -122,6 +122,11 @@ def ab_test(
     from mnist_kit.feedback.store import Store
     from mnist_kit.training import mnist
 
+    if promote and url_b:
+        raise click.UsageError(
+            "--promote sets the default version of one server; with --url-b, B is another server: move traffic to it "
+            "with a rollout (docs/DEPLOYING.md) instead"
+        )
     token = token or client.read_token(key_file())
     data_dir = data_dir or mnist.default_data_dir()
     trained = trained_ids(home() / C.CHECKPOINT)
