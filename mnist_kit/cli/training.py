@@ -90,15 +90,7 @@ def train(
             as_json=as_json,
         )
 
-    bar = None
-
-    def on_step(epoch, step, steps):
-        nonlocal bar
-        if step == 1:
-            bar = click.progressbar(length=steps, label=f"epoch {epoch}/{epochs}")
-        bar.update(1)
-        if step == steps:
-            bar.render_finish()
+    on_step = epoch_bars(epochs)
 
     def on_epoch(epoch, loss, accuracy):
         click.echo(f"epoch {epoch}/{epochs}: loss {loss:.4f}, test accuracy {accuracy:.2f} %")
@@ -126,6 +118,21 @@ def train(
         click.echo(f"wrote {out} and {out.parent / 'metrics.json'}")
 
 
+def epoch_bars(epochs: int, label: str = ""):
+    """A progress bar per epoch, as fit's on_step(epoch, step, steps) callback."""
+    bar = None
+
+    def on_step(epoch, step, steps):
+        nonlocal bar
+        if step == 1:
+            bar = click.progressbar(length=steps, label=f"{label}epoch {epoch}/{epochs}")
+        bar.update(1)
+        if step == steps:
+            bar.render_finish()
+
+    return on_step
+
+
 def finetune_command(data_dir, out, *, feedback, extra, epochs, lr, seed, limit, as_json):
     from mnist_kit.feedback.store import Store, labelled_folder
     from mnist_kit.training.finetune import finetune
@@ -133,17 +140,7 @@ def finetune_command(data_dir, out, *, feedback, extra, epochs, lr, seed, limit,
     corrections = Store().corrections() if feedback else []
     pairs = [(c.image, c.label) for c in corrections] + (labelled_folder(extra) if extra else [])
     ids = [c.id for c in corrections] + [None] * (len(pairs) - len(corrections))
-    bar = None
-
-    def on_step(epoch, step, steps):
-        nonlocal bar
-        if step == 1:
-            bar = click.progressbar(length=steps, label=f"fine-tuning, epoch {epoch}/{epochs}")
-        bar.update(1)
-        if step == steps:
-            bar.render_finish()
-
-    quiet = {} if as_json else {"on_step": on_step}
+    quiet = {} if as_json else {"on_step": epoch_bars(epochs, "fine-tuning, ")}
     metrics = finetune(data_dir, pairs, out, epochs=epochs, lr=lr, seed=seed, limit=limit, ids=ids, **quiet)
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
