@@ -62,21 +62,22 @@ def container(model_store, tmp_path):
     """TorchServe from an exported layout, started as the image starts it (entrypoint, own process group)."""
     layout = tmp_path / "layout"
     export.export_k8s(layout, model_store, None, cpus=1)
-    with RuntimeServer(layout, envelope="kservev2", container=True, drain_seconds=4) as ts:
+    with RuntimeServer(layout, envelope="kservev2", container=True, drain_seconds=8) as ts:
         yield ts
 
 
 def test_a_stop_signal_to_the_image_drains_then_stops_torchserve(container, digits):
-    """SIGTERM to the process group (what tini -g hands on): readiness says 503 at once, requests are still
-    answered through the drain, and the stand-in for the endpoint controller, which stops sending once readiness
-    fails, sees no request dropped; TorchServe has stopped well within the grace period."""
+    """SIGTERM to the process group (what tini -g hands on): readiness says 503 at once (within seconds on a loaded
+    machine, where a readiness check already under way is slow), requests are still answered through the drain,
+    and the stand-in for the endpoint controller, which stops sending once readiness fails, sees no request
+    dropped; TorchServe has stopped well within the grace period."""
     assert status(container.health_url) == 200
     sender = Sender(container.inference_url, digits[7].read_bytes())
     time.sleep(1)
     os.killpg(container.process.pid, signal.SIGTERM)
     signalled = time.monotonic()
     while status(container.health_url) != 503:
-        assert time.monotonic() - signalled < 2
+        assert time.monotonic() - signalled < 5
         time.sleep(0.05)
     time.sleep(1)  # the endpoint controller's propagation, well within the drain
     results = sender.stop()
