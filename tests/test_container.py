@@ -5,13 +5,15 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
 from conftest import ROOT
 
 from mnist_kit import constants as C
-from mnist_kit.deploy import export, manifests
+from mnist_kit.deploy import entrypoint, export, manifests
 from mnist_kit.deploy.resources import Resources
 from mnist_kit.serving import process
 
@@ -164,3 +166,33 @@ def test_compose_serves_an_exported_layout_as_the_image_would(compose):
     assert compose["restart"] == "unless-stopped"
     assert compose["stop_grace_period"] == f"{C.TERMINATION_GRACE_S}s"  # above the drain: a stop loses nothing
     assert f"http://127.0.0.1:{C.INFERENCE_PORT}/ping" in " ".join(compose["healthcheck"]["test"])
+
+
+class FakeTorchServe(BaseHTTPRequestHandler):
+    """/ping Healthy; the management API behind a token, as in the production profile."""
+
+    def do_GET(self):
+        status, body = (200, b'{"status": "Healthy"}') if self.path == "/ping" else (401, b'{"code": 401}')
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_entrypoints_readiness_trusts_ping_where_the_management_api_wants_a_token(monkeypatch):
+    fake = ThreadingHTTPServer(("127.0.0.1", 0), FakeTorchServe)
+    threading.Thread(target=fake.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{fake.server_address[1]}"
+    monkeypatch.setattr(entrypoint, "PING_URL", f"{url}/ping")
+    monkeypatch.setattr(entrypoint, "MANAGEMENT_URL", url)
+    try:
+        replica = entrypoint.Replica(["torchserve"])
+        assert replica.ready() == (200, {"status": "Healthy"})
+        replica.draining.set()
+        assert replica.ready() == (503, {"status": "Draining"})
+    finally:
+        fake.shutdown()
+        fake.server_close()

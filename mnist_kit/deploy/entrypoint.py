@@ -15,8 +15,8 @@ process group reaches this script only, which then:
 A second signal skips what is left of the drain. TorchServe's own /ping cannot say that a replica is going away, so
 this script answers readiness on $MNIST_KIT_HEALTH_PORT (default 8083): GET /ping is 200 {"status": "Healthy"}
 while TorchServe's /ping ($MNIST_KIT_PING_URL) is and every model has a READY worker (its management API,
-$MNIST_KIT_MANAGEMENT_URL: TorchServe's /ping says Healthy while workers still load), 503 otherwise and while
-draining. Any other command runs as given.
+$MNIST_KIT_MANAGEMENT_URL: TorchServe's /ping says Healthy while workers still load; where that API wants a token,
+/ping alone), 503 otherwise and while draining. Any other command runs as given.
 """
 
 import json
@@ -58,7 +58,13 @@ class Replica:
             return 503, {"status": "Draining"}
         try:
             get(PING_URL)
-            for model in get(f"{MANAGEMENT_URL}/models")["models"]:
+            try:
+                models = get(f"{MANAGEMENT_URL}/models")["models"]
+            except urllib.error.HTTPError as e:
+                if e.code not in (401, 403):
+                    raise
+                return 200, {"status": "Healthy"}  # a management API behind a token: /ping is all there is to ask
+            for model in models:
                 workers = [w for v in get(f"{MANAGEMENT_URL}/models/{model['modelName']}/all") for w in v["workers"]]
                 if not any(w["status"] == "READY" for w in workers):
                     return 503, {"status": "Starting", "model": model["modelName"]}
