@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from mnist_kit import constants as C
+from mnist_kit.deploy.replicas import entrypoint_env
 from mnist_kit.serving import client, process
 from mnist_kit.serving.process import PrivateServer
 from mnist_kit.ui.reading import Reader
@@ -83,13 +84,12 @@ class RuntimeServer(TorchServe):
         out = open(self.workdir / "torchserve.out", "w")
         if self.container:
             entrypoint = [sys.executable, str(ROOT / "mnist_kit" / "deploy" / "entrypoint.py")]
-            env |= {
-                "MNIST_KIT_DRAIN_SECONDS": str(self.drain_seconds),
-                "MNIST_KIT_HEALTH_HOST": C.HOST,
-                "MNIST_KIT_HEALTH_PORT": str(self.health_port),
-                "MNIST_KIT_PING_URL": f"{self.inference_url}/ping",
-                "MNIST_KIT_MANAGEMENT_URL": self.management_url,
-            }
+            env |= entrypoint_env(
+                drain_seconds=self.drain_seconds,
+                health_port=self.health_port,
+                inference_url=self.inference_url,
+                management_url=self.management_url,
+            )
             self.process = subprocess.Popen(
                 [*entrypoint, *command], cwd=self.workdir, env=env, stdout=out, stderr=out, start_new_session=True
             )

@@ -26,6 +26,18 @@ from mnist_kit.packaging import mar
 from mnist_kit.serving import config, process
 
 
+def entrypoint_env(*, drain_seconds: float, health_port: int, inference_url: str, management_url: str) -> dict:
+    """What the image's entrypoint reads, for a TorchServe of this machine: its drain, its readiness on loopback,
+    and where to ask TorchServe."""
+    return {
+        C.DRAIN_ENV: str(drain_seconds),
+        "MNIST_KIT_HEALTH_HOST": C.HOST,
+        "MNIST_KIT_HEALTH_PORT": str(health_port),
+        "MNIST_KIT_PING_URL": f"{inference_url}/ping",
+        "MNIST_KIT_MANAGEMENT_URL": management_url,
+    }
+
+
 class Replica:
     def __init__(self, archive, *, drain_seconds: float = C.DRAIN_S, workers: int = 1):
         self.archive = mar.read(archive)
@@ -65,11 +77,12 @@ class Replica:
             "TEMP": str(tmp),
             "LOG_LOCATION": str(self.workdir / "logs"),
             "METRICS_LOCATION": str(self.workdir / "logs"),
-            "MNIST_KIT_DRAIN_SECONDS": str(self.drain_seconds),
-            "MNIST_KIT_HEALTH_HOST": C.HOST,
-            "MNIST_KIT_HEALTH_PORT": str(self.health_port),
-            "MNIST_KIT_PING_URL": f"{self.inference_url}/ping",
-            "MNIST_KIT_MANAGEMENT_URL": f"http://{C.HOST}:{management_port}",
+            **entrypoint_env(
+                drain_seconds=self.drain_seconds,
+                health_port=self.health_port,
+                inference_url=self.inference_url,
+                management_url=f"http://{C.HOST}:{management_port}",
+            ),
         }
         argv = [sys.executable, entrypoint.__file__, "torchserve", "--start", "--ncs", f"--ts-config={config_file}"]
         with open(self.log, "w") as out:

@@ -10,13 +10,14 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from mnist_kit import constants as C
+from mnist_kit.bench.latency import percentiles
 from mnist_kit.deploy.proxy import Proxy
 from mnist_kit.deploy.replicas import Replica
 from mnist_kit.serving import client, process
@@ -127,19 +128,14 @@ class Load:
 
 
 def summary(results: list[Result]) -> dict:
-    latencies = sorted(r.ms for r in results if r.ok)
-    versions: dict[str, int] = {}
-    for r in results:
-        if r.ok:
-            versions[version_of(r.served_by) or "?"] = versions.get(version_of(r.served_by) or "?", 0) + 1
+    answered = [r for r in results if r.ok]
     return {
         "sent": len(results),
-        "answered": sum(r.ok for r in results),
-        "failed": sum(not r.ok for r in results),
+        "answered": len(answered),
+        "failed": len(results) - len(answered),
         "retried": sum(r.retries > 0 for r in results),
-        "versions": versions,
-        "p50_ms": round(statistics.median(latencies), 2) if latencies else None,
-        "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 2) if latencies else None,
+        "versions": dict(Counter(version_of(r.served_by) or "?" for r in answered)),
+        **percentiles([r.ms for r in answered]),
         "errors": sorted({r.error for r in results if r.error})[:5],
     }
 
@@ -163,8 +159,8 @@ def scenario(
     if kind not in SCENARIOS:
         raise ValueError(f"scenario {kind!r} is not one of {sorted(SCENARIOS)}")
     folder = tempfile.mkdtemp(prefix="mnist-kit-rollout-")
-    started = start_all([lambda: Replica(archive, drain_seconds=drain_seconds) for _ in range(replicas)])
-    current = {name_of(r, i): r for i, r in enumerate(started)}
+    spawned = start_all([lambda: Replica(archive, drain_seconds=drain_seconds) for _ in range(replicas)])
+    current = {name_of(r, i): r for i, r in enumerate(spawned)}
     events = {}
     try:
         backends = {name: (r.port, r.health_port) for name, r in current.items()}
@@ -183,13 +179,14 @@ def scenario(
                 events=events,
                 load=load,
                 log=log,
+                spawned=spawned,
             )
             events["change_ended"] = load.now()
             log(f"{kind}: change took {events['change_ended'] - events['change_started']:.1f} s")
             time.sleep(after_s)
             results = load.stop()
-    finally:
-        for replica in current.values():
+    finally:  # every replica the scenario started, those a failed rollout left half-way included
+        for replica in spawned:
             replica.remove()
         shutil.rmtree(folder, ignore_errors=True)
     before = [r for r in results if WARM_UP_S <= r.sent < events["change_started"]]
@@ -232,13 +229,16 @@ def timed(log, load):
     return lambda line: log(f"{load.now():6.1f} s  {line}")
 
 
-def change(kind, proxy, current, *, new_archive, drain_seconds, events, load, log) -> dict[str, Replica]:
-    """The change itself; returns the replicas serving after it."""
+def change(kind, proxy, current, *, new_archive, drain_seconds, events, load, log, spawned) -> dict[str, Replica]:
+    """The change itself; returns the replicas serving after it. Each replica it starts joins `spawned`."""
     name, first = next(iter(current.items()))
     if kind == "rollout":
-        replaced = replace(
-            proxy, current, lambda: Replica(new_archive, drain_seconds=drain_seconds).start(), log=timed(log, load)
-        )
+
+        def start_new() -> Replica:
+            spawned.append(Replica(new_archive, drain_seconds=drain_seconds))
+            return spawned[-1].start()
+
+        replaced = replace(proxy, current, start_new, log=timed(log, load))
         events["rollout_ended"] = load.now()
         return replaced
     if kind == "kill-server":

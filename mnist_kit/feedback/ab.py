@@ -16,6 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from mnist_kit import constants as C
+from mnist_kit.bench.latency import percentiles
 from mnist_kit.errors import KitError
 from mnist_kit.feedback.store import labelled_folder
 from mnist_kit.serving import client
@@ -42,14 +43,12 @@ class Side:
 
     def summary(self) -> dict:
         answered = len(self.correct)
-        latencies = sorted(self.ms)
         return {
             "version": self.version,
             "images": answered + len(self.errors),
             "accuracy": round(100 * sum(self.correct) / answered, 3) if answered else None,
             "mean_confidence": round(statistics.fmean(self.confidence), 4) if self.confidence else None,
-            "p50_ms": round(latencies[len(latencies) // 2], 2) if latencies else None,
-            "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 2) if latencies else None,
+            **percentiles(self.ms),
             "errors": len(self.errors),
             "error_examples": sorted(set(self.errors))[:3],
         }

@@ -75,26 +75,31 @@ class Reader:
 
     def version(self) -> str | None:
         """The version that answers /predictions/MODEL: the one named in MODEL (NAME/VERSION), else the default as
-        the management API says (TorchServe's), or the inference port's read-only copy of it (the kserve runtime's).
-        """
+        the management API says."""
         name, _, version = self.model.partition("/")
         if version:
             return version
-        for url in (self.management_url, self.url):
-            try:
-                described = json.loads(client.request(f"{url}/models/{name}", token=self.management_token(), timeout=2))
-                return described[0]["modelVersion"]
-            except (client.ClientError, ValueError, LookupError, TypeError):
-                continue
-        return None
+
+        def default(base: str) -> str:
+            described = json.loads(client.request(f"{base}/models/{name}", token=self.management_token(), timeout=2))
+            return described[0]["modelVersion"]
+
+        return self._ask(default)
 
     def serving_form(self) -> str | None:
         """The serving form the default version's workers chose, as its handler describes it (for a correction's
         record); None when it cannot be asked."""
         name = self.model.partition("/")[0]
-        for url in (self.management_url, self.url):
+        return self._ask(
+            lambda base: client.described(base, name, self.management_token(), timeout=2)[1]["serving_form"]
+        )
+
+    def _ask(self, question):
+        """`question(base_url)` of TorchServe's management API, else of the inference port's read-only copy of it
+        (the kserve runtime's); None when neither can answer."""
+        for base in (self.management_url, self.url):
             try:
-                return client.described(url, name, self.management_token(), timeout=2)[1].get("serving_form")
+                return question(base)
             except (client.ClientError, ValueError, LookupError, TypeError):
                 continue
         return None
