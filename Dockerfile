@@ -3,7 +3,7 @@
 # TorchServe runtime starts it:
 #   torchserve --start --model-store=/mnt/models/model-store --ts-config=/mnt/models/config/config.properties
 # (the entrypoint adds --foreground). The .mar is self-contained: the image needs no mnist-kit, only what a
-# TorchServe worker imports (torch, torchvision, PIL, numpy, PyYAML, Captum).
+# TorchServe worker imports (torch, ONNX Runtime, PIL, numpy, PyYAML, Captum).
 #
 #   podman build -t mnist-kit-serving:0.1.0 .                  # runtime: the layout is mounted at /mnt/models
 #                                                               # (KServe's storage initializer, compose.yaml)
@@ -18,11 +18,11 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends openjdk-17-jre-headless tini \
     && rm -rf /var/lib/apt/lists/*
 
-# The project's pins (pyproject.toml), with PyTorch's CPU-only wheels from PyTorch's own index: no CUDA
+# The project's torch range (pyproject.toml), with PyTorch's CPU-only wheels from PyTorch's own index: no CUDA
 # libraries (gigabytes) in a CPU image. Then TorchServe and what its worker imports, from PyPI; the
 # installed torch already satisfies Captum's requirement, so it stays the CPU build.
-RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1 \
-    && pip install --no-cache-dir torchserve==0.12.0 pyyaml captum pillow numpy psutil
+RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu "torch>=2.14.1,<2.16" \
+    && pip install --no-cache-dir torchserve==0.12.0 pyyaml captum pillow numpy psutil onnxruntime
 
 # KServe's runtime runs the container as user 1000; so does this image, with a home for TorchServe's logs.
 RUN useradd --uid 1000 --create-home --home-dir /home/model-server model-server \
@@ -53,11 +53,11 @@ ARG LAYOUT=deploy/k8s
 COPY ${LAYOUT}/model-store/ /mnt/models/model-store/
 COPY ${LAYOUT}/config/ /mnt/models/config/
 
-# The kserve runtime (`mnist-kit serve --runtime kserve`): KServe's ModelServer with the kit, no Java. It serves the
-# same /mnt/models layout, REST on 8080 and gRPC v2 on 8081, as `mnist-kit export kserve|k8s --runtime kserve` runs it:
+# The kserve runtime (`mnist-kit serve --runtime kserve`): KServe's ModelServer with the kit, no Java and no torch
+# (ONNX Runtime serves the archive's ONNX forms). It serves the same /mnt/models layout, REST on 8080 and gRPC v2 on
+# 8081, as `mnist-kit export kserve|k8s --runtime kserve` runs it:
 #   podman build --target kserve -t mnist-kit-serving:0.1.0-kserve .
 FROM docker.io/library/python:3.11-slim-bookworm AS kserve
-RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1
 COPY pyproject.toml README.md mnist_model.py mnist_handler.py /tmp/mnist-kit/
 COPY mnist_kit/ /tmp/mnist-kit/mnist_kit/
 RUN pip install --no-cache-dir "/tmp/mnist-kit[kserve]" && rm -rf /tmp/mnist-kit \

@@ -32,6 +32,8 @@ FINETUNE_EPOCHS = 2
 FINETUNE_LR = 1e-3
 EXTRA_BATCH = 16
 FEEDBACK_HOLDOUT = 0.2
+# `mnist-kit ab`: the significance level of McNemar's test.
+AB_ALPHA = 0.01
 TRAIN_BATCH_SIZE = 128
 LEARNING_RATE = 3e-3
 SEED = 1
@@ -104,20 +106,26 @@ FLAGS = ("several_digits", "not_a_digit", "low_confidence")
 NOT_A_DIGIT_BELOW = 0.15
 STRICT_HEADER = "X-Strict"
 METRICS_INTERVAL_S = 1.0
-# Integrated Gradients steps for /explanations, and the float weights packed beside an int8 or script model.
+# Integrated Gradients steps for /explanations.
 EXPLAIN_STEPS = 32
-EXPLAIN_WEIGHTS = "explain_weights.pt"
 
 # Serving forms (mnist_kit.worker.forms): the archive lists them in FORMS_FILE, each checked on the MNIST test set
-# after int8 calibration on CALIBRATION_IMAGES training images; the worker times them for at most
-# FORM_TIMING_BUDGET_S at start. SERVING_FORM_ENV (or the archive's serving_form) forces one of SERVING_FORMS.
+# after int8 calibration on CALIBRATION_IMAGES training images, with CHECK_IMAGES labelled test images in CHECK_FILE
+# for the workers to check quantised forms on their own CPU; the worker times them for at most FORM_TIMING_BUDGET_S
+# at start. SERVING_FORM_ENV (or the archive's serving_form) forces one of SERVING_FORMS. ONNX forms take
+# ONNX_INPUT and give ONNX_OUTPUT.
 FORMS_FILE = "forms.json"
 CALIBRATION_IMAGES = 2000
-# An int8 or other form is packed only if it loses at most this many points of the float model's test accuracy.
+CHECK_FILE = "check.npz"
+CHECK_IMAGES = 2000
+# A form is packed (and a quantised one served) only if it loses at most this many points of the float model's
+# test accuracy.
 MAX_ACCURACY_DROP = 0.05
 FORM_TIMING_BUDGET_S = 0.3
 SERVING_FORM_ENV = "MNIST_KIT_SERVING_FORM"
-SERVING_FORMS = ("int8", "fp32", "fp32-aten")
+SERVING_FORMS = ("onnx-int8", "onnx-fp32", "eager-fp32", "eager-fp32-aten")
+ONNX_INPUT = "images"
+ONNX_OUTPUT = "log_probabilities"
 
 # Serving defaults written into the archive's model-config.yaml (why: archive.model_config).
 BATCH_SIZE = 16

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent: creates .venv, installs the kit with its dev and desktop extras, checks Java, and the system packages
-# the tests need (wrk, haproxy, chromium, Qt's libraries) when it can.
+# Idempotent: creates .venv, installs the kit with every extra (train, torchserve, kserve, dev, desktop), checks Java,
+# and the system packages the tests need (wrk, haproxy, chromium, Qt's libraries) when it can.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,14 +60,30 @@ python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
+# PyTorch's CPU wheels where PyTorch's own index answers (a CPU service needs no CUDA libraries: gigabytes); else
+# PyPI's default wheels, which on Linux bring CUDA's. pip takes the CPU build (2.x.y+cpu) over PyPI's of the same
+# release. Everything else comes from PyPI.
+cpu_index=https://download.pytorch.org/whl/cpu
 stamp=.venv/.mnist-kit-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    echo "setup: installing mnist-kit and its dependencies into .venv (about a minute; log in .venv/install.log)"
-    if ! .venv/bin/python -m pip install -e ".[dev,desktop,kserve]" >.venv/install.log 2>&1; then
+    index_args=()
+    if .venv/bin/python -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + '/torch/', timeout=5)" \
+        "$cpu_index" >/dev/null 2>&1; then
+        index_args=(--extra-index-url "$cpu_index")
+    fi
+    echo "setup: installing mnist-kit and its dependencies into .venv (minutes; log in .venv/install.log)"
+    if ! .venv/bin/python -m pip install "${index_args[@]}" -e ".[train,torchserve,kserve,dev,desktop]" \
+        >.venv/install.log 2>&1; then
         tail -n 30 .venv/install.log >&2
         echo "error: pip install failed; the whole log is in .venv/install.log" >&2
         exit 1
     fi
+    if [ ${#index_args[@]} -gt 0 ]; then
+        which="PyTorch's CPU wheels"
+    else
+        which="PyPI's default torch wheels (PyTorch's CPU index did not answer; on Linux they bring CUDA's libraries)"
+    fi
+    echo "setup: installed $which; .venv holds $(du -sh .venv | cut -f1)"
     touch "$stamp"
 fi
-echo "setup: .venv ready ($(.venv/bin/python -c 'import torch, ts; print("torch", torch.__version__, "/ torchserve", ts.__version__)'))"
+echo "setup: .venv ready ($(.venv/bin/python -c 'import onnxruntime, torch, ts; print("torch", torch.__version__, "/ ONNX Runtime", onnxruntime.__version__, "/ torchserve", ts.__version__)'))"

@@ -3,26 +3,24 @@ one started from an exported layout as KServe's runtime and the image start it, 
 it, a letter to show it, and a stand-in for TorchServe's metrics cache."""
 
 import io
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
-import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
-
 from mnist_kit import constants as C
 from mnist_kit.deploy.replicas import entrypoint_env
+from mnist_kit.packaging import mar
 from mnist_kit.serving import client, process
 from mnist_kit.serving.process import PrivateServer
 from mnist_kit.ui.reading import Reader
 from mnist_kit.ui.server import PadServer
-from mnist_model import MnistClassificationNet
+from mnist_kit.worker import forms
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,16 +36,13 @@ class TorchServe(PrivateServer):
         path = self.workdir / "logs" / log
         return path.read_text(errors="replace").count(text) if path.is_file() else 0
 
-    def served_form(self, archive, model: str = C.MODEL_NAME) -> torch.nn.Module:
-        """The form the workers chose (their describe answer), loaded in this process from `archive`."""
+    def served_form(self, archive, model: str = C.MODEL_NAME):
+        """The form the workers chose (their describe answer), loaded in this process from `archive`: normalised
+        NumPy images in, log-probabilities out."""
         form = client.described(self.management_url, model, self.management_token)[1]["serving_form"]
-        with zipfile.ZipFile(archive) as z:
-            weights = io.BytesIO(z.read(json.loads(z.read(C.FORMS_FILE))["forms"][form]["file"]))
-        if form == "int8":
-            return torch.jit.load(weights)
-        network = MnistClassificationNet()
-        network.load_state_dict(torch.load(weights, weights_only=True))
-        return network.eval()
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = mar.read(archive).extract(tmp)
+            return forms.load(str(folder), str(folder / mar.read(archive).serialized_file))[form]
 
 
 class RuntimeServer(TorchServe):

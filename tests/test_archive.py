@@ -4,6 +4,8 @@ import io
 import json
 import zipfile
 
+import numpy as np
+import onnx
 import pytest
 import torch
 import yaml
@@ -13,6 +15,7 @@ from conftest import TINY_INT8_DROP
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
 from mnist_kit.packaging import archive
+from mnist_kit.training import mnist
 
 
 def manifest(mar) -> dict:
@@ -29,12 +32,33 @@ def test_default_archive_carries_the_state_dict_and_every_checked_serving_form(m
     assert model["configFile"] == "model-config.yaml"
     with zipfile.ZipFile(model_store / "mnist.mar") as z:
         forms = json.loads(z.read(C.FORMS_FILE))
-        scripted = torch.jit.load(io.BytesIO(z.read(forms["forms"]["int8"]["file"])))
     assert set(forms["forms"]) == set(C.SERVING_FORMS)
     assert all(forms["float_accuracy"] - f["accuracy"] <= TINY_INT8_DROP for f in forms["forms"].values())
-    assert any(
-        p.dtype == torch.qint8 for p in scripted.state_dict().values() if isinstance(p, torch.Tensor)
-    ) or "quantized" in str(scripted.graph)
+    assert forms["max_accuracy_drop"] == TINY_INT8_DROP
+
+
+def test_the_int8_form_is_onnx_with_int8_weights_and_the_fp32_form_onnx_without(model_store, tmp_path):
+    with zipfile.ZipFile(model_store / "mnist.mar") as z:
+        files = {name: onnx.load_from_string(z.read(name)) for name in ("int8.onnx", "fp32.onnx")}
+
+    def types(model):
+        return {onnx.TensorProto.DataType.Name(t.data_type) for t in model.graph.initializer}
+
+    assert "INT8" in types(files["int8.onnx"]) and {"QuantizeLinear", "DequantizeLinear"} <= {
+        node.op_type for node in files["int8.onnx"].graph.node
+    }
+    assert "INT8" not in types(files["fp32.onnx"]) and "FLOAT" in types(files["fp32.onnx"])
+
+
+def test_the_check_sample_holds_labelled_test_images_and_what_the_float_model_read(model_store, data_dir):
+    with zipfile.ZipFile(model_store / "mnist.mar") as z:
+        check = json.loads(z.read(C.FORMS_FILE))["check"]
+        sample = np.load(io.BytesIO(z.read(check["file"])))
+    images, labels = mnist.load(data_dir, "test", download=False)
+    assert sample["images"].shape == (C.CHECK_IMAGES, 28, 28) and sample["images"].dtype == np.uint8
+    first = int(np.flatnonzero((images.numpy() == sample["images"][0]).all(axis=(1, 2)))[0])
+    assert labels[first] == sample["labels"][0]
+    assert C.CHECK_IMAGES * 0.9 < check["float_correct"] <= C.CHECK_IMAGES
 
 
 def test_archive_packs_the_worker_package_and_constants_beside_the_handler(model_store):
@@ -44,9 +68,12 @@ def test_archive_packs_the_worker_package_and_constants_beside_the_handler(model
         "mnist_model.py",
         "mnist_kit/worker/preprocess.py",
         "mnist_kit/worker/forms.py",
+        "mnist_kit/worker/eager_forms.py",
         "mnist_kit/constants.py",
         "mnist_sd.pt",
-        "int8.pt",
+        "int8.onnx",
+        "fp32.onnx",
+        C.CHECK_FILE,
         C.FORMS_FILE,
         "model-config.yaml",
     } <= names
@@ -57,19 +84,19 @@ def test_eager_mode_packs_the_state_dict_and_model_file_as_the_tutorial_does(tin
     assert model["modelFile"] == "mnist_model.py" and model["serializedFile"] == "mnist_sd.pt"
 
 
-def test_script_mode_matches_eager_to_1e_5(tiny_checkpoint, tmp_path, data_dir):
+def test_the_onnx_form_matches_the_float_model_to_1e_5(tiny_checkpoint, tmp_path, data_dir):
     from mnist_kit.packaging import optimize
-    from mnist_kit.training import mnist
-    from mnist_kit.worker.preprocess import normalize
+    from mnist_kit.worker.forms import OnnxForm
 
-    with zipfile.ZipFile(archive.build(tiny_checkpoint, tmp_path, mode="script")) as z:
-        scripted = torch.jit.load(io.BytesIO(z.read("model.pt")))
-    eager = optimize.load_float(tiny_checkpoint)
+    mar = archive.build(tiny_checkpoint, tmp_path, mode="onnx")
+    with zipfile.ZipFile(mar) as z:
+        assert set(json.loads(z.read(C.FORMS_FILE))["forms"]) == {"onnx-fp32"}
+        z.extract("fp32.onnx", tmp_path)
+    onnx_form, eager = OnnxForm(str(tmp_path / "fp32.onnx")), optimize.float_form(optimize.load_float(tiny_checkpoint))
     images, _ = mnist.load(data_dir, "test", download=False)
-    with torch.inference_mode():
-        for i in range(0, len(images), 1000):
-            x = normalize(images[i : i + 1000])
-            assert torch.allclose(scripted(x).exp(), eager(x).exp(), atol=1e-5)
+    for i in range(0, len(images), 1000):
+        x = mnist.normalize(images[i : i + 1000]).numpy()
+        assert np.allclose(np.exp(onnx_form(x)), np.exp(eager(x)), atol=1e-5)
 
 
 def test_archive_model_config_sets_batching_and_leaves_the_form_to_the_serving_cpu(model_store):
@@ -79,10 +106,18 @@ def test_archive_model_config_sets_batching_and_leaves_the_form_to_the_serving_c
     assert config["handler"]["serving_form"] == "auto"
 
 
-def test_int8_mode_packs_int8_torchscript_alone(tiny_checkpoint, tmp_path):
+def test_int8_mode_packs_the_onnx_int8_form_alone_beside_the_state_dict(tiny_checkpoint, tmp_path):
     mar = archive.build(tiny_checkpoint, tmp_path, mode="int8", max_accuracy_drop=TINY_INT8_DROP)
-    assert manifest(mar)["model"]["serializedFile"] == "model.pt"
-    assert {"explain_weights.pt", "model.pt"} <= set(zipfile.ZipFile(mar).namelist())
+    assert manifest(mar)["model"]["serializedFile"] == "mnist_sd.pt"
+    with zipfile.ZipFile(mar) as z:
+        assert set(json.loads(z.read(C.FORMS_FILE))["forms"]) == {"onnx-int8"}
+        assert "fp32.onnx" not in z.namelist()
+
+
+def test_int8_mode_refuses_a_form_below_the_allowed_drop(tiny_checkpoint, tmp_path):
+    with pytest.raises(archive.ArchiveError, match=r"onnx-int8 loses .* points .* use --mode onnx or eager"):
+        archive.build(tiny_checkpoint, tmp_path, mode="int8", max_accuracy_drop=-1)
+    assert not (tmp_path / "mnist.mar").exists()
 
 
 def test_archive_refuses_to_overwrite_without_force(tiny_checkpoint, tmp_path):

@@ -97,9 +97,10 @@ RESULT = {
         "processor": "x86_64",
         "python": "3.11.2",
         "torch": "2.14.1",
+        "onnxruntime": "1.32.0",
         "torchserve": "0.12.0",
     },
-    "serving_form": "int8 TorchScript",
+    "serving_form": "onnx-int8",
     "settings": {"batch_size": 16, "max_batch_delay_ms": 1, "workers": 2, "seconds_per_point": 5, "body": "7.png"},
     "kit": {"cold_start_s": 3.5, "sweep": [point(1, 400.4, 0.7), point(32, 8726.0, 0.55)]},
     "ceiling": {"cold_start_s": 2.7, "sweep": [point(1, 572.0), point(32, 15803.0)]},
@@ -110,17 +111,19 @@ RESULT = {
 def test_markdown_writes_a_row_per_concurrency_and_names_the_machine():
     text = markdown(RESULT)
     assert (
-        "on Some CPU (AVX2, AVX-512; PyTorch kernels AVX512), 2 CPU cores, Python 3.11.2, torch 2.14.1, "
-        "TorchServe 0.12.0; serving form: int8 TorchScript: batch 16, max delay 1 ms, 2 workers" in text
+        "on Some CPU (AVX2, AVX-512; PyTorch kernels AVX512), 2 CPU cores, Python 3.11.2, torch 2.14.1, ONNX Runtime "
+        "1.32.0, TorchServe 0.12.0; serving form: onnx-int8: batch 16, max delay 1 ms, 2 workers" in text
     )
     assert "| 32 | 8 726 | 1.50 | 2.25 | 4.00 | 0 | 15 803 | 1.50 | 4.00 | 0.55 |" in text
     assert "| 28×28 PNG | 0.013 |" in text and "3.50 s (no-op handler: 2.70 s)" in text
 
 
 def test_markdown_says_what_a_lone_request_costs_back_to_back_and_after_idling_when_the_run_measured_it():
-    lone = {"form": "int8", "idle_gap_ms": 3.0, "back_to_back_ms": 0.5, "after_idle_ms": 1.25}
+    lone = {"form": "onnx-int8", "idle_gap_ms": 3.0, "back_to_back_ms": 0.5, "after_idle_ms": 1.25}
     text = markdown({**RESULT, "lone_request": lone})
-    assert "(int8: decode, normalise, forward one image), CPU ms: 0.500 back to back, 1.250 after 3 ms idle." in text
+    assert (
+        "(onnx-int8: decode, normalise, forward one image), CPU ms: 0.500 back to back, 1.250 after 3 ms idle." in text
+    )
     assert "back to back" not in markdown(RESULT)
 
 

@@ -22,6 +22,25 @@ def test_help_teaches_the_whole_flow():
     assert "torchserve --start --ts-config config.properties --ncs" in result.output  # what serve runs
 
 
+def test_the_command_line_loads_without_torch_numpy_or_onnxruntime():
+    """`mnist-kit --help` and the commands that only talk to a server import none of them: they answer at once."""
+    code = (
+        "import sys; from mnist_kit.cli import cli; print(sorted({'torch', 'numpy', 'onnxruntime'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_command_whose_extra_is_not_installed_names_the_extra(tmp_path):
+    code = "import sys; sys.modules['torch'] = None; from mnist_kit.cli import cli; cli(['train', '--limit', '10'])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip()
+        == "Error: this command needs torch, which is not installed here: pip install 'mnist-kit[train]'"
+    )
+
+
 def test_predict_against_no_server_fails_with_a_clear_message(digits):
     url = f"http://127.0.0.1:{process.free_port()}"
     result = CliRunner().invoke(cli, ["predict", str(digits[0]), "--url", url])

@@ -49,8 +49,9 @@ def runtime(dockerfile) -> list[tuple[str, str]]:
 
 
 def pins() -> dict[str, str]:
-    """pyproject.toml's exact pins (tomllib is Python 3.11+; the kit supports 3.10)."""
-    return dict(re.findall(r'^\s*"([\w-]+)==([^"]+)"', (ROOT / "pyproject.toml").read_text(), flags=re.M))
+    """pyproject.toml's exact pins and ranges, "==0.12.0" or ">=2.14.1,<2.16" (tomllib is Python 3.11+; the kit
+    supports 3.10)."""
+    return dict(re.findall(r'"([\w-]+)([=<>][^"]+)"', (ROOT / "pyproject.toml").read_text()))
 
 
 def values(stage, name: str) -> list[str]:
@@ -61,11 +62,11 @@ def test_the_image_is_the_runtime_kserve_starts_and_the_kit_pins(runtime, docker
     """One structural check of the Dockerfile against what the kit decides elsewhere (its pins, its serving user,
     ports and paths, KServe's runtime command): what could drift apart, not the file restated line by line."""
     commands = " ".join(values(runtime, "RUN"))
-    [torch_install] = [c for c in commands.split("&&") if "torch==" in c]
+    [torch_install] = [c for c in commands.split("&&") if "--index-url" in c]
     words = shlex.split(torch_install)
     assert words[words.index("--index-url") + 1] == CPU_WHEELS  # the CPU wheels: no CUDA gigabytes in the image
-    assert f"torch=={pins()['torch']}" in words and f"torchvision=={pins()['torchvision']}" in words
-    assert f"torchserve=={pins()['torchserve']}" in commands and "openjdk-17-jre-headless" in commands
+    assert f"torch{pins()['torch']}" in words and "onnxruntime" in commands
+    assert f"torchserve{pins()['torchserve']}" in commands and "openjdk-17-jre-headless" in commands
     assert values(runtime, "USER")[-1] == str(C.SERVING_USER)
     assert all(values(stage, "USER") in ([], [str(C.SERVING_USER)]) for stage in stages(dockerfile))  # never root
     assert values(runtime, "EXPOSE") == [f"{C.INFERENCE_PORT} {C.METRICS_PORT} {C.HEALTH_PORT}"]
@@ -91,13 +92,12 @@ def test_the_image_is_the_runtime_kserve_starts_and_the_kit_pins(runtime, docker
 
 
 def test_the_kserve_image_runs_the_server_as_the_exports_do(dockerfile):
-    """The kserve target against the kit: the project's torch pins from the CPU index, the kit installed with its
-    kserve extra, user 1000, REST and gRPC exposed, and the command the exported manifests run (less --workers,
-    which they size per pod)."""
+    """The kserve target against the kit: the kit installed with its kserve extra alone (no torch, no Java), user
+    1000, REST and gRPC exposed, and the command the exported manifests run (less --workers, which they size per
+    pod)."""
     [kserve] = [s for s in stages(dockerfile) if s[0][1].endswith(" AS kserve")]
     commands = " ".join(values(kserve, "RUN"))
-    assert f"--index-url {CPU_WHEELS} torch=={pins()['torch']} torchvision=={pins()['torchvision']}" in commands
-    assert '"/tmp/mnist-kit[kserve]"' in commands and "openjdk" not in commands
+    assert '"/tmp/mnist-kit[kserve]"' in commands and "torch" not in commands and "openjdk" not in commands
     assert values(kserve, "USER") == [str(C.SERVING_USER)]
     assert values(kserve, "EXPOSE") == [f"{C.INFERENCE_PORT} {C.KSERVE_GRPC_PORT}"]
     assert f"MNIST_KIT_DRAIN_SECONDS={C.DRAIN_S}" in values(kserve, "ENV")[0]

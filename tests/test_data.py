@@ -52,6 +52,30 @@ def test_a_truncated_gzip_is_a_clear_error(data_dir, tmp_path):
         mnist.load(tmp_path, "test", download=False)
 
 
+def test_a_download_writes_each_missing_file_whole_and_the_read_checks_it(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(mnist, "_fetch", lambda filename: gzip.compress(raw_bytes(data_dir, filename[:-3])))
+    images, labels = mnist.load(tmp_path, "test")
+    assert len(images) == len(labels) == 10000
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{name}.gz" for name in mnist.FILES)
+
+
+def test_offline_the_download_writes_nothing_and_the_read_says_where_to_put_the_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(mnist, "_fetch", lambda filename: None)
+    with pytest.raises(mnist.DataError, match="could not be downloaded: put the four files"):
+        mnist.load(tmp_path, "test")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_downloaded_file_that_cannot_be_written_is_reported_as_such(tmp_path, monkeypatch):
+    monkeypatch.setattr(mnist, "_fetch", lambda filename: b"data")
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the folder should be")
+    with pytest.raises(
+        mnist.DataError, match=f"downloaded .*.gz but could not write it to {blocked}/mnist/: .*Not a directory"
+    ):
+        mnist.load(blocked / "mnist", "test")
+
+
 NEEDS_THE_FILES = "tests/test_data.py::test_test_split_loads_as_uint8_images_and_labels"
 
 

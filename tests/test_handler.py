@@ -7,7 +7,6 @@ and tests/test_fuzz.py check the same handler behind a real TorchServe.
 
 import base64
 import json
-import os
 import subprocess
 import sys
 
@@ -23,7 +22,7 @@ from mnist_kit.worker.answers import Answer
 from mnist_kit.worker.core import Batch, Core
 from mnist_kit.worker.preprocess import InputError, Picture
 from mnist_kit.worker.protocols import Request
-from mnist_model import MnistClassificationNet, from_state_dict
+from mnist_model import MnistClassificationNet
 
 
 class Context:
@@ -62,10 +61,9 @@ def png_request(path) -> tuple[dict, dict]:
 def torch_threads():
     """initialize() sets one intra-op thread for its worker process; here that process is pytest's, whose later
     training would run on one thread and so give another model than `mnist-kit train`. Put it back."""
-    threads, engine = torch.get_num_threads(), torch.backends.quantized.engine
+    threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
-    torch.backends.quantized.engine = engine
 
 
 EAGER = {"serializedFile": "mnist_sd.pt", "modelFile": "mnist_model.py"}
@@ -195,20 +193,17 @@ def test_handle_times_the_batch_as_torchserves_handler_time(handler, digits):
     assert [name for name, _, _ in context.metrics.reported] == ["HandlerTime"]
 
 
-def test_a_torchscript_archive_loads_without_mnist_model(untrained_checkpoint, tmp_path, digits):
-    model = from_state_dict(untrained_checkpoint)
-    torch.jit.script(model).save(str(tmp_path / "model.pt"))
-    core = Core(str(tmp_path), {"serializedFile": "model.pt"})
-    assert isinstance(core.model, torch.jit.ScriptModule) and core.float_model is None
-    x = torch.from_numpy(np.array(Image.open(digits[4]))).float()[None, None]
-    assert torch.allclose(core.model(x), model(x), atol=1e-5)
+def test_a_serialized_file_that_is_not_a_state_dict_fails_the_worker_saying_to_archive_again(tmp_path):
+    (tmp_path / "model.pt").write_bytes(b"an older mnist-kit's TorchScript")
+    with pytest.raises(RuntimeError, match="is not a state_dict .* archive it again with mnist-kit archive"):
+        Core(str(tmp_path), {"serializedFile": "model.pt"})
 
 
 def auto_archive_dir(checkpoint, tmp_path):
-    """What an auto archive unpacks to, without its int8 form (that needs calibration data): the state_dict and
-    forms.json listing the float forms."""
+    """What an auto archive unpacks to, without its ONNX forms (those need calibration data): the state_dict and
+    forms.json listing the eager forms."""
     (tmp_path / "mnist_sd.pt").write_bytes(checkpoint.read_bytes())
-    listed = {name: {"file": "mnist_sd.pt", "accuracy": 10.0} for name in ("fp32", "fp32-aten")}
+    listed = {name: {"runtime": "torch", "accuracy": 10.0} for name in ("eager-fp32", "eager-fp32-aten")}
     (tmp_path / C.FORMS_FILE).write_text(json.dumps({"float_accuracy": 10.0, "forms": listed}))
     return tmp_path
 
@@ -219,19 +214,19 @@ def test_an_auto_archive_serves_the_form_it_timed_fastest_and_describes_its_choi
     handler.initialize(context)
     described = json.loads(handler.handle([{}], Context(".", {}, [{"describe": "True"}]))[0])
     core = handler.core
-    assert described["serving_form"] == core.form in ("fp32", "fp32-aten")
+    assert described["serving_form"] == core.form in ("eager-fp32", "eager-fp32-aten")
     assert described["reason"].startswith(("fastest", "within 5 %")) and set(described["timings_ms"]) == {
-        "fp32",
-        "fp32-aten",
+        "eager-fp32",
+        "eager-fp32-aten",
     }
     core.metrics.report()  # to TorchServe's metrics cache, through the adapter
     assert core.float_model is not None and ("ServingForm", 1, {"Form": core.form}) in context.metrics.reported
 
 
 def test_the_environment_forces_a_serving_form_over_the_timings(untrained_checkpoint, tmp_path, monkeypatch):
-    monkeypatch.setenv(C.SERVING_FORM_ENV, "fp32-aten")
+    monkeypatch.setenv(C.SERVING_FORM_ENV, "eager-fp32-aten")
     core = Core(str(auto_archive_dir(untrained_checkpoint, tmp_path)), {"serializedFile": "mnist_sd.pt"})
-    assert core.form == "fp32-aten" and "forced" in core.form_reason and core.form_timings["fp32"] == {}
+    assert core.form == "eager-fp32-aten" and "forced" in core.form_reason and core.form_timings["eager-fp32"] == {}
 
 
 def test_the_archive_config_forces_a_serving_form(untrained_checkpoint, tmp_path):
@@ -239,10 +234,10 @@ def test_the_archive_config_forces_a_serving_form(untrained_checkpoint, tmp_path
     context = Context(
         auto_archive_dir(untrained_checkpoint, tmp_path),
         {"serializedFile": "mnist_sd.pt"},
-        yaml_config={"handler": {"serving_form": "fp32"}},
+        yaml_config={"handler": {"serving_form": "eager-fp32"}},
     )
     handler.initialize(context)
-    assert handler.core.form == "fp32" and handler.core.model is not handler.core.float_model
+    assert handler.core.form == "eager-fp32" and handler.core.model.module is not handler.core.float_model
 
 
 def test_explanations_attribute_the_predicted_digit_over_the_28_by_28_input(handler, digits):
@@ -253,12 +248,14 @@ def test_explanations_attribute_the_predicted_digit_over_the_28_by_28_input(hand
     assert answer["digit"] in range(10) and np.array(answer["attributions"]).shape == (28, 28)
 
 
-def test_an_archive_without_float_weights_answers_explanations_with_501(handler, digits):
-    handler.core.float_model = None
+def test_a_server_without_captum_answers_explanations_with_501_saying_what_to_install(handler, digits, monkeypatch):
+    monkeypatch.setitem(sys.modules, "captum", None)  # as where it is not installed
     requests = [png_request(digits[5])]
     context = Context(".", {}, [{**headers, "explain": "True"} for _, headers in requests])
     [answer] = handler.handle([row for row, _ in requests], context)
     assert answer["code"] == 501 and context.statuses[0][0] == 501
+    assert "explanations need PyTorch and Captum, and this server lacks captum: install them" in answer["message"]
+    assert "pip install 'mnist-kit[train]'" in answer["message"]
 
 
 def test_loading_the_handler_imports_neither_captum_nor_click():
@@ -271,9 +268,9 @@ def test_the_handler_keeps_the_pixel_limit():
     assert Image.MAX_IMAGE_PIXELS == C.MAX_IMAGE_PIXELS
 
 
-def test_the_float_model_is_the_eager_model_itself(core):
-    assert isinstance(core.model, MnistClassificationNet) and core.float_model is core.model
-    assert not core.model.training and os.path.basename(C.EXPLAIN_WEIGHTS) == "explain_weights.pt"
+def test_an_eager_archive_serves_the_float_network_in_eval_mode(core):
+    assert core.form == "eager-fp32" and isinstance(core.model.module, MnistClassificationNet)
+    assert not core.model.module.training and isinstance(core.float_model, MnistClassificationNet)
 
 
 def test_torchserves_kservev2_envelope_hands_every_request_of_a_batch_to_the_handler(handler, digits):
@@ -304,7 +301,9 @@ def test_without_strict_a_picture_that_is_no_digit_is_answered_with_its_flag(cor
 
 
 def test_inference_flags_a_spread_answer_as_no_digit(core):
-    core.model = lambda x: torch.full((x.shape[0], 10), -np.log(10.0))  # uniform: the trained answer to no digit
+    core.model = lambda x: np.full(
+        (x.shape[0], 10), -np.log(10.0), np.float32
+    )  # uniform: the trained answer to no digit
     (answer,) = core.infer(Batch([Request("plain", [Picture(np.zeros((28, 28), np.uint8))])])).answers
     assert answer.flags == ["not_a_digit", "low_confidence"]
 

@@ -254,6 +254,31 @@ def test_serve_without_an_archive_says_to_train_and_archive_first(tmp_path):
     assert result.exit_code == 1 and "train and archive first" in result.output
 
 
+@pytest.fixture(scope="module")
+def without_torch(tmp_path_factory) -> dict:
+    """The environment of a Python that cannot import torch, as in a venv without it: a sitecustomize that every
+    process started with it (the server, its workers) runs first."""
+    folder = tmp_path_factory.mktemp("without-torch")
+    (folder / "sitecustomize.py").write_text("import sys\n\nsys.modules['torch'] = None  # import torch fails\n")
+    return {"PYTHONPATH": str(folder)}
+
+
+def test_the_kserve_runtime_serves_an_onnx_archive_where_torch_cannot_be_imported(model_store, without_torch, digits):
+    with PrivateKServe(model_store / "mnist.mar", workers=2, env=without_torch) as ks:
+        for path in digits:
+            assert client.predict(path.read_bytes(), url=ks.inference_url)["digit"] == int(path.stem)
+        described = client.described(ks.inference_url, C.MODEL_NAME)[1]
+        assert described["serving_form"].startswith("onnx-") and described["torch"] is None
+        status, answer = post(f"{ks.inference_url}/explanations/mnist", digits[7].read_bytes())
+    assert status == 501
+    assert "explanations need PyTorch and Captum, and this server lacks torch" in answer["message"]
+
+
+def test_the_kserve_runtime_imports_torch_for_an_explanation_where_it_is_installed(kserve_runtime, digits):
+    status, answer = post(f"{kserve_runtime.inference_url}/explanations/mnist", digits[7].read_bytes())
+    assert status == 200 and answer["digit"] == 7 and np.array(answer["attributions"]).shape == (28, 28)
+
+
 def test_v1_predict_answers_base64_instances(kserve_runtime, digits):
     body = json.dumps({"instances": [{"data": base64.b64encode(p.read_bytes()).decode()} for p in digits[:3]]})
     status, answer = post(f"{kserve_runtime.inference_url}/v1/models/mnist:predict", body.encode(), "application/json")

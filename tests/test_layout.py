@@ -15,7 +15,7 @@ from mnist_kit.packaging import archive
 
 PACKAGE = ROOT / "mnist_kit"
 # What the worker side may import besides the standard library: TorchServe's worker has these, and the .mar.
-WORKER_IMPORTS = {"torch", "torchvision", "PIL", "numpy", "ts", "captum", "mnist_model", "mnist_kit"}
+WORKER_IMPORTS = {"torch", "onnxruntime", "PIL", "numpy", "ts", "captum", "mnist_model", "mnist_kit"}
 WORKER_FILES = [
     PACKAGE / "__init__.py",
     PACKAGE / "constants.py",
@@ -29,10 +29,12 @@ def module_name(path: Path) -> str:
     return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
 
 
-def imports(path: Path) -> set[str]:
-    """Every module `path` imports, at any depth of the file (lazy imports in functions included)."""
+def imports(path: Path, *, top_level_only: bool = False) -> set[str]:
+    """Every module `path` imports, at any depth of the file (lazy imports in functions included), or only those its
+    module body imports."""
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    for node in tree.body if top_level_only else ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
@@ -85,6 +87,13 @@ def test_the_worker_side_imports_only_what_a_torchserve_worker_has(path):
     kit = {n for n in imports(path) if n.startswith("mnist_kit.")}
     assert not outside
     assert all(n.startswith(("mnist_kit.constants", "mnist_kit.worker")) for n in kit), kit
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "worker").glob("*.py")), ids=lambda p: p.name)
+def test_only_the_eager_forms_import_torch_on_the_worker_side(path):
+    """So a server whose form is ONNX imports no torch: the others import it inside the functions that need it."""
+    top_level = {n for n in imports(path, top_level_only=True) if n.split(".")[0] == "torch"}
+    assert not top_level or path.name == "eager_forms.py"
 
 
 @pytest.mark.parametrize("path", sorted((PACKAGE / "worker").glob("*.py")), ids=lambda p: p.name)

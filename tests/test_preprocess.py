@@ -48,17 +48,24 @@ def centre_of_mass(pixels: np.ndarray) -> tuple[float, float]:
 
 
 def test_normalize_uses_the_training_mean_and_std():
-    x = preprocess.normalize(torch.tensor([[[0, 255]]], dtype=torch.uint8))
-    assert x.shape == (1, 1, 1, 2)
+    x = preprocess.normalize(np.array([[[0, 255]]], dtype=np.uint8))
+    assert x.shape == (1, 1, 1, 2) and x.dtype == np.float32
     assert x[0, 0, 0].tolist() == pytest.approx([-C.MNIST_MEAN / C.MNIST_STD, (1 - C.MNIST_MEAN) / C.MNIST_STD])
 
 
-def test_model_input_is_normalize_by_table_lookup(seven):
+def test_training_normalizes_exactly_as_serving(seven):
+    from mnist_kit.training.mnist import normalize
+
     images = np.stack([seven, 255 - seven, np.arange(28 * 28).reshape(28, 28) % 256]).astype(np.uint8)
-    assert torch.equal(preprocess.model_input(list(images)), preprocess.normalize(torch.from_numpy(images)))
+    assert np.array_equal(normalize(torch.from_numpy(images)).numpy(), preprocess.model_input(list(images)))
 
 
-def test_mnist_format_pngs_take_the_libpng_path_with_the_same_pixels_as_pil(digits):
+def test_the_table_is_what_the_float_arithmetic_gives(seven):
+    expected = (torch.arange(256).float() / 255.0 - C.MNIST_MEAN) / C.MNIST_STD
+    assert np.allclose(preprocess.NORMALIZED, expected.numpy(), rtol=0, atol=1e-6)
+
+
+def test_mnist_format_pngs_take_the_fast_path_with_the_same_pixels_as_the_general_one(digits):
     for path in digits:
         data = path.read_bytes()
         assert np.array_equal(preprocess.mnist_png(data), np.asarray(Image.open(path))), path

@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from harness import TorchServe
 from PIL import Image
@@ -40,10 +39,9 @@ def test_each_sample_digit_is_read_correctly(server, digits):
 def test_served_probabilities_match_the_form_the_workers_chose_computed_in_process(server, model_store, digits):
     model = server.served_form(model_store / "mnist.mar")
     pixels = np.stack([preprocess.read_image(p.read_bytes()).pixels for p in digits])
-    with torch.inference_mode():
-        expected = model(preprocess.normalize(torch.from_numpy(pixels))).exp()
+    expected = np.exp(model(preprocess.normalize(pixels)))
     served = [client.predict(p.read_bytes(), url=server.inference_url)["probabilities"] for p in digits]
-    assert torch.allclose(torch.tensor(served), expected, atol=1e-5)
+    assert np.allclose(served, expected, atol=1e-5)
 
 
 def test_a_tight_crop_of_each_sample_digit_is_read_correctly(server, digits):

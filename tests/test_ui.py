@@ -357,4 +357,4 @@ def test_a_wrong_answer_is_corrected_on_the_page_and_stored_with_the_image_sent(
     [correction] = store.corrections()
     assert correction.image == DIGITS[4].read_bytes() and correction.label == 9
     assert str(correction.answered) == shown and correction.model_version == C.MODEL_VERSION
-    assert correction.serving_form in ("int8", "fp32", "fp32-aten")
+    assert correction.serving_form in C.SERVING_FORMS

@@ -82,31 +82,22 @@ def lone_request_costs(archive: Path, form: str, body: Path = SAMPLE, *, min_sec
     times the first, the work finds the core's caches and predictors cold (another tenant of a virtual machine's
     core, or the frontend and the other worker of this one, ran meanwhile): a cost a no-op handler hardly pays,
     and so a floor under the kit's p50 at concurrency 1 above the ceiling's. Empty for archives without forms."""
-    import torch
-
     from mnist_kit.worker import forms
-    from mnist_model import from_state_dict
 
     archive = mar.read(archive)
     with tempfile.TemporaryDirectory() as tmp:
         archive.extract(tmp)
-        weights = archive.serialized_file
-        if form not in forms.read_manifest(tmp):
+        if form not in forms.read_manifest(tmp).get("forms", {}):
             return {}
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # as each worker runs
-        try:
-            model = forms.load(tmp, from_state_dict(Path(tmp, weights)), "cpu")[form]
-            data = body.read_bytes()
+        # One thread, as each worker runs (forms set it).
+        model = forms.load(tmp, str(Path(tmp, archive.serialized_file)), with_torch=True)[form]
+        data = body.read_bytes()
 
-            def work():
-                with torch.inference_mode():
-                    model(preprocess.model_input([preprocess.read_image(data).pixels]))
+        def work():
+            model(preprocess.model_input([preprocess.read_image(data).pixels]))
 
-            hot = timed(work, min_seconds, clock=time.thread_time)
-            idle = timed(work, min_seconds, between=lambda: time.sleep(IDLE_GAP_S), clock=time.thread_time)
-        finally:
-            torch.set_num_threads(threads)
+        hot = timed(work, min_seconds, clock=time.thread_time)
+        idle = timed(work, min_seconds, between=lambda: time.sleep(IDLE_GAP_S), clock=time.thread_time)
     return {
         "form": form,
         "idle_gap_ms": IDLE_GAP_S * 1000,

@@ -30,6 +30,7 @@ def cpuinfo() -> dict[str, str]:
 
 def machine() -> dict:
     """What the figures depend on: the CPU's model and instruction sets, its cores, and the software versions."""
+    import onnxruntime
     import torch
     import ts
 
@@ -43,6 +44,7 @@ def machine() -> dict:
         "processor": platform.machine(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
         "torchserve": ts.__version__,
     }
 
@@ -53,7 +55,9 @@ def describe_machine(result: dict) -> str:
     isa = "instruction sets not recorded" if m.get("isa") is None else ", ".join(m["isa"]) or "no AVX2"
     return (
         f"{m['cpu']} ({isa}; PyTorch kernels {m.get('torch_cpu_capability', '?')}), {m['cpus']} CPU cores, "
-        f"Python {m['python']}, torch {m.get('torch', '?')}, TorchServe {m.get('torchserve', '?')}; "
+        f"Python {m['python']}, torch {m.get('torch', '?')}"
+        + (f", ONNX Runtime {m['onnxruntime']}" if m.get("onnxruntime") else "")
+        + f", TorchServe {m.get('torchserve', '?')}; "
         f"serving form: {result.get('serving_form', '?')}"
     )
 
@@ -145,6 +149,12 @@ def report(result: dict) -> str:
     if "memory_mib" in result["kit"]:
         memory = result["kit"]["memory_mib"]
         lines.append(f"server memory after the sweep (frontend and workers, shared pages once): {memory} MiB")
+    if "worker_rss_mib" in result.get("kserve", {}):
+        ks = result["kserve"]
+        lines.append(
+            f"kserve runtime: serving form {ks['serving_form']}, each worker {max(ks['worker_rss_mib']):.0f} MiB "
+            f"resident at most, the whole server {ks['memory_mib']} MiB"
+        )
     lines.append(
         "preprocessing per image, one core (decoding alone): "
         + ", ".join(

@@ -174,6 +174,10 @@ def run(
         form, form_name = serving_form(servers["kit"][0])
         # After the whole sweep: the memory a pod serving this archive needs (mnist-kit export sizes pods by it).
         memory_mib = round(servers["kit"][0].memory_mib())
+        if kserve:
+            ks = servers["kserve"][0]
+            kserve_memory = {"memory_mib": round(ks.memory_mib()), "worker_rss_mib": ks.worker_rss_mib()}
+            kserve_memory["serving_form"] = serving_form(ks, url=ks.inference_url)[1]
     for k, c, v2 in zip(sweeps["kit"], sweeps["ceiling"], sweeps["kit_v2"]):
         k["ratio_to_ceiling"] = round(k["req_per_s"] / c["req_per_s"], 3) if c["req_per_s"] else None
         v2["ratio_to_raw"] = round(v2["req_per_s"] / k["req_per_s"], 3) if k["req_per_s"] else None
@@ -197,15 +201,18 @@ def run(
         "lone_request": lone_request_costs(Path(archive), form_name, body),
     }
     result["kit"]["memory_mib"] = memory_mib
+    if kserve:
+        result["kserve"].update(kserve_memory)
     return result
 
 
-def serving_form(ts, model: str = C.MODEL_NAME) -> tuple[str, str | None]:
+def serving_form(server, model: str = C.MODEL_NAME, *, url: str | None = None) -> tuple[str, str | None]:
     """The form the server's workers chose at start and why, and its name alone, from the handler's describe
-    answer (GET /models/MODEL?customized=true); archives of other kits' handlers say nothing there."""
+    answer (GET /models/MODEL?customized=true, on `url`, else TorchServe's management API); archives of other kits'
+    handlers say nothing there."""
     from mnist_kit.serving import client
 
-    _, custom = client.described(ts.management_url, model, ts.management_token)
+    _, custom = client.described(url or server.management_url, model, None if url else server.management_token)
     if "serving_form" not in custom:
         return "not reported by the handler", None
     return f"{custom['serving_form']} ({custom['reason']})", custom["serving_form"]

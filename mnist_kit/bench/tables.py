@@ -67,6 +67,14 @@ def markdown(result: dict) -> str:
         if "kserve" in result
         else ""
     )
+    if "worker_rss_mib" in result.get("kserve", {}):  # bench files from before the torch-free runtime have none
+        ks = result["kserve"]
+        lines += [
+            "",
+            f"The kserve runtime served `{ks['serving_form']}`; each worker {max(ks['worker_rss_mib']):.0f} MiB "
+            f"resident at most, the whole server {ks['memory_mib']} MiB (TorchServe's: {result['kit']['memory_mib']} "
+            "MiB, frontend and workers, shared pages counted once).",
+        ]
     lines += [
         "",
         f"Cold start (`torchserve --start` to the first answer): {result['kit']['cold_start_s']:.2f} s "

@@ -10,7 +10,6 @@ import click
 
 from mnist_kit import constants as C
 from mnist_kit.cli.main import cli, data_dir_option, key_file, token_option
-from mnist_kit.feedback import ab
 from mnist_kit.paths import home
 from mnist_kit.serving import client, management
 
@@ -98,7 +97,7 @@ def export(store, folder):
 @click.option("--url-b", default=None, help="B on another server instead (e.g. a kserve runtime serving it).")
 @click.option("--management-url", default=C.MANAGEMENT_URL, show_default=True, help="Where --promote sets B.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="The first N images of the set only.")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=ab.ALPHA, show_default=True, help="Significance level.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=C.AB_ALPHA, show_default=True, help="Significance level.")
 @click.option("--promote", is_flag=True, help="Make B the default, if it is better here and not worse on MNIST.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PNG.")
 @click.option("--json", "as_json", is_flag=True)
@@ -119,6 +118,7 @@ def ab_test(
       mnist-kit ab --a 1.0 --b 2.0 --set mnist --json
       mnist-kit ab --a 1.0 --b 2.0 --set corrections/ --promote
     """
+    from mnist_kit.feedback import ab
     from mnist_kit.feedback.store import Store
     from mnist_kit.training import mnist
 
@@ -165,6 +165,8 @@ def trained_ids(checkpoint: Path) -> list[int]:
 
 
 def compare_with_progress(pairs, version_a, version_b, *, url, url_b, token, alpha, label):
+    from mnist_kit.feedback import ab
+
     with click.progressbar(length=len(pairs), label=f"A/B on {label}", file=sys.stderr) as bar:
         return ab.run(
             pairs,

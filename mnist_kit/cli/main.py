@@ -13,9 +13,23 @@ from mnist_kit import constants as C
 from mnist_kit.errors import KitError
 from mnist_kit.paths import home
 
+# The extra that installs each optional module the commands import (pyproject.toml): the base install is the client
+# and the torch-free serving core.
+EXTRAS = {
+    "torch": "train",
+    "onnx": "train",
+    "onnxscript": "train",
+    "captum": "train",
+    "model_archiver": "train",
+    "ts": "torchserve",
+    "kserve": "kserve",
+    "PyQt5": "desktop",
+}
+
 
 class KitErrors:
-    """Every command's failures in one place: a KitError ends the command with its one-line message and exit code."""
+    """Every command's failures in one place: a KitError ends the command with its one-line message and exit code; a
+    missing optional module, with the extra that installs it."""
 
     def invoke(self, ctx):
         try:
@@ -24,6 +38,13 @@ class KitErrors:
             error = click.ClickException(" ".join(str(e).split()))
             error.exit_code = e.exit_code
             raise error from None
+        except ModuleNotFoundError as e:
+            extra = EXTRAS.get((e.name or "").split(".")[0])
+            if extra is None:
+                raise
+            raise click.ClickException(
+                f"this command needs {e.name}, which is not installed here: pip install 'mnist-kit[{extra}]'"
+            ) from None
 
 
 class Command(KitErrors, click.Command):

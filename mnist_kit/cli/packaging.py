@@ -18,13 +18,13 @@ from mnist_kit.cli.main import cli, data_dir_option, path_option
 @path_option("--export-path", default=C.MODEL_STORE, file_okay=False)
 @click.option(
     "--mode",
-    type=click.Choice(["auto", "int8", "script", "eager"]),
+    type=click.Choice(["auto", "int8", "onnx", "eager"]),
     default="auto",
     show_default=True,
-    help="auto: every serving form (int8, fp32 with and without oneDNN) that stays within --max-accuracy-drop of "
-    "float test accuracy (needs the MNIST files); each worker times them on its CPU at start and serves the "
-    "fastest. int8: quantised TorchScript alone. script: frozen fp32 TorchScript. eager: the state_dict "
-    "with mnist_model.py.",
+    help="auto: every serving form (ONNX int8 and fp32 on ONNX Runtime, the float network in PyTorch with and "
+    "without oneDNN) that stays within --max-accuracy-drop of float test accuracy (needs the MNIST files); each "
+    "worker times those it can load on its CPU at start and serves the fastest. int8: the ONNX int8 form alone. "
+    "onnx: the ONNX fp32 form alone. eager: the state_dict with mnist_model.py.",
 )
 @click.option(
     "--serving-form",
@@ -73,8 +73,9 @@ def archive(
 ):
     """Pack the model into a TorchServe .mar archive.
 
-    Checks that the weights load into MnistClassificationNet, converts them to the serving forms (--mode),
-    then runs torch-model-archiver with the handler, the model, the worker package (mnist_kit/worker/)
+    Checks that the weights load into MnistClassificationNet, exports them to the serving forms (--mode:
+    torch.export to ONNX, ONNX Runtime's int8 quantisation) with a labelled sample each worker checks its int8
+    form on, then runs torch-model-archiver with the handler, the model, the worker package (mnist_kit/worker/)
     and a model-config.yaml with the batching settings.
     """
     from mnist_kit.packaging.archive import build

@@ -22,7 +22,6 @@ from mnist_kit.feedback.store import labelled_folder
 from mnist_kit.serving import client
 
 SETS = ("feedback", "real-world", "mnist")
-ALPHA = 0.01
 MIN_IMAGES = 100  # below this, no verdict is given, whatever the test says
 PROMOTION_MARGIN = 0.1  # points of MNIST test accuracy B may lose and still be promoted
 
@@ -107,7 +106,7 @@ def run(
     model: str = C.MODEL_NAME,
     token: str | None = None,
     concurrency: int = 4,
-    alpha: float = ALPHA,
+    alpha: float = C.AB_ALPHA,
     progress=lambda done, total: None,
 ) -> dict:
     """Each image to version a and version b (at url, or b at url_b: another server, such as a kserve runtime
@@ -147,7 +146,7 @@ def run(
     return compare(sides["a"], sides["b"], a_only=a_only, b_only=b_only, alpha=alpha)
 
 
-def compare(a: Side, b: Side, *, a_only: int, b_only: int, alpha: float = ALPHA) -> dict:
+def compare(a: Side, b: Side, *, a_only: int, b_only: int, alpha: float = C.AB_ALPHA) -> dict:
     """The two sides' figures, the paired test and the verdict."""
     p = mcnemar(b_only, a_only)
     paired = a_only + b_only + sum(1 for x, y in zip(a.correct, b.correct) if x == y)

@@ -20,7 +20,6 @@ from PIL import Image
 
 from mnist_kit import constants as C
 from mnist_kit.errors import KitError
-from mnist_kit.worker import preprocess
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -190,6 +189,8 @@ def check_image(image: bytes) -> None:
         raise FeedbackError(
             f"image too large: {len(image):,} bytes, the limit is {C.MAX_REQUEST_BYTES:,} bytes", status=413
         )
+    from mnist_kit.worker import preprocess  # numpy and the preprocessing: only when a correction comes in
+
     try:
         preprocess.read_image(image)
     except preprocess.InputError as e:

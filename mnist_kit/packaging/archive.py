@@ -16,6 +16,8 @@ from mnist_kit.packaging import mar
 
 HANDLER = importlib.util.find_spec("mnist_handler").origin
 PACKAGE = Path(C.__file__).parent
+# The serving forms each --mode packs (--mode eager: the state_dict and mnist_model.py, as the tutorial).
+MODES = {"auto": C.SERVING_FORMS, "int8": ("onnx-int8",), "onnx": ("onnx-fp32",)}
 
 
 class ArchiveError(KitError):
@@ -76,11 +78,11 @@ def build(
 ) -> Path:
     """Write `export_path/<model_name>[-<version>].mar` and return its path; never leaves a partial file.
 
-    mode: "auto" packs the state_dict with every serving form that keeps the float model's test accuracy
-    (within 0.05 points): the worker times them on its CPU at start and serves the fastest
-    (mnist_kit.worker.forms). "eager" packs the state_dict with mnist_model.py (the tutorial's eager mode);
-    "script" packs frozen TorchScript; "int8" packs int8 TorchScript alone, refused if it loses more than
-    0.05 points: max_accuracy_drop, in points of MNIST test accuracy.
+    mode: "auto" packs the state_dict with every serving form (C.SERVING_FORMS) that keeps the float model's test
+    accuracy within max_accuracy_drop points: the worker times those it can load on its CPU at start and serves the
+    fastest (mnist_kit.worker.forms). "int8" packs the ONNX int8 form alone (refused if it loses more), "onnx" the
+    ONNX fp32 form alone, both beside the state_dict (explanations, and PyTorch where onnxruntime is missing);
+    "eager" packs the state_dict with mnist_model.py (the tutorial's eager mode).
     """
     check_state_dict(serialized_file)
     export_path = Path(export_path)
@@ -89,27 +91,18 @@ def build(
         raise ArchiveError(f"{target} already exists: pass --force to overwrite it")
     export_path.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=export_path, prefix=".archive-") as tmp:
-        extra_files = [_worker_package(tmp)]
-        model_file = None
+        extra_files, model_file = [_worker_package(tmp)], None
         if mode == "eager":
-            weights, model_file = serialized_file, mnist_model.__file__
-        elif mode == "auto":
-            weights = serialized_file
-            forms = _serving_forms(serialized_file, data_dir, tmp, log=log, max_drop=max_accuracy_drop)
-            extra_files += [mnist_model.__file__, *forms]
+            model_file = mnist_model.__file__
         else:
-            weights = _serving_model(
-                serialized_file, mode, data_dir=data_dir, tmp=tmp, log=log, max_drop=max_accuracy_drop
-            )
-            explain_weights = Path(tmp, C.EXPLAIN_WEIGHTS)
-            shutil.copy(serialized_file, explain_weights)
-            extra_files += [mnist_model.__file__, str(explain_weights)]
+            forms = _serving_forms(serialized_file, data_dir, tmp, mode=mode, log=log, max_drop=max_accuracy_drop)
+            extra_files += [mnist_model.__file__, *forms]
         built = mar.package(
             model_name=model_name,
             version=version,
             handler=HANDLER,
             export_path=tmp,
-            serialized_file=weights,
+            serialized_file=serialized_file,
             model_file=model_file,
             extra_files=extra_files,
             config=model_config(batch_size, max_batch_delay_ms, serving_form),
@@ -119,7 +112,7 @@ def build(
 
 
 def _worker_package(tmp: str) -> str:
-    """A folder holding mnist_kit/ with only what the handler imports beyond torch, torchvision, PIL, numpy and ts:
+    """A folder holding mnist_kit/ with only what the handler imports beyond torch, onnxruntime, PIL, numpy and ts:
     the package's empty __init__, its constants and worker/. torch-model-archiver copies a folder's contents to
     the archive root, so the worker imports them as mnist_kit.* with or without mnist-kit installed."""
     stage = Path(tmp, "worker-files", "mnist_kit")
@@ -142,51 +135,34 @@ def _test_data(data_dir, mode: str):
     return train_images[: C.CALIBRATION_IMAGES], test_images, test_labels
 
 
-def _serving_forms(serialized_file, data_dir, tmp: str, *, log, max_drop: float) -> list[str]:
-    """Write the int8 form and forms.json (each form kept only within 0.05 points of the float model's test
-    accuracy) into tmp; return their paths."""
+def _serving_forms(serialized_file, data_dir, tmp: str, *, mode: str, log, max_drop: float) -> list[str]:
+    """Write the forms of `mode`, the check sample and forms.json into tmp, and return their paths. Each form is
+    kept only within max_drop points of the float model's test accuracy: --mode auto leaves one out, the others
+    fail."""
     from mnist_kit.packaging import optimize
 
     model = optimize.load_float(serialized_file)
-    calibration, test_images, test_labels = _test_data(data_dir, "auto")
-    candidates = optimize.candidate_forms(model, calibration)
-    accuracies = {name: optimize.accuracy(form, test_images, test_labels) for name, form in candidates.items()}
-    float_accuracy = accuracies["fp32"]
-    log("test accuracy: " + ", ".join(f"{name} {a:.2f} %" for name, a in accuracies.items()))
-    files, forms = [], {}
-    for name, form in candidates.items():
-        if float_accuracy - accuracies[name] > max_drop:
-            log(f"left out {name}: {float_accuracy - accuracies[name]:.2f} points below float")
-            continue
-        file = Path(serialized_file).name
-        if isinstance(form, torch.jit.ScriptModule):
-            file = f"{name}.pt"
-            form.save(str(Path(tmp, file)))
-            files.append(str(Path(tmp, file)))
-        forms[name] = {"file": file, "accuracy": accuracies[name]}
-    manifest = Path(tmp, C.FORMS_FILE)
-    manifest.write_text(json.dumps({"float_accuracy": float_accuracy, "forms": forms}, indent=2) + "\n")
-    return [*files, str(manifest)]
-
-
-def _serving_model(serialized_file, mode: str, *, data_dir, tmp: str, log, max_drop: float) -> str:
-    """Write the TorchScript form of the weights into tmp and return its path."""
-    from mnist_kit.packaging import optimize
-
-    model = optimize.load_float(serialized_file)
-    path = Path(tmp, "model.pt")
-    if mode == "script":
-        optimize.script(model).save(str(path))
-        return str(path)
     calibration, test_images, test_labels = _test_data(data_dir, mode)
-    quantized = optimize.quantize_int8(model, calibration)
-    float_accuracy = optimize.accuracy(model, test_images, test_labels)
-    int8_accuracy = optimize.accuracy(quantized, test_images, test_labels)
-    log(f"test accuracy: float {float_accuracy:.2f} %, int8 {int8_accuracy:.2f} %")
-    if float_accuracy - int8_accuracy > max_drop:
-        raise ArchiveError(
-            f"int8 loses {float_accuracy - int8_accuracy:.2f} points of test accuracy "
-            f"({float_accuracy:.2f} → {int8_accuracy:.2f} %): use --mode script or eager"
-        )
-    quantized.save(str(path))
-    return str(path)
+    candidates = optimize.candidate_forms(model, calibration, Path(tmp), names=MODES[mode])
+    float_form = optimize.float_form(model)
+    float_accuracy = optimize.accuracy(float_form, test_images, test_labels)
+    accuracies = {name: optimize.accuracy(form, test_images, test_labels) for name, (form, _) in candidates.items()}
+    log(f"test accuracy: float {float_accuracy:.2f} %, " + ", ".join(f"{n} {a:.2f} %" for n, a in accuracies.items()))
+    check = optimize.check_sample(float_form, test_images, test_labels, path=Path(tmp, C.CHECK_FILE))
+    files, forms = [str(Path(tmp, C.CHECK_FILE))], {}
+    for name, (_, entry) in candidates.items():
+        drop = float_accuracy - accuracies[name]
+        if drop > max_drop and mode != "auto":
+            raise ArchiveError(
+                f"{name} loses {drop:.2f} points of test accuracy ({float_accuracy:.2f} → {accuracies[name]:.2f} %), "
+                f"more than --max-accuracy-drop {max_drop}: use --mode onnx or eager"
+            )
+        if drop > max_drop:
+            log(f"left out {name}: {drop:.2f} points below float")
+            continue
+        files += [str(Path(tmp, entry["file"]))] if "file" in entry else []
+        forms[name] = {**entry, "accuracy": accuracies[name]}
+    manifest = {"float_accuracy": float_accuracy, "max_accuracy_drop": max_drop, "check": check, "forms": forms}
+    path = Path(tmp, C.FORMS_FILE)
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return [*files, str(path)]

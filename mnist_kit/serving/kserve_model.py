@@ -71,7 +71,8 @@ class MnistModel(Model):
         self.unpacked = tempfile.TemporaryDirectory(prefix="mnist-kit-kserve-")
         folder = self.archive.extract(self.unpacked.name)
         forced = self.serving_form or (self.archive.config.get("handler") or {}).get("serving_form")
-        self.core = Core(str(folder), self.archive.model, serving_form=forced, publish=publish)
+        # Torch-free where the archive has an ONNX form that loads: PyTorch only for its eager forms where none does.
+        self.core = Core(str(folder), self.archive.model, serving_form=forced, publish=publish, with_torch=False)
         self.batcher = MicroBatcher(self.core, on_batch=BATCH_SIZE.observe)
         self.ready = True
         return self.ready

@@ -11,6 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 from mnist_kit import constants as C
 from mnist_kit.packaging import mar
 from mnist_kit.serving import client, process
@@ -131,6 +133,17 @@ class PrivateKServe:
             self.stop()
             raise
         return self
+
+    def worker_rss_mib(self) -> list[float]:
+        """Resident memory of each process that answers requests (the workers, or the server that is its own one),
+        in MiB: what each worker costs, torch or not."""
+        server = psutil.Process(self.server.pid)
+        return [round(p.memory_info().rss / 2**20, 1) for p in server.children() or [server]]
+
+    def memory_mib(self) -> float:
+        """Memory of the whole server now, counted as PrivateServer.memory_mib counts TorchServe's."""
+        server = psutil.Process(self.server.pid)
+        return sum(process.memory_bytes(p) for p in [server, *server.children(recursive=True)]) / 2**20
 
     def count_in_log(self, text: str) -> int:
         return self.log.read_text(errors="replace").count(text) if self.log.is_file() else 0

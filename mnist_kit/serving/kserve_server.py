@@ -3,7 +3,7 @@
 KServe's ModelServer (REST on uvicorn, gRPC v2, /metrics, health) with the kit's model (kserve_model.py), put
 together here rather than by ModelServer.start for three reasons: its addresses are the kit's (loopback unless told
 otherwise, where 0.21 binds every interface), each worker loads the archive itself (ModelServer's own workers pickle
-the model, and the int8 form is TorchScript, which does not pickle), and a stop loses nothing:
+the model, and an ONNX Runtime session does not pickle), and a stop loses nothing:
 
 - SIGTERM (the kubelet's, `mnist-kit stop`'s): first --drain-seconds of drain, everything still answered but the
   readiness checks (/ping, /v2/health/ready) 503, so that a proxy or an endpoint controller stops sending here;

@@ -269,7 +269,7 @@ class PrivateServer:
         (pages the workers share, such as torch's libraries, counted once, as a container's limit counts them),
         or resident sizes where the system does not report those."""
         process = psutil.Process(self.pid())
-        return sum(_memory_bytes(p) for p in [process, *process.children(recursive=True)]) / 2**20
+        return sum(memory_bytes(p) for p in [process, *process.children(recursive=True)]) / 2**20
 
     def stop(self, timeout: float = 30) -> None:
         """Stop the server and its workers; escalate to SIGKILL so nothing outlives the caller."""
@@ -285,7 +285,7 @@ class PrivateServer:
         self.stop()
 
 
-def _memory_bytes(process: psutil.Process) -> int:
+def memory_bytes(process: psutil.Process) -> int:
     try:
         return process.memory_full_info().pss
     except (AttributeError, psutil.AccessDenied):

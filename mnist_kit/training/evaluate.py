@@ -18,8 +18,9 @@ from mnist_kit.packaging import optimize
 from mnist_kit.serving import client
 from mnist_kit.training import variants
 from mnist_kit.training.fit import write_json
+from mnist_kit.training.mnist import normalize
 from mnist_kit.worker import answers
-from mnist_kit.worker.preprocess import InputError, Picture, normalize, read_image
+from mnist_kit.worker.preprocess import InputError, Picture, read_image
 
 
 def predict_checkpoint(checkpoint, images: torch.Tensor) -> np.ndarray:

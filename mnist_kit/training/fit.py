@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from mnist_kit import constants as C
 from mnist_kit.errors import KitError
 from mnist_kit.training import mnist
-from mnist_kit.worker.preprocess import normalize
+from mnist_kit.training.mnist import normalize
 from mnist_model import MnistClassificationNet
 
 

@@ -3,9 +3,10 @@
 import gzip
 import hashlib
 import os
-import shutil
 import struct
 import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,10 @@ import torch
 from mnist_kit import constants as C
 from mnist_kit.errors import DataError
 from mnist_kit.paths import home
+from mnist_kit.worker.preprocess import NORMALIZED
 
+# Where `mnist-kit train` downloads missing files from: the mirrors torchvision's MNIST dataset reads, in its order.
+MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
 # MD5 of the decompressed files, as published with the data set.
 FILES = {
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -39,6 +43,11 @@ def load(data_dir, split: str = "train", download: bool = True) -> tuple[torch.T
     if len(images) != len(labels):
         raise DataError(f"{data_dir}: {len(images)} images but {len(labels)} labels in the {split} split")
     return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 N×28×28 → float32 N×1×28×28, normalised by the serving preprocessing's own table (NORMALIZED)."""
+    return torch.from_numpy(NORMALIZED)[images.long()].unsqueeze(1)
 
 
 def _find(data_dir: Path, name: str) -> Path | None:
@@ -68,21 +77,38 @@ def _read_idx(data_dir: Path, name: str) -> np.ndarray:
 
 
 def _download(data_dir: Path) -> None:
-    """Fetch the files with torchvision; quietly does nothing when offline (the read then explains)."""
-    import socket
+    """Fetch the missing files from the mirrors torchvision reads. Offline (no mirror answers), it does nothing: the
+    read then says where to put the files. A file that cannot be written (a full disk, no permission) is an error
+    that says so. Each file is written whole or not at all; its MD5 is checked when it is read."""
+    for name in [name for name in FILES if _find(data_dir, name) is None]:
+        data = _fetch(f"{name}.gz")
+        if data is None:
+            return
+        try:
+            _write_whole(data_dir / f"{name}.gz", data)
+        except OSError as e:
+            raise DataError(f"downloaded {name}.gz but could not write it to {data_dir}/: {e}") from None
 
-    from torchvision.datasets import MNIST
 
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(10)
+def _write_whole(path: Path, data: bytes) -> None:
+    """Write beside the target, then rename: a full disk or a kill leaves no half file under the real name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            MNIST(tmp, download=True)
-            data_dir.mkdir(parents=True, exist_ok=True)
-            for name in FILES:
-                if _find(data_dir, name) is None:
-                    shutil.move(str(Path(tmp, "MNIST", "raw", name)), data_dir / name)
-    except Exception:
-        pass
-    finally:
-        socket.setdefaulttimeout(previous)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(partial, path)
+    except OSError:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
+def _fetch(filename: str) -> bytes | None:
+    """The file from the first mirror that serves it, or None when none answers (offline)."""
+    for mirror in MIRRORS:
+        try:
+            with urllib.request.urlopen(mirror + filename, timeout=10) as response:
+                return response.read()
+        except (urllib.error.URLError, OSError):  # offline, refused, timed out, or not on this mirror
+            continue
+    return None

@@ -3,22 +3,23 @@
 A runtime's adapter (TorchServe's: mnist_handler.py) builds a Core from the archive's folder, hands `decode` each
 request's body fields and headers, runs `infer` and `encode` (or `explain`), and writes each Reply back: its
 status, its error type and its JSON body. Loading picks the serving form (forms.py); the metrics window
-(metrics.py) hands its totals to the adapter's `publish`. Imports no server. Packed into the .mar beside the handler.
+(metrics.py) hands its totals to the adapter's `publish`. Imports no server, and no torch unless a form or an
+explanation needs it (eager_forms.py). Packed into the .mar beside the handler.
 """
 
+import importlib.util
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from mnist_kit import constants as C
 from mnist_kit.worker import answers, forms, preprocess, protocols, requests
 from mnist_kit.worker.answers import Answer
 from mnist_kit.worker.metrics import MetricsWindow
 from mnist_kit.worker.preprocess import InputError
-from mnist_model import from_state_dict
 
 # The error type named beside each status, in TorchServe's words (its frontend's own exceptions).
 ERROR_TYPES = {
@@ -56,41 +57,38 @@ class Batch:
 
 
 class Core:
-    def __init__(self, model_dir: str, model: dict, *, serving_form=None, device="cpu", publish=None):
-        """Load the archive in model_dir and pick its serving form: timed on this CPU among those the archive
-        carries (forms.py), else its only one (TorchScript, or a state_dict with mnist_model.py). `model` is the
-        manifest's model section; serving_form, where given and not "auto", is served whatever the timings
-        (C.SERVING_FORM_ENV overrides it); publish(list of metrics.Metric) is called once a second."""
-        # One intra-op thread per worker: with one worker per core, larger pools fight over the cores.
-        torch.set_num_threads(1)
-        self.device = torch.device(device)
+    def __init__(
+        self, model_dir: str, model: dict, *, serving_form=None, device="cpu", publish=None, with_torch: bool = True
+    ):
+        """Load the archive in model_dir and pick its serving form: timed on this CPU among those that load here
+        (forms.py). `model` is the manifest's model section; serving_form, where given and not "auto", is served
+        whatever the timings (C.SERVING_FORM_ENV overrides it); with_torch=False loads PyTorch only where no ONNX
+        form loads (a torch-free server); publish(list of metrics.Metric) is called once a second."""
+        self.device = device
         self.model_name = model.get("modelName", C.MODEL_NAME)
         self.model_version = model.get("modelVersion", C.MODEL_VERSION)
-        weights = os.path.join(model_dir, model["serializedFile"])
-        if model.get("modelFile") or forms.read_manifest(model_dir):
-            self.float_model = from_state_dict(weights, self.device)
-            candidates = forms.load(model_dir, self.float_model, self.device) or {"fp32": self.float_model}
-        else:
-            # Explanations need gradients: the float weights packed beside an int8 or script model.
-            explain_weights = os.path.join(model_dir, C.EXPLAIN_WEIGHTS)
-            has_float = os.path.isfile(explain_weights)
-            self.float_model = from_state_dict(explain_weights, self.device) if has_float else None
-            candidates = {"torchscript": forms.load_torchscript(weights, self.device)}
+        self.weights = os.path.join(model_dir, model["serializedFile"])
         forced = os.environ.get(C.SERVING_FORM_ENV) or serving_form
+        candidates = forms.load(model_dir, self.weights, with_torch=with_torch, forced=forced, device=device)
+        if not candidates:
+            raise RuntimeError(f"no serving form of {model_dir} loads here: see the log lines above")
         timed = len(candidates) > 1 and forced in (None, "", "auto")
         self.form_timings = forms.measure(candidates) if timed else {name: {} for name in candidates}
         self.form, self.form_reason = forms.choose(self.form_timings, forced)
         self.model = candidates[self.form]
+        self._float_model = None
         self.metrics = MetricsWindow(publish or (lambda totals: None), serving_form=self.form)
 
     def describe(self) -> dict:
-        """What this worker serves, and why (`mnist-kit models describe`)."""
+        """What this worker serves, and why (`mnist-kit models describe`); the libraries it serves with."""
+        onnxruntime, torch = sys.modules.get("onnxruntime"), sys.modules.get("torch")
         return {
             "serving_form": self.form,
             "reason": self.form_reason,
             "timings_ms": self.form_timings,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__ if onnxruntime else None,
+            "torch": torch.__version__ if torch else None,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability() if torch else None,
         }
 
     def decode(self, rows: list[dict], headers: list[dict]) -> Batch:
@@ -111,9 +109,8 @@ class Core:
         picture's Answer (probabilities in float64 to 6 decimals, and its flags)."""
         pictures = batch.pictures
         if pictures:
-            with torch.inference_mode():
-                log_probabilities = self.model(preprocess.model_input(answers.images(pictures)).to(self.device))
-            probabilities = np.exp(log_probabilities.float().cpu().numpy(), dtype=np.float64).round(6)
+            log_probabilities = self.model(preprocess.model_input(answers.images(pictures)))
+            probabilities = np.exp(log_probabilities, dtype=np.float64).round(6)
             batch.answers = answers.answers(pictures, probabilities)
         return batch
 
@@ -153,8 +150,8 @@ class Core:
         request (/explanations, v1 :explain, v2 /explain)."""
         replies = []
         for request in batch.requests:
-            if request.error or self.float_model is None:
-                error = request.error or InputError("this archive has no float weights to explain with", 501)
+            error = request.error or self._cannot_explain()
+            if error:
                 replies.append(error_reply(error, request.protocol))
                 continue
             explained = [self._explain(picture.pixels) for picture in request.images]
@@ -163,13 +160,37 @@ class Core:
             )
         return replies
 
+    def _cannot_explain(self) -> InputError | None:
+        """Why this worker cannot explain, or None: explanations take gradients of the float network, so they need
+        PyTorch and Captum, imported on the first explanation (a torch-free server imports them only then)."""
+        missing = [name for name in ("torch", "captum") if importlib.util.find_spec(name) is None]
+        if missing:
+            return InputError(
+                f"explanations need PyTorch and Captum, and this server lacks {' and '.join(missing)}: install them "
+                "where it runs (pip install 'mnist-kit[train]'), or ask a server that has them; predictions work as "
+                "they are",
+                501,
+                reason="no_explanations",
+            )
+        return None
+
+    @property
+    def float_model(self):
+        """The float network, for explanations: loaded on first use."""
+        if self._float_model is None:
+            from mnist_kit.worker import eager_forms
+
+            self._float_model = eager_forms.float_model(self.weights, self.device)
+        return self._float_model
+
     def _explain(self, pixels: np.ndarray) -> dict:
+        import torch
         from captum.attr import IntegratedGradients  # only here: Captum is slow to import and rarely needed
 
-        x = preprocess.model_input([pixels]).to(self.device)
+        x = torch.from_numpy(preprocess.model_input([pixels])).to(self.device)
         with torch.no_grad():
             digit = int(self.float_model(x).argmax(1))
-        baseline = preprocess.model_input([np.zeros_like(pixels)]).to(self.device)
+        baseline = torch.from_numpy(preprocess.model_input([np.zeros_like(pixels)])).to(self.device)
         attributions = IntegratedGradients(self.float_model).attribute(
             x, baselines=baseline, target=digit, n_steps=C.EXPLAIN_STEPS
         )

@@ -1,98 +1,126 @@
 """Serving forms: the same network in the forms an archive carries, and the choice of one on the serving CPU.
 
-The forms: int8 TorchScript (FBGEMM/oneDNN kernels, x86 engine), `fp32` (the float network channels-last, on
-oneDNN's convolutions) and `fp32-aten` (the float network on ATen's own convolutions, oneDNN off).
+The forms (C.SERVING_FORMS): `onnx-int8` and `onnx-fp32`, the network exported through torch.export to ONNX and run
+by ONNX Runtime (int8: its static QDQ quantisation, calibrated on training images); `eager-fp32` and
+`eager-fp32-aten`, the float network in PyTorch (eager_forms.py). ONNX forms need onnxruntime and no torch, so a
+server that serves one imports no torch; eager forms need torch, and are loaded where the runtime has it anyway
+(TorchServe's worker) or where no ONNX form loads (no onnxruntime: KServe's stock TorchServe image).
 
-Which form is fastest depends on the CPU, not on the model: on AVX2-only CPUs oneDNN's fp32 convolutions
-run at about half the speed of ATen's own (im2col and a BLAS GEMM), where AVX-512 VNNI and AMX make int8 and
-oneDNN far ahead. A choice measured on the machine that built the archive is wrong on another, so the worker
-times every form it can load, on its own CPU, at start, and serves the fastest. Every form was checked
-against the float model's test accuracy when the archive was built (mnist_kit.packaging.archive).
+Which form is fastest depends on the CPU, not on the model, so the worker times every form it loads, on its own CPU,
+at start, and serves the fastest. An int8 form's accuracy can depend on the CPU too (ONNX Runtime's u8s8 kernels
+can saturate on CPUs without VNNI), so each quantised form is checked at load on a labelled sample packed in the
+archive, and refused with a log line where it reads more than the archive's allowed drop below the float model.
 """
 
-import copy
 import json
 import logging
 import os
 import time
-import warnings
 
-import torch
+import numpy as np
 
 from mnist_kit import constants as C
 
 log = logging.getLogger(__name__)
 
 
-def channels_last(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of the float network with channels-last weights, so its activations are channels-last too: oneDNN's
-    convolutions prefer them, and ATen's max pooling of NCHW tensors ran 50 times slower than of channels-last
-    ones on the AVX2 EPYC. The original stays as it is for explanations, which need its gradients."""
-    return copy.deepcopy(model).to(memory_format=torch.channels_last).eval()
+class OnnxForm:
+    """An ONNX file run by ONNX Runtime on one thread (one worker per core): normalised float32 N×1×28×28 in,
+    log-probabilities N×10 out."""
 
+    def __init__(self, path: str):
+        import onnxruntime
 
-class WithoutOneDNN(torch.nn.Module):
-    """The float network on ATen's convolutions: oneDNN off for this module's calls only."""
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3  # errors only: its notes on graph rewrites are not a worker's business
+        self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
 
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Not torch.backends.mkldnn.flags(): it also sets oneDNN's TF32 flag, which warns on every call.
-        enabled = torch.backends.mkldnn.enabled
-        torch.backends.mkldnn.enabled = False
-        try:
-            return self.model(x)
-        finally:
-            torch.backends.mkldnn.enabled = enabled
-
-
-def load(model_dir: str, float_model: torch.nn.Module | None, device) -> dict:
-    """The forms listed in the archive's forms.json that load here, by name; a form that fails to load (no
-    x86 quantisation engine on an ARM CPU, say) is left out with a log line, not an error."""
-    listed = read_manifest(model_dir)
-    forms = {}
-    for name in listed:
-        try:
-            if name == "int8":
-                forms[name] = load_torchscript(os.path.join(model_dir, listed[name]["file"]), device)
-            elif name == "fp32" and float_model is not None:
-                forms[name] = channels_last(float_model)
-            elif name == "fp32-aten" and float_model is not None:
-                forms[name] = WithoutOneDNN(float_model)
-        except Exception as e:  # a form this CPU cannot run is not a reason to fail the worker
-            log.warning("serving form %s not loaded: %s: %s", name, type(e).__name__, e)
-    return forms
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: x})[0]
 
 
 def read_manifest(model_dir: str) -> dict:
-    """forms.json: each form's file and checked accuracy, written by `mnist-kit archive --mode auto`."""
+    """forms.json: each form's file, runtime and checked accuracy, and the check sample; written by `mnist-kit
+    archive`. Empty for an archive without it (--mode eager)."""
     path = os.path.join(model_dir, C.FORMS_FILE)
     if not os.path.isfile(path):
         return {}
     with open(path) as f:
-        return json.load(f)["forms"]
+        return json.load(f)
 
 
-def load_torchscript(path: str, device) -> torch.jit.ScriptModule:
-    """TorchScript is deprecated in torch 2.14 and says so on every load; the int8 form still needs it (its
-    quantised kernels have no torch.export path that runs without compiling), so the warning is kept out of
-    every worker's log."""
-    if "x86" in torch.backends.quantized.supported_engines:
-        torch.backends.quantized.engine = "x86"  # what int8 archives were quantised for
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return torch.jit.load(path, map_location=device).eval()
+def load(model_dir: str, weights: str, *, with_torch: bool = True, forced: str | None = None, device="cpu") -> dict:
+    """The forms of the archive in model_dir that load and pass their check here, by name. ONNX forms always; eager
+    forms where `with_torch`, where one is `forced`, or where no ONNX form loaded (then with a log line saying why:
+    the float network from the state_dict, whatever the archive lists). A form that fails to load or to pass its
+    check is left out with a log line, not an error."""
+    manifest = read_manifest(model_dir)
+    listed = manifest.get("forms", {"eager-fp32": {"runtime": "torch"}})  # --mode eager: the state_dict alone
+    forms = {}
+    for name, entry in listed.items():
+        if entry.get("runtime") != "onnxruntime":
+            continue
+        try:
+            form = OnnxForm(os.path.join(model_dir, entry["file"]))
+        except ImportError:
+            log.warning("serving form %s not loaded: onnxruntime is not installed (pip install onnxruntime)", name)
+            continue
+        except Exception as e:  # a form this machine cannot run is not a reason to fail the worker
+            log.warning("serving form %s not loaded: %s: %s", name, type(e).__name__, e)
+            continue
+        refusal = check(form, entry, manifest, model_dir=model_dir)
+        if refusal:
+            log.warning("serving form %s refused on this CPU: %s", name, refusal)
+        else:
+            forms[name] = form
+    unknown = [name for name, entry in listed.items() if entry.get("runtime") not in ("onnxruntime", "torch")]
+    if unknown:
+        log.warning("serving forms %s not loaded: an older mnist-kit's (TorchScript); archive again", unknown)
+    # Every archive carries the float state_dict: where nothing else serves, it does.
+    eager = [name for name, entry in listed.items() if entry.get("runtime") == "torch"] or ["eager-fp32"]
+    if with_torch or forced in eager or not forms:
+        if not forms:
+            log.warning("no ONNX form loaded: serving the float network with PyTorch (%s)", ", ".join(eager))
+        from mnist_kit.worker import eager_forms
+
+        forms.update(eager_forms.load(eager, weights, device))
+    return forms
 
 
-@torch.inference_mode()
+def check(form, entry: dict, manifest: dict, *, model_dir: str) -> str | None:
+    """Why a quantised form may not serve on this CPU, or None: it reads the archive's labelled sample more than the
+    allowed drop below the float model (read when archiving). The sample's size bounds what it can see: at least one
+    image of slack."""
+    sample = manifest.get("check")
+    if not entry.get("quantized") or not sample:
+        return None
+    with np.load(os.path.join(model_dir, sample["file"])) as data:
+        images, labels = data["images"], data["labels"]
+    from mnist_kit.worker.preprocess import normalize
+
+    correct = sum(
+        int((form(normalize(images[i : i + 250])).argmax(1) == labels[i : i + 250]).sum())
+        for i in range(0, len(images), 250)
+    )
+    allowed = max(manifest["max_accuracy_drop"] * len(images) / 100, 1)
+    if sample["float_correct"] - correct > allowed:
+        return (
+            f"it reads {correct} of the {len(images)} check images right, against the float model's "
+            f"{sample['float_correct']} (at most {manifest['max_accuracy_drop']} points below are allowed)"
+        )
+    return None
+
+
 def measure(forms: dict, batch_sizes=(1, C.BATCH_SIZE), budget_s: float = C.FORM_TIMING_BUDGET_S) -> dict:
     """Median milliseconds per forward pass of each form at each batch size, on this process's threads.
 
     Round-robin over the forms, so that a machine whose speed drifts treats them alike; stops after
     `budget_s` (at least three rounds), which keeps worker start-up bounded."""
-    inputs = {n: torch.zeros(n, 1, C.IMAGE_SIZE, C.IMAGE_SIZE) for n in batch_sizes}
+    inputs = {n: np.zeros((n, 1, C.IMAGE_SIZE, C.IMAGE_SIZE), dtype=np.float32) for n in batch_sizes}
     for model in forms.values():
         for x in inputs.values():
             model(x)  # first calls pick kernels and allocate: not timed
@@ -117,11 +145,13 @@ def choose(timings: dict, forced: str | None = None) -> tuple[str, str]:
     configuration or MNIST_KIT_SERVING_FORM, used whatever the timings say."""
     if forced and forced != "auto":
         if forced not in timings:
-            raise ValueError(f"serving form {forced!r} asked for, but this archive has {', '.join(timings) or 'none'}")
+            raise ValueError(
+                f"serving form {forced!r} asked for, but this server loaded {', '.join(timings) or 'none'}"
+            )
         return forced, f"forced by configuration ({C.SERVING_FORM_ENV} or the archive's serving_form)"
     if len(timings) == 1:
         (name,) = timings
-        return name, "the only form in this archive"
+        return name, "the only form loaded"
     full = max(next(iter(timings.values())))
     fastest = min(timings, key=lambda f: timings[f][full])
     close = [f for f in timings if timings[f][full] <= 1.05 * timings[fastest][full]]

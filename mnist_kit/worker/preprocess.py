@@ -2,42 +2,20 @@
 
 Real images become MNIST-like the way MNIST itself was made: find the ink whatever its polarity, crop to it,
 fit it in a 20×20 box keeping the aspect ratio, and centre it by centre of mass in 28×28.
-Packed into the .mar beside the handler, so it imports only numpy, PIL, torch (with torchvision's libpng library)
-and mnist_kit.constants.
+Packed into the .mar beside the handler, so it imports only numpy, PIL and mnist_kit.constants: no torch, so a
+server whose serving form is ONNX imports none.
 """
 
-import glob
-import importlib.util
 import io
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from PIL import ExifTags, Image
 
 from mnist_kit import constants as C
 from mnist_kit.worker.groups import digit_groups
 from mnist_kit.worker.rules import remove_rules
 
-
-def _libpng_decoder():
-    """torchvision's libpng op, loaded from its library alone: importing torchvision itself pulls in torch._dynamo,
-    seconds of a worker's cold start for one op. Calls the op directly, without the Python wrapper's per-call
-    deprecation warning (torchvision 0.29 deprecates its decoders for torchcodec's). None where the op is missing:
-    then PIL decodes everything."""
-    spec = importlib.util.find_spec("torchvision")
-    for folder in spec.submodule_search_locations if spec else []:
-        for library in sorted(glob.glob(os.path.join(folder, "image*.so"))):
-            try:
-                torch.ops.load_library(library)
-                return torch.ops.image.decode_png
-            except (OSError, RuntimeError, AttributeError):
-                continue
-    return None
-
-
-decode_png = _libpng_decoder()
 Image.MAX_IMAGE_PIXELS = C.MAX_IMAGE_PIXELS
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # IHDR of a 28×28 PNG, 8-bit grayscale, not interlaced.
@@ -86,18 +64,19 @@ class InputError(ValueError):
         self.reason = reason
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 N×28×28 (0 = background, 255 = ink) → float N×1×28×28 normalised as in training."""
-    return ((images.float() / 255.0 - C.MNIST_MEAN) / C.MNIST_STD).unsqueeze(1)
+# Every uint8 pixel value (0 = background, 255 = ink) normalised as in training, in float32: training, archiving and
+# serving all normalise by looking pixels up in this one table, so they compute the same numbers.
+NORMALIZED = (np.arange(256, dtype=np.float32) / np.float32(255) - np.float32(C.MNIST_MEAN)) / np.float32(C.MNIST_STD)
 
 
-# normalize() of every uint8 value: serving normalises a batch with one table lookup, the same numbers.
-NORMALIZED = normalize(torch.arange(256, dtype=torch.uint8).view(1, 16, 16)).flatten().numpy()
+def normalize(images: np.ndarray) -> np.ndarray:
+    """uint8 N×28×28 → the normalised float32 N×1×28×28 batch the model takes."""
+    return NORMALIZED.take(images[:, None])
 
 
-def model_input(pixels: list[np.ndarray]) -> torch.Tensor:
-    """uint8 28×28 images → the normalised float N×1×28×28 batch the model takes."""
-    return torch.from_numpy(NORMALIZED.take(np.stack(pixels)[:, None]))
+def model_input(pixels: list[np.ndarray]) -> np.ndarray:
+    """uint8 28×28 images → the normalised float32 N×1×28×28 batch the model takes."""
+    return normalize(np.stack(pixels))
 
 
 def read_array(values: list) -> Picture:
@@ -146,17 +125,19 @@ def picture(ink: np.ndarray) -> Picture:
 
 
 def mnist_png(data: bytes) -> np.ndarray | None:
-    """A 28×28 8-bit grayscale PNG in MNIST's format, decoded by libpng (torchvision) without PIL's per-image
-    overhead: the hot path of a digit service. Anything else (interlaced, with transparency or an EXIF orientation,
-    ink at the border, unreadable) returns None: the general path."""
-    if decode_png is None or data[:8] != PNG_SIGNATURE or data[12:29] != MNIST_PNG_HEADER:
+    """A 28×28 8-bit grayscale PNG in MNIST's format, its header read here and its pixels taken as they are, without
+    the general path's EXIF and mode checks: the hot path of a digit service. Anything else (interlaced, with
+    transparency or an EXIF orientation, ink at the border, unreadable) returns None: the general path."""
+    if data[:8] != PNG_SIGNATURE or data[12:29] != MNIST_PNG_HEADER:
         return None
     if b"tRNS" in data or b"eXIf" in data:
         return None
     try:
-        pixels = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), 0, False)[0].numpy()
-    except RuntimeError:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except Exception:
         return None
+    pixels = np.frombuffer(image.tobytes(), dtype=np.uint8).reshape(C.IMAGE_SIZE, C.IMAGE_SIZE)
     return pixels if is_mnist_native(pixels) else None
 
 
