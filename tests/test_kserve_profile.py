@@ -124,12 +124,13 @@ def test_a_new_key_is_written_in_torchserves_layout(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [C.KEY_FILE]
 
 
-def test_models_describe_on_the_kserve_runtime_names_its_serving_form(kserve_runtime):
+def test_models_describe_on_the_kserve_runtime_names_its_serving_form_and_the_libraries_it_loaded(kserve_runtime):
     result = CliRunner().invoke(cli, ["models", "--url", kserve_runtime.inference_url, "describe", "mnist"])
     assert result.exit_code == 0, result.output
-    first, form = result.output.splitlines()
+    first, form, loaded = result.output.splitlines()
     assert first.startswith(f"mnist {C.MODEL_VERSION} (default): mnist.mar, batch {C.BATCH_SIZE} / 0 ms")
-    assert form.startswith(f"mnist {C.MODEL_VERSION} serves ")
+    assert form.startswith(f"mnist {C.MODEL_VERSION} serves onnx-")
+    assert loaded.startswith("  loaded in its workers: ONNX Runtime 1.")  # torch too, once it has explained
 
 
 def test_models_list_on_the_kserve_runtime_names_its_archive(kserve_runtime):

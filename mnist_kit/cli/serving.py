@@ -336,6 +336,8 @@ def describe(ctx, name, as_json):
         )
     if "serving_form" in custom:
         click.echo(f"{name} {default} serves {custom['serving_form']}: {custom['reason']}")
+        loaded = {"ONNX Runtime": custom.get("onnxruntime"), "torch": custom.get("torch")}
+        click.echo("  loaded in its workers: " + ", ".join(f"{n} {v or '(not imported)'}" for n, v in loaded.items()))
 
 
 @models.command()
