@@ -148,6 +148,8 @@ SERVING_USER = 1000
 # Every interface inside a pod or container; the pod's own firewall is the Service, which names 8080 only.
 POD_HOST = "0.0.0.0"
 IMAGE_NAME = "mnist-kit-serving"
+# `mnist-kit image build` tags each Dockerfile target localhost/IMAGE_REPOSITORY:TARGET too.
+IMAGE_REPOSITORY = "mnist-kit"
 # The only folder of exports .dockerignore lets into the image's build context (the checkout): the Dockerfile's
 # `model` target copies its LAYOUT from there.
 DEPLOY_DIR = "deploy"

@@ -36,6 +36,30 @@ if ! command -v haproxy >/dev/null 2>&1; then
     fi
 fi
 
+# The container tests and `mnist-kit image build`: podman with runc, and debootstrap to make a Debian base image where
+# no registry answers. Where the host's cgroups are hybrid, podman's default runtime (crun) cannot start containers,
+# and its default ulimits can exceed the host's: a drop-in of the kit's picks runc and the host's own limits.
+container_packages=()
+for tool in podman runc debootstrap; do
+    command -v "$tool" >/dev/null 2>&1 || container_packages+=("$tool")
+done
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    if [ ${#container_packages[@]} -gt 0 ]; then
+        echo "setup: installing ${container_packages[*]} (the container engine of the image tests)"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${container_packages[@]}") \
+            >/dev/null 2>&1 || echo "setup: warning: could not install ${container_packages[*]}; the image tests need them" >&2
+    fi
+    podman_conf=/etc/containers/containers.conf.d/50-mnist-kit.conf
+    if command -v podman >/dev/null 2>&1 && [ ! -f "$podman_conf" ]; then
+        echo "setup: writing $podman_conf (podman: runc, the host's ulimits)"
+        mkdir -p "$(dirname "$podman_conf")"
+        printf '[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = "runc"\n' >"$podman_conf"
+    fi
+elif [ ${#container_packages[@]} -gt 0 ]; then
+    echo "setup: warning: missing ${container_packages[*]}: the image tests and mnist-kit image build need them" \
+        "(Debian, as root: apt-get install ${container_packages[*]})" >&2
+fi
+
 # The UI tests: Debian's chromium (driven by Playwright; its own browser download cannot work here) and the
 # libraries Qt loads even offscreen (PyQt5 ships Qt itself, not these).
 qt_libs="libgl1:libGL.so.1 libegl1:libEGL.so.1 libxkbcommon0:libxkbcommon.so.0 libfontconfig1:libfontconfig.so.1 libdbus-1-3:libdbus-1.so.3"

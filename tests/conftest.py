@@ -4,6 +4,7 @@ Each test gets exactly one tier marker, from the fixtures it uses unless it name
   slow         the default training recipe (trained_checkpoint): minutes
   integration  a tiny model trained in seconds (tiny_checkpoint), its archive and a real TorchServe; also the
                1 000 held-out real-world images (held_out), most of a minute to draw
+  container    the kserve image built and run by a real container engine (kserve_image): a few minutes
   unit         everything else: in process, no Java, no training; `scripts/test.sh -m unit`, under a minute
 """
 
@@ -21,7 +22,7 @@ from mnist_kit.training.fit import fit
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = sorted((ROOT / "examples" / "digits").glob("*.png"))
-TIERS = ("unit", "integration", "slow")
+TIERS = ("unit", "integration", "slow", "container")
 # The default recipe trains for minutes, about ten on a 2-core CPU without native bf16 sharing its cores.
 SLOW_TIMEOUT_S = 1800
 
@@ -31,7 +32,9 @@ def pytest_collection_modifyitems(items):
         named = [m.name for m in item.iter_markers() if m.name in TIERS]
         if len(named) > 1:
             raise pytest.UsageError(f"{item.nodeid} is marked {named}: one tier per test")
-        if "trained_checkpoint" in item.fixturenames:
+        if "kserve_image" in item.fixturenames:
+            tier = "container"
+        elif "trained_checkpoint" in item.fixturenames:
             tier = "slow"
         elif {"tiny_checkpoint", "held_out"} & set(item.fixturenames):
             tier = "integration"

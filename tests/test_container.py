@@ -1,8 +1,8 @@
 """The serving image and the one-machine compose file, checked statically (no registry or container runtime is
 needed): what the Dockerfile installs and runs, as whom, and what it exposes; and the entrypoint, run for real."""
 
+import json
 import re
-import shlex
 import subprocess
 import sys
 import threading
@@ -28,12 +28,13 @@ def instructions(dockerfile: str) -> list[tuple[str, str]]:
 
 
 def stages(dockerfile: str) -> list[list[tuple[str, str]]]:
-    """The instructions of each build stage, FROM first."""
+    """The instructions of each build stage, FROM first (the ARGs before the first FROM are no stage's)."""
     result = []
     for instruction in instructions(dockerfile):
         if instruction[0] == "FROM":
             result.append([])
-        result[-1].append(instruction)
+        if result:
+            result[-1].append(instruction)
     return result
 
 
@@ -62,10 +63,10 @@ def test_the_image_is_the_runtime_kserve_starts_and_the_kit_pins(runtime, docker
     """One structural check of the Dockerfile against what the kit decides elsewhere (its pins, its serving user,
     ports and paths, KServe's runtime command): what could drift apart, not the file restated line by line."""
     commands = " ".join(values(runtime, "RUN"))
-    [torch_install] = [c for c in commands.split("&&") if "--index-url" in c]
-    words = shlex.split(torch_install)
-    assert words[words.index("--index-url") + 1] == CPU_WHEELS  # the CPU wheels: no CUDA gigabytes in the image
-    assert f"torch{pins()['torch']}" in words and "onnxruntime" in commands
+    # The CPU wheels first (no CUDA gigabytes in the image), PyPI's where their index does not answer.
+    assert f"ARG TORCH_INDEX={CPU_WHEELS}" in dockerfile
+    assert f'pip install --index-url "$TORCH_INDEX" "torch{pins()["torch"]}"' in commands
+    assert "onnxruntime" in commands
     assert f"torchserve{pins()['torchserve']}" in commands and "openjdk-17-jre-headless" in commands
     assert values(runtime, "USER")[-1] == str(C.SERVING_USER)
     assert all(values(stage, "USER") in ([], [str(C.SERVING_USER)]) for stage in stages(dockerfile))  # never root
@@ -196,3 +197,35 @@ def test_the_entrypoints_readiness_trusts_ping_where_the_management_api_wants_a_
     finally:
         fake.shutdown()
         fake.server_close()
+
+
+def test_deployings_image_table_is_what_image_measure_wrote():
+    from mnist_kit.deploy import image
+
+    report = json.loads((ROOT / "docs" / "containers" / "amd-epyc-avx512.json").read_text())
+    docs = (ROOT / "docs" / "DEPLOYING.md").read_text()
+    assert "<!-- image-table: docs/containers/amd-epyc-avx512.json -->\n" + image.markdown(report) + "\n" in docs
+
+
+def test_image_build_without_a_container_engine_says_how_to_get_one(tmp_path):
+    from click.testing import CliRunner
+
+    from mnist_kit.cli import cli
+
+    result = CliRunner().invoke(cli, ["image", "build", "--target", "kserve"], env={"PATH": str(tmp_path)})
+    assert result.exit_code == 1
+    assert "podman or docker is not installed" in result.output and "apt-get install podman runc" in result.output
+
+
+def test_image_build_names_the_dockerfiles_targets_when_given_another():
+    from mnist_kit.deploy import image
+
+    with pytest.raises(image.ImageError, match="unknown target web: the Dockerfile's are runtime, model, kserve"):
+        image.build(["web"], tool="podman", context=ROOT, model_store=ROOT, logs=ROOT)
+
+
+def test_every_dockerfile_target_is_one_image_build_knows(dockerfile):
+    from mnist_kit.deploy import image
+
+    named = {s[0][1].split(" AS ")[1] for s in stages(dockerfile) if " AS " in s[0][1]}
+    assert named == set(image.TARGETS) | {"python"}

@@ -231,3 +231,95 @@ def k8s(out, image, model_store, bench_report, name, cpus, memory_mib, min_repli
         f"next: {copy}build and push the image with the model (podman build --target {target} "
         f"--build-arg LAYOUT={layout} -t {result.image} {context}), then kubectl apply -f {out}/kubernetes.yaml"
     )
+
+
+@cli.group()
+def image():
+    """The kit's serving images, built with podman or docker from the checkout's Dockerfile."""
+
+
+@image.command("build")
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    type=click.Choice(["runtime", "model", "kserve", "kserve-model"]),
+    help="A Dockerfile target to build (repeat for several). Default: all four.",
+)
+@click.option("--engine", type=click.Choice(["podman", "docker"]), default=None, help="Default: podman, else docker.")
+@path_option("--model-store", default=C.MODEL_STORE, file_okay=False, help="What the model targets bake in.")
+@click.option(
+    "--ca-bundle",
+    envvar="PIP_CERT",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A CA bundle pip inside the build trusts, passed as a build secret (in no layer). Default: $PIP_CERT.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was built as JSON.")
+def image_build(targets, engine, model_store, ca_bundle, as_json):
+    """Build the serving images and tag each localhost/mnist-kit:TARGET (and as the exports name it).
+
+    \b
+      mnist-kit image build --target kserve      # KServe's ModelServer with the kit: no Java, no torch
+      mnist-kit image build                      # runtime, model, kserve, kserve-model
+    \b
+    The model targets bake in the current model store: the command exports its layout to deploy/image/ first, so
+    it works right after the quickstart. Where no container registry answers, the base is a Debian 12 made with
+    debootstrap (as root), once. Each build's output goes to logs/image-TARGET.log.
+    """
+    import json
+
+    from mnist_kit.deploy import image as images
+
+    tool = images.engine(engine)
+    built = images.build(
+        targets or images.TARGETS,
+        tool=tool,
+        context=home(),
+        model_store=model_store,
+        logs=home() / C.LOGS,
+        ca_bundle=ca_bundle,
+        log=lambda message: click.echo(message, err=True),
+    )
+    if as_json:
+        click.echo(json.dumps([b.__dict__ for b in built], indent=2))
+        return
+    for b in built:
+        click.echo(f"{b.tags[0]} ({b.tags[1]}): {b.size_mb:.0f} MB, built in {b.seconds:.0f} s")
+
+
+@image.command("measure")
+@click.option("--engine", type=click.Choice(["podman", "docker"]), default=None, help="Default: podman, else docker.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the JSON here.")
+def image_measure(engine, out):
+    """Run each built image once: its size, the seconds from `run` to its first answer, its memory then.
+
+    \b
+      mnist-kit image build && mnist-kit image measure --out docs/containers/amd-epyc-avx512.json
+    \b
+    The images serve the layout `image build` exported to deploy/image/ (mounted for runtime and kserve, baked in
+    the others), the kserve ones on a read-only root. docs/DEPLOYING.md's table is this command's output.
+    """
+    import json
+    import os
+
+    from mnist_kit.bench.costs import SAMPLE
+    from mnist_kit.bench.report import ISA_FLAGS, cpuinfo
+    from mnist_kit.deploy import image as images
+
+    tool = images.engine(engine)
+    sample = SAMPLE.read_bytes()
+    info = cpuinfo()
+    report = {
+        "machine": {
+            "cpu": info.get("model name"),
+            "isa": [name for flag, name in ISA_FLAGS.items() if flag in info.get("flags", "").split()],
+            "cpus": os.cpu_count(),
+        },
+        "engine": images.engine_version(tool),
+        "images": images.measure(tool, home() / images.LAYOUT, sample=sample, log=lambda m: click.echo(m, err=True)),
+    }
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+    click.echo(images.markdown(report))

@@ -20,6 +20,7 @@ EXTRAS = {
     "onnx": "train",
     "onnxscript": "train",
     "captum": "train",
+    "matplotlib": "train",
     "model_archiver": "train",
     "ts": "torchserve",
     "kserve": "kserve",
@@ -110,6 +111,7 @@ def cli():
       mnist-kit predict examples/digits/7.png
       mnist-kit stop
       mnist-kit export kserve deploy/kserve --storage-uri gs://BUCKET/mnist   # or: export k8s (a cluster)
+      mnist-kit image build --target kserve   # the serving image, with podman or docker
 
     \b
     Default paths (checkpoints/, model_store/, config.properties, logs/, reports/) are relative to the

@@ -135,6 +135,11 @@ def request(
             f"cannot reach TorchServe at {url}: {reason}. Is it running? (start it with `mnist-kit serve`)",
             server_wide=True,
         ) from None
+    except http.client.IncompleteRead as e:  # the server went away while it answered (killed): as a reset, retried
+        raise ClientError(
+            f"{url}: the connection closed in the middle of the answer ({len(e.partial)} bytes of it read)",
+            server_wide=True,
+        ) from None
     except http.client.HTTPException as e:  # something listens, but it does not speak HTTP/1.1
         raise ClientError(
             f"{url}: the server there does not answer HTTP/1.1 ({type(e).__name__}): a gRPC port? (the kserve "

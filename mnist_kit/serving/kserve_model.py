@@ -254,7 +254,7 @@ async def torchserve_row(request: Request) -> tuple[dict, dict]:
     if kind == "application/json":
         try:
             return {"body": json.loads(body)}, headers
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
             pass  # as TorchServe: the bytes go on, and the core says what is wrong with them
     return {"body": body}, headers
 

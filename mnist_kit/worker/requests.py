@@ -82,6 +82,11 @@ def protocol_body(row: dict, kind: str, headers: dict) -> tuple[dict, bytes] | N
         return None
     try:
         document = json.loads(bytes(payload[:split]))
+    except RecursionError:
+        raise InputError(
+            "the JSON body is nested deeper than Python's parser goes (a v1 or v2 request nests a few levels)",
+            reason="bad_json",
+        ) from None
     except ValueError as e:
         if length is None:
             return None  # not JSON after all: the plain path says what it is not
