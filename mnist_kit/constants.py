@@ -77,6 +77,9 @@ KEY_FILE = "key_file.json"
 FEEDBACK_DB = "feedback.db"
 # The inference token: what the clients send, and what the kserve runtime's production profile checks when set.
 TOKEN_ENV = "MNIST_KIT_TOKEN"
+# Seconds a starting server's management API may refuse the key (while it writes a new key file) before waiting for
+# it is given up as a token problem.
+TOKEN_GRACE_S = 5
 
 # The image formats the kit reads, by Pillow's name: the content type the client sends each with, and the first bytes
 # that tell it (WebP's are "RIFF", 4 bytes of size, then "WEBP"; MPO is a multi-picture JPEG, told apart by Pillow).

@@ -49,6 +49,16 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session")
+def artifacts(tmp_path_factory) -> Path:
+    """Where tests leave what people look at (the README's screenshots, the drawn digits' report): a temporary folder,
+    or $MNIST_KIT_TEST_ARTIFACTS (copy ui.png and pad.png from there to docs/ to refresh the README's)."""
+    folder = os.environ.get("MNIST_KIT_TEST_ARTIFACTS")
+    path = Path(folder) if folder else tmp_path_factory.mktemp("artifacts")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The MNIST files; tests that need them skip without them, except in CI, where they must be there."""
     path = mnist.default_data_dir()

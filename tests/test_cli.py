@@ -188,3 +188,53 @@ def test_predict_says_an_answers_flags_in_words_beside_the_digit():
     spread = {"digit": 4, "confidence": 0.1, "flags": ["not_a_digit", "low_confidence"]}
     assert answer_line("x.png", spread) == "x.png: 4 (10.0 %): not a digit, low confidence"
     assert answer_line("7.png", {"digit": 7, "confidence": 0.999, "flags": []}) == "7.png: 7 (99.9 %)"
+
+
+def test_serve_on_torchserve_refuses_the_kserve_runtimes_options_naming_them(tmp_path):
+    result = CliRunner().invoke(
+        cli, ["serve", "--workers", "3", "--http-port", "9000"], env={C.HOME_ENV: str(tmp_path)}
+    )
+    assert result.exit_code == 2
+    assert "--http-port and --workers configure the kserve runtime (--runtime kserve)" in result.output
+
+
+def test_serve_on_kserve_refuses_torchserves_options_naming_them(tmp_path):
+    result = CliRunner().invoke(
+        cli, ["serve", "--runtime", "kserve", "--models", "a.mar"], env={C.HOME_ENV: str(tmp_path)}
+    )
+    assert result.exit_code == 2 and "--models configures TorchServe" in result.output
+
+
+def test_a_fine_tune_refuses_the_options_it_would_ignore(tmp_path):
+    argv = ["train", "--feedback", "--no-augment", "--force", "--out", str(tmp_path / "sd.pt")]
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 2
+    assert "--augment/--no-augment and --force are for training from scratch" in result.output
+
+
+def test_waiting_for_a_server_whose_management_api_refuses_the_token_says_so_before_the_timeout(tmp_path):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    import pytest
+
+    class Refusing(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b'{"code": 401, "type": "InvalidKeyException", "message": "Token Authorization failed"}'
+            self.send_response(401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(process.ServerError, match="refuses the token .*Token Authorization failed"):
+            process.wait_ready(url, 120, tmp_path / "log", token=lambda: "a stale key")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -3,6 +3,7 @@ needed): what the Dockerfile installs and runs, as whom, and what it exposes; an
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -197,6 +198,19 @@ def test_the_entrypoints_readiness_trusts_ping_where_the_management_api_wants_a_
     finally:
         fake.shutdown()
         fake.server_close()
+
+
+def test_the_entrypoint_says_when_it_had_to_kill_torchserve_to_stop_it(monkeypatch):
+    """What run() turns into exit 137 instead of 0: a stop that was not clean is not reported as one."""
+    monkeypatch.setattr(entrypoint, "STOP_TIMEOUT_S", 0.5)
+    ignores_sigterm = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(flush=True); time.sleep(60)"
+    )
+    stubborn = subprocess.Popen([sys.executable, "-c", ignores_sigterm], start_new_session=True, stdout=subprocess.PIPE)
+    stubborn.stdout.readline()  # its handler is in place
+    assert entrypoint.stop_group(stubborn) is True and stubborn.returncode == -signal.SIGKILL
+    polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    assert entrypoint.stop_group(polite) is False and polite.returncode == -signal.SIGTERM
 
 
 def test_deployings_image_table_is_what_image_measure_wrote():

@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import DIGITS
 from harness import pad_server
-from PIL import Image
+from PIL import ExifTags, Image
 
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
@@ -114,7 +114,20 @@ def test_export_writes_a_png_per_correction_named_by_label_and_a_csv(store, tmp_
         ("7-000001.png", "7", "1", "1.0"),
         ("3-000002.png", "3", "", ""),
     ]
-    assert Image.open(tmp_path / "out" / "7-000001.png").format == "PNG"
+    assert (tmp_path / "out" / "7-000001.png").read_bytes() == seven()
+
+
+@pytest.mark.unit
+def test_export_keeps_a_phone_photos_bytes_and_its_exif_orientation(store, tmp_path):
+    photo = io.BytesIO()
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6  # stored sideways: viewers and the kit turn it upright
+    Image.open(DIGITS[4]).convert("RGB").resize((112, 112)).save(photo, "JPEG", exif=exif)
+    store.add(photo.getvalue(), 4)
+    store.export(tmp_path / "out")
+    exported = tmp_path / "out" / "4-000001.jpg"
+    assert exported.read_bytes() == photo.getvalue()
+    assert Image.open(exported).getexif()[ExifTags.Base.Orientation] == 6
 
 
 @pytest.mark.unit

@@ -3,10 +3,11 @@
 import os
 import time
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT
 from handwriting import Written, collection, every_shape
+from PIL import Image
 from PyQt5.QtCore import QEvent, QPointF, Qt
 from PyQt5.QtGui import QMouseEvent
 from PyQt5.QtTest import QTest
@@ -18,8 +19,6 @@ from mnist_kit.feedback.store import Store
 from mnist_kit.serving.process import free_port
 from mnist_kit.ui.desktop import PadWindow
 from mnist_kit.ui.reading import Reader
-
-DOCS_SCREENSHOT = ROOT / "docs" / "pad.png"
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +103,14 @@ def test_the_pad_reads_a_digit_of_each_kind_drawn_with_the_mouse(window, trained
     assert pad.seen.pixmap() is not None and not pad.seen.pixmap().isNull()
 
 
-def test_the_readme_screenshot_is_a_digit_drawn_on_the_pad(window, trained_server):
+def test_the_readme_screenshot_is_a_digit_drawn_on_the_pad(window, trained_server, artifacts):
     pad = window(trained_server.inference_url, trained_server.management_url)
     five = next(w for w in collection() if w.label == 5 and w.writer.startswith("European"))
     draw(pad, five)
     assert shown_digit(pad) == "5"
-    assert pad.grab().save(str(DOCS_SCREENSHOT))
+    assert pad.grab().save(str(artifacts / "pad.png"))
+    picture = Image.open(artifacts / "pad.png")
+    assert picture.size == (pad.width(), pad.height()) and len(np.unique(np.asarray(picture.convert("L")))) > 2
 
 
 def test_without_a_display_the_pad_says_so_in_one_line(monkeypatch):

@@ -121,3 +121,14 @@ def test_predict_strict_refuses_a_letter_and_says_why(trained_server, tmp_path):
     assert flagged.exit_code == 0 and "not a digit" in flagged.output
     refused = runner.invoke(cli, ["predict", str(letter), "--url", trained_server.inference_url, "--strict"])
     assert refused.exit_code == 1 and "HTTP 422: the image is not a digit" in refused.output
+
+
+def test_servings_real_world_tables_are_what_the_results_file_gives():
+    import json
+
+    from conftest import ROOT
+
+    report = json.loads((ROOT / "docs" / "real-world" / "amd-epyc-avx512.json").read_text())
+    docs = (ROOT / "docs" / "SERVING.md").read_text()
+    block = "<!-- real-world: docs/real-world/amd-epyc-avx512.json -->\n" + evaluate.real_world_markdown(report)
+    assert block + "\n<!-- end of real-world -->" in docs

@@ -28,19 +28,26 @@ def cpuinfo() -> dict[str, str]:
     return {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
 
 
+def cpu() -> dict:
+    """The CPU a figure was measured on: its model, the instruction sets that matter here, its cores."""
+    info = cpuinfo()
+    flags = set(info.get("flags", "").split())
+    return {
+        "cpu": info.get("model name") or platform.processor() or platform.machine(),
+        "isa": [name for flag, name in ISA_FLAGS.items() if flag in flags],
+        "cpus": os.cpu_count(),
+    }
+
+
 def machine() -> dict:
     """What the figures depend on: the CPU's model and instruction sets, its cores, and the software versions."""
     import onnxruntime
     import torch
     import ts
 
-    info = cpuinfo()
-    flags = set(info.get("flags", "").split())
     return {
-        "cpu": info.get("model name") or platform.processor() or platform.machine(),
-        "isa": [name for flag, name in ISA_FLAGS.items() if flag in flags],
+        **cpu(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpus": os.cpu_count(),
         "processor": platform.machine(),
         "python": platform.python_version(),
         "torch": torch.__version__,

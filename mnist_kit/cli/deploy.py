@@ -301,21 +301,15 @@ def image_measure(engine, out):
     the others), the kserve ones on a read-only root. docs/DEPLOYING.md's table is this command's output.
     """
     import json
-    import os
 
     from mnist_kit.bench.costs import SAMPLE
-    from mnist_kit.bench.report import ISA_FLAGS, cpuinfo
+    from mnist_kit.bench.report import cpu
     from mnist_kit.deploy import image as images
 
     tool = images.engine(engine)
     sample = SAMPLE.read_bytes()
-    info = cpuinfo()
     report = {
-        "machine": {
-            "cpu": info.get("model name"),
-            "isa": [name for flag, name in ISA_FLAGS.items() if flag in info.get("flags", "").split()],
-            "cpus": os.cpu_count(),
-        },
+        "machine": cpu(),
         "engine": images.engine_version(tool),
         "images": images.measure(tool, home() / images.LAYOUT, sample=sample, log=lambda m: click.echo(m, err=True)),
     }

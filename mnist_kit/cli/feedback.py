@@ -29,7 +29,7 @@ def feedback(ctx, db):
     \b
       mnist-kit feedback stats
       mnist-kit feedback list
-      mnist-kit feedback export corrections/      # LABEL-ID.png and feedback.csv
+      mnist-kit feedback export corrections/      # LABEL-ID.png (.jpg, ...) and feedback.csv
       mnist-kit train --feedback                  # fine-tune on MNIST and the corrections
     """
     from mnist_kit.feedback.store import Store
@@ -77,7 +77,8 @@ def stats(store, as_json):
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 @click.pass_obj
 def export(store, folder):
-    """Every correction as FOLDER/LABEL-ID.png, with feedback.csv: the layout `train --extra FOLDER` reads."""
+    """Every correction as FOLDER/LABEL-ID.png (.jpg, ...: the exact file sent, EXIF orientation included), with
+    feedback.csv: the layout `train --extra FOLDER` reads."""
     count = store.export(folder)
     click.echo(f"exported {count} corrections to {folder}")
 

@@ -75,6 +75,16 @@ def path_option(*names, default, file_okay=True, dir_okay=True, **kwargs):
     )
 
 
+def given(ctx, *names: str) -> list[str]:
+    """The options among `names` (parameter names) that the user set, as they are spelt on the command line."""
+    params = {p.name: p for p in ctx.command.params}
+    return [
+        "/".join(params[n].opts + params[n].secondary_opts)
+        for n in names
+        if ctx.get_parameter_source(n) not in (None, ParameterSource.DEFAULT)
+    ]
+
+
 def key_file() -> Path:
     """Where TorchServe writes its tokens: the folder `mnist-kit serve` starts it in, the kit's home."""
     return home() / C.KEY_FILE

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from mnist_kit import constants as C
-from mnist_kit.cli.main import cli, key_file, path_option
+from mnist_kit.cli.main import cli, given, key_file, path_option
 from mnist_kit.errors import KitError
 from mnist_kit.paths import home
 from mnist_kit.serving import client, config, kserve_process, management, process
@@ -84,9 +84,15 @@ def serve(runtime, profile, ts_config, archive, http_port, grpc_port, workers, m
       mnist-kit serve --models mnist.mar,mnist-2.0.mar    # two versions, 1.0 the default
     """
     root = home()
+    ctx = click.get_current_context()
     if runtime == "kserve":
-        if ts_config or models:
-            raise click.UsageError("--ts-config and --models configure TorchServe; the kserve runtime takes --archive")
+        torchserve_only = given(ctx, "ts_config", "models")
+        if torchserve_only:
+            raise click.UsageError(
+                f"{' and '.join(torchserve_only)} {'configures' if len(torchserve_only) == 1 else 'configure'} "
+                "TorchServe; the kserve runtime takes --archive, "
+                "--http-port, --grpc-port and --workers"
+            )
         production = profile == "production"
         host = C.POD_HOST if production else C.HOST
         ports = {"http-port": http_port, "grpc-port": grpc_port}
@@ -112,6 +118,14 @@ def serve(runtime, profile, ts_config, archive, http_port, grpc_port, workers, m
             f"{host}:{grpc_port}, {workers} worker(s){tokens}; stop it with `mnist-kit stop`"
         )
         return
+    kserve_only = given(ctx, "archive", "http_port", "grpc_port", "workers")
+    if kserve_only:
+        raise click.UsageError(
+            f"{' and '.join(kserve_only)} {'configures' if len(kserve_only) == 1 else 'configure'} the kserve runtime "
+            "(--runtime kserve); TorchServe takes its "
+            "archives, ports and workers from --ts-config (load_models, inference_address, default_workers_per_model) "
+            "or --models"
+        )
     if ts_config and profile != "local":
         raise click.UsageError("give --profile or --ts-config, not both: the profile names a TorchServe config")
     ts_config = (ts_config or root / config.ROOT_FILES[profile]).resolve()

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from mnist_kit import constants as C
-from mnist_kit.cli.main import cli, data_dir_option, key_file, path_option, token_option
+from mnist_kit.cli.main import cli, data_dir_option, given, key_file, path_option, token_option
 
 
 @cli.command()
@@ -75,16 +75,20 @@ def train(
     from mnist_kit.training.fit import fit
 
     if feedback or extra:
-        given = {
-            name: ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT for name in ("epochs", "lr")
-        }
+        unused = given(ctx, "batch_size", "augment", "device", "precision", "force")
+        if unused:
+            raise click.UsageError(
+                f"{' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} for training from scratch: a fine-tune "
+                "(--feedback, --extra) keeps the recipe's batches, augmentation, device and precision, and keeps the "
+                "old weights beside OUT instead of overwriting them"
+            )
         return finetune_command(
             data_dir or mnist.default_data_dir(),
             out,
             feedback=feedback,
             extra=extra,
-            epochs=epochs if given["epochs"] else C.FINETUNE_EPOCHS,
-            lr=lr if given["lr"] else C.FINETUNE_LR,
+            epochs=epochs if given(ctx, "epochs") else C.FINETUNE_EPOCHS,
+            lr=lr if given(ctx, "lr") else C.FINETUNE_LR,
             seed=seed,
             limit=limit,
             as_json=as_json,

@@ -36,6 +36,7 @@ HEALTH_PORT = int(os.environ.get("MNIST_KIT_HEALTH_PORT") or 8083)
 PING_URL = os.environ.get("MNIST_KIT_PING_URL", "http://127.0.0.1:8080/ping")
 MANAGEMENT_URL = os.environ.get("MNIST_KIT_MANAGEMENT_URL", "http://127.0.0.1:8081")
 STOP_TIMEOUT_S = 30  # TorchServe's own stop takes a few seconds; past this, SIGKILL
+KILLED_EXIT = 137  # what a container engine reports for a process it had to SIGKILL: the stop was not clean
 
 
 def log(message: str) -> None:
@@ -90,8 +91,11 @@ class Replica:
         while time.monotonic() < deadline and server.poll() is None and not self.now.wait(0.1):
             pass
         log("stopping TorchServe")
-        stop_group(server)
+        killed = stop_group(server)
         health.shutdown()
+        if killed:
+            log(f"TorchServe outstayed its {STOP_TIMEOUT_S} s to stop and was killed (SIGKILL): exit {KILLED_EXIT}")
+            return KILLED_EXIT
         return 0
 
 
@@ -100,10 +104,12 @@ def get(url: str):
         return json.loads(response.read() or b"{}")
 
 
-def stop_group(server: subprocess.Popen) -> None:
+def stop_group(server: subprocess.Popen) -> bool:
     """SIGTERM to TorchServe's process group (the launcher, Java, the workers), then wait until the whole group is
-    gone (Java outlives its launcher by a few seconds); SIGKILL to what outstays STOP_TIMEOUT_S."""
+    gone (Java outlives its launcher by a few seconds); SIGKILL to what outstays STOP_TIMEOUT_S. Whether it had to
+    kill."""
     deadline = time.monotonic() + STOP_TIMEOUT_S
+    killed = False
     try:
         os.killpg(server.pid, signal.SIGTERM)
         while time.monotonic() < deadline:
@@ -111,9 +117,11 @@ def stop_group(server: subprocess.Popen) -> None:
             os.killpg(server.pid, 0)  # ProcessLookupError once none is left
             time.sleep(0.1)
         os.killpg(server.pid, signal.SIGKILL)
+        killed = True
     except ProcessLookupError:
         pass
     server.wait()
+    return killed
 
 
 def health_server(replica: Replica) -> ThreadingHTTPServer:

@@ -156,8 +156,9 @@ class Store:
         return [(version, label, bool(wrong), count) for version, label, wrong, count in rows]
 
     def export(self, folder) -> int:
-        """Every correction as a PNG named by its label (LABEL-ID.png, the layout `train --extra` reads) and
-        feedback.csv beside them; how many."""
+        """Every correction as the exact file that was sent, named by its label (LABEL-ID.png, .jpg, ...: the layout
+        `train --extra` reads), and feedback.csv beside them; how many. Not re-encoded: a phone photo keeps the EXIF
+        orientation the serving preprocessing turns it upright by."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         corrections = self.corrections()
@@ -165,8 +166,8 @@ class Store:
             writer = csv.writer(out)
             writer.writerow(["file", "label", "answered", "confidence", "model_version", "serving_form", "created"])
             for c in corrections:
-                name = f"{c.label}-{c.id:06d}.png"
-                Image.open(io.BytesIO(c.image)).save(folder / name, "PNG")
+                name = f"{c.label}-{c.id:06d}{SUFFIXES.get(Image.open(io.BytesIO(c.image)).format, '.png')}"
+                (folder / name).write_bytes(c.image)
                 writer.writerow([name, c.label, c.answered, c.confidence, c.model_version, c.serving_form, c.created])
         return len(corrections)
 
@@ -215,6 +216,8 @@ def check_answer(answer: dict) -> tuple:
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# The file name suffix an exported correction gets, by its format (C.IMAGE_FORMATS).
+SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
 
 
 def labelled_folder(folder) -> list[tuple[bytes, int]]:

@@ -140,8 +140,11 @@ def check_port_free(host: str, port: int, key: str, *, config_path) -> None:
 
 
 def wait_ready(management_url: str, timeout: float, log: Path, *, token=lambda: None, alive=lambda: True) -> None:
-    """Until every registered model has a READY worker in every version; `token` returns the management key."""
+    """Until every registered model has a READY worker in every version; `token` returns the management key, read
+    again on each try (a starting TorchServe writes a new one). A management API that refuses the key for
+    C.TOKEN_GRACE_S is a token problem, said at once rather than after `timeout`."""
     deadline = time.monotonic() + timeout
+    refused_since = None
     while time.monotonic() < deadline:
         if not alive():
             raise ServerError(f"TorchServe exited while starting: {last_error(log)} (whole log: {log})")
@@ -149,7 +152,16 @@ def wait_ready(management_url: str, timeout: float, log: Path, *, token=lambda: 
             models = json.loads(client.request(f"{management_url}/models", token=token(), timeout=10))["models"]
             if models and all(_ready(management_url, m["modelName"], token()) for m in models):
                 return
-        except (client.ClientError, ValueError, KeyError):
+            refused_since = None
+        except client.ClientError as e:
+            refused_since = (refused_since or time.monotonic()) if e.status == 401 else None
+            if refused_since and time.monotonic() - refused_since > C.TOKEN_GRACE_S:
+                raise ServerError(
+                    f"TorchServe is up but its management API refuses the token ({e.detail or e}): the kit reads it "
+                    f"from {C.KEY_FILE} in the folder TorchServe was started in, or ${C.TOKEN_ENV}; remove a stale "
+                    "key file, or stop the server and start it again"
+                ) from None
+        except (ValueError, KeyError):
             pass
         time.sleep(0.2)
     raise ServerError(f"TorchServe not ready after {timeout:.0f} s: {last_error(log)} (whole log: {log})")

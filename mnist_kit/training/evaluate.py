@@ -116,9 +116,14 @@ def real_world(checkpoint, images: torch.Tensor, labels: torch.Tensor, *, per_ki
 
 def write_real_world(results: dict, checkpoint, out_dir) -> Path:
     """OUT/real_world.json: the figures of the real-world table (docs/SERVING.md)."""
+    from mnist_kit.bench.report import cpu
+
+    metrics = Path(checkpoint).parent / "metrics.json"
+    trained = json.loads(metrics.read_text()) if metrics.is_file() else {}
+    model = {key: trained[key] for key in ("test_accuracy", "epochs", "seed", "seconds") if key in trained}
     path = Path(out_dir) / "real_world.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json({"checkpoint": str(checkpoint), "kinds": results}, path)
+    write_json({"checkpoint": str(checkpoint), "model": model, "machine": cpu(), "kinds": results}, path)
     return path
 
 
@@ -135,6 +140,31 @@ def real_world_table(results: dict) -> str:
             f"{cell(r, 'several_digits', 14)}  {cell(r, 'not_a_digit', 11)}  {cell(r, 'digits_read', 11)}"
         )
     lines.append("flagged: several_digits or not_a_digit (on digits, false alarms)")
+    return "\n".join(lines)
+
+
+def real_world_markdown(report: dict) -> str:
+    """The tables of docs/SERVING.md, from a real_world.json that `mnist-kit evaluate --real-world` wrote: the digit
+    kinds (accuracy, false alarms), then the kinds measured by their flag."""
+
+    def percent(r: dict, key: str) -> str:
+        return f"{r[key]:.2f} %" if key in r else ""
+
+    results = report["kinds"]
+    digits = [kind for kind, r in results.items() if "accuracy" in r]
+    flagged = [kind for kind in results if kind not in digits]
+    lines = ["| kind | images | accuracy | flagged |", "| --- | ---: | ---: | ---: |"]
+    lines += [
+        f"| {k} | {results[k]['images']} | {percent(results[k], 'accuracy')} | {percent(results[k], 'flagged')} |"
+        for k in digits
+    ]
+    lines += ["", "| kind | images | several_digits | not_a_digit (or refused) | every digit read |"]
+    lines += ["| --- | ---: | ---: | ---: | ---: |"]
+    lines += [
+        f"| {k} | {results[k]['images']} | {percent(results[k], 'several_digits')} | "
+        f"{percent(results[k], 'not_a_digit')} | {percent(results[k], 'digits_read')} |"
+        for k in flagged
+    ]
     return "\n".join(lines)
 
 
