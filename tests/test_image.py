@@ -76,9 +76,12 @@ def kserve_image(build_context, model_store, tmp_path_factory) -> tuple[str, str
 
 
 def ca_bundle() -> str | None:
-    """The CA bundle the host's pip trusts, which pip inside the build needs where a proxy re-signs PyPI."""
-    path = os.environ.get("PIP_CERT")
-    return path if path and Path(path).is_file() else None
+    """The CA bundle the host's pip trusts ($PIP_CERT, else the system's), which pip inside the build needs where a
+    proxy re-signs PyPI's certificates; passed as a build secret, it is in no layer."""
+    for path in (os.environ.get("PIP_CERT"), "/etc/ssl/certs/ca-certificates.crt"):
+        if path and Path(path).is_file():
+            return path
+    return None
 
 
 class Container:
