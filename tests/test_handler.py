@@ -18,6 +18,7 @@ from PIL import Image
 
 from mnist_handler import MnistHandler
 from mnist_kit import constants as C
+from mnist_kit.worker import preprocess
 from mnist_kit.worker.answers import Answer
 from mnist_kit.worker.core import Batch, Core
 from mnist_kit.worker.preprocess import InputError, Picture
@@ -241,11 +242,28 @@ def test_the_archive_config_forces_a_serving_form(untrained_checkpoint, tmp_path
 
 
 def test_explanations_attribute_the_predicted_digit_over_the_28_by_28_input(handler, digits):
+    """The attributions are Integrated Gradients of the digit the model predicts (recomputed here for that target),
+    not another digit's; they lie on the ink (a blank baseline gives the paper none)."""
+    from captum.attr import IntegratedGradients
+
     requests = [png_request(digits[5])]
     context = Context(".", {}, [{**headers, "explain": "True"} for _, headers in requests])
     [answer] = handler.handle([row for row, _ in requests], context)
     answer = json.loads(answer)
-    assert answer["digit"] in range(10) and np.array(answer["attributions"]).shape == (28, 28)
+    pixels = np.array(answer["pixels"], dtype=np.uint8)
+    model = handler.core.float_model
+    x = torch.from_numpy(preprocess.model_input([pixels]))
+    assert answer["digit"] == int(model(x).argmax(1))
+    baseline = torch.from_numpy(preprocess.model_input([np.zeros_like(pixels)]))
+
+    def attributions(target: int) -> np.ndarray:
+        found = IntegratedGradients(model).attribute(x, baselines=baseline, target=target, n_steps=C.EXPLAIN_STEPS)
+        return found[0, 0].detach().numpy().round(6)
+
+    served = np.array(answer["attributions"])
+    assert served.shape == (28, 28) and np.allclose(served, attributions(answer["digit"]), atol=1e-5)
+    assert not np.allclose(served, attributions((answer["digit"] + 1) % 10), atol=1e-4)
+    assert np.abs(served).sum() > 0 and (served[pixels == 0] == 0).all()
 
 
 def test_a_server_without_captum_answers_explanations_with_501_saying_what_to_install(handler, digits, monkeypatch):
