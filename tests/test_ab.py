@@ -2,6 +2,8 @@
 difference it has not shown, and a promotion that happens only when B is better and not worse on MNIST."""
 
 import json
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from threading import Thread
 
 import pytest
 from click.testing import CliRunner
@@ -38,13 +40,71 @@ def test_a_verdict_needs_a_significant_split_and_enough_images():
 
 @pytest.mark.unit
 def test_promotion_needs_b_better_here_and_within_the_margin_on_mnist():
-    better = {"verdict": "B better", "mcnemar_p": 1e-5}
-    even = {"a": {"accuracy": 99.4}, "b": {"accuracy": 99.35}, "verdict": "no difference shown"}
+    no_errors = {"a": {"errors": 0}, "b": {"errors": 0}}
+    better = {"verdict": "B better", "mcnemar_p": 1e-5, **no_errors}
+    even = {
+        "a": {"accuracy": 99.4, "errors": 0},
+        "b": {"accuracy": 99.35, "errors": 0},
+        "verdict": "no difference shown",
+    }
     assert ab.promotion(better, even)[0]
     assert not ab.promotion({"verdict": "no difference shown", "mcnemar_p": 0.5}, even)[0]
-    dropped = {"a": {"accuracy": 99.4}, "b": {"accuracy": 99.1}, "verdict": "B worse"}
+    dropped = {"a": {"accuracy": 99.4, "errors": 0}, "b": {"accuracy": 99.1, "errors": 0}, "verdict": "B worse"}
     allowed, why = ab.promotion(better, dropped)
     assert not allowed and "loses 0.30 points on MNIST's test set" in why
+
+
+@pytest.mark.unit
+def test_a_b_with_more_errors_than_a_is_not_promoted_even_when_it_reads_better():
+    better = {"verdict": "B better", "mcnemar_p": 1e-5, "a": {"errors": 0}, "b": {"errors": 3}}
+    even = {
+        "a": {"accuracy": 99.4, "errors": 0},
+        "b": {"accuracy": 99.4, "errors": 0},
+        "verdict": "no difference shown",
+    }
+    allowed, why = ab.promotion(better, even)
+    assert not allowed and why.startswith("B answered 3 images with an error, A 0")
+
+
+class TwoVersions(BaseHTTPRequestHandler):
+    """/predictions/mnist/VERSION for image i (its two bytes): 1.0 misreads every 20th image (i % 20 == 1); 2.0
+    reads every image right but answers every 20th (i % 20 == 0) with a 400."""
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        i, label = body[0] * 256 + body[1], body[2]
+        if self.path.endswith("/2.0") and i % 20 == 0:
+            status, answer = 400, {"code": 400, "type": "BadRequestException", "message": "not a decodable image"}
+        else:
+            wrong = self.path.endswith("/1.0") and i % 20 == 1
+            status, answer = 200, {"digit": (label + 1) % 10 if wrong else label, "confidence": 0.9}
+        data = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.unit
+def test_errors_count_as_wrong_answers_in_the_paired_test_so_refusing_images_wins_nothing():
+    """B refuses 5 % of the images, A misreads another 5 %: otherwise equal, they are not told apart, each side
+    counts every image, and B is not promoted."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), TwoVersions)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        pairs = [(bytes([i // 256, i % 256, i % 10]), i % 10) for i in range(400)]
+        result = ab.run(pairs, "1.0", "2.0", url=f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result["paired_images"] == 400 and result["a"]["images"] == result["b"]["images"] == 400
+    assert result["only_a_right"] == result["only_b_right"] == 20 and result["verdict"] == "no difference shown"
+    assert result["a"]["accuracy"] == result["b"]["accuracy"] == 95.0 and result["b"]["errors"] == 20
+    assert not ab.promotion(result, result)[0]
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,8 @@ class ABError(KitError):
 
 @dataclass
 class Side:
-    """What one version did on the set."""
+    """What one version did on the set: `correct` has an entry per image, False for an image it answered with an
+    error (a version that refuses the images it would misread gains nothing by it); `errors` says which."""
 
     version: str
     correct: list[bool] = field(default_factory=list)
@@ -41,11 +42,11 @@ class Side:
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> dict:
-        answered = len(self.correct)
+        images = len(self.correct)
         return {
             "version": self.version,
-            "images": answered + len(self.errors),
-            "accuracy": round(100 * sum(self.correct) / answered, 3) if answered else None,
+            "images": images,
+            "accuracy": round(100 * sum(self.correct) / images, 3) if images else None,
             "mean_confidence": round(statistics.fmean(self.confidence), 4) if self.confidence else None,
             **percentiles(self.ms),
             "errors": len(self.errors),
@@ -133,16 +134,16 @@ def run(
     a_only = b_only = 0
     for outcome in outcomes:
         for key, side in sides.items():
-            if isinstance(outcome[key], str):
+            if isinstance(outcome[key], str):  # an error: a wrong answer, in the accuracy and the paired test
                 side.errors.append(outcome[key])
+                side.correct.append(False)
             else:
                 right, confidence, seconds = outcome[key]
                 side.correct.append(right)
                 side.confidence.append(confidence)
                 side.ms.append(1000 * seconds)
-        if not any(isinstance(v, str) for v in outcome.values()):
-            a_only += outcome["a"][0] and not outcome["b"][0]
-            b_only += outcome["b"][0] and not outcome["a"][0]
+        a_only += sides["a"].correct[-1] and not sides["b"].correct[-1]
+        b_only += sides["b"].correct[-1] and not sides["a"].correct[-1]
     return compare(sides["a"], sides["b"], a_only=a_only, b_only=b_only, alpha=alpha)
 
 
@@ -173,6 +174,12 @@ def promotion(result: dict, mnist_result: dict, *, margin: float = PROMOTION_MAR
     than `margin` points; and why (not)."""
     if result["verdict"] != "B better":
         return False, f"B is not shown better on this set ({result['verdict']}, p = {result['mcnemar_p']:.3g})"
+    for checked in (result, mnist_result):
+        if checked["b"]["errors"] > checked["a"]["errors"]:
+            return False, (
+                f"B answered {checked['b']['errors']} images with an error, A {checked['a']['errors']}: a version "
+                "that fails more requests is not promoted, whatever it reads"
+            )
     drop = mnist_result["a"]["accuracy"] - mnist_result["b"]["accuracy"]
     if drop > margin:
         return False, f"B loses {drop:.2f} points on MNIST's test set, more than the {margin} allowed"
