@@ -19,6 +19,7 @@ from conftest import ROOT
 from mnist_kit import constants as C
 from mnist_kit.deploy import image
 from mnist_kit.deploy.export import export_k8s
+from mnist_kit.deploy.rollout import Load
 from mnist_kit.serving import client, process
 
 # What the Dockerfile's build context holds (.dockerignore lets in nothing else).
@@ -94,7 +95,11 @@ class Container:
         line = [tool, "run", "-d", "--name", self.name, "-p", f"{C.HOST}:{self.port}:{C.INFERENCE_PORT}"]
         line += ["-v", f"{store}:{C.DEPLOY_MODEL_STORE}:ro", *extra, tag]
         self.started = time.monotonic()
-        subprocess.run(line, check=True, capture_output=True)
+        try:
+            subprocess.run(line, check=True, capture_output=True)
+        except subprocess.CalledProcessError:
+            self.remove()  # created but not started: nothing left behind
+            raise
 
     def first_answer_s(self, data: bytes, timeout: float = 60) -> float:
         """Seconds from `run` to the first prediction."""
@@ -128,31 +133,18 @@ def container(kserve_image, store):
     running.remove()
 
 
-def load(url: str, seconds: float, *, threads: int = 32) -> dict:
-    """`threads` clients sending the sample 7 for `seconds`, retrying as the kit's client does: how many were
-    answered right, failed, and retried."""
-    data = (ROOT / "examples" / "digits" / "7.png").read_bytes()
-    counts = {"answered": 0, "wrong": 0, "failed": 0, "retried": 0}
-    lock, stop = threading.Lock(), time.monotonic() + seconds
-
-    def count(key: str) -> None:
-        with lock:
-            counts[key] += 1
-
-    def one_client() -> None:
-        while time.monotonic() < stop:
-            try:
-                answer = client.predict(data, url=url, retries=10, on_retry=lambda *args: count("retried"))
-                count("answered" if answer["digit"] == 7 else "wrong")
-            except client.ClientError:
-                count("failed")
-
-    workers = [threading.Thread(target=one_client) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    return counts
+def load(url: str, seconds: float) -> dict:
+    """32 clients sending the sample 7 for `seconds` with the kit's client, retrying (rollout.Load): how many were
+    answered right, answered wrong, failed, and retried."""
+    running = Load(url, (ROOT / "examples" / "digits" / "7.png").read_bytes(), concurrency=32, retries=10).start()
+    time.sleep(seconds)
+    results = running.stop()
+    return {
+        "answered": sum(r.ok and r.digit == 7 for r in results),
+        "wrong": sum(r.ok and r.digit != 7 for r in results),
+        "failed": sum(not r.ok for r in results),
+        "retried": sum(r.retries > 0 for r in results),
+    }
 
 
 def test_the_container_reads_the_sample_digits_on_a_read_only_root_filesystem(container, digits):

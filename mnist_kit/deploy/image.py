@@ -190,12 +190,12 @@ def one_run(tool: str, tag: str, options: list[str], *, sample: bytes) -> dict:
 
     port, name = process.free_port(), f"mnist-kit-measure-{time.monotonic_ns()}"
     start = time.monotonic()
-    subprocess.run(
-        [tool, "run", "-d", "--name", name, "-p", f"{C.HOST}:{port}:{C.INFERENCE_PORT}", *options, tag],
-        check=True,
-        capture_output=True,
-    )
-    try:
+    try:  # removed whatever happens, also a container created but not started
+        subprocess.run(
+            [tool, "run", "-d", "--name", name, "-p", f"{C.HOST}:{port}:{C.INFERENCE_PORT}", *options, tag],
+            check=True,
+            capture_output=True,
+        )
         client.predict(sample, url=f"http://{C.HOST}:{port}", wait=120)
         first_answer_s = round(time.monotonic() - start, 2)
         status = subprocess.run(

@@ -71,14 +71,16 @@ class Result:
     error: str | None
     served_by: str | None
     retries: int
+    digit: int | None = None
 
 
 class Load:
-    """`concurrency` threads sending `body` to url's /predictions/mnist with the kit's client (its retries), until
-    stopped or `total` are sent."""
+    """`concurrency` threads sending `body` to url's /predictions/mnist with the kit's client (`retries` retries each),
+    until stopped or `total` are sent."""
 
-    def __init__(self, url: str, body: bytes, *, concurrency: int = 32, total: int | None = None):
+    def __init__(self, url: str, body: bytes, *, concurrency: int = 32, total: int | None = None, retries: int = 3):
         self.url, self.body, self.concurrency, self.total = url, body, concurrency, total
+        self.retries = retries
         self.results: list[Result] = []
         self.stopped = threading.Event()
         self.count = 0
@@ -103,19 +105,19 @@ class Load:
             headers, retries = {}, []
             start = time.monotonic()
             try:
-                client.predict(
+                answer = client.predict(
                     self.body,
                     self.url,
-                    retries=3,
+                    retries=self.retries,
                     on_retry=lambda attempt, error, delay, said=retries: said.append(error),
                     response_headers=headers,
                 )
-                ok, error = True, None
+                ok, error, digit = True, None, answer["digit"]
             except client.ClientError as e:
-                ok, error = False, str(e)
+                ok, error, digit = False, str(e), None
             ms = (time.monotonic() - start) * 1000
             served_by = {k.lower(): v for k, v in headers.items()}.get("x-served-by")
-            self.results.append(Result(start - self.started, ms, ok, error, served_by, len(retries)))
+            self.results.append(Result(start - self.started, ms, ok, error, served_by, len(retries), digit))
 
     def stop(self) -> list[Result]:
         self.stopped.set()

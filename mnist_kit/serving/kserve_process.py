@@ -142,8 +142,7 @@ class PrivateKServe:
 
     def memory_mib(self) -> float:
         """Memory of the whole server now, counted as PrivateServer.memory_mib counts TorchServe's."""
-        server = psutil.Process(self.server.pid)
-        return sum(process.memory_bytes(p) for p in [server, *server.children(recursive=True)]) / 2**20
+        return process.tree_memory_mib(self.server.pid)
 
     def count_in_log(self, text: str) -> int:
         return self.log.read_text(errors="replace").count(text) if self.log.is_file() else 0

@@ -280,8 +280,7 @@ class PrivateServer:
         """Memory of the whole server now, the Java frontend and every worker, in MiB: proportional set sizes
         (pages the workers share, such as torch's libraries, counted once, as a container's limit counts them),
         or resident sizes where the system does not report those."""
-        process = psutil.Process(self.pid())
-        return sum(memory_bytes(p) for p in [process, *process.children(recursive=True)]) / 2**20
+        return tree_memory_mib(self.pid())
 
     def stop(self, timeout: float = 30) -> None:
         """Stop the server and its workers; escalate to SIGKILL so nothing outlives the caller."""
@@ -295,6 +294,12 @@ class PrivateServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def tree_memory_mib(pid: int) -> float:
+    """Memory of a process and all its descendants now, in MiB, each counted by memory_bytes."""
+    root = psutil.Process(pid)
+    return sum(memory_bytes(p) for p in [root, *root.children(recursive=True)]) / 2**20
 
 
 def memory_bytes(process: psutil.Process) -> int:
