@@ -101,7 +101,9 @@ def main() -> None:
         shutil.copy(args.checkpoint, checkpoint)
         corrections = feedback.corrections()
         pairs = [(c.image, c.label) for c in corrections]
-        metrics = finetune(data_dir, pairs, checkpoint, ids=[c.id for c in corrections])
+        metrics = finetune(
+            data_dir, pairs, checkpoint, store=feedback, sources=[f"correction {c.id}" for c in corrections]
+        )
         archive.build(checkpoint, store, version="2.0", data_dir=data_dir)
 
         print("4. both versions served: A/B on the other half, and on MNIST's test set", flush=True)

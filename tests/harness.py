@@ -1,8 +1,10 @@
 """Test tooling shared by the test modules: a private TorchServe (authenticated GETs, counting lines in its logs),
 one started from an exported layout as KServe's runtime and the image start it, the drawing pad's server in front of
-it, a letter to show it, and a stand-in for TorchServe's metrics cache."""
+it, a letter to show it, a stand-in for TorchServe's metrics cache, and a server that records what it is sent."""
 
+import hashlib
 import io
+import json
 import os
 import re
 import signal
@@ -11,6 +13,7 @@ import sys
 import tempfile
 import threading
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from mnist_kit import constants as C
@@ -126,6 +129,41 @@ class Recorded:
 
     def add_metric(self, name, value, unit, dimensions=(), metric_type=None):
         self.reported.append((name, value, {d.name: d.value for d in dimensions}))
+
+
+class RecordingServer:
+    """A server that answers every prediction 0 at 50 % (any version) and keeps the sha256 of each image sent."""
+
+    def __init__(self):
+        seen = self.seen = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                seen.append(hashlib.sha256(body).hexdigest())
+                data = json.dumps({"digit": 0, "confidence": 0.5}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+@contextmanager
+def recording_server():
+    recorder = RecordingServer()
+    threading.Thread(target=recorder.server.serve_forever, daemon=True).start()
+    try:
+        yield recorder
+    finally:
+        recorder.server.shutdown()
+        recorder.server.server_close()
 
 
 @contextmanager

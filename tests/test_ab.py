@@ -1,17 +1,20 @@
 """`mnist-kit ab`: two served versions on the same labelled images, McNemar's exact test, a verdict that claims no
 difference it has not shown, and a promotion that happens only when B is better and not worse on MNIST."""
 
+import io
 import json
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from threading import Thread
 
 import pytest
 from click.testing import CliRunner
-from harness import TorchServe
+from harness import TorchServe, recording_server
+from PIL import Image, ImageDraw
 
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
 from mnist_kit.feedback import ab
+from mnist_kit.feedback.store import Store, sha256
 from mnist_kit.packaging import archive
 from mnist_kit.serving import client, config, process
 
@@ -107,6 +110,77 @@ def test_errors_count_as_wrong_answers_in_the_paired_test_so_refusing_images_win
     assert not ab.promotion(result, result)[0]
 
 
+@pytest.fixture
+def recorder():
+    with recording_server() as server:
+        yield server
+
+
+def distinct_pngs(count: int) -> list[bytes]:
+    """`count` different digit pictures (different bytes, so different content hashes)."""
+    pictures = []
+    for i in range(count):
+        image = Image.new("L", (28, 28))
+        ImageDraw.Draw(image).line([(8 + i % 10, 4), (14, 24)], fill=135 + i, width=3)
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        pictures.append(buffer.getvalue())
+    assert len(set(pictures)) == count
+    return pictures
+
+
+def ab_cli(home, url, *args):
+    env = {C.HOME_ENV: str(home)}
+    return CliRunner().invoke(cli, ["ab", "--a", "1.0", "--b", "2.0", "--url", url, *args], env=env)
+
+
+@pytest.mark.unit
+def test_ab_on_a_folder_leaves_out_every_image_a_recorded_fine_tune_trained_on(recorder, tmp_path):
+    pictures = distinct_pngs(12)
+    for i, data in enumerate(pictures):
+        (tmp_path / f"{i % 10}-{i:03d}.png").write_bytes(data)
+    store = Store(tmp_path / C.FEEDBACK_DB)
+    first = store.start_finetune("a.pt", [(sha256(pictures[i]), "x") for i in (0, 1, 2)])
+    store.start_finetune("b.pt", [(sha256(pictures[i]), "y") for i in (2, 3)])
+    store.finish_finetune(first, "f" * 64)
+    result = ab_cli(tmp_path, recorder.url, "--set", str(tmp_path), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{") :])
+    assert report["left_out"] == {"trained on by fine-tune 1, 2": 4} and report["paired_images"] == 8
+    assert sorted(set(recorder.seen)) == sorted(sha256(data) for data in pictures[4:])
+
+
+@pytest.mark.unit
+def test_ab_refuses_when_a_fine_tune_of_the_checkpoints_is_not_recorded(recorder, tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    metrics = {"init": "checkpoints/mnist_sd.20260101-000000.pt", "feedback": {"trained_ids": [1, 2]}}
+    (tmp_path / "checkpoints" / "metrics.json").write_text(json.dumps(metrics))
+    Store(tmp_path / C.FEEDBACK_DB).add(distinct_pngs(1)[0], 3)
+    result = ab_cli(tmp_path, recorder.url, "--set", "feedback")
+    assert result.exit_code == 1 and recorder.seen == []
+    assert "records a fine-tune that" in result.output and "has no record of" in result.output
+
+
+@pytest.mark.unit
+def test_each_look_at_the_same_images_is_counted_and_tested_at_a_smaller_level(recorder, tmp_path):
+    """alpha / (k (k+1)) at the k-th verdict on the same images: 0.01 / 2, then 0.01 / 6; --fresh then finds none."""
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for i, data in enumerate(distinct_pngs(120)):
+        (folder / f"{i % 10}-{i:03d}.png").write_bytes(data)
+    reports = []
+    for _ in range(2):
+        result = ab_cli(tmp_path, recorder.url, "--set", str(folder), "--json")
+        assert result.exit_code == 0, result.output
+        reports.append(json.loads(result.output[result.output.index("{") :]))
+    assert [r["look"] for r in reports] == [1, 2] and [r["verdict"] for r in reports] == ["no difference shown"] * 2
+    assert reports[0]["alpha"] == pytest.approx(0.01 / 2) and reports[1]["alpha"] == pytest.approx(0.01 / 6)
+    printed = ab_cli(tmp_path, recorder.url, "--set", str(folder))
+    assert "look 3 at these images (2 earlier verdicts on any of them)" in printed.output
+    fresh = ab_cli(tmp_path, recorder.url, "--set", str(folder), "--fresh")
+    assert fresh.exit_code == 1 and "120 given on in an earlier verdict (--fresh)" in fresh.output
+
+
 @pytest.fixture(scope="module")
 def versions(tiny_checkpoint, untrained_checkpoint, tmp_path_factory):
     """TorchServe with three versions: 1.0 and 2.0 the same tiny model, 3.0 untrained (random weights)."""
@@ -118,9 +192,10 @@ def versions(tiny_checkpoint, untrained_checkpoint, tmp_path_factory):
         yield ts
 
 
-def run_ab(ts, *args) -> dict:
+def run_ab(ts, home, *args) -> dict:
     url = ["--url", ts.inference_url, "--management-url", ts.management_url]
-    result = CliRunner().invoke(cli, ["ab", *url, "--set", "mnist", "--limit", "200", "--json", *args])
+    args = ["ab", *url, "--set", "mnist", "--limit", "200", "--json", *args]
+    result = CliRunner().invoke(cli, args, env={C.HOME_ENV: str(home)})
     assert result.exit_code == 0, result.output
     return json.loads(result.output[result.output.index("{") :])
 
@@ -129,8 +204,8 @@ def default_version(ts) -> str:
     return client.described(ts.management_url, C.MODEL_NAME)[0]["modelVersion"]
 
 
-def test_two_equal_versions_get_no_verdict_of_a_difference_and_no_promotion(versions, data_dir):
-    report = run_ab(versions, "--a", "1.0", "--b", "2.0", "--data-dir", str(data_dir), "--promote")
+def test_two_equal_versions_get_no_verdict_of_a_difference_and_no_promotion(versions, data_dir, tmp_path):
+    report = run_ab(versions, tmp_path, "--a", "1.0", "--b", "2.0", "--data-dir", str(data_dir), "--promote")
     assert report["paired_images"] == 200 and report["only_a_right"] == report["only_b_right"] == 0
     assert report["verdict"] == "no difference shown" and report["a"]["accuracy"] == report["b"]["accuracy"]
     assert report["promotion"]["promoted"] is False
@@ -140,7 +215,7 @@ def test_two_equal_versions_get_no_verdict_of_a_difference_and_no_promotion(vers
 def test_a_worse_version_is_called_worse_and_promote_refuses_it(versions, data_dir, tmp_path):
     plot = tmp_path / "ab.png"
     args = ["--a", "1.0", "--b", "3.0", "--data-dir", str(data_dir), "--promote", "--plot", str(plot)]
-    report = run_ab(versions, *args)
+    report = run_ab(versions, tmp_path, *args)
     assert report["verdict"] == "B worse" and report["mcnemar_p"] < 0.01
     assert report["b"]["accuracy"] < report["a"]["accuracy"] - 20
     assert report["promotion"] == {"promoted": False, "why": report["promotion"]["why"]}
@@ -148,10 +223,10 @@ def test_a_worse_version_is_called_worse_and_promote_refuses_it(versions, data_d
     assert default_version(versions) == "1.0" and plot.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_ab_prints_each_versions_figures_the_test_and_the_verdict(versions, data_dir):
+def test_ab_prints_each_versions_figures_the_test_and_the_verdict(versions, data_dir, tmp_path):
     url = ["--url", versions.inference_url, "--management-url", versions.management_url]
     args = ["ab", *url, "--set", "mnist", "--limit", "120", "--a", "1.0", "--b", "3.0", "--data-dir", str(data_dir)]
-    result = CliRunner().invoke(cli, args)
+    result = CliRunner().invoke(cli, args, env={C.HOME_ENV: str(tmp_path)})
     assert result.exit_code == 0, result.output
     assert "A/B on mnist: 120 images, each to both versions" in result.output
     assert "McNemar's exact test: p = " in result.output and "verdict: B worse" in result.output

@@ -26,7 +26,7 @@ from PIL import ExifTags, Image
 
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
-from mnist_kit.feedback.store import SCHEMA_VERSION, FeedbackError, Store
+from mnist_kit.feedback.store import SCHEMA, SCHEMA_VERSION, FeedbackError, Store
 from mnist_kit.serving.process import free_port
 
 NOWHERE = f"http://{C.HOST}:{free_port()}"
@@ -67,6 +67,18 @@ def test_the_database_records_its_schema_version_and_refuses_a_newer_one(tmp_pat
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     with pytest.raises(FeedbackError, match="newer than this kit's"):
         Store(path).corrections()
+
+
+@pytest.mark.unit
+def test_a_database_of_the_first_schema_is_brought_up_to_date_with_its_corrections(tmp_path):
+    path = tmp_path / C.FEEDBACK_DB
+    with sqlite3.connect(path) as db:
+        db.executescript(SCHEMA.split("CREATE INDEX")[0])
+        db.execute("INSERT INTO feedback (created, label, image, sha256) VALUES (1, 7, ?, 'x')", (seven(),))
+        db.execute("PRAGMA user_version=1")
+    store = Store(path)
+    assert [c.label for c in store.corrections()] == [7] and store.finetunes() == {}
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 @pytest.mark.unit

@@ -1,6 +1,7 @@
 """`mnist-kit train --feedback` and `--extra DIR`: fine-tuning the current weights on MNIST and the corrections, the
 old weights kept beside the new, the metrics before and after; and the whole loop with a simulated user (slow)."""
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -9,12 +10,15 @@ import sys
 import pytest
 from click.testing import CliRunner
 from conftest import DIGITS, ROOT
+from harness import recording_server
 
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
 from mnist_kit.feedback import ab
-from mnist_kit.feedback.store import Store
+from mnist_kit.feedback.store import Store, labelled_folder
 from mnist_kit.packaging import archive
+from mnist_kit.training import mnist
+from mnist_kit.training.finetune import read, split
 
 
 @pytest.fixture
@@ -44,7 +48,8 @@ def test_train_feedback_fine_tunes_the_checkpoint_and_keeps_the_old_weights_besi
     feedback = metrics["feedback"]
     assert (feedback["corrections"], feedback["trained_on"], feedback["held_out"]) == (5, 4, 1)
     assert set(feedback["before"]) == set(feedback["after"]) == {"mnist_test", "held_out"}
-    assert sorted(feedback["trained_ids"]) == sorted(set(feedback["trained_ids"])) and len(feedback["trained_ids"]) == 4
+    finetune = Store(home / C.FEEDBACK_DB).finetunes()[feedback["finetune"]]
+    assert finetune["images"] == 4 and finetune["weights_sha256"] == feedback["weights_sha256"]
     assert metrics["init"] == str(kept) and metrics["extra_images"] == 4
     assert json.loads((home / "checkpoints" / "metrics.json").read_text())["feedback"] == feedback
 
@@ -62,6 +67,42 @@ def test_train_feedback_without_a_checkpoint_says_to_train_first(tmp_path, data_
     Store(tmp_path / C.FEEDBACK_DB).add(DIGITS[3].read_bytes(), 3)
     result = train(tmp_path, data_dir, "--feedback")
     assert result.exit_code == 1 and "fine-tuning starts from a trained model (mnist-kit train)" in result.output
+
+
+def test_ab_on_the_corrections_scores_none_of_what_two_fine_tunes_trained_on(tiny_checkpoint, data_dir, tmp_path):
+    """The issue's scripted check. 100 corrections; fine-tune 1 on all of them (`--feedback`, seed 1: 80 trained,
+    20 held out); fine-tune 2 on an export of the first 50 (`--extra`, seed 2: 40 trained). `ab --set feedback`
+    sends exactly the corrections neither trained on, and says how many it left out."""
+    (tmp_path / "checkpoints").mkdir()
+    shutil.copy(tiny_checkpoint, tmp_path / C.CHECKPOINT)
+    images, labels = mnist.load(data_dir, "test")
+    pairs = [(ab.png(images[i].numpy()), int(labels[i])) for i in range(100)]
+    store = Store(tmp_path / C.FEEDBACK_DB)
+    ids = [store.add(data, label) for data, label in pairs]
+    folder = tmp_path / "first-half"
+    Store(tmp_path / C.FEEDBACK_DB).export(folder)
+    for path in folder.glob("*.png"):
+        if int(path.stem.split("-")[1]) > ids[49]:
+            path.unlink()
+
+    trained = set()
+    for args, seed, chosen in (("--feedback",), 1, pairs), (("--extra", str(folder)), 2, labelled_folder(folder)):
+        result = train(tmp_path, data_dir, *args, "--seed", str(seed))
+        assert result.exit_code == 0, result.output
+        _, _, kept = read(chosen)
+        train_indices, _ = split(len(kept), C.FEEDBACK_HOLDOUT, seed)
+        trained |= {hashlib.sha256(chosen[kept[i]][0]).hexdigest() for i in train_indices}
+    held_out = {hashlib.sha256(data).hexdigest() for data, _ in pairs} - trained
+    assert 0 < len(held_out) < 20
+
+    with recording_server() as server:
+        env = {C.HOME_ENV: str(tmp_path), C.DATA_DIR_ENV: str(data_dir)}
+        args = ["ab", "--a", "1.0", "--b", "2.0", "--url", server.url, "--set", "feedback", "--json"]
+        result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert set(server.seen) == held_out and len(server.seen) == 2 * len(held_out)
+    report = json.loads(result.output[result.output.index("{") :])
+    assert report["left_out"] == {"trained on by fine-tune 1, 2": 100 - len(held_out)}
 
 
 @pytest.mark.slow

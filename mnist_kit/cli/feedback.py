@@ -41,11 +41,13 @@ def feedback(ctx, db):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per correction (no image bytes).")
 @click.pass_obj
 def list_(store, as_json):
-    """Every correction: when, its label, and the answer it corrected."""
+    """Every correction: when, its label, the answer it corrected, and the fine-tunes that trained on it."""
+    trained_by = store.trained_by()
     for c in store.corrections():
+        finetunes = trained_by.get(c.sha256, [])
         if as_json:
             fields = ("id", "created", "label", "answered", "confidence", "model_version", "serving_form")
-            click.echo(json.dumps({name: getattr(c, name) for name in fields}))
+            click.echo(json.dumps({**{name: getattr(c, name) for name in fields}, "trained_by": finetunes}))
             continue
         when = datetime.fromtimestamp(c.created).strftime("%Y-%m-%d %H:%M")
         answered = (
@@ -53,7 +55,8 @@ def list_(store, as_json):
             if c.answered is not None
             else "answer not given"
         )
-        click.echo(f"{c.id:6d}  {when}  it is a {c.label}: {answered}")
+        trained = f"; trained on by fine-tune {', '.join(map(str, finetunes))}" if finetunes else ""
+        click.echo(f"{c.id:6d}  {when}  it is a {c.label}: {answered}{trained}")
 
 
 @feedback.command()
@@ -98,21 +101,53 @@ def export(store, folder):
 @click.option("--url-b", default=None, help="B on another server instead (e.g. a kserve runtime serving it).")
 @click.option("--management-url", default=C.MANAGEMENT_URL, show_default=True, help="Where --promote sets B.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="The first N images of the set only.")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=C.AB_ALPHA, show_default=True, help="Significance level.")
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1),
+    default=C.AB_ALPHA,
+    show_default=True,
+    help='The chance of a false "B better" over every verdict on the same images together (the k-th look at '
+    "them is tested at alpha / (k (k+1))).",
+)
+@click.option("--fresh", is_flag=True, help="Only images no earlier verdict was given on: the first look at them.")
 @click.option("--promote", is_flag=True, help="Make B the default, if it is better here and not worse on MNIST.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PNG.")
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The feedback database: the corrections, the fine-tunes and what they trained on, the earlier verdicts. "
+    "Default: feedback.db in the kit's home.",
+)
 @data_dir_option("MNIST files, for --set mnist or real-world and for --promote.")
 @token_option
 def ab_test(
-    version_a, version_b, which, url, url_b, management_url, limit, alpha, promote, plot_path, as_json, data_dir, token
+    version_a,
+    version_b,
+    which,
+    url,
+    url_b,
+    management_url,
+    limit,
+    alpha,
+    fresh,
+    promote,
+    plot_path,
+    as_json,
+    db,
+    data_dir,
+    token,
 ):
     """Compare versions A and B of the served model on the same labelled images, and say which is better.
 
     Each image goes to both versions; the verdict (B better / no difference shown / B worse) comes from McNemar's
-    exact test on the images only one of them reads, at --alpha, given at least 100 images. --promote makes B the
-    default (`models set-default`) only when it is better on the set and within 0.1 points of A on MNIST's test
-    set; otherwise it says why not and changes nothing.
+    exact test on the images only one of them reads, given at least 100 images; an error counts as a wrong answer.
+    Of the corrections (or a folder), the images any fine-tune trained on are left out, and the test is refused when
+    a fine-tune of checkpoints/ is not recorded. Each verdict is remembered: the k-th on the same images is tested at
+    alpha / (k (k+1)), so trying until one passes does not help; --fresh scores only images never used before.
+    --promote makes B the default (`models set-default`) only when it is better on the set, fails no more requests
+    than A, and is within 0.1 points of A on MNIST's test set; otherwise it says why not and changes nothing.
 
     \b
       mnist-kit ab --a 1.0 --b 2.0 --set feedback
@@ -130,11 +165,14 @@ def ab_test(
         )
     token = token or client.read_token(key_file())
     data_dir = data_dir or mnist.default_data_dir()
-    trained = trained_ids(home() / C.CHECKPOINT)
-    pairs = ab.labelled_images(which, data_dir=data_dir, store=Store(), trained_ids=trained, limit=limit)
+    store = Store(db)
+    checkpoints = (home() / C.CHECKPOINT).parent
+    images = ab.image_set(which, store=store, checkpoints=checkpoints, data_dir=data_dir, fresh=fresh, limit=limit)
     versions = {"version_a": version_a, "version_b": version_b, "url": url, "url_b": url_b, "token": token}
-    result = compare_with_progress(pairs, **versions, alpha=alpha, label=which)
-    report = {"set": which, **result}
+    level = ab.look_level(alpha, images.look)
+    result = compare_with_progress(images.pairs, **versions, alpha=level, label=which)
+    ab.record(store, images, result)
+    report = {"set": which, "left_out": images.left_out, "look": images.look, "alpha_over_all_looks": alpha, **result}
     if promote:
         if which == "mnist":
             mnist_result = result
@@ -155,14 +193,6 @@ def ab_test(
     click.echo(ab.table(report))
     if plot_path:
         click.echo(f"wrote {plot_path}")
-
-
-def trained_ids(checkpoint: Path) -> list[int]:
-    """The corrections the last `train --feedback` of this checkpoint learnt from (its metrics.json says)."""
-    try:
-        return json.loads((checkpoint.parent / "metrics.json").read_text())["feedback"]["trained_ids"] or []
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
 
 
 def compare_with_progress(pairs, version_a, version_b, *, url, url_b, token, alpha, label):

@@ -138,14 +138,20 @@ def epoch_bars(epochs: int, label: str = ""):
 
 
 def finetune_command(data_dir, out, *, feedback, extra, epochs, lr, seed, limit, as_json):
-    from mnist_kit.feedback.store import Store, labelled_folder
+    from mnist_kit.feedback.store import Store, labelled_files
     from mnist_kit.training.finetune import finetune
 
-    corrections = Store().corrections() if feedback else []
-    pairs = [(c.image, c.label) for c in corrections] + (labelled_folder(extra) if extra else [])
-    ids = [c.id for c in corrections] + [None] * (len(pairs) - len(corrections))
+    store = Store()
+    corrections = store.corrections() if feedback else []
+    pairs = [(c.image, c.label) for c in corrections]
+    sources = [f"correction {c.id}" for c in corrections]
+    for path, label in labelled_files(extra) if extra else []:
+        pairs.append((path.read_bytes(), label))
+        sources.append(str(path))
     quiet = {} if as_json else {"on_step": epoch_bars(epochs, "fine-tuning, ")}
-    metrics = finetune(data_dir, pairs, out, epochs=epochs, lr=lr, seed=seed, limit=limit, ids=ids, **quiet)
+    metrics = finetune(
+        data_dir, pairs, out, epochs=epochs, lr=lr, seed=seed, limit=limit, store=store, sources=sources, **quiet
+    )
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
         return
@@ -159,6 +165,7 @@ def finetune_command(data_dir, out, *, feedback, extra, epochs, lr, seed, limit,
     if f["held_out"]:
         click.echo(f"held-out corrections: {before['held_out']:.1f} % → {after['held_out']:.1f} %")
     click.echo(f"wrote {out}; the previous weights are in {f['previous_checkpoint']}")
+    click.echo(f"recorded as fine-tune {f['finetune']} in {f['recorded_in']}: `mnist-kit ab` leaves out what it learnt")
     click.echo("next: mnist-kit archive --version 2.0, then mnist-kit ab --a 1.0 --b 2.0")
 
 

@@ -6,6 +6,7 @@ a difference only when that test's two-sided p is below the significance level a
 """
 
 import io
+import json
 import math
 import statistics
 import time
@@ -18,7 +19,7 @@ from PIL import Image
 from mnist_kit import constants as C
 from mnist_kit.bench.latency import percentiles
 from mnist_kit.errors import KitError
-from mnist_kit.feedback.store import labelled_folder
+from mnist_kit.feedback.store import labelled_folder, sha256
 from mnist_kit.serving import client
 
 SETS = ("feedback", "real-world", "mnist")
@@ -54,15 +55,111 @@ class Side:
         }
 
 
-def labelled_images(
-    which: str, *, data_dir=None, store=None, trained_ids=(), limit: int | None = None
-) -> list[tuple[bytes, int]]:
-    """(image file, digit) pairs of a set: the stored corrections (less those a fine-tuning trained on: a model is
-    not tested on what it learnt), the held-out real-world kinds (digits only), MNIST's 10 000 test images as PNGs,
-    or a folder of LABEL-*.png (`feedback export`'s layout) or LABEL/*.png."""
+@dataclass
+class ImageSet:
+    """The labelled images an A/B test scores, what was left out of them and why (reason → how many), and which
+    look at these images this is (1 + the most verdicts any of them was already given on)."""
+
+    name: str
+    pairs: list[tuple[bytes, int]]
+    left_out: dict[str, int]
+    look: int
+
+    @property
+    def digests(self) -> list[str]:
+        return [sha256(data) for data, _ in self.pairs]
+
+
+def image_set(
+    which: str, *, store, checkpoints=None, data_dir=None, fresh: bool = False, limit: int | None = None
+) -> ImageSet:
+    """The set `ab` scores. Of the stored corrections or a folder, only the images no recorded fine-tune trained
+    on (a model is not tested on what it learnt), after checking that every fine-tune of the checkpoints folder
+    is recorded (else which images it learnt cannot be told, and the test is refused). With `fresh`, only images no
+    earlier verdict was given on."""
+    pairs = labelled_images(which, data_dir=data_dir, store=store)
+    left_out = {}
+    if which not in ("real-world", "mnist"):
+        check_recorded(checkpoints, store)
+        trained = store.trained_by()
+        finetunes = sorted({f for data, _ in pairs for f in trained.get(sha256(data), [])})
+        kept = [(data, label) for data, label in pairs if sha256(data) not in trained]
+        if len(kept) < len(pairs):
+            left_out[f"trained on by fine-tune {', '.join(map(str, finetunes))}"] = len(pairs) - len(kept)
+        pairs = kept
+    seen = store.verdicts_per_image()
+    if fresh:
+        kept = [(data, label) for data, label in pairs if sha256(data) not in seen]
+        if len(kept) < len(pairs):
+            left_out["given on in an earlier verdict (--fresh)"] = len(pairs) - len(kept)
+        pairs = kept
+    if not pairs:
+        why = "; ".join(f"{count} {reason}" for reason, count in left_out.items())
+        raise ABError(
+            f"no images of the set {which!r} are left to score ({why}): collect new corrections, or use "
+            "a folder of new labelled images (--set DIR)"
+        )
+    pairs = pairs[:limit] if limit else pairs
+    look = 1 + max((seen.get(sha256(data), 0) for data, _ in pairs), default=0)
+    return ImageSet(which, pairs, left_out, look)
+
+
+def check_recorded(checkpoints, store) -> None:
+    """Refuse when a fine-tune in the checkpoints folder (a metrics*.json with an `init`) is not recorded in the
+    store with the weights it wrote: the images it learnt cannot be told from the held-out ones."""
+    recorded = store.finetunes()
+    for path in sorted(Path(checkpoints).glob("metrics*.json")) if checkpoints else []:
+        try:
+            metrics = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ABError(f"cannot read {path} ({e}), so cannot tell which images its model trained on") from None
+        if not isinstance(metrics, dict) or not metrics.get("init"):
+            continue  # trained from scratch: on MNIST's training set alone
+        finetune = (metrics.get("feedback") or {}).get("finetune")
+        weights = (metrics.get("feedback") or {}).get("weights_sha256")
+        if finetune not in recorded or recorded[finetune]["weights_sha256"] != weights:
+            raise ABError(
+                f"{path} records a fine-tune that {store.path} has no record of (made by an older kit, with another "
+                "database, or stopped before it finished), so which images it learnt cannot be told from held-out "
+                "ones: score images no version could have learnt instead, a folder of new labelled images "
+                "(--set DIR), --set real-world or --set mnist"
+            )
+
+
+def look_level(alpha: float, look: int) -> float:
+    """The significance level of the k-th verdict on the same images: alpha / (k (k + 1)), which sum to alpha over
+    every look, so trying until one passes cannot push the chance of a false "B better" above alpha."""
+    return alpha / (look * (look + 1))
+
+
+def look_sentence(look: int, alpha: float) -> str:
+    earlier = "no earlier verdict" if look == 1 else f"{look - 1} earlier verdict{'s' if look > 2 else ''}"
+    return (
+        f"look {look} at these images ({earlier} on any of them): tested at alpha {alpha:g} / ({look} × {look + 1}) "
+        f"= {look_level(alpha, look):.3g}, so all looks together keep {alpha:g}"
+    )
+
+
+def record(store, images: ImageSet, result: dict) -> None:
+    """Remember a verdict and the images it was given on (not "too few images": no verdict was given)."""
+    if result["verdict"] in ("B better", "no difference shown", "B worse"):
+        versions = (result["a"]["version"], result["b"]["version"])
+        store.record_verdict(
+            images.name,
+            images.digests,
+            versions=versions,
+            look=images.look,
+            alpha=result["alpha"],
+            p=result["mcnemar_p"],
+            verdict=result["verdict"],
+        )
+
+
+def labelled_images(which: str, *, data_dir=None, store=None) -> list[tuple[bytes, int]]:
+    """(image file, digit) pairs of a set: the stored corrections, the held-out real-world kinds (digits only),
+    MNIST's 10 000 test images as PNGs, or a folder of LABEL-*.png (`feedback export`'s layout) or LABEL/*.png."""
     if which == "feedback":
-        trained = set(trained_ids or ())
-        pairs = [(c.image, c.label) for c in store.corrections() if c.id not in trained]
+        pairs = [(c.image, c.label) for c in store.corrections()]
     elif which == "real-world":
         from mnist_kit.training import mnist, variants
 
@@ -78,7 +175,7 @@ def labelled_images(
         pairs = labelled_folder(Path(which))
     if not pairs:
         raise ABError(f"the set {which!r} has no labelled images")
-    return pairs[:limit] if limit else pairs
+    return pairs
 
 
 def png(pixels) -> bytes:
@@ -190,7 +287,9 @@ def promotion(result: dict, mnist_result: dict, *, margin: float = PROMOTION_MAR
 
 def table(report: dict) -> str:
     """What `mnist-kit ab` prints: each version's figures, the paired test, the verdict, the promotion."""
-    lines = [f"A/B on {report['set']}: {report['paired_images']} images, each to both versions", ""]
+    lines = [f"A/B on {report['set']}: {report['paired_images']} images, each to both versions"]
+    lines += [f"left out: {count} images {reason}" for reason, count in report.get("left_out", {}).items()]
+    lines.append("")
     lines.append(f"{'':10}{'accuracy':>10}{'confidence':>12}{'p50':>9}{'p99':>9}{'errors':>8}")
     for key in ("a", "b"):
         s = report[key]
@@ -202,9 +301,11 @@ def table(report: dict) -> str:
     lines += [
         "",
         f"only A right: {report['only_a_right']}, only B right: {report['only_b_right']}; "
-        f"McNemar's exact test: p = {report['mcnemar_p']:.3g} (alpha {report['alpha']})",
+        f"McNemar's exact test: p = {report['mcnemar_p']:.3g} (alpha {report['alpha']:.3g})",
         f"verdict: {report['verdict']}",
     ]
+    if "look" in report:
+        lines.insert(-2, look_sentence(report["look"], report["alpha_over_all_looks"]))
     if "promotion" in report:
         done = "promoted: B is now the default" if report["promotion"]["promoted"] else "not promoted"
         lines.append(f"{done}: {report['promotion']['why']}")

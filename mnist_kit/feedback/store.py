@@ -2,6 +2,10 @@
 confidence, model version, serving form), the digit it really is, and when, in an SQLite database in the kit's home
 (`feedback.db`, standard library `sqlite3`).
 
+Beside them, what an A/B test needs to stay honest: every fine-tune and the images it trained on, by content hash
+(corrections and `train --extra` files alike), and every A/B verdict and the images it was given on, so that `ab`
+scores only images no fine-tune learnt and can say how often a set has been looked at.
+
 Each correction is one transaction in a write-ahead log, so a process killed mid-write leaves the database as it
 was before that correction or after it, never with half a row. The schema's version is SQLite's `user_version`;
 a database from a newer kit is refused rather than misread.
@@ -21,7 +25,7 @@ from PIL import Image
 from mnist_kit import constants as C
 from mnist_kit.errors import KitError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE feedback (
     id INTEGER PRIMARY KEY,
@@ -35,6 +39,36 @@ CREATE TABLE feedback (
     serving_form TEXT
 );
 CREATE INDEX feedback_label ON feedback (label);
+"""
+SCHEMA_2 = """
+CREATE TABLE finetunes (
+    id INTEGER PRIMARY KEY,
+    created REAL NOT NULL,
+    checkpoint TEXT NOT NULL,
+    weights_sha256 TEXT
+);
+CREATE TABLE trained (
+    finetune INTEGER NOT NULL REFERENCES finetunes (id),
+    sha256 TEXT NOT NULL,
+    source TEXT NOT NULL
+);
+CREATE INDEX trained_sha256 ON trained (sha256);
+CREATE TABLE verdicts (
+    id INTEGER PRIMARY KEY,
+    created REAL NOT NULL,
+    image_set TEXT NOT NULL,
+    version_a TEXT NOT NULL,
+    version_b TEXT NOT NULL,
+    look INTEGER NOT NULL,
+    alpha REAL NOT NULL,
+    p REAL NOT NULL,
+    verdict TEXT NOT NULL
+);
+CREATE TABLE verdict_images (
+    verdict INTEGER NOT NULL REFERENCES verdicts (id),
+    sha256 TEXT NOT NULL
+);
+CREATE INDEX verdict_images_sha256 ON verdict_images (sha256);
 """
 TEXT_LIMIT = 64  # characters of a model version or serving form
 
@@ -57,6 +91,7 @@ class Correction:
     confidence: float | None
     model_version: str | None
     serving_form: str | None
+    sha256: str
 
     @property
     def wrong(self) -> bool:
@@ -90,9 +125,9 @@ class Store:
             if version > SCHEMA_VERSION:
                 db.close()
                 raise FeedbackError(f"{self.path} has schema {version}, newer than this kit's {SCHEMA_VERSION}")
-            if version == 0:
-                with db:
-                    db.executescript(SCHEMA)
+            if version < SCHEMA_VERSION:
+                with db:  # one transaction: a database is at one schema or the next, never between
+                    db.executescript("BEGIN;" + (SCHEMA if version == 0 else "") + SCHEMA_2)
                     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._db = db
         return self._db
@@ -107,7 +142,7 @@ class Store:
             cursor = self.db.execute(
                 "INSERT INTO feedback (created, label, image, sha256, answered, confidence, model_version, "
                 "serving_form) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (time.time(), label, image, hashlib.sha256(image).hexdigest(), answered, confidence, version, form),
+                (time.time(), label, image, sha256(image), answered, confidence, version, form),
             )
         return cursor.lastrowid
 
@@ -129,10 +164,68 @@ class Store:
     def corrections(self) -> list[Correction]:
         with self.lock:
             rows = self.db.execute(
-                "SELECT id, created, label, image, answered, confidence, model_version, serving_form FROM feedback "
-                "ORDER BY id"
+                "SELECT id, created, label, image, answered, confidence, model_version, serving_form, sha256 "
+                "FROM feedback ORDER BY id"
             ).fetchall()
         return [Correction(*row) for row in rows]
+
+    def start_finetune(self, checkpoint, trained: list[tuple[str, str]]) -> int:
+        """Record a fine-tune of `checkpoint` and what it trains on, (sha256 of the image file, where it came from)
+        each, before it starts: were it killed before it writes its weights, its images still count as trained on.
+        Its id."""
+        with self.lock, self.db:
+            cursor = self.db.execute(
+                "INSERT INTO finetunes (created, checkpoint) VALUES (?, ?)", (time.time(), str(checkpoint))
+            )
+            self.db.executemany(
+                "INSERT INTO trained (finetune, sha256, source) VALUES (?, ?, ?)",
+                [(cursor.lastrowid, digest, source) for digest, source in trained],
+            )
+        return cursor.lastrowid
+
+    def finish_finetune(self, finetune: int, weights_sha256: str) -> None:
+        """The fine-tune wrote its weights: their sha256 names the model it made."""
+        with self.lock, self.db:
+            self.db.execute("UPDATE finetunes SET weights_sha256 = ? WHERE id = ?", (weights_sha256, finetune))
+
+    def finetunes(self) -> dict[int, dict]:
+        """Every recorded fine-tune by id: when, its checkpoint, its weights' sha256 (None if it never finished),
+        and how many images it trained on."""
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT f.id, f.created, f.checkpoint, f.weights_sha256, COUNT(t.sha256) FROM finetunes f "
+                "LEFT JOIN trained t ON t.finetune = f.id GROUP BY f.id ORDER BY f.id"
+            ).fetchall()
+        fields = ("created", "checkpoint", "weights_sha256", "images")
+        return {row[0]: dict(zip(fields, row[1:])) for row in rows}
+
+    def trained_by(self) -> dict[str, list[int]]:
+        """sha256 of an image file → the fine-tunes that trained on it, for every image any fine-tune trained on."""
+        with self.lock:
+            rows = self.db.execute("SELECT DISTINCT sha256, finetune FROM trained ORDER BY finetune").fetchall()
+        found = {}
+        for digest, finetune in rows:
+            found.setdefault(digest, []).append(finetune)
+        return found
+
+    def verdicts_per_image(self) -> dict[str, int]:
+        """sha256 of an image file → how many recorded A/B verdicts were given on it, for every image some was."""
+        with self.lock:
+            return dict(self.db.execute("SELECT sha256, COUNT(DISTINCT verdict) FROM verdict_images GROUP BY sha256"))
+
+    def record_verdict(self, image_set: str, digests, *, versions: tuple[str, str], look: int, alpha, p, verdict):
+        """An A/B verdict and the images it was given on, in one transaction."""
+        with self.lock, self.db:
+            cursor = self.db.execute(
+                "INSERT INTO verdicts (created, image_set, version_a, version_b, look, alpha, p, verdict) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), image_set, *versions, look, alpha, p, verdict),
+            )
+            self.db.executemany(
+                "INSERT INTO verdict_images (verdict, sha256) VALUES (?, ?)",
+                [(cursor.lastrowid, digest) for digest in set(digests)],
+            )
+        return cursor.lastrowid
 
     def stats(self) -> dict:
         """How many corrections, per label, and per model version: how many, and how many of its answers wrong."""
@@ -220,14 +313,24 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
 
 
-def labelled_folder(folder) -> list[tuple[bytes, int]]:
-    """(image file, digit) of a folder of labelled images: `export`'s LABEL-ID.png, or LABEL/NAME.png."""
+def sha256(data: bytes) -> str:
+    """What names an image file in the store: the hash of its bytes (an exported correction keeps its hash)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def labelled_files(folder) -> list[tuple[Path, int]]:
+    """(path, digit) of each image in a folder of labelled images: `export`'s LABEL-ID.png, or LABEL/NAME.png."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FeedbackError(f"{folder} is not a folder of labelled images (LABEL-*.png or LABEL/*.png)")
-    pairs = []
+    found = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
         label = path.parent.name if path.parent != folder else path.name.split("-", 1)[0]
         if len(label) == 1 and label.isdigit():
-            pairs.append((path.read_bytes(), int(label)))
-    return pairs
+            found.append((path, int(label)))
+    return found
+
+
+def labelled_folder(folder) -> list[tuple[bytes, int]]:
+    """(image file, digit) of a folder of labelled images."""
+    return [(path.read_bytes(), label) for path, label in labelled_files(folder)]

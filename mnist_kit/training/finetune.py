@@ -17,6 +17,7 @@ import torch
 
 from mnist_kit import constants as C
 from mnist_kit.errors import KitError
+from mnist_kit.feedback.store import sha256
 from mnist_kit.training import mnist
 from mnist_kit.training.fit import evaluate, fit, write_json
 from mnist_kit.worker import preprocess
@@ -68,13 +69,16 @@ def finetune(
     holdout: float = C.FEEDBACK_HOLDOUT,
     seed: int = C.SEED,
     limit: int | None = None,
-    ids: list | None = None,
+    store=None,
+    sources: list[str] | None = None,
     on_step=None,
     on_epoch=None,
 ) -> dict:
-    """Fine-tune `checkpoint` in place (its old weights kept beside it) on MNIST and `pairs`; the metrics. `ids`
-    name the pairs (the feedback database's), so that the metrics can say which were trained on: an A/B test on
-    the corrections must leave those out."""
+    """Fine-tune `checkpoint` in place (its old weights kept beside it) on MNIST and `pairs`; the metrics.
+
+    With `store` (the feedback database), the fine-tune and the images it trains on (by content hash, with
+    `sources` saying where each pair came from) are recorded there before training starts, and its weights' hash
+    when it ends: an A/B test on the corrections must leave out whatever some fine-tune learnt."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise KitError(f"{checkpoint} not found: fine-tuning starts from a trained model (mnist-kit train)")
@@ -89,6 +93,11 @@ def finetune(
         "held_out": accuracy(checkpoint, images[held], labels[held]),
     }
 
+    finetune_id = None
+    if store is not None:
+        sources = sources or [f"image {i + 1}" for i in range(len(pairs))]
+        trained = [(sha256(pairs[kept[i]][0]), sources[kept[i]]) for i in train]
+        finetune_id = store.start_finetune(checkpoint, trained)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     previous = checkpoint.with_name(f"{checkpoint.stem}.{stamp}{checkpoint.suffix}")
     shutil.copy2(checkpoint, previous)
@@ -108,6 +117,9 @@ def finetune(
         on_step=on_step,
         on_epoch=on_epoch,
     )
+    weights = sha256(checkpoint.read_bytes())
+    if store is not None:
+        store.finish_finetune(finetune_id, weights)
     after = {
         "mnist_test": round(metrics["test_accuracy"], 3),
         "held_out": accuracy(checkpoint, images[held], labels[held]),
@@ -120,7 +132,9 @@ def finetune(
         "before": before,
         "after": after,
         "previous_checkpoint": str(previous),
-        "trained_ids": [ids[kept[i]] for i in train] if ids else None,
+        "finetune": finetune_id,
+        "recorded_in": str(store.path) if store is not None else None,
+        "weights_sha256": weights,
     }
     write_json(metrics, metrics_file)
     return metrics
