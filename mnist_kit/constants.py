@@ -112,11 +112,11 @@ METRICS_INTERVAL_S = 1.0
 # Integrated Gradients steps for /explanations.
 EXPLAIN_STEPS = 32
 
-# Serving forms (mnist_kit.worker.forms): the archive lists them in FORMS_FILE, each checked on the MNIST test set
-# after int8 calibration on CALIBRATION_IMAGES training images, with CHECK_IMAGES labelled test images in CHECK_FILE
-# for the workers to check quantised forms on their own CPU; the worker times them for at most FORM_TIMING_BUDGET_S
-# at start. SERVING_FORM_ENV (or the archive's serving_form) forces one of SERVING_FORMS. ONNX forms take
-# ONNX_INPUT and give ONNX_OUTPUT.
+# Serving forms (mnist_kit.worker.serving_forms): the archive lists them in FORMS_FILE, each checked on the MNIST
+# test set after int8 calibration on CALIBRATION_IMAGES training images, with CHECK_IMAGES labelled test images in
+# CHECK_FILE for the workers to check quantised forms on their own CPU; the worker times them for at most
+# FORM_TIMING_BUDGET_S at start. SERVING_FORM_ENV (or the archive's serving_form) forces one of SERVING_FORMS.
+# ONNX forms take ONNX_INPUT and give ONNX_OUTPUT.
 FORMS_FILE = "forms.json"
 CALIBRATION_IMAGES = 2000
 CHECK_FILE = "check.npz"

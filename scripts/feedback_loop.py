@@ -38,7 +38,7 @@ from mnist_kit.serving.management import Management
 from mnist_kit.serving.process import PrivateServer
 from mnist_kit.training import mnist
 from mnist_kit.training.finetune import finetune
-from mnist_kit.ui.reading import Reader
+from mnist_kit.ui.pad_client import Reader
 from mnist_kit.ui.server import PadServer
 
 PRESENTATION = "96×96 PNG, bilinear, white on black"

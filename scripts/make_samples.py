@@ -1,7 +1,7 @@
 """Write mnist_kit/samples/: the images `mnist-kit bench` times preprocessing on, made once from the sample 7.
 
 7.png is examples/digits/7.png; canvas.png (a drawing app's 280×280 RGBA export) and photo.jpg (a phone photo of
-ink on paper) come from the held-out image generator, mnist_kit.training.variants; shipped as files, so the bench needs
+ink on paper) come from the held-out image generator, mnist_kit.evaluation.kinds; shipped as files, so the bench needs
 neither it nor matplotlib's fonts.
 Usage: python scripts/make_samples.py
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mnist_kit.training import variants
+from mnist_kit.evaluation import kinds
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,12 +24,12 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     digit = np.asarray(Image.open(seven))
     rng = np.random.default_rng(0)
-    canvas = variants.canvas_png(digit, rng)
+    canvas = kinds.canvas_png(digit, rng)
     while Image.open(io.BytesIO(canvas)).mode != "RGBA":
-        canvas = variants.canvas_png(digit, rng)
+        canvas = kinds.canvas_png(digit, rng)
     shutil.copy(seven, out / "7.png")
     (out / "canvas.png").write_bytes(canvas)
-    (out / "photo.jpg").write_bytes(variants.photo_jpeg(digit, rng))
+    (out / "photo.jpg").write_bytes(kinds.photo_jpeg(digit, rng))
     for path in sorted(out.iterdir()):
         print(f"{path.relative_to(ROOT)}: {path.stat().st_size} bytes")
 

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from mnist_kit.training import evaluate
+from mnist_kit.evaluation import measure
 
 # How each digit is sent: its size in pixels, dark ink on white or white on black, and the upscaling filter.
 PRESENTATIONS = {
@@ -44,8 +44,8 @@ def main() -> None:
         sys.exit("error: scikit-learn is not installed (pip install scikit-learn)")
     digits = load_digits()
     for name, presentation in PRESENTATIONS.items():
-        pictures, readable = evaluate.read_images([png(digit, *presentation) for digit in digits.images])
-        replies = evaluate.answer_checkpoint(args.checkpoint, pictures)
+        pictures, readable = measure.read_images([png(digit, *presentation) for digit in digits.images])
+        replies = measure.answer_checkpoint(args.checkpoint, pictures)
         correct = (np.array([r.digit for r in replies]) == digits.target) & readable
         flagged = np.mean([bool({"several_digits", "not_a_digit"} & set(r.flags)) for r in replies])
         print(f"{name:<38} {100 * correct.mean():5.1f} % of {len(correct)}, {100 * flagged:4.1f} % flagged")

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from harness import TorchServe
 
+from mnist_kit.evaluation import kinds
 from mnist_kit.packaging import archive
 from mnist_kit.serving.kserve_process import PrivateKServe
-from mnist_kit.training import mnist, variants
+from mnist_kit.training import mnist
 from mnist_kit.training.fit import fit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,14 +106,14 @@ def untrained_checkpoint(tmp_path_factory) -> Path:
     return out
 
 
-# Held-out real-world images per kind (training/variants.py), for the accuracy tests and the runtimes' parity.
+# Held-out real-world images per kind (evaluation/kinds.py), for the accuracy tests and the runtimes' parity.
 PER_KIND = 200
 
 
 @pytest.fixture(scope="session")
 def held_out(data_dir) -> list[tuple[str, int | str | None, bytes]]:
     images, labels = mnist.load(data_dir, "test", download=False)
-    return variants.make(images.numpy(), labels.numpy(), per_kind=PER_KIND, seed=0)
+    return kinds.make(images.numpy(), labels.numpy(), per_kind=PER_KIND, seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -21,9 +21,9 @@ from mnist_kit.deploy.replicas import entrypoint_env
 from mnist_kit.packaging import mar
 from mnist_kit.serving import client, process
 from mnist_kit.serving.process import PrivateServer
-from mnist_kit.ui.reading import Reader
+from mnist_kit.ui.pad_client import Reader
 from mnist_kit.ui.server import PadServer
-from mnist_kit.worker import forms
+from mnist_kit.worker import serving_forms
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,7 +45,7 @@ class TorchServe(PrivateServer):
         form = client.described(self.management_url, model, self.management_token)[1]["serving_form"]
         with tempfile.TemporaryDirectory() as tmp:
             folder = mar.read(archive).extract(tmp)
-            return forms.load(str(folder), str(folder / mar.read(archive).serialized_file))[form]
+            return serving_forms.load(str(folder), str(folder / mar.read(archive).serialized_file))[form]
 
 
 class RuntimeServer(TorchServe):
@@ -192,7 +192,7 @@ def printed_letter(letter: str) -> bytes:
     """A letter printed in a font the training's non-digits never used (training/outliers.py), dark on white, PNG."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from mnist_kit.training.variants import font_dir
+    from mnist_kit.evaluation.kinds import font_dir
 
     image = Image.new("L", (200, 200), 255)
     ImageDraw.Draw(image).text(

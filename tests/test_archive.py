@@ -67,7 +67,7 @@ def test_archive_packs_the_worker_package_and_constants_beside_the_handler(model
         "mnist_handler.py",
         "mnist_model.py",
         "mnist_kit/worker/preprocess.py",
-        "mnist_kit/worker/forms.py",
+        "mnist_kit/worker/serving_forms.py",
         "mnist_kit/worker/eager_forms.py",
         "mnist_kit/constants.py",
         "mnist_sd.pt",
@@ -86,7 +86,7 @@ def test_eager_mode_packs_the_state_dict_and_model_file_as_the_tutorial_does(tin
 
 def test_the_onnx_form_matches_the_float_model_to_1e_5(tiny_checkpoint, tmp_path, data_dir):
     from mnist_kit.packaging import optimize
-    from mnist_kit.worker.forms import OnnxForm
+    from mnist_kit.worker.serving_forms import OnnxForm
 
     mar = archive.build(tiny_checkpoint, tmp_path, mode="onnx")
     with zipfile.ZipFile(mar) as z:

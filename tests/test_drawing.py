@@ -1,4 +1,5 @@
-"""The pad's library: strokes and their picture (mnist_kit.ui.drawing), and what a pad says (mnist_kit.ui.reading)."""
+"""The pad's library: strokes and their picture (mnist_kit.ui.drawing), and what a pad says
+(mnist_kit.ui.pad_client)."""
 
 import io
 
@@ -9,7 +10,7 @@ from PIL import Image
 from mnist_kit import constants as C
 from mnist_kit.serving import client
 from mnist_kit.ui.drawing import Drawing
-from mnist_kit.ui.reading import Reader, Reading, seen, shown, verdict
+from mnist_kit.ui.pad_client import Reader, Reading, seen, shown, verdict
 
 
 def drawn(written) -> Drawing:

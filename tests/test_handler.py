@@ -127,7 +127,7 @@ def test_a_bug_while_decoding_fails_only_its_row_with_a_500(core, digits, monkey
             raise error
         return Picture(np.zeros((28, 28), np.uint8))
 
-    monkeypatch.setattr("mnist_kit.worker.requests.read_plain", flaky)
+    monkeypatch.setattr("mnist_kit.worker.request_bodies.read_plain", flaky)
     failed, decoded = decode(core, [({"body": b""}, {"Content-Type": "image/png"})] * 2).requests
     assert failed.error.status == 500 and "RuntimeError: boom" in str(failed.error)
     assert decoded.images[0].pixels.shape == (28, 28)

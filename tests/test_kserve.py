@@ -23,9 +23,10 @@ from PIL import Image
 
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
+from mnist_kit.evaluation import measure
 from mnist_kit.serving import client, process
 from mnist_kit.serving.kserve_process import PrivateKServe
-from mnist_kit.training import evaluate, mnist
+from mnist_kit.training import mnist
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +293,7 @@ def test_both_runtimes_read_the_10000_mnist_test_pngs_alike(trained_server, data
     form = client.described(trained_server.management_url, C.MODEL_NAME, trained_server.management_token)[1]
     with PrivateKServe(trained_server.model_store / "mnist.mar", workers=2, serving_form=form["serving_form"]) as ks:
         served = {
-            name: evaluate.predict_endpoint(url, images)
+            name: measure.predict_endpoint(url, images)
             for name, url in (("torchserve", trained_server.inference_url), ("kserve", ks.inference_url))
         }
     assert (served["torchserve"].argmax(1) == served["kserve"].argmax(1)).all()

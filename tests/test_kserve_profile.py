@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
 from mnist_kit.serving import client, kserve_auth, process
-from mnist_kit.ui.reading import Reader
+from mnist_kit.ui.pad_client import Reader
 
 # gRPC through tritonclient in a process of its own: its protos and kserve's cannot be loaded in one process.
 GRPC_CALL = """

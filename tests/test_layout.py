@@ -2,6 +2,7 @@
 side that travels alone in the .mar, and a wheel that installs nothing else at top level."""
 
 import ast
+import importlib.metadata
 import shutil
 import subprocess
 import sys
@@ -128,6 +129,13 @@ def test_library_parameters_past_the_third_are_keyword_only():
 def test_no_module_of_the_kit_is_over_400_lines():
     long = {name: n for name, path in kit_modules().items() if (n := len(path.read_text().splitlines())) > 400}
     assert not long
+
+
+def test_no_module_of_the_kit_shares_its_name_with_a_library():
+    """A reader who sees `requests.read(...)` or `import forms` should not have to check which one is meant."""
+    libraries = set(sys.stdlib_module_names) | set(importlib.metadata.packages_distributions())
+    shadowing = {name for name, path in kit_modules().items() if path.stem in libraries and path.stem != "__init__"}
+    assert not shadowing
 
 
 def test_the_package_inits_import_nothing():

@@ -1,9 +1,10 @@
 """The synthetic non-digits training shows the network (training/outliers.py), and how they stay apart from the held-out
-ones that measure the not_a_digit flag (training/variants.py)."""
+ones that measure the not_a_digit flag (evaluation/kinds.py)."""
 
 import numpy as np
 
-from mnist_kit.training import nondigits, outliers, variants
+from mnist_kit.evaluation import kinds, non_digits
+from mnist_kit.training import outliers
 from mnist_kit.worker.masks import INK
 
 
@@ -30,5 +31,5 @@ def test_a_marked_loop_has_ink_inside_its_outline():
 
 
 def test_training_draws_its_letters_and_digits_in_faces_the_held_out_ones_never_use():
-    assert not set(outliers.FONTS) & set(nondigits.LETTER_FONTS)
-    assert not set(outliers.DIGIT_FONTS) & set(variants.FONTS)
+    assert not set(outliers.FONTS) & set(non_digits.LETTER_FONTS)
+    assert not set(outliers.DIGIT_FONTS) & set(kinds.FONTS)

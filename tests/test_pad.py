@@ -18,7 +18,7 @@ from mnist_kit.cli import cli
 from mnist_kit.feedback.store import Store
 from mnist_kit.serving.process import free_port
 from mnist_kit.ui.desktop import PadWindow
-from mnist_kit.ui.reading import Reader
+from mnist_kit.ui.pad_client import Reader
 
 
 @pytest.fixture(scope="module")

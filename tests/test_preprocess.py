@@ -11,8 +11,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from mnist_kit import constants as C
-from mnist_kit.training import variants
-from mnist_kit.worker import masks, preprocess, requests, rules
+from mnist_kit.evaluation import kinds
+from mnist_kit.worker import masks, preprocess, printed_lines, request_bodies
 from mnist_kit.worker.preprocess import InputError
 
 
@@ -234,14 +234,14 @@ def test_a_large_jpeg_is_decoded_reduced_not_at_full_size():
 )
 def test_bad_bytes_get_the_right_status_and_a_message(data, status, message):
     with pytest.raises(InputError, match=message) as error:
-        requests.read_plain({"body": data}, "image/png")
+        request_bodies.read_plain({"body": data}, "image/png")
     assert error.value.status == status
 
 
 def test_a_truncated_png_is_a_400(digits):
     data = encode(Image.fromarray(np.asarray(Image.open(digits[8]))).resize((200, 200)))
     with pytest.raises(InputError, match="corrupt or truncated PNG") as error:
-        requests.read_plain({"body": data[: len(data) // 2]}, "image/png")
+        request_bodies.read_plain({"body": data[: len(data) // 2]}, "image/png")
     assert error.value.status == 400
 
 
@@ -260,7 +260,7 @@ def test_an_unsupported_image_format_is_a_415():
 @pytest.mark.parametrize("content_type", ["text/plain", "application/xml", "video/mp4"])
 def test_a_content_type_that_is_neither_image_nor_json_is_a_415(digits, content_type):
     with pytest.raises(InputError, match="unsupported content type") as error:
-        requests.read_plain({"body": digits[0].read_bytes()}, content_type)
+        request_bodies.read_plain({"body": digits[0].read_bytes()}, content_type)
     assert error.value.status == 415
 
 
@@ -278,11 +278,11 @@ def test_a_content_type_that_is_neither_image_nor_json_is_a_415(digits, content_
 def test_request_formats_all_give_the_same_pixels(digits, row, content_type):
     data = digits[3].read_bytes()
     expected = preprocess.read_image(data).pixels
-    assert np.array_equal(requests.read_plain(row(data), content_type).pixels, expected)
+    assert np.array_equal(request_bodies.read_plain(row(data), content_type).pixels, expected)
 
 
 def test_a_json_28_by_28_array_is_read_like_the_image(seven):
-    pixels = requests.read_plain({"body": seven.tolist()}, "application/json").pixels
+    pixels = request_bodies.read_plain({"body": seven.tolist()}, "application/json").pixels
     assert np.array_equal(pixels, preprocess.read_image(encode(Image.fromarray(seven))).pixels)
 
 
@@ -301,7 +301,7 @@ def test_a_json_28_by_28_array_is_read_like_the_image(seven):
 )
 def test_bad_json_gets_a_400_naming_the_problem(body, message):
     with pytest.raises(InputError, match=message) as error:
-        requests.read_plain({"body": body}, "application/json")
+        request_bodies.read_plain({"body": body}, "application/json")
     assert error.value.status == 400
 
 
@@ -320,7 +320,7 @@ def tagged(image: Image.Image, fmt: str, orientation: int) -> bytes:
     """`image` stored as a camera stores it for `orientation`, with the tag that turns it back upright."""
     exif = Image.Exif()
     exif[0x0112] = orientation
-    stored = image.transpose(variants.STORED[orientation]) if orientation > 1 else image
+    stored = image.transpose(kinds.STORED[orientation]) if orientation > 1 else image
     return encode(stored.convert("RGB") if fmt == "JPEG" else stored, fmt, exif=exif.tobytes())
 
 
@@ -367,13 +367,13 @@ def test_a_digits_own_straight_strokes_stay(digits):
     with serifs and bars neither."""
     for path in digits:
         ink = preprocess.find_ink(np.asarray(page(np.asarray(Image.open(path))), dtype=np.float32))
-        assert np.array_equal(rules.remove_rules(ink), ink), path
-    font = ImageFont.truetype(str(variants.font_dir() / "DejaVuSerif.ttf"), 120)
+        assert np.array_equal(printed_lines.remove_rules(ink), ink), path
+    font = ImageFont.truetype(str(kinds.font_dir() / "DejaVuSerif.ttf"), 120)
     for digit in "1247":
         image = Image.new("L", (160, 160), 255)
         ImageDraw.Draw(image).text((30, 5), digit, fill=0, font=font)
         ink = preprocess.find_ink(np.asarray(image, dtype=np.float32))
-        assert np.array_equal(rules.remove_rules(ink), ink), digit
+        assert np.array_equal(printed_lines.remove_rules(ink), ink), digit
 
 
 # Several digits

@@ -1,4 +1,4 @@
-"""Request bodies told apart (worker/requests.py), and KServe v1 and Open Inference Protocol v2 bodies read and
+"""Request bodies told apart (worker/request_bodies.py), and KServe v1 and Open Inference Protocol v2 bodies read and
 written (worker/protocols.py), in process.
 
 tests/test_protocol_server.py sends the same bodies to a real TorchServe, with and without its envelopes.
@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from mnist_kit import constants as C
-from mnist_kit.worker import protocols, requests
+from mnist_kit.worker import protocols, request_bodies
 from mnist_kit.worker.answers import Answer
 from mnist_kit.worker.protocols import Request
 
@@ -32,7 +32,7 @@ def v2(datatype: str, shape: list, data, name: str = "input-0", **extra) -> dict
 
 def read(row: dict, content_type: str | None, headers: dict | None = None) -> Request:
     """A request as TorchServe's worker hands it over: its body fields, and its headers with the content type."""
-    return requests.read(row, {**({"Content-Type": content_type} if content_type else {}), **(headers or {})})
+    return request_bodies.read(row, {**({"Content-Type": content_type} if content_type else {}), **(headers or {})})
 
 
 def read_json(document: dict, content_type: str | None = "application/json") -> Request:

@@ -1,4 +1,4 @@
-"""Accuracy on images shaped the way people send digits (training/variants.py), with the default training recipe."""
+"""Accuracy on images shaped the way people send digits (evaluation/kinds.py), with the default training recipe."""
 
 import io
 
@@ -8,8 +8,9 @@ from conftest import PER_KIND
 from PIL import Image
 
 from mnist_kit import constants as C
+from mnist_kit.evaluation import kinds, measure
 from mnist_kit.serving import client
-from mnist_kit.training import evaluate, mnist, variants
+from mnist_kit.training import mnist
 from mnist_kit.worker import preprocess
 
 
@@ -43,13 +44,13 @@ TARGETS = {
 # model): boxed digits flagged 2.0 and 3.5 %; non-digits 80.0 and 78.0 % (issue 18: 90 %).
 FALSE_ALARMS = {"mnist": 0.5, "boxed": 4.0}
 FLAG_TARGETS = {"several": 90.0, "not_digit": 75.0}
-DIGIT_KINDS = [kind for kind in variants.KINDS if kind not in variants.FLAGGED]
+DIGIT_KINDS = [kind for kind in kinds.KINDS if kind not in kinds.FLAGGED]
 
 
 @pytest.fixture(scope="module")
 def results(trained_checkpoint, data_dir) -> dict[str, dict]:
     images, labels = mnist.load(data_dir, "test", download=False)
-    return evaluate.real_world(trained_checkpoint, images, labels, per_kind=PER_KIND, seed=0)
+    return measure.real_world(trained_checkpoint, images, labels, per_kind=PER_KIND, seed=0)
 
 
 @pytest.mark.parametrize("kind", DIGIT_KINDS)
@@ -62,13 +63,13 @@ def test_real_digits_of_each_kind_are_seldom_flagged(results, kind):
     assert results[kind]["flagged"] <= FALSE_ALARMS.get(kind, 1.0), results
 
 
-@pytest.mark.parametrize("kind", variants.FLAGGED)
+@pytest.mark.parametrize("kind", kinds.FLAGGED)
 def test_several_digits_and_non_digits_carry_their_flag(results, kind):
-    assert results[kind][variants.FLAGGED[kind]] >= FLAG_TARGETS[kind], results
+    assert results[kind][kinds.FLAGGED[kind]] >= FLAG_TARGETS[kind], results
 
 
 def test_every_variant_kind_decodes_to_the_format_it_claims(held_out):
-    formats = {kind: set() for kind in variants.KINDS}
+    formats = {kind: set() for kind in kinds.KINDS}
     for kind, _, data in held_out:
         formats[kind].add(Image.open(io.BytesIO(data)).format)
     assert formats["photo"] == formats["rotated"] == {"JPEG"}
@@ -90,7 +91,7 @@ def test_tight_crops_have_ink_on_all_four_edges(held_out):
 
 def test_the_int8_form_stays_within_0_05_points_of_float(trained_checkpoint, data_dir, tmp_path):
     from mnist_kit.packaging import optimize
-    from mnist_kit.worker.forms import OnnxForm
+    from mnist_kit.worker.serving_forms import OnnxForm
 
     images, labels = mnist.load(data_dir, "test", download=False)
     train_images, _ = mnist.load(data_dir, "train", download=False)
@@ -101,7 +102,7 @@ def test_the_int8_form_stays_within_0_05_points_of_float(trained_checkpoint, dat
     assert drop <= C.MAX_ACCURACY_DROP
 
 
-def test_the_server_reads_variants_exactly_as_the_model_does_in_process(server, model_store, held_out):
+def test_the_server_reads_the_held_out_kinds_exactly_as_the_model_does_in_process(server, model_store, held_out):
     sample = held_out[::25]
     expected = predict(server.served_form(model_store / "mnist.mar"), [data for _, _, data in sample])
     served = [client.predict(data, url=server.inference_url)["digit"] for _, _, data in sample]
@@ -130,5 +131,5 @@ def test_servings_real_world_tables_are_what_the_results_file_gives():
 
     report = json.loads((ROOT / "docs" / "real-world" / "amd-epyc-avx512.json").read_text())
     docs = (ROOT / "docs" / "SERVING.md").read_text()
-    block = "<!-- real-world: docs/real-world/amd-epyc-avx512.json -->\n" + evaluate.real_world_markdown(report)
+    block = "<!-- real-world: docs/real-world/amd-epyc-avx512.json -->\n" + measure.real_world_markdown(report)
     assert block + "\n<!-- end of real-world -->" in docs

@@ -14,8 +14,8 @@ from PIL import Image
 
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
+from mnist_kit.evaluation import kinds
 from mnist_kit.serving import client
-from mnist_kit.training import variants
 from mnist_kit.worker import preprocess
 
 
@@ -59,7 +59,7 @@ def test_a_phone_photo_of_each_sample_digit_stored_sideways_is_read_upright(serv
     """Stored as the sensor reads it, with the EXIF Orientation tag (2 to 8) that every viewer applies."""
     rng = np.random.default_rng(0)
     for path, orientation in zip(digits, [6, 8, 3, 6, 8, 3, 2, 4, 5, 7]):
-        photo = variants.rotated_photo(np.asarray(Image.open(path)), rng, orientation)
+        photo = kinds.rotated_photo(np.asarray(Image.open(path)), rng, orientation)
         assert Image.open(io.BytesIO(photo)).getexif()[0x0112] == orientation
         assert client.predict(photo, url=server.inference_url)["digit"] == digit_of(path), (path, orientation)
 

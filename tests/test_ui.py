@@ -25,10 +25,10 @@ from playwright.sync_api import expect, sync_playwright
 
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
+from mnist_kit.evaluation import kinds
 from mnist_kit.feedback.store import Store
 from mnist_kit.serving import client
 from mnist_kit.serving.process import free_port
-from mnist_kit.training import variants
 from mnist_kit.worker import preprocess
 from mnist_kit.worker.preprocess import InputError
 
@@ -141,7 +141,7 @@ def canvas_png(page, test_id: str) -> bytes:
 def test_a_phone_photo_stored_sideways_is_shown_and_read_upright(open_page, tiny_pad, tmp_path):
     rng = np.random.default_rng(1)
     photo = tmp_path / "photo.jpg"
-    photo.write_bytes(variants.rotated_photo(np.asarray(Image.open(DIGITS[2])), rng, orientation=6))
+    photo.write_bytes(kinds.rotated_photo(np.asarray(Image.open(DIGITS[2])), rng, orientation=6))
     as_stored = io.BytesIO()
     Image.open(photo).save(as_stored, "PNG")  # the pixels as stored, without the turn the tag asks for
     upright, sideways = (preprocess.read_image(data).pixels for data in (photo.read_bytes(), as_stored.getvalue()))

@@ -82,15 +82,15 @@ def lone_request_costs(archive: Path, form: str, body: Path = SAMPLE, *, min_sec
     times the first, the work finds the core's caches and predictors cold (another tenant of a virtual machine's
     core, or the frontend and the other worker of this one, ran meanwhile): a cost a no-op handler hardly pays,
     and so a floor under the kit's p50 at concurrency 1 above the ceiling's. Empty for archives without forms."""
-    from mnist_kit.worker import forms
+    from mnist_kit.worker import serving_forms
 
     archive = mar.read(archive)
     with tempfile.TemporaryDirectory() as tmp:
         archive.extract(tmp)
-        if form not in forms.read_manifest(tmp).get("forms", {}):
+        if form not in serving_forms.read_manifest(tmp).get("forms", {}):
             return {}
         # One thread, as each worker runs (forms set it).
-        model = forms.load(tmp, str(Path(tmp, archive.serialized_file)), with_torch=True)[form]
+        model = serving_forms.load(tmp, str(Path(tmp, archive.serialized_file)), with_torch=True)[form]
         data = body.read_bytes()
 
         def work():

@@ -29,7 +29,7 @@ def reader_options(command):
 def make_reader(url, model, management_url, token):
     """Tokens are read at each request, from --token or the key file TorchServe rewrites at every start."""
     from mnist_kit.serving import client
-    from mnist_kit.ui.reading import Reader
+    from mnist_kit.ui.pad_client import Reader
 
     return Reader(
         url,

@@ -279,7 +279,7 @@ def retry_reporter(path):
 
 def answer_line(path, answer: dict) -> str:
     """How predict prints one file's answer: the digit, its confidence, and the flags in words after it."""
-    from mnist_kit.ui.reading import flag_words
+    from mnist_kit.ui.pad_client import flag_words
 
     said = flag_words(answer.get("flags", []), answer.get("digits"))
     return f"{path}: {answer['digit']} ({100 * answer['confidence']:.1f} %)" + (f": {said}" if said else "")

@@ -196,32 +196,33 @@ def evaluate_command(checkpoint, url, token, data_dir, limit, out, real_world, a
     With --url it checks what is served: every image goes through HTTP and the handler.
     With --real-world it measures the checkpoint on held-out real-world kinds of images (docs/SERVING.md) instead.
     """
+    from mnist_kit.evaluation import measure
     from mnist_kit.serving import client
-    from mnist_kit.training import evaluate, mnist
+    from mnist_kit.training import mnist
 
     images, labels = mnist.load(data_dir or mnist.default_data_dir(), "test")
     images, labels = images[:limit], labels[:limit]
     if real_world:
-        results = evaluate.real_world(checkpoint, images, labels)
-        path = evaluate.write_real_world(results, checkpoint, out)
+        results = measure.real_world(checkpoint, images, labels)
+        path = measure.write_real_world(results, checkpoint, out)
         if as_json:
             click.echo(path.read_text())
             return
-        click.echo(evaluate.real_world_table(results))
+        click.echo(measure.real_world_table(results))
         click.echo(f"wrote {path}")
         return
     if url:
         token = token or client.read_token(key_file())
         with click.progressbar(length=len(images), label=f"evaluating {url}", file=sys.stderr) as bar:
-            probabilities = evaluate.predict_endpoint(url, images, token, on_result=lambda: bar.update(1))
+            probabilities = measure.predict_endpoint(url, images, token, on_result=lambda: bar.update(1))
     else:
-        probabilities = evaluate.predict_checkpoint(checkpoint, images)
-    summary = evaluate.summarize(probabilities, labels.numpy())
-    paths = evaluate.write_reports(summary, probabilities, labels.numpy(), images=images.numpy(), out_dir=out)
+        probabilities = measure.predict_checkpoint(checkpoint, images)
+    summary = measure.summarize(probabilities, labels.numpy())
+    paths = measure.write_reports(summary, probabilities, labels.numpy(), images=images.numpy(), out_dir=out)
     if as_json:
         click.echo(paths["json"].read_text())
         return
-    click.echo(evaluate.summary_table(summary, url or checkpoint))
+    click.echo(measure.summary_table(summary, url or checkpoint))
     click.echo(f"wrote {paths['json']}, {paths['confusion']} and {paths['misclassified']}")
 
 

@@ -17,9 +17,9 @@ from collections import Counter
 from dataclasses import dataclass
 
 from mnist_kit import constants as C
-from mnist_kit.bench.latency import percentiles
 from mnist_kit.deploy.proxy import Proxy
 from mnist_kit.deploy.replicas import Replica
+from mnist_kit.percentiles import percentiles
 from mnist_kit.serving import client, process
 
 WARM_UP_S = 2  # the first seconds of load (threads starting, connections opening) are no phase's figures

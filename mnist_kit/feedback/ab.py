@@ -17,9 +17,9 @@ from pathlib import Path
 from PIL import Image
 
 from mnist_kit import constants as C
-from mnist_kit.bench.latency import percentiles
 from mnist_kit.errors import KitError
 from mnist_kit.feedback.store import labelled_folder, sha256
+from mnist_kit.percentiles import percentiles
 from mnist_kit.serving import client
 
 SETS = ("feedback", "real-world", "mnist")
@@ -161,10 +161,11 @@ def labelled_images(which: str, *, data_dir=None, store=None) -> list[tuple[byte
     if which == "feedback":
         pairs = [(c.image, c.label) for c in store.corrections()]
     elif which == "real-world":
-        from mnist_kit.training import mnist, variants
+        from mnist_kit.evaluation import kinds
+        from mnist_kit.training import mnist
 
         images, labels = mnist.load(data_dir, "test", download=False)
-        made = variants.make(images.numpy(), labels.numpy(), per_kind=200, seed=0)
+        made = kinds.make(images.numpy(), labels.numpy(), per_kind=200, seed=0)
         pairs = [(data, label) for _, label, data in made if isinstance(label, int)]
     elif which == "mnist":
         from mnist_kit.training import mnist

@@ -80,8 +80,9 @@ def build(
 
     mode: "auto" packs the state_dict with every serving form (C.SERVING_FORMS) that keeps the float model's test
     accuracy within max_accuracy_drop points: the worker times those it can load on its CPU at start and serves the
-    fastest (mnist_kit.worker.forms). "int8" packs the ONNX int8 form alone (refused if it loses more), "onnx" the
-    ONNX fp32 form alone, both beside the state_dict (explanations, and PyTorch where onnxruntime is missing);
+    fastest (mnist_kit.worker.serving_forms). "int8" packs the ONNX int8 form alone (refused if it loses more),
+    "onnx" the ONNX fp32 form alone, both beside the state_dict (explanations, and PyTorch where onnxruntime is
+    missing);
     "eager" packs the state_dict with mnist_model.py (the tutorial's eager mode).
     """
     check_state_dict(serialized_file)

@@ -1,4 +1,4 @@
-"""The served forms of the model, built and checked when archiving (mnist_kit.worker.forms serves them).
+"""The served forms of the model, built and checked when archiving (mnist_kit.worker.serving_forms serves them).
 
 ONNX through torch.export (torch.onnx.export with dynamo=True), run by ONNX Runtime: fp32, and int8 by ONNX
 Runtime's static QDQ quantisation (per-channel int8 weights, uint8 activations, min-max calibrated on training
@@ -18,7 +18,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from mnist_kit import constants as C
 from mnist_kit.training.mnist import normalize
-from mnist_kit.worker import eager_forms, forms
+from mnist_kit.worker import eager_forms, serving_forms
 from mnist_model import MnistClassificationNet, from_state_dict
 
 
@@ -86,11 +86,14 @@ def candidate_forms(model: MnistClassificationNet, calibration: torch.Tensor, fo
     if {"onnx-fp32", "onnx-int8"} & set(names):
         export_onnx(model, fp32_path)
     if "onnx-fp32" in names:
-        candidates["onnx-fp32"] = (forms.OnnxForm(str(fp32_path)), {"file": fp32_path.name, "runtime": "onnxruntime"})
+        candidates["onnx-fp32"] = (
+            serving_forms.OnnxForm(str(fp32_path)),
+            {"file": fp32_path.name, "runtime": "onnxruntime"},
+        )
     if "onnx-int8" in names:
         path = quantize_int8(fp32_path, folder / "int8.onnx", calibration)
         entry = {"file": path.name, "runtime": "onnxruntime", "quantized": True}
-        candidates["onnx-int8"] = (forms.OnnxForm(str(path)), entry)
+        candidates["onnx-int8"] = (serving_forms.OnnxForm(str(path)), entry)
     for name in ("eager-fp32", "eager-fp32-aten"):
         if name in names:
             form = eager_forms.EagerForm(eager_forms.BUILDERS[name](model))
@@ -116,7 +119,7 @@ def float_form(model: MnistClassificationNet) -> eager_forms.EagerForm:
 
 
 def check_sample(float_form, images: torch.Tensor, labels: torch.Tensor, *, path: Path, size=C.CHECK_IMAGES) -> dict:
-    """The labelled sample each worker reads its quantised forms on (forms.check): `size` test images, seeded,
+    """The labelled sample each worker reads its quantised forms on (serving_forms.check): `size` test images, seeded,
     written to path; its forms.json entry, with how many of them the float model reads right."""
     pick = torch.from_numpy(np.random.default_rng(C.SEED).choice(len(images), size, replace=False))
     np.savez_compressed(path, images=images[pick].numpy(), labels=labels[pick].numpy())

@@ -29,7 +29,7 @@ from mnist_kit.serving.batcher import MicroBatcher
 from mnist_kit.worker import protocols
 from mnist_kit.worker.core import Core, Reply, error_reply
 from mnist_kit.worker.preprocess import InputError
-from mnist_kit.worker.requests import media_type
+from mnist_kit.worker.request_bodies import media_type
 
 # The core's own metrics (worker/metrics.py), as TorchServe publishes them, on ModelServer's /metrics.
 COUNTERS = {

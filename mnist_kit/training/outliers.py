@@ -6,8 +6,8 @@ filled or outlined, blobs, noise and textures. Training pushes the network's ans
 digit likelier than another), which is what the served not_a_digit flag reads.
 So that print itself is not taken for a sign of a non-digit, digits printed in DejaVu faces train beside MNIST's
 handwriting. Each is drawn at 64 px and cropped and centred by the serving preprocessing, as a served picture is.
-The held-out pictures that measure all this (variants.py, nondigits.py) are made otherwise: other fonts and faces,
-pen-drawn letters and signs, other doodles, figures and photos.
+The held-out pictures that measure all this (mnist_kit/evaluation: kinds.py, non_digits.py) are made otherwise:
+other fonts and faces, pen-drawn letters and signs, other doodles, figures and photos.
 """
 
 import functools
@@ -15,8 +15,8 @@ import functools
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from mnist_kit.evaluation.non_digits import font_dir
 from mnist_kit.training import pen
-from mnist_kit.training.nondigits import font_dir
 from mnist_kit.worker.preprocess import InputError, center, find_ink
 
 SIZE = 64
@@ -35,7 +35,7 @@ FONTS = [
 # Letters and signs unlike any digit: those written as digits (O, I, l, S, Z, b, g, q, ...) would teach the network
 # to doubt real digits.
 LETTERS = "ABCDEFHJKLMNPQRTUVWXYacdefhkmnprtuvwxy&#@%?+=*<>$"
-# Printed digits train in faces the held-out printed digits (variants.FONTS) do not use.
+# Printed digits train in faces the held-out printed digits (kinds.FONTS) do not use.
 DIGIT_FONTS = [
     "DejaVuSans-BoldOblique.ttf",
     "DejaVuSansMono-Bold.ttf",

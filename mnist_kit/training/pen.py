@@ -1,5 +1,5 @@
 """Pen paths and their rendering: the strokes behind the pad tests' handwritten digits (tests/handwriting.py) and
-the held-out pen-drawn letters (mnist_kit.training.variants).
+the held-out pen-drawn letters (mnist_kit.evaluation.kinds).
 
 A path is a list of (x, y) points in a box one unit high, traced in the order and direction a hand moves.
 """

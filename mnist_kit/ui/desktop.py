@@ -1,7 +1,7 @@
 """`mnist-kit pad`: the drawing pad as a PyQt5 window, the one the tutorial this kit grew from promised.
 
 Thin over the library: strokes, undo and the PNG sent are mnist_kit.ui.drawing's; the request, the 28×28 the model
-saw and the messages are mnist_kit.ui.reading's, as in `mnist-kit ui`. Requests run on a worker thread, so drawing
+saw and the messages are mnist_kit.ui.pad_client's, as in `mnist-kit ui`. Requests run on a worker thread, so drawing
 never waits for TorchServe; an answer for a drawing that has changed since is dropped.
 """
 
@@ -16,7 +16,7 @@ from mnist_kit.errors import KitError
 from mnist_kit.feedback.store import Store
 from mnist_kit.serving import client
 from mnist_kit.ui.drawing import Drawing
-from mnist_kit.ui.reading import Reader, Reading, shown, verdict
+from mnist_kit.ui.pad_client import Reader, Reading, shown, verdict
 
 try:
     from PyQt5.QtCore import QObject, Qt, QTimer, pyqtSignal

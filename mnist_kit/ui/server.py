@@ -3,7 +3,7 @@
 The standard library's ThreadingHTTPServer on loopback: the page (HTML, CSS, plain JavaScript in static/, shipped
 as package data, nothing from a CDN) and four JSON endpoints: status, predict, explain, and feedback, which stores a
 correction in the kit's feedback database (mnist_kit/feedback/store.py). TorchServe needs no CORS opening, since
-the browser only talks to this server, and the token is read here (mnist_kit.ui.reading.Reader) and never sent to
+the browser only talks to this server, and the token is read here (mnist_kit.ui.pad_client.Reader) and never sent to
 the browser.
 """
 
@@ -19,8 +19,8 @@ from mnist_kit import constants as C
 from mnist_kit.errors import KitError
 from mnist_kit.feedback.store import FeedbackError, Store
 from mnist_kit.serving import client
-from mnist_kit.ui.reading import Reader, shown, verdict
-from mnist_kit.worker.requests import media_type
+from mnist_kit.ui.pad_client import Reader, shown, verdict
+from mnist_kit.worker.request_bodies import media_type
 
 PAGES = {"/": "index.html", "/index.html": "index.html", "/app.js": "app.js", "/style.css": "style.css"}
 TYPES = {"html": "text/html", "js": "text/javascript", "css": "text/css"}

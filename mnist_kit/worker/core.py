@@ -2,7 +2,7 @@
 
 A runtime's adapter (TorchServe's: mnist_handler.py) builds a Core from the archive's folder, hands `decode` each
 request's body fields and headers, runs `infer` and `encode` (or `explain`), and writes each Reply back: its
-status, its error type and its JSON body. Loading picks the serving form (forms.py); the metrics window
+status, its error type and its JSON body. Loading picks the serving form (serving_forms.py); the metrics window
 (metrics.py) hands its totals to the adapter's `publish`. Imports no server, and no torch unless a form or an
 explanation needs it (eager_forms.py). Packed into the .mar beside the handler.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mnist_kit import constants as C
-from mnist_kit.worker import answers, forms, preprocess, protocols, requests
+from mnist_kit.worker import answers, preprocess, protocols, request_bodies, serving_forms
 from mnist_kit.worker.answers import Answer
 from mnist_kit.worker.metrics import MetricsWindow
 from mnist_kit.worker.preprocess import InputError
@@ -61,7 +61,7 @@ class Core:
         self, model_dir: str, model: dict, *, serving_form=None, device="cpu", publish=None, with_torch: bool = True
     ):
         """Load the archive in model_dir and pick its serving form: timed on this CPU among those that load here
-        (forms.py). `model` is the manifest's model section; serving_form, where given and not "auto", is served
+        (serving_forms.py). `model` is the manifest's model section; serving_form, where given and not "auto", is served
         whatever the timings (C.SERVING_FORM_ENV overrides it); with_torch=False loads PyTorch only where no ONNX
         form loads (a torch-free server); publish(list of metrics.Metric) is called once a second."""
         self.device = device
@@ -69,12 +69,12 @@ class Core:
         self.model_version = model.get("modelVersion", C.MODEL_VERSION)
         self.weights = os.path.join(model_dir, model["serializedFile"])
         forced = os.environ.get(C.SERVING_FORM_ENV) or serving_form
-        candidates = forms.load(model_dir, self.weights, with_torch=with_torch, forced=forced, device=device)
+        candidates = serving_forms.load(model_dir, self.weights, with_torch=with_torch, forced=forced, device=device)
         if not candidates:
             raise RuntimeError(f"no serving form of {model_dir} loads here: see the log lines above")
         timed = len(candidates) > 1 and forced in (None, "", "auto")
-        self.form_timings = forms.measure(candidates) if timed else {name: {} for name in candidates}
-        self.form, self.form_reason = forms.choose(self.form_timings, forced)
+        self.form_timings = serving_forms.measure(candidates) if timed else {name: {} for name in candidates}
+        self.form, self.form_reason = serving_forms.choose(self.form_timings, forced)
         self.model = candidates[self.form]
         self._float_model = None
         self.metrics = MetricsWindow(publish or (lambda totals: None), serving_form=self.form)
@@ -98,7 +98,7 @@ class Core:
         decoded = []
         for row, row_headers in zip(rows, headers):
             try:
-                decoded.append(requests.read(row, row_headers))
+                decoded.append(request_bodies.read(row, row_headers))
             except Exception as e:
                 error = InputError(f"preprocessing failed: {type(e).__name__}: {e}", 500, reason="internal")
                 decoded.append(protocols.Request(protocols.PLAIN, [], error=error))

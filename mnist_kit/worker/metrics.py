@@ -27,7 +27,7 @@ class Metric(NamedTuple):
 class MetricsWindow:
     """PredictionsPerDigit{Digit}, LowConfidencePredictions, FlaggedPredictions{Flag}, RejectedInputs{Reason}
     (counters), PreprocessingTime (ms per request, averaged over the interval) and ServingForm{Form} (a gauge at 1: the
-    form this worker chose, forms.py), handed to publish(list of Metric) by a daemon thread."""
+    form this worker chose, serving_forms.py), handed to publish(list of Metric) by a daemon thread."""
 
     def __init__(self, publish, interval: float = C.METRICS_INTERVAL_S, serving_form: str | None = None):
         self.publish, self.interval, self.lock = publish, interval, threading.Lock()

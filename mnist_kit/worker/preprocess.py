@@ -14,7 +14,7 @@ from PIL import ExifTags, Image
 
 from mnist_kit import constants as C
 from mnist_kit.worker.groups import digit_groups
-from mnist_kit.worker.rules import remove_rules
+from mnist_kit.worker.printed_lines import remove_rules
 
 Image.MAX_IMAGE_PIXELS = C.MAX_IMAGE_PIXELS
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -1,5 +1,5 @@
 """The serving form is chosen on the serving CPU: the worker times the forms its archive carries and serves the
-fastest (mnist_kit.worker.forms), and a quantised form serves only where it reads the archive's check sample as
+fastest (mnist_kit.worker.serving_forms), and a quantised form serves only where it reads the archive's check sample as
 well as it should. The choice itself is a pure function of the timings, so the choice another CPU would make is
 tested here with that CPU's figures."""
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mnist_kit import constants as C
-from mnist_kit.worker import eager_forms, forms
+from mnist_kit.worker import eager_forms, serving_forms
 from mnist_model import MnistClassificationNet
 
 # Milliseconds per forward pass, one thread, in process. The eager forms' and the old int8 TorchScript's were
@@ -24,45 +24,45 @@ EPYC_AVX512 = {"onnx-int8": {1: 0.08, 16: 0.69}, "onnx-fp32": {1: 0.10, 16: 1.25
 
 
 def test_the_fastest_form_on_a_full_batch_is_served():
-    assert forms.choose(XEON_AMX)[0] == "onnx-int8"
+    assert serving_forms.choose(XEON_AMX)[0] == "onnx-int8"
 
 
 def test_cpus_of_other_kinds_choose_other_forms_for_the_reason_they_state():
     timings = {**EPYC_AVX2, "onnx-int8": {1: 0.52, 16: 5.7}}
-    form, why = forms.choose(timings)
+    form, why = serving_forms.choose(timings)
     assert form == "eager-fp32-aten" and why.startswith("fastest at batch 16 on this CPU")
-    assert forms.choose(XEON_AMX)[0] != form
+    assert serving_forms.choose(XEON_AMX)[0] != form
 
 
 def test_the_reason_lists_every_form_fastest_first():
-    form, why = forms.choose(EPYC_AVX512)
+    form, why = serving_forms.choose(EPYC_AVX512)
     assert form == "onnx-int8" and why == "fastest at batch 16 on this CPU (ms: onnx-int8 0.69, onnx-fp32 1.25)"
 
 
 def test_a_form_within_5_percent_on_a_full_batch_and_faster_on_one_image_wins():
     timings = {"onnx-int8": {1: 0.9, 16: 4.0}, "eager-fp32-aten": {1: 0.5, 16: 4.1}}
-    form, why = forms.choose(timings)
+    form, why = serving_forms.choose(timings)
     assert form == "eager-fp32-aten" and "faster on one image" in why
 
 
 def test_a_forced_form_is_served_whatever_the_timings():
-    form, why = forms.choose(XEON_AMX, forced="eager-fp32-aten")
+    form, why = serving_forms.choose(XEON_AMX, forced="eager-fp32-aten")
     assert form == "eager-fp32-aten" and why.startswith("forced by configuration")
 
 
 def test_forcing_a_form_not_loaded_names_the_forms_that_are():
     with pytest.raises(ValueError, match="'onnx-int8' asked for, but this server loaded onnx-fp32, eager-fp32"):
-        forms.choose({"onnx-fp32": {}, "eager-fp32": {}}, forced="onnx-int8")
+        serving_forms.choose({"onnx-fp32": {}, "eager-fp32": {}}, forced="onnx-int8")
 
 
 def test_auto_means_no_forcing():
-    assert forms.choose(XEON_AMX, forced="auto")[0] == "onnx-int8"
+    assert serving_forms.choose(XEON_AMX, forced="auto")[0] == "onnx-int8"
 
 
 def test_measure_times_each_form_at_each_batch_size_within_its_budget():
     model = MnistClassificationNet().eval()
     candidates = {name: eager_forms.EagerForm(build(model)) for name, build in eager_forms.BUILDERS.items()}
-    timings = forms.measure(candidates, (1, 4), budget_s=0.05)
+    timings = serving_forms.measure(candidates, (1, 4), budget_s=0.05)
     assert set(timings) == {"eager-fp32", "eager-fp32-aten"}
     assert all(set(t) == {1, 4} and all(ms > 0 for ms in t.values()) for t in timings.values())
 
@@ -109,12 +109,12 @@ def sample(tmp_path, labels, float_correct: int) -> dict:
 
 def test_a_quantised_form_that_reads_the_check_sample_as_the_float_model_did_serves(tmp_path):
     manifest = sample(tmp_path, np.array([3] * 99 + [4]), float_correct=99)
-    assert forms.check(Constant(3), {"quantized": True}, manifest, model_dir=str(tmp_path)) is None
+    assert serving_forms.check(Constant(3), {"quantized": True}, manifest, model_dir=str(tmp_path)) is None
 
 
 def test_a_quantised_form_more_than_the_allowed_drop_below_float_on_the_check_sample_is_refused(tmp_path):
     manifest = sample(tmp_path, np.array([3] * 90 + [4] * 10), float_correct=90)
-    refusal = forms.check(Constant(4), {"quantized": True}, manifest, model_dir=str(tmp_path))
+    refusal = serving_forms.check(Constant(4), {"quantized": True}, manifest, model_dir=str(tmp_path))
     assert refusal == (
         "it reads 10 of the 100 check images right, against the float model's 90 (at most 0.05 points below are "
         "allowed)"
@@ -123,7 +123,7 @@ def test_a_quantised_form_more_than_the_allowed_drop_below_float_on_the_check_sa
 
 def test_float_forms_are_not_checked(tmp_path):
     manifest = sample(tmp_path, np.array([3] * 100), float_correct=100)
-    assert forms.check(Constant(4), {}, manifest, model_dir=str(tmp_path)) is None
+    assert serving_forms.check(Constant(4), {}, manifest, model_dir=str(tmp_path)) is None
 
 
 def test_a_refused_int8_form_alone_leaves_the_float_network_to_serve_with_log_lines_that_say_why(
@@ -138,7 +138,7 @@ def test_a_refused_int8_form_alone_leaves_the_float_network_to_serve_with_log_li
     manifest["forms"] = {"onnx-int8": {"file": "int8.onnx", "runtime": "onnxruntime", "quantized": True}}
     (tmp_path / C.FORMS_FILE).write_text(json.dumps(manifest))
     with caplog.at_level(logging.WARNING):
-        loaded = forms.load(str(tmp_path), str(untrained_checkpoint))
+        loaded = serving_forms.load(str(tmp_path), str(untrained_checkpoint))
     assert set(loaded) == {"eager-fp32"}  # as a --mode int8 archive on a CPU that reads its int8 form wrong
     assert "serving form onnx-int8 refused on this CPU: it reads 0 of the 10 check images right" in caplog.text
     assert "no ONNX form loaded: serving the float network with PyTorch (eager-fp32)" in caplog.text
@@ -148,7 +148,7 @@ def test_without_torch_a_worker_loads_only_the_onnx_forms(model_store, tmp_path)
     from mnist_kit.packaging import mar
 
     folder = mar.read(model_store / "mnist.mar").extract(tmp_path)
-    loaded = forms.load(str(folder), str(folder / "mnist_sd.pt"), with_torch=False)
+    loaded = serving_forms.load(str(folder), str(folder / "mnist_sd.pt"), with_torch=False)
     assert set(loaded) == {"onnx-int8", "onnx-fp32"}
 
 
@@ -159,7 +159,7 @@ def test_without_onnxruntime_a_worker_serves_the_float_network_and_says_why(mode
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     folder = mar.read(model_store / "mnist.mar").extract(tmp_path)
     with caplog.at_level(logging.WARNING):
-        loaded = forms.load(str(folder), str(folder / "mnist_sd.pt"), with_torch=False)
+        loaded = serving_forms.load(str(folder), str(folder / "mnist_sd.pt"), with_torch=False)
     assert set(loaded) == {"eager-fp32", "eager-fp32-aten"}
     assert "serving form onnx-int8 not loaded: onnxruntime is not installed" in caplog.text
     assert "no ONNX form loaded: serving the float network with PyTorch" in caplog.text
@@ -169,5 +169,5 @@ def test_a_forced_eager_form_loads_beside_the_onnx_forms_of_a_torch_free_worker(
     from mnist_kit.packaging import mar
 
     folder = mar.read(model_store / "mnist.mar").extract(tmp_path)
-    loaded = forms.load(str(folder), str(folder / "mnist_sd.pt"), with_torch=False, forced="eager-fp32")
+    loaded = serving_forms.load(str(folder), str(folder / "mnist_sd.pt"), with_torch=False, forced="eager-fp32")
     assert set(loaded) == set(C.SERVING_FORMS)

@@ -1,4 +1,4 @@
-"""Held-out pictures that are not digits, for the not_a_digit figures (variants' `not_digit` kind): letters in fonts
+"""Held-out pictures that are not digits, for the not_a_digit figures (kinds.py's `not_digit` kind): letters in fonts
 the training never saw, pen-drawn letters and signs, scribbles, shapes, noise and photos of things. The training's
 own synthetic non-digits (outliers.py) are drawn apart from these, so the figures measure what it learned."""
 

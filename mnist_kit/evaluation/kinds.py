@@ -15,8 +15,9 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from mnist_kit.training import nondigits, pen
-from mnist_kit.training.nondigits import font_dir
+from mnist_kit.evaluation import non_digits
+from mnist_kit.evaluation.non_digits import font_dir
+from mnist_kit.training import pen
 
 KINDS = (
     "mnist",
@@ -337,13 +338,13 @@ def several(digits: list[np.ndarray], rng) -> bytes:
 
 
 def not_a_digit(rng) -> bytes:
-    """One of nondigits.KINDS, in the formats and polarities digits come in."""
-    kind = int(rng.integers(len(nondigits.KINDS)))
+    """One of non_digits.KINDS, in the formats and polarities digits come in."""
+    kind = int(rng.integers(len(non_digits.KINDS)))
     if kind == 4:
-        return encode(nondigits.noise(rng), ["PNG", "JPEG"][int(rng.integers(2))])
+        return encode(non_digits.noise(rng), ["PNG", "JPEG"][int(rng.integers(2))])
     if kind == 5:
-        return encode(nondigits.photo_of_things(rng), "JPEG", quality=int(rng.integers(60, 92)))
-    ink = [nondigits.font_letter, nondigits.pen_letter, nondigits.scribble, nondigits.shape][kind](rng)
+        return encode(non_digits.photo_of_things(rng), "JPEG", quality=int(rng.integers(60, 92)))
+    ink = [non_digits.font_letter, non_digits.pen_letter, non_digits.scribble, non_digits.shape][kind](rng)
     if rng.random() < 0.4:
         return _sheet(np.asarray(ink, dtype=np.float32) / 255.0, rng)
     return _paint(ink, rng, transparent=0.3)

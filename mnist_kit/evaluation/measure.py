@@ -14,9 +14,9 @@ from PIL import Image
 
 from mnist_kit import constants as C
 from mnist_kit.errors import KitError
+from mnist_kit.evaluation import kinds
 from mnist_kit.packaging import optimize
 from mnist_kit.serving import client
-from mnist_kit.training import variants
 from mnist_kit.training.fit import write_json
 from mnist_kit.training.mnist import normalize
 from mnist_kit.worker import answers
@@ -73,7 +73,7 @@ def answer_checkpoint(checkpoint, pictures: list[Picture]) -> list[answers.Answe
 
 
 def real_world(checkpoint, images: torch.Tensor, labels: torch.Tensor, *, per_kind: int = 200, seed: int = 0) -> dict:
-    """Per kind of held-out real-world image (training/variants.py, made from these test images), each through the
+    """Per kind of held-out real-world image (evaluation/kinds.py, made from these test images), each through the
     serving preprocessing and answered as the handler answers (mnist_kit.worker.answers); `mnist` is every test
     image sent as a PNG. Percentages of the kind's images:
       accuracy        the digit is right (a rejected image is wrong; a flagged one counts if its digit is right)
@@ -81,15 +81,15 @@ def real_world(checkpoint, images: torch.Tensor, labels: torch.Tensor, *, per_ki
       several_digits, not_a_digit, low_confidence   each flag
       refused         the preprocessing said no (a blank, say)
       digits_read     several digits only: `digits` holds every one of them, in order
-    For the kinds measured by a flag (variants.FLAGGED) there is no accuracy; not_a_digit counts refused ones."""
-    made = variants.make(images.numpy(), labels.numpy(), per_kind=per_kind, seed=seed)
+    For the kinds measured by a flag (kinds.FLAGGED) there is no accuracy; not_a_digit counts refused ones."""
+    made = kinds.make(images.numpy(), labels.numpy(), per_kind=per_kind, seed=seed)
     made = [v for v in made if v[0] != "mnist"]
     made += [
-        ("mnist", int(label), variants.mnist_png(image, None)) for image, label in zip(images.numpy(), labels.numpy())
+        ("mnist", int(label), kinds.mnist_png(image, None)) for image, label in zip(images.numpy(), labels.numpy())
     ]
     pictures, readable = read_images([data for _, _, data in made])
     replies = answer_checkpoint(checkpoint, pictures)
-    rows: dict[str, list[dict]] = {kind: [] for kind in variants.KINDS}
+    rows: dict[str, list[dict]] = {kind: [] for kind in kinds.KINDS}
     for (kind, label, _), reply, ok in zip(made, replies, readable):
         flags = set(reply.flags) if ok else set()
         rows[kind].append(
@@ -104,7 +104,7 @@ def real_world(checkpoint, images: torch.Tensor, labels: torch.Tensor, *, per_ki
     results = {}
     for kind, found in rows.items():
         share = {key: round(100 * float(np.mean([r[key] for r in found])), 2) for key in found[0]}
-        if kind in variants.FLAGGED:
+        if kind in kinds.FLAGGED:
             del share["accuracy"]
             if kind == "not_digit":
                 share["not_a_digit"] = round(100 * float(np.mean([r["not_a_digit"] or r["refused"] for r in found])), 2)
