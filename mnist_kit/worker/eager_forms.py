@@ -2,7 +2,7 @@
 torch, and only where a runtime loads it (TorchServe's worker, a server without onnxruntime, an explanation).
 
 `eager-fp32` runs the network channels-last on oneDNN's convolutions; `eager-fp32-aten` on ATen's own (im2col and a
-BLAS GEMM), which ran twice as fast as oneDNN's fp32 on an AVX2-only EPYC (docs/PERFORMANCE.md).
+BLAS GEMM), which ran faster than oneDNN's fp32 on an AVX2-only EPYC (docs/PERFORMANCE.md).
 """
 
 import copy
