@@ -43,6 +43,7 @@ SEED = 1
 # them).
 OUTLIER_IMAGES = 8000
 OUTLIER_BATCH = 32
+HANDWRITING_BATCH = 16  # letters of the handwriting glyph bank (training/handwriting.py) beside them
 OUTLIER_WEIGHT = 0.5
 PRINTED_DIGITS = 3000
 MARKS = 2000

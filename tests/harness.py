@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
+
 from mnist_kit import constants as C
 from mnist_kit.deploy.replicas import entrypoint_env
 from mnist_kit.packaging import mar
@@ -186,6 +188,23 @@ def pad_server(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def handwritten_letter(letter: str, font: str = "Rock Salt") -> bytes:
+    """`letter` in a handwriting font whose designer the training never saw (the glyph bank's held-out fonts,
+    training/handwriting.py), its first drawing, dark on white at 200 px, PNG."""
+    from PIL import Image
+
+    from mnist_kit.training import handwriting
+
+    glyphs = handwriting.load()
+    index = [f["family"] for f in glyphs.fonts].index(font)
+    assert glyphs.fonts[index]["held_out"], f"{font} is a font the training uses"
+    first = np.flatnonzero((glyphs.font == index) & (glyphs.chars == ord(letter)))[0]
+    image = Image.fromarray(255 - glyphs.images[first]).resize((200, 200), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def printed_letter(letter: str) -> bytes:

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import DIGITS
 from handwriting import Written, collection, every_shape
-from harness import TorchServe, pad_server, printed_letter
+from harness import TorchServe, handwritten_letter, pad_server, printed_letter
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
@@ -239,6 +239,15 @@ def test_with_the_production_profile_the_token_stays_on_the_server(open_page, mo
 def test_a_letter_dropped_on_the_page_says_it_is_not_a_digit(open_page, trained_pad, tmp_path):
     letter = tmp_path / "K.png"
     letter.write_bytes(printed_letter("K"))
+    page = open_page(trained_pad)
+    page.get_by_test_id("file").set_input_files(letter)
+    assert shown_digit(page) == "?"
+    expect(page.get_by_test_id("message")).to_contain_text("This does not look like a digit")
+
+
+def test_a_letter_in_a_handwriting_font_the_training_never_saw_says_it_is_not_a_digit(open_page, trained_pad, tmp_path):
+    letter = tmp_path / "K.png"
+    letter.write_bytes(handwritten_letter("K"))
     page = open_page(trained_pad)
     page.get_by_test_id("file").set_input_files(letter)
     assert shown_digit(page) == "?"

@@ -1,13 +1,15 @@
-"""Held-out images shaped the way people really send digits, made from MNIST test digits and printed fonts.
+"""Held-out images shaped the way people really send digits, made from MNIST test digits and fonts.
 
-Eight kinds: `mnist` (28×28 PNG as in the data set), `canvas` (a drawing app's export: black ink on a transparent
+The kinds: `mnist` (28×28 PNG as in the data set), `canvas` (a drawing app's export: black ink on a transparent
 280×280 RGBA), `photo` (a phone photo of a digit on paper: uneven light, noise, blur, JPEG), `lowres` (another
 writer's digit at low resolution, in GIF, BMP or 1-bit PNG), `printed` (digits in the fonts matplotlib ships,
 in WebP, TIFF and PNG), `tight` (cropped to the ink, which touches all four edges, at several scales, either
 polarity, some transparent), `lowres_fill` (8×8 to 16×16 with coarse grey levels, as old optical-recognition
 data sets store digits, scaled up and filling the frame) and `offcentre` (ink at one edge, a wide margin on the
-other side). Deterministic for a seed; used by the accuracy tests, `mnist-kit evaluate --real-world` and
-`scripts/make_samples.py`.
+other side); then `rotated` phone photos, `boxed` and `underlined` digits on forms, `handwriting` (digits in
+handwriting fonts of designers the training never saw), and the kinds measured by their flag: `several` digits,
+`not_digit` (every kind of non-digit together) and each kind alone (`not_digit/pen letter`, ...). Deterministic
+for a seed; used by the accuracy tests, `mnist-kit evaluate --real-world` and `scripts/make_samples.py`.
 """
 
 import io
@@ -17,25 +19,16 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from mnist_kit.evaluation import non_digits
 from mnist_kit.evaluation.non_digits import font_dir
-from mnist_kit.training import pen
+from mnist_kit.training import handwriting, pen
 
 KINDS = (
-    "mnist",
-    "canvas",
-    "photo",
-    "lowres",
-    "printed",
-    "tight",
-    "lowres_fill",
-    "offcentre",
-    "rotated",
-    "boxed",
-    "underlined",
-    "several",
-    "not_digit",
+    *("mnist", "canvas", "photo", "lowres", "printed", "tight", "lowres_fill", "offcentre", "rotated", "boxed"),
+    *("underlined", "several", "not_digit", "handwriting"),
+    *(f"not_digit/{kind}" for kind in non_digits.KINDS),
 )
-# The kinds measured by the flag their answers must carry, not by their digit.
-FLAGGED = {"several": "several_digits", "not_digit": "not_a_digit"}
+# The kinds measured by the flag their answers must carry, not by their digit: several digits, non-digits of every
+# kind together, and each kind of non-digit alone.
+FLAGGED = {"several": "several_digits", **{kind: "not_a_digit" for kind in KINDS if kind.startswith("not_digit")}}
 FONTS = [
     "DejaVuSans.ttf",
     "DejaVuSans-Bold.ttf",
@@ -337,17 +330,31 @@ def several(digits: list[np.ndarray], rng) -> bytes:
     return _sheet(page, rng)
 
 
-def not_a_digit(rng) -> bytes:
-    """One of non_digits.KINDS, in the formats and polarities digits come in."""
-    kind = int(rng.integers(len(non_digits.KINDS)))
+def not_a_digit(rng, kind: int | None = None) -> bytes:
+    """One of non_digits.KINDS (a random one, or the one at index `kind`), in the formats and polarities digits
+    come in."""
+    kind = int(rng.integers(len(non_digits.KINDS))) if kind is None else kind
     if kind == 4:
         return encode(non_digits.noise(rng), ["PNG", "JPEG"][int(rng.integers(2))])
     if kind == 5:
         return encode(non_digits.photo_of_things(rng), "JPEG", quality=int(rng.integers(60, 92)))
-    ink = [non_digits.font_letter, non_digits.pen_letter, non_digits.scribble, non_digits.shape][kind](rng)
+    makers = [non_digits.font_letter, non_digits.pen_letter, non_digits.scribble, non_digits.shape]
+    ink = non_digits.handwriting_letter(rng) if kind == 6 else makers[kind](rng)
+    return _ink_sent(ink, rng)
+
+
+def _ink_sent(ink: Image.Image, rng) -> bytes:  # on a page, or painted
     if rng.random() < 0.4:
         return _sheet(np.asarray(ink, dtype=np.float32) / 255.0, rng)
     return _paint(ink, rng, transparent=0.3)
+
+
+def handwriting_digit(digit: int, rng) -> bytes:
+    """`digit` in a handwriting font the training never saw (the glyph bank's held-out designers), sent on a page or
+    painted as the non-digits are."""
+    written = handwriting.load().select(held_out=True, digits=True)
+    picture = Image.fromarray(written.images[int(rng.choice(np.flatnonzero(written.labels == digit)))])
+    return _ink_sent(picture.resize((non_digits.HANDWRITING_PX,) * 2, Image.Resampling.BICUBIC), rng)
 
 
 MAKERS = {
@@ -383,6 +390,11 @@ def make(
                 out.append((kind, number, several([np.asarray(images[j]) for j in group], rng)))
             elif kind == "not_digit":
                 out.append((kind, None, not_a_digit(rng)))
+            elif kind.startswith("not_digit/"):
+                out.append((kind, None, not_a_digit(rng, non_digits.KINDS.index(kind.removeprefix("not_digit/")))))
+            elif kind == "handwriting":
+                label = n % 10
+                out.append((kind, label, handwriting_digit(label, rng)))
             else:
                 out.append((kind, int(labels[i]), MAKERS[kind](np.asarray(images[i]), rng)))
     return out

@@ -106,7 +106,7 @@ def real_world(checkpoint, images: torch.Tensor, labels: torch.Tensor, *, per_ki
         share = {key: round(100 * float(np.mean([r[key] for r in found])), 2) for key in found[0]}
         if kind in kinds.FLAGGED:
             del share["accuracy"]
-            if kind == "not_digit":
+            if kind.startswith("not_digit"):
                 share["not_a_digit"] = round(100 * float(np.mean([r["not_a_digit"] or r["refused"] for r in found])), 2)
         if kind != "several":
             del share["digits_read"]
@@ -165,6 +165,28 @@ def real_world_markdown(report: dict) -> str:
         f"{percent(results[k], 'not_a_digit')} | {percent(results[k], 'digits_read')} |"
         for k in flagged
     ]
+    return "\n".join(lines)
+
+
+def flag_markdown(report: dict) -> str:
+    """The README's not_a_digit table, from a real_world.json: per kind of non-digit the share flagged (or refused),
+    per kind of real digit the share falsely flagged (several_digits or not_a_digit)."""
+    results = report["kinds"]
+    parts = [kind for kind in results if kind.startswith("not_digit/")]
+    digits = [kind for kind, r in results.items() if "accuracy" in r]
+    rows = max(len(parts), len(digits))
+    lines = [
+        "| non-digits, by kind | flagged | real digits, by kind | falsely flagged |",
+        "| --- | ---: | --- | ---: |",
+    ]
+    for n in range(rows):
+        left = (
+            f"{parts[n].removeprefix('not_digit/')} | {results[parts[n]]['not_a_digit']:.1f} %"
+            if n < len(parts)
+            else " | "
+        )
+        right = f"{digits[n]} | {results[digits[n]]['flagged']:.2f} %" if n < len(digits) else " | "
+        lines.append(f"| {left} | {right} |")
     return "\n".join(lines)
 
 

@@ -1,13 +1,14 @@
 """Held-out pictures that are not digits, for the not_a_digit figures (kinds.py's `not_digit` kind): letters in fonts
 the training never saw, pen-drawn letters and signs, scribbles, shapes, noise and photos of things. The training's
-own synthetic non-digits (outliers.py) are drawn apart from these, so the figures measure what it learned."""
+own synthetic non-digits (outliers.py) are drawn apart from these, and its handwriting letters come from other fonts
+and designers than these, so the figures measure what it learned."""
 
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from mnist_kit.training import pen
+from mnist_kit.training import handwriting, pen
 from mnist_kit.training.pen import arc, curve, line
 
 
@@ -99,7 +100,16 @@ PEN_SIGNS = {
         arc((0.5, 0.55), (0.28, 0.25), (20, 160)),
     ],
 }
-KINDS = ("font letter", "pen letter", "scribble", "shape", "noise", "photo of things")
+KINDS = ("font letter", "pen letter", "scribble", "shape", "noise", "photo of things", "handwriting letter")
+HANDWRITING_PX = 84  # the size a handwriting-font letter is sent at
+
+
+def handwriting_letter(rng) -> Image.Image:
+    """A letter in a handwriting font the training never saw: the glyph bank's held-out designers
+    (training/handwriting.py), scaled up."""
+    letters = handwriting.load().select(held_out=True, digits=False).images
+    picture = Image.fromarray(letters[int(rng.integers(len(letters)))])
+    return picture.resize((HANDWRITING_PX, HANDWRITING_PX), Image.Resampling.BICUBIC)
 
 
 def font_letter(rng) -> Image.Image:
