@@ -146,6 +146,8 @@ def test_concurrent_requests_share_batches_and_the_batch_sizes_are_a_metric(kser
         if line.startswith("BatchSize_bucket") and "+Inf" not in line
     }
     assert counts[1.0] < max(counts.values())  # some batches held more than one request
+    waits = [line for line in metrics.splitlines() if line.startswith(("QueueTime_count", "BatchSize_count"))]
+    assert len({line.split()[-1] for line in waits}) == 1  # a queue time for every batch
 
 
 def test_the_cores_own_metrics_are_on_metrics(kserve_runtime, digits):

@@ -82,8 +82,9 @@ def plot(result: dict, path: Path) -> None:
         "kit_v2": "mnist-kit on TorchServe, v2 protocol",
         "ceiling": "TorchServe's no-op handler (ceiling)",
         "kserve": "mnist-kit on KServe's ModelServer",
+        "raw_asgi": "a bare ASGI app on uvicorn (Python HTTP ceiling)",
     }
-    for name, style in (("kit", "o-"), ("kit_v2", "^-"), ("ceiling", "s--"), ("kserve", "d-")):
+    for name, style in (("kit", "o-"), ("kit_v2", "^-"), ("ceiling", "s--"), ("kserve", "d-"), ("raw_asgi", "x:")):
         if name not in result:
             continue
         sweep = result[name]["sweep"]
@@ -138,9 +139,17 @@ def report(result: dict) -> str:
                 f"{v['concurrency']:>4} | {v['req_per_s']:>15.0f} {v['p50_ms']:>6.2f} {v['p90_ms']:>6.2f} "
                 f"{v['p99_ms']:>6.2f} {v['errors']:>4} | {v['ratio_to_kit']:>5.2f} {v['ratio_to_ceiling']:>5.2f}"
             )
+    if "raw_asgi" in result:
+        lines.append("The Python HTTP ceiling (a bare ASGI app on uvicorn, as many workers), same rounds:")
+        lines.append(f"{'conc':>4} | {'raw ASGI req/s':>15} {'p50':>6} {'p99':>6} | {'kserve/raw':>10} {'p50 x':>6}")
+        for raw, v in zip(result["raw_asgi"]["sweep"], result["kserve"]["sweep"]):
+            lines.append(
+                f"{raw['concurrency']:>4} | {raw['req_per_s']:>15.0f} {raw['p50_ms']:>6.2f} {raw['p99_ms']:>6.2f} | "
+                f"{v['ratio_to_raw_asgi']:>10.2f} {v['p50_to_raw_asgi']:>6.2f}"
+            )
     generator = max(
         p["generator_cpu"]
-        for name in ("kit", "kit_v2", "ceiling", "kserve")
+        for name in ("kit", "kit_v2", "ceiling", "kserve", "raw_asgi")
         for p in result.get(name, {"sweep": []})["sweep"]
     )
     lines.append(f"load generator (wrk, 1 thread) used at most {generator:.2f} of a core")

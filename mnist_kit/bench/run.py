@@ -15,6 +15,7 @@ import os
 import resource
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -130,6 +131,31 @@ def started_kserve(stack: contextlib.ExitStack, archive: Path, *, workers: int, 
     return ks, round(time.perf_counter() - start, 2)
 
 
+def started_raw_asgi(stack: contextlib.ExitStack, *, workers: int, body: Path):
+    """The Python HTTP ceiling (raw_asgi.py) on uvicorn with `workers` workers on a free port, kept open by `stack`;
+    with its start in seconds."""
+    from mnist_kit.serving import client, process
+
+    port = process.free_port()
+    argv = [sys.executable, "-m", "uvicorn", "mnist_kit.bench.raw_asgi:app", "--host", C.HOST, "--port", str(port)]
+    argv += ["--workers", str(workers), "--http", "httptools", "--loop", "uvloop", "--no-access-log"]
+    start = time.perf_counter()
+    server = subprocess.Popen([*argv, "--log-level", "warning"])
+    stack.callback(stop, server)
+    url = f"http://{C.HOST}:{port}"
+    client.predict(body.read_bytes(), url=url, wait=30)
+    return url, round(time.perf_counter() - start, 2)
+
+
+def stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 def run(
     archive=Path(C.MODEL_STORE, f"{C.MODEL_NAME}.mar"),
     concurrencies=(1, 8, 32, 64),
@@ -141,7 +167,8 @@ def run(
 ) -> dict:
     """The whole benchmark on this machine: the kit and the ceiling with the same settings, both up at once and
     measured one after the other at each concurrency, so that both see the same machine; with `kserve`, the same
-    archive on the kserve runtime too (as many workers as TorchServe's), in the same rounds."""
+    archive on the kserve runtime too (as many workers as TorchServe's), and the Python HTTP ceiling it is measured
+    against (a bare ASGI app on uvicorn, as many workers), in the same rounds."""
     require_wrk()
     config = mar.read(archive).config
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
@@ -151,6 +178,7 @@ def run(
         if kserve:
             workers = len(servers["kit"][0].worker_pids("mnist"))
             servers["kserve"] = started_kserve(stack, Path(archive), workers=workers, body=body)
+            raw_url, raw_start = started_raw_asgi(stack, workers=workers, body=body)
         # What each line sends where: the raw image to both servers, and the v2 body to the kit's.
         loads = {
             name: (f"{servers[name][0].inference_url}/predictions/{model}", body, "image/png")
@@ -160,6 +188,7 @@ def run(
         loads["kit_v2"] = (v2_url, v2_body(body, Path(tmp)), "application/json")
         if kserve:
             loads["kserve"] = (f"{servers['kserve'][0].inference_url}/predictions/mnist", body, "image/png")
+            loads["raw_asgi"] = (f"{raw_url}/predictions/mnist", body, "image/png")
         for name, (url, payload, kind) in loads.items():
             # warm-up: the JVM's JIT compiles the hot paths (the v2 line runs on the warm kit server)
             wrk(url, payload, max(concurrencies), seconds=seconds if name != "kit_v2" else 1, content_type=kind)
@@ -181,9 +210,11 @@ def run(
     for k, c, v2 in zip(sweeps["kit"], sweeps["ceiling"], sweeps["kit_v2"]):
         k["ratio_to_ceiling"] = round(k["req_per_s"] / c["req_per_s"], 3) if c["req_per_s"] else None
         v2["ratio_to_raw"] = round(v2["req_per_s"] / k["req_per_s"], 3) if k["req_per_s"] else None
-    for k, c, ks in zip(sweeps["kit"], sweeps["ceiling"], sweeps.get("kserve", [])):
+    for k, c, ks, raw in zip(sweeps["kit"], sweeps["ceiling"], sweeps.get("kserve", []), sweeps.get("raw_asgi", [])):
         ks["ratio_to_kit"] = round(ks["req_per_s"] / k["req_per_s"], 3) if k["req_per_s"] else None
         ks["ratio_to_ceiling"] = round(ks["req_per_s"] / c["req_per_s"], 3) if c["req_per_s"] else None
+        ks["ratio_to_raw_asgi"] = round(ks["req_per_s"] / raw["req_per_s"], 3) if raw["req_per_s"] else None
+        ks["p50_to_raw_asgi"] = round(ks["p50_ms"] / raw["p50_ms"], 2) if raw["p50_ms"] else None
     result = {
         "machine": machine(),
         "serving_form": form,
@@ -197,6 +228,7 @@ def run(
         **{name: {"cold_start_s": servers[name][1], "sweep": sweeps[name]} for name in ("kit", "ceiling")},
         "kit_v2": {"body": "v2 BYTES, one base64 PNG", "sweep": sweeps["kit_v2"]},
         **({"kserve": {"cold_start_s": servers["kserve"][1], "sweep": sweeps["kserve"]}} if kserve else {}),
+        **({"raw_asgi": {"cold_start_s": raw_start, "sweep": sweeps["raw_asgi"]}} if kserve else {}),
         "preprocess": preprocess_costs(),
         "lone_request": lone_request_costs(Path(archive), form_name, body),
     }

@@ -62,6 +62,20 @@ def markdown(result: dict) -> str:
         ]
         for v in result["kserve"]["sweep"]:
             lines.append(f"{cells(v)} {v['ratio_to_kit']:.2f} | {v['ratio_to_ceiling']:.2f} |")
+    if "raw_asgi" in result:  # bench files from before issue 32 have none
+        lines += [
+            "",
+            "Against what Python HTTP does on the same machine, in the same rounds: a bare ASGI app on uvicorn "
+            "(httptools, uvloop, as many workers) that reads the body and answers a fixed JSON:",
+            "",
+            "| conc | raw ASGI req/s | p50 ms | p99 ms | kserve / raw ASGI req/s | kserve p50 / raw ASGI p50 |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for raw, v in zip(result["raw_asgi"]["sweep"], result["kserve"]["sweep"]):
+            lines.append(
+                f"| {raw['concurrency']} | {number(raw['req_per_s'])} | {raw['p50_ms']:.2f} | {raw['p99_ms']:.2f} | "
+                f"{v['ratio_to_raw_asgi']:.2f} | {v['p50_to_raw_asgi']:.1f} |"
+            )
     kserve_start = (
         f"; the kserve runtime, command to the first answer: {result['kserve']['cold_start_s']:.2f} s"
         if "kserve" in result

@@ -2,12 +2,15 @@
 process share forward passes of the serving core, and a lone request never waits for company.
 
 The first request after a pause is run at once; those that arrive while a batch runs form the next batch, up to
-C.BATCH_SIZE requests, as TorchServe's batchSize caps a batch. So concurrency 1 pays no batch delay (TorchServe's
-maxBatchDelay is at least 1 ms) and concurrency 32 runs batches of up to 16. The core runs in one thread beside the
-event loop, which keeps accepting requests meanwhile.
+C.BATCH_SIZE requests, as TorchServe's batchSize caps a batch: no timer, so concurrency 1 pays no batch delay
+(TorchServe's maxBatchDelay is at least 1 ms) and concurrency 32 fills its batches by itself. A batch runs on the
+event loop's own thread: a batch of a worker's pictures costs about a millisecond at most, and handing each one to
+another thread and back cost more than its own forward pass at concurrency 1 (docs/PERFORMANCE.md). Between
+batches the loop reads what has arrived. Explanations, which take seconds, run in a thread of their own.
 """
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from mnist_kit import constants as C
@@ -15,9 +18,11 @@ from mnist_kit.worker.core import Core, Reply
 
 
 class MicroBatcher:
-    def __init__(self, core: Core, max_requests: int = C.BATCH_SIZE, on_batch=lambda size: None):
+    """`on_batch(size, waited_ms)` is told each batch's size and how long its oldest request waited for it."""
+
+    def __init__(self, core: Core, max_requests: int = C.BATCH_SIZE, on_batch=lambda size, waited_ms: None):
         self.core, self.max_requests, self.on_batch = core, max_requests, on_batch
-        self.pending: list[tuple[dict, dict, asyncio.Future]] = []
+        self.pending: list[tuple[dict, dict, asyncio.Future, float]] = []
         self.running = False
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="mnist-core")
 
@@ -26,31 +31,33 @@ class MicroBatcher:
         else is waiting."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self.pending.append((row, headers, future))
+        self.pending.append((row, headers, future, time.perf_counter()))
         if not self.running:
             self.running = True
             loop.create_task(self._drain())
         return await future
 
     async def run(self, work, *args):
-        """Other work of the core (explanations) in its thread, so the event loop never computes."""
+        """Long work of the core (explanations) in its own thread, so the event loop keeps answering."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, work, *args)
 
     async def _drain(self) -> None:
         try:
             while self.pending:
                 batch, self.pending = self.pending[: self.max_requests], self.pending[self.max_requests :]
-                self.on_batch(len(batch))
+                self.on_batch(len(batch), 1000 * (time.perf_counter() - batch[0][3]))
                 try:
-                    replies = await self.run(self._predict, [r for r, _, _ in batch], [h for _, h, _ in batch])
+                    replies = self._predict([r for r, _, _, _ in batch], [h for _, h, _, _ in batch])
                 except Exception as e:  # a bug of ours fails this batch's requests, not the next ones
-                    for _, _, future in batch:
-                        if not future.done():
-                            future.set_exception(e)
-                    continue
-                for (_, _, future), reply in zip(batch, replies):
-                    if not future.done():  # a client that went away cancelled its future
+                    replies = [e] * len(batch)
+                for (_, _, future, _), reply in zip(batch, replies):
+                    if future.done():  # a client that went away cancelled its future
+                        continue
+                    if isinstance(reply, Exception):
+                        future.set_exception(reply)
+                    else:
                         future.set_result(reply)
+                await asyncio.sleep(0)  # the loop reads what arrived meanwhile: the next batch
         finally:
             self.running = False
 

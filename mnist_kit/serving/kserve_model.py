@@ -41,6 +41,14 @@ COUNTERS = {
 PREPROCESSING_TIME = Gauge("PreprocessingTime", "Milliseconds per request to decode, over the last interval")
 SERVING_FORM = Gauge("ServingForm", "The form this worker serves (1)", ["Form"])
 BATCH_SIZE = Histogram("BatchSize", "Requests per forward pass", buckets=(1, 2, 4, 8, 12, 16))
+QUEUE_TIME = Histogram(
+    "QueueTime", "Milliseconds a batch's oldest request waited for it", buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50)
+)
+
+
+def batched(size: int, waited_ms: float) -> None:
+    BATCH_SIZE.observe(size)
+    QUEUE_TIME.observe(waited_ms)
 
 
 def publish(totals) -> None:
@@ -73,7 +81,7 @@ class MnistModel(Model):
         forced = self.serving_form or (self.archive.config.get("handler") or {}).get("serving_form")
         # Torch-free where the archive has an ONNX form that loads: PyTorch only for its eager forms where none does.
         self.core = Core(str(folder), self.archive.model, serving_form=forced, publish=publish, with_torch=False)
-        self.batcher = MicroBatcher(self.core, on_batch=BATCH_SIZE.observe)
+        self.batcher = MicroBatcher(self.core, on_batch=batched)
         self.ready = True
         return self.ready
 

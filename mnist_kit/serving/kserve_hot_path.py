@@ -1,0 +1,88 @@
+"""The kserve runtime's hot routes as a plain ASGI app in front of ModelServer's FastAPI app: `/predictions/NAME`
+(and `/VERSION`), PUT or POST, and v2 `infer` (JSON or binary), the requests a served model answers by the thousand.
+
+FastAPI's routing, its middleware stack (KServe's per-request timing among it) and a response object per request
+cost more CPU than decoding a 28×28 PNG and running it through the network; this path reads the body, hands it to
+the micro-batcher exactly as the FastAPI route does (kserve_model.torchserve_row's rules) and writes the core's
+reply with headers made once. Anything else, and any request it would answer differently (multipart forms, a body
+without a length or over the size limit, another model's name, a missing token), goes on to the FastAPI app, so the
+answers, statuses and errors are the same whichever way a request is served.
+"""
+
+import json
+import re
+
+from mnist_kit import constants as C
+from mnist_kit.serving import kserve_auth
+from mnist_kit.worker.request_bodies import media_type
+
+ROUTES = re.compile(
+    r"^/(?:predictions/(?P<name>[^/]+)(?:/(?P<version>[^/]+))?"
+    r"|v2/models/(?P<v2name>[^/]+)(?:/versions/(?P<v2version>[^/]+))?/infer)$"
+)
+JSON = (b"content-type", b"application/json")
+
+
+class HotPath:
+    """`HotPath(app, model, token=...)`: the ASGI app uvicorn serves; `app` answers whatever this one does not."""
+
+    def __init__(self, app, model, *, token: str | None = None):
+        self.app, self.model, self.token = app, model, token
+
+    async def __call__(self, scope, receive, send):
+        if not hot_route(scope, self.model):
+            return await self.app(scope, receive, send)
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        length = headers.get("content-length", "")
+        kind = media_type(headers.get("content-type"))
+        if (
+            not length.isdigit()
+            or int(length) > C.MAX_REQUEST_BYTES
+            or kind == "multipart/form-data"
+            or (self.token and not kserve_auth.authorized(headers.get("authorization"), self.token))
+        ):
+            return await self.app(scope, receive, send)
+        body = await read_body(receive)
+        if body is None:  # the client went away mid-body: no one to answer
+            return
+        row = {"body": body}
+        if kind == "application/json":
+            try:
+                row = {"body": json.loads(body)}
+            except (ValueError, RecursionError):  # as TorchServe: the bytes go on, the core says what is wrong
+                pass
+        reply = await self.model.batcher.submit(row, headers)
+        data = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
+        data = data.encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": reply.status,
+                "headers": [JSON, (b"content-length", str(len(data)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": data})
+
+
+def hot_route(scope, model) -> bool:
+    """Whether the request is one of the hot routes for this model (the name and version it serves: the FastAPI
+    routes answer another with the kit's 404)."""
+    if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
+        return False
+    found = ROUTES.match(scope["path"])
+    if found is None or (found["v2name"] is not None and scope["method"] != "POST"):
+        return False
+    name, version = (found["v2name"], found["v2version"]) if found["v2name"] else (found["name"], found["version"])
+    return name == model.name and version in (None, model.version)
+
+
+async def read_body(receive) -> bytes | None:
+    """The whole body, or None if the client disconnected first."""
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
