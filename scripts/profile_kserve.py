@@ -24,7 +24,7 @@ from mnist_kit.training.fit import write_json
 BODY = Path(__file__).resolve().parent.parent / "mnist_kit" / "samples" / "7.png"
 
 
-def summarise(collapsed: Path, top: int = 25) -> dict:
+def summarise(collapsed: Path, top: int = 50) -> dict:
     """Per frame, the share of the busy samples spent in it (own) and under it (inclusive)."""
     own, under, total = Counter(), Counter(), 0
     for line in collapsed.read_text().splitlines():

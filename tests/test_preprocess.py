@@ -71,6 +71,27 @@ def test_mnist_format_pngs_take_the_fast_path_with_the_same_pixels_as_the_genera
         assert np.array_equal(preprocess.mnist_png(data), np.asarray(Image.open(path))), path
 
 
+@pytest.mark.parametrize("where", ["in its image data", "cut short"])
+def test_a_damaged_mnist_png_leaves_the_fast_path_and_is_refused_by_the_general_one(digits, where):
+    data = bytearray(digits[7].read_bytes())
+    idat = data.index(b"IDAT")
+    if where == "in its image data":
+        data[idat + 10] ^= 0xFF
+    else:
+        data = data[: idat + 12]
+    assert preprocess.mnist_png(bytes(data)) is None
+    with pytest.raises(preprocess.InputError, match="corrupt or truncated PNG image"):
+        preprocess.read_image(bytes(data))
+
+
+def test_an_mnist_png_with_a_wrong_crc_leaves_the_fast_path_and_the_general_one_decides(digits):
+    data = bytearray(digits[7].read_bytes())
+    idat = data.index(b"IDAT")
+    data[idat + 4 + int.from_bytes(data[idat - 4 : idat], "big")] ^= 0xFF
+    assert preprocess.mnist_png(bytes(data)) is None
+    assert np.array_equal(preprocess.read_image(bytes(data)).pixels, np.asarray(Image.open(digits[7])))
+
+
 @pytest.mark.parametrize(
     "image",
     [

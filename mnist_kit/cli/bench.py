@@ -52,8 +52,10 @@ def bench(archive, concurrency, seconds, runtime, out, as_json, markdown_from, i
     request's own work, back to back and after the core idles 3 ms: what lone requests pay beyond the
     no-op's. With the kserve runtime (--runtime torchserve,kserve, the default where the kserve extra is
     installed) the same archive is served on KServe's ModelServer too, with as many workers, and driven in
-    the same rounds: its figures beside TorchServe's, its cold start beside theirs. Run it on an otherwise
-    idle machine; about 3 × (5 × SECONDS + 10) seconds, a quarter more with kserve.
+    the same rounds: its figures beside TorchServe's, its cold start beside theirs, and beside the Python
+    HTTP ceiling it is held to (a bare ASGI app on uvicorn, as many workers, that reads the body and answers
+    a fixed JSON). Run it on an otherwise idle machine; about 3 × (5 × SECONDS + 10) seconds, half as much
+    again with kserve.
 
     \b
     The tables of docs/PERFORMANCE.md come from such runs' JSON, one file per CPU kind, never retyped:

@@ -7,6 +7,8 @@ server whose serving form is ONNX imports none.
 """
 
 import io
+import struct
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,20 +127,39 @@ def picture(ink: np.ndarray) -> Picture:
 
 
 def mnist_png(data: bytes) -> np.ndarray | None:
-    """A 28×28 8-bit grayscale PNG in MNIST's format, its header read here and its pixels taken as they are, without
-    the general path's EXIF and mode checks: the hot path of a digit service. Anything else (interlaced, with
-    transparency or an EXIF orientation, ink at the border, unreadable) returns None: the general path."""
+    """A 28×28 8-bit grayscale PNG in MNIST's format, its chunks read here (every CRC checked) and its image data
+    inflated and unfiltered by Pillow's own PNG decoder, without the general path's file parsing, EXIF and mode
+    checks: the hot path of a digit service, in half the time. Anything else (interlaced, with transparency or an
+    EXIF orientation, a bad CRC, ink at the border, unreadable) returns None: the general path."""
     if data[:8] != PNG_SIGNATURE or data[12:29] != MNIST_PNG_HEADER:
         return None
     if b"tRNS" in data or b"eXIf" in data:
         return None
+    stream = image_data(data)
+    if stream is None:
+        return None
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
+        image = Image.frombytes("L", (C.IMAGE_SIZE, C.IMAGE_SIZE), stream, "zip", "L")
     except Exception:
         return None
     pixels = np.frombuffer(image.tobytes(), dtype=np.uint8).reshape(C.IMAGE_SIZE, C.IMAGE_SIZE)
     return pixels if is_mnist_native(pixels) else None
+
+
+def image_data(png: bytes) -> bytes | None:
+    """A PNG's IDAT chunks joined, up to its IEND; None where a chunk is cut short or fails its CRC."""
+    position, parts = len(PNG_SIGNATURE), []
+    while position + 12 <= len(png):
+        length, kind = struct.unpack_from(">I4s", png, position)
+        end = position + 8 + length
+        if end + 4 > len(png) or zlib.crc32(png[position + 4 : end]) != int.from_bytes(png[end : end + 4], "big"):
+            return None
+        if kind == b"IEND":
+            return b"".join(parts) or None
+        if kind == b"IDAT":
+            parts.append(png[position + 8 : end])
+        position = end + 4
+    return None
 
 
 def is_mnist_native(pixels: np.ndarray) -> bool:
