@@ -14,6 +14,8 @@ import re
 
 from mnist_kit import constants as C
 from mnist_kit.serving import kserve_auth
+from mnist_kit.worker.core import error_reply
+from mnist_kit.worker.preprocess import InputError
 from mnist_kit.worker.request_bodies import media_type
 
 ROUTES = re.compile(
@@ -36,7 +38,7 @@ class HotPath:
         length = headers.get("content-length", "")
         kind = media_type(headers.get("content-type"))
         if (
-            not length.isdigit()
+            not (length.isascii() and length.isdigit())
             or int(length) > C.MAX_REQUEST_BYTES
             or kind == "multipart/form-data"
             or (self.token and not kserve_auth.authorized(headers.get("authorization"), self.token))
@@ -51,7 +53,10 @@ class HotPath:
                 row = {"body": json.loads(body)}
             except (ValueError, RecursionError):  # as TorchServe: the bytes go on, the core says what is wrong
                 pass
-        reply = await self.model.batcher.submit(row, headers)
+        try:
+            reply = await self.model.batcher.submit(row, headers)
+        except Exception as e:  # a bug of ours: an answer in the kit's form, and the worker goes on
+            reply = error_reply(InputError(f"internal error: {type(e).__name__}: {e}", 500, reason="internal"))
         data = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
         data = data.encode()
         await send(
