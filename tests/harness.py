@@ -133,6 +133,16 @@ class Recorded:
         self.reported.append((name, value, {d.name: d.value for d in dimensions}))
 
 
+def send_json(handler: BaseHTTPRequestHandler, status: int, answer: dict) -> None:
+    """A test server's JSON answer, with its length (keep-alive clients wait for it)."""
+    data = json.dumps(answer).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class RecordingServer:
     """A server that answers every prediction 0 at 50 % (any version) and keeps the sha256 of each image sent."""
 
@@ -143,12 +153,7 @@ class RecordingServer:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 seen.append(hashlib.sha256(body).hexdigest())
-                data = json.dumps({"digit": 0, "confidence": 0.5}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, 200, {"digit": 0, "confidence": 0.5})
 
             def log_message(self, *args):
                 pass

@@ -8,7 +8,7 @@ from threading import Thread
 
 import pytest
 from click.testing import CliRunner
-from harness import TorchServe, recording_server
+from harness import TorchServe, recording_server, send_json
 from PIL import Image, ImageDraw
 
 from mnist_kit import constants as C
@@ -81,12 +81,7 @@ class TwoVersions(BaseHTTPRequestHandler):
         else:
             wrong = self.path.endswith("/1.0") and i % 20 == 1
             status, answer = 200, {"digit": (label + 1) % 10 if wrong else label, "confidence": 0.9}
-        data = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, answer)
 
     def log_message(self, *args):
         pass

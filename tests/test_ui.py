@@ -236,20 +236,16 @@ def test_with_the_production_profile_the_token_stays_on_the_server(open_page, mo
             assert page.get_by_test_id("answered").text_content().count(f"version {C.MODEL_VERSION}") == 1
 
 
-def test_a_letter_dropped_on_the_page_says_it_is_not_a_digit(open_page, trained_pad, tmp_path):
-    letter = tmp_path / "K.png"
-    letter.write_bytes(printed_letter("K"))
+@pytest.mark.parametrize(
+    "letter",
+    [printed_letter, handwritten_letter],
+    ids=["printed in a font the training never used", "in a handwriting font whose designer it never saw"],
+)
+def test_a_letter_dropped_on_the_page_says_it_is_not_a_digit(open_page, trained_pad, tmp_path, letter):
+    picture = tmp_path / "K.png"
+    picture.write_bytes(letter("K"))
     page = open_page(trained_pad)
-    page.get_by_test_id("file").set_input_files(letter)
-    assert shown_digit(page) == "?"
-    expect(page.get_by_test_id("message")).to_contain_text("This does not look like a digit")
-
-
-def test_a_letter_in_a_handwriting_font_the_training_never_saw_says_it_is_not_a_digit(open_page, trained_pad, tmp_path):
-    letter = tmp_path / "K.png"
-    letter.write_bytes(handwritten_letter("K"))
-    page = open_page(trained_pad)
-    page.get_by_test_id("file").set_input_files(letter)
+    page.get_by_test_id("file").set_input_files(picture)
     assert shown_digit(page) == "?"
     expect(page.get_by_test_id("message")).to_contain_text("This does not look like a digit")
 
