@@ -4,7 +4,7 @@ they call, as JSON (docs/profiles/*.json, which docs/PERFORMANCE.md cites); `--r
 
     python scripts/profile_kserve.py --archive model_store/mnist.mar --out docs/profiles/CPU.json
 
-Needs py-spy (pip install py-spy) and wrk, and the right to trace a process (root, or ptrace_scope 0).
+Needs py-spy (in the dev extra) and wrk, and the right to trace a process (root, or ptrace_scope 0).
 """
 
 import argparse
