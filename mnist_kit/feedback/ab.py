@@ -121,8 +121,8 @@ def check_recorded(checkpoints, store) -> None:
             raise ABError(
                 f"{path} records a fine-tune that {store.path} has no record of (made by an older kit, with another "
                 "database, or stopped before it finished), so which images it learnt cannot be told from held-out "
-                "ones: score images no version could have learnt instead, a folder of new labelled images "
-                "(--set DIR), --set real-world or --set mnist"
+                "ones: compare on images no fine-tune learns (--set real-world or --set mnist), or, if neither "
+                f"version compared comes from that fine-tune, move {path.name} out of {path.parent}"
             )
 
 
