@@ -29,6 +29,13 @@ from mnist_kit.cli.main import cli, data_dir_option, given, key_file, path_optio
     show_default=True,
     help="Random rotation, scale and shift of training digits.",
 )
+@click.option(
+    "--handwriting",
+    is_flag=True,
+    help="Also show it letters in 27 handwriting fonts as non-digits, and their digits as digits (the glyph bank "
+    "the kit ships): the not_a_digit flag catches more letters, a few more digits of some kinds are flagged "
+    "(docs/SERVING.md#handwriting-fonts); about a sixth longer.",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option(
     "--precision",
@@ -57,7 +64,22 @@ from mnist_kit.cli.main import cli, data_dir_option, given, key_file, path_optio
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON.")
 @click.pass_context
 def train(
-    ctx, data_dir, epochs, batch_size, lr, seed, limit, augment, device, precision, out, force, feedback, extra, as_json
+    ctx,
+    data_dir,
+    epochs,
+    batch_size,
+    lr,
+    seed,
+    limit,
+    augment,
+    handwriting,
+    device,
+    precision,
+    out,
+    force,
+    feedback,
+    extra,
+    as_json,
 ):
     """Train the CNN on MNIST and save its state_dict.
 
@@ -75,7 +97,7 @@ def train(
     from mnist_kit.training.fit import fit
 
     if feedback or extra:
-        unused = given(ctx, "batch_size", "augment", "device", "precision", "force")
+        unused = given(ctx, "batch_size", "augment", "handwriting", "device", "precision", "force")
         if unused:
             raise click.UsageError(
                 f"{' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} for training from scratch: a fine-tune "
@@ -110,6 +132,7 @@ def train(
         limit=limit,
         device=device,
         augmentation=augment,
+        handwriting=handwriting,
         precision=precision,
         force=force,
         **quiet,

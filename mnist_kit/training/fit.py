@@ -83,6 +83,7 @@ def fit(
     augmentation=True,
     precision="auto",
     outliers=True,
+    handwriting=False,
     force=False,
     init=None,
     extra=None,
@@ -91,14 +92,15 @@ def fit(
 ) -> dict:
     """Train, write the state_dict to `out` and metrics.json beside it, and return the metrics.
 
-    With `outliers`, each step also shows the network C.OUTLIER_BATCH non-digits (training/outliers.py's synthetic
-    ones, and the letters of the handwriting glyph bank's trained fonts, training/handwriting.py) and pushes its
-    answer on them towards uniform (outlier exposure, weighted C.OUTLIER_WEIGHT): what the served not_a_digit flag
-    reads; C.PRINTED_DIGITS printed digits and the bank's handwritten digits join MNIST's, so that neither print nor
-    a handwriting font is what it learns to doubt. An existing `out` is refused without force, before any work, as
-    archive.build refuses: a checkpoint may be minutes of training. on_step(epoch, step, steps) is called after each
-    optimiser step, on_epoch(epoch, loss, test_accuracy) after each epoch: the CLI draws its progress bar and prints
-    its lines.
+    With `outliers`, each step also shows the network C.OUTLIER_BATCH synthetic non-digits (training/outliers.py) and
+    pushes its answer on them towards uniform (outlier exposure, weighted C.OUTLIER_WEIGHT): what the served
+    not_a_digit flag reads; C.PRINTED_DIGITS printed digits join MNIST's, so that print is not what it learns to
+    doubt. With `handwriting` too, C.HANDWRITING_BATCH letters of the handwriting glyph bank's trained fonts
+    (training/handwriting.py) join the non-digits of each step, and the bank's digits join MNIST's (issue 31: it
+    flags letters more often, and costs some digit kinds a little; docs/SERVING.md). An existing `out` is refused
+    without force, before any work, as archive.build refuses: a checkpoint may be minutes of training.
+    on_step(epoch, step, steps) is called after each optimiser step, on_epoch(epoch, loss, test_accuracy) after
+    each epoch: the CLI draws its progress bar and prints its lines.
 
     Fine-tuning (training/finetune.py): `init`, a state_dict to start from instead of random weights; `extra`,
     (uint8 N×28×28, labels) of other digits, C.EXTRA_BATCH of them drawn into every batch beside MNIST's.
@@ -117,24 +119,24 @@ def fit(
     printed = 0
     handwritten = {"letters": 0, "digits": 0}
     if outliers:
-        from mnist_kit.training import handwriting
         from mnist_kit.training import outliers as synthetic
 
-        share = len(train_x) / 60000
-        glyphs = handwriting.load()
-        letters = glyphs.select(held_out=False, digits=False).images
-        written = glyphs.select(held_out=False, digits=True)
-        count = round(share * len(written.images))
-        written_picks = np.random.default_rng(seed).permutation(len(written.images))[:count]
         outlier_x = normalize(torch.from_numpy(synthetic.make(C.OUTLIER_IMAGES, seed)))
-        letters_x = normalize(torch.from_numpy(letters))
-        printed_x, printed_y = synthetic.printed_digits(round(C.PRINTED_DIGITS * share), seed)
-        more_x = np.concatenate([printed_x, written.images[written_picks]])
-        more_y = np.concatenate([printed_y, written.labels[written_picks]])
-        train_x = torch.cat([train_x, torch.from_numpy(more_x)])
-        train_y = torch.cat([train_y, torch.from_numpy(more_y).to(train_y.dtype)])
-        printed = len(more_y)
-        handwritten = {"letters": len(letters), "digits": len(written_picks)}
+        printed_x, printed_y = synthetic.printed_digits(C.PRINTED_DIGITS * len(train_x) // 60000, seed)
+        if handwriting:  # the glyph bank's trained fonts: letters beside the non-digits, digits beside MNIST's
+            from mnist_kit.training import handwriting as bank
+
+            glyphs = bank.load()
+            letters_x = normalize(torch.from_numpy(glyphs.select(held_out=False, digits=False).images))
+            written = glyphs.select(held_out=False, digits=True)
+            picks = np.random.default_rng(seed).permutation(len(written.images))
+            picks = picks[: round(len(written.images) * len(train_x) / 60000)]
+            printed_x = np.concatenate([printed_x, written.images[picks]])
+            printed_y = np.concatenate([printed_y, written.labels[picks]])
+            handwritten = {"letters": len(letters_x), "digits": len(picks)}
+        train_x = torch.cat([train_x, torch.from_numpy(printed_x)])
+        train_y = torch.cat([train_y, torch.from_numpy(printed_y).to(train_y.dtype)])
+        printed = len(printed_y)
         marks_x = torch.from_numpy(synthetic.marks(C.MARKS, seed))
     train_x = normalize(train_x)
 
@@ -165,13 +167,11 @@ def fit(
                 layers = normalize(marks_x[torch.randint(len(marks_x), (int(marked.sum()),), generator=generator)])
                 x = x.clone()
                 x[marked] = torch.maximum(x[marked], layers)
-                x = torch.cat(
-                    [
-                        x,
-                        outlier_x[torch.randint(len(outlier_x), (C.OUTLIER_BATCH,), generator=generator)],
-                        letters_x[torch.randint(len(letters_x), (C.HANDWRITING_BATCH,), generator=generator)],
-                    ]
-                )
+                x = torch.cat([x, outlier_x[torch.randint(len(outlier_x), (C.OUTLIER_BATCH,), generator=generator)]])
+                if handwriting:
+                    x = torch.cat(
+                        [x, letters_x[torch.randint(len(letters_x), (C.HANDWRITING_BATCH,), generator=generator)]]
+                    )
             if augmentation:
                 x = augment(x, generator)
             x = x.to(device).contiguous(memory_format=torch.channels_last)
