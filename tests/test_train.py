@@ -89,3 +89,18 @@ def test_training_reports_progress_through_callbacks(data_dir, tmp_path):
 def test_python_train_py_is_the_train_command():
     result = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and "Usage: python train.py [OPTIONS]" in result.stdout
+
+
+@pytest.mark.integration  # trains, briefly
+def test_train_handwriting_adds_the_letters_and_digits_of_the_trained_fonts_only(data_dir, tmp_path):
+    from mnist_kit.training import handwriting
+
+    metrics = fit(data_dir, tmp_path / "a.pt", epochs=1, limit=1200, handwriting=True)
+    plain = fit(data_dir, tmp_path / "b.pt", epochs=1, limit=1200)
+    glyphs = handwriting.load()
+    letters = glyphs.select(held_out=False, digits=False)
+    assert metrics["handwriting"] == {
+        "letters": len(letters.images),
+        "digits": round(len(glyphs.select(held_out=False, digits=True).images) * 1200 / 60000),
+    }
+    assert plain["handwriting"] == {"letters": 0, "digits": 0} and plain["printed_digits"] == metrics["printed_digits"]
