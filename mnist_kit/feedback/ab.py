@@ -62,12 +62,9 @@ class ImageSet:
 
     name: str
     pairs: list[tuple[bytes, int]]
+    digests: list[str]  # each image's sha256, in the same order
     left_out: dict[str, int]
     look: int
-
-    @property
-    def digests(self) -> list[str]:
-        return [sha256(data) for data, _ in self.pairs]
 
 
 def image_set(
@@ -77,31 +74,31 @@ def image_set(
     on (a model is not tested on what it learnt), after checking that every fine-tune of the checkpoints folder
     is recorded (else which images it learnt cannot be told, and the test is refused). With `fresh`, only images no
     earlier verdict was given on."""
-    pairs = labelled_images(which, data_dir=data_dir, store=store)
+    hashed = [(data, label, sha256(data)) for data, label in labelled_images(which, data_dir=data_dir, store=store)]
     left_out = {}
     if which not in ("real-world", "mnist"):
         check_recorded(checkpoints, store)
         trained = store.trained_by()
-        finetunes = sorted({f for data, _ in pairs for f in trained.get(sha256(data), [])})
-        kept = [(data, label) for data, label in pairs if sha256(data) not in trained]
-        if len(kept) < len(pairs):
-            left_out[f"trained on by fine-tune {', '.join(map(str, finetunes))}"] = len(pairs) - len(kept)
-        pairs = kept
+        finetunes = sorted({f for _, _, digest in hashed for f in trained.get(digest, [])})
+        kept = [item for item in hashed if item[2] not in trained]
+        if len(kept) < len(hashed):
+            left_out[f"trained on by fine-tune {', '.join(map(str, finetunes))}"] = len(hashed) - len(kept)
+        hashed = kept
     seen = store.verdicts_per_image()
     if fresh:
-        kept = [(data, label) for data, label in pairs if sha256(data) not in seen]
-        if len(kept) < len(pairs):
-            left_out["given on in an earlier verdict (--fresh)"] = len(pairs) - len(kept)
-        pairs = kept
-    if not pairs:
+        kept = [item for item in hashed if item[2] not in seen]
+        if len(kept) < len(hashed):
+            left_out["given on in an earlier verdict (--fresh)"] = len(hashed) - len(kept)
+        hashed = kept
+    if not hashed:
         why = "; ".join(f"{count} {reason}" for reason, count in left_out.items())
         raise ABError(
             f"no images of the set {which!r} are left to score ({why}): collect new corrections, or use "
             "a folder of new labelled images (--set DIR)"
         )
-    pairs = pairs[:limit] if limit else pairs
-    look = 1 + max((seen.get(sha256(data), 0) for data, _ in pairs), default=0)
-    return ImageSet(which, pairs, left_out, look)
+    hashed = hashed[:limit] if limit else hashed
+    look = 1 + max(seen.get(digest, 0) for _, _, digest in hashed)
+    return ImageSet(which, [(data, label) for data, label, _ in hashed], [d for _, _, d in hashed], left_out, look)
 
 
 def check_recorded(checkpoints, store) -> None:
