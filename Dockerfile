@@ -93,7 +93,7 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/v2/health/ready', timeout=4)"]
 # tini without -g: the server hands a stop signal on to its workers itself, once (a second one skips the drain).
 ENTRYPOINT ["tini", "--"]
-CMD ["python", "-m", "mnist_kit.serving.kserve_server", "--archive=/mnt/models/model-store/mnist.mar", "--host=0.0.0.0", "--http-port=8080", "--grpc-port=8081"]
+CMD ["python", "-m", "mnist_kit.serving.kserve.server", "--archive=/mnt/models/model-store/mnist.mar", "--host=0.0.0.0", "--http-port=8080", "--grpc-port=8081"]
 
 # The kserve runtime with a layout's model store baked in, for plain Kubernetes (`export k8s --runtime kserve`).
 FROM kserve AS kserve-model

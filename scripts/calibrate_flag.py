@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from mnist_kit import constants as C
-from mnist_kit.bench.report import cpu
 from mnist_kit.evaluation import kinds, measure
+from mnist_kit.files import write_json
+from mnist_kit.machine import cpu
 from mnist_kit.training import mnist
-from mnist_kit.training.fit import write_json
 
 GRID = np.round(np.arange(0.10, 0.61, 0.01), 2)
 

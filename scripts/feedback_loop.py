@@ -34,8 +34,8 @@ from mnist_kit.feedback import ab
 from mnist_kit.feedback.store import Store
 from mnist_kit.packaging import archive
 from mnist_kit.serving import client
-from mnist_kit.serving.management import Management
-from mnist_kit.serving.process import PrivateServer
+from mnist_kit.serving.torchserve.launcher import PrivateServer
+from mnist_kit.serving.torchserve.management import Management
 from mnist_kit.training import mnist
 from mnist_kit.training.finetune import finetune
 from mnist_kit.ui.pad_client import Reader

@@ -25,6 +25,7 @@ from scipy.ndimage import gaussian_filter, map_coordinates
 
 from mnist_kit.training.handwriting import BANK, DIGITS, LETTERS
 from mnist_kit.worker import preprocess
+from mnist_kit.worker.request_errors import InputError
 
 # (family, package, font file in it, designer, licence). npm packages at NPM_VERSION; Debian's from bookworm.
 NPM_VERSION = "5.3.0"
@@ -144,7 +145,7 @@ def glyphs(path: Path, variants: int, rng):
         for _ in range(variants):
             try:
                 picture = preprocess.read_image(png(draw(path, char, rng)))
-            except preprocess.InputError:
+            except InputError:
                 continue
             if not picture.digits:
                 yield char, picture.pixels

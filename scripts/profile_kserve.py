@@ -17,9 +17,9 @@ from collections import Counter
 from pathlib import Path
 
 from mnist_kit import constants as C
-from mnist_kit.bench.report import cpu
 from mnist_kit.bench.run import started_kserve, wrk
-from mnist_kit.training.fit import write_json
+from mnist_kit.files import write_json
+from mnist_kit.machine import cpu
 
 BODY = Path(__file__).resolve().parent.parent / "mnist_kit" / "samples" / "7.png"
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mnist_kit.bench.report import cpu
 from mnist_kit.evaluation import measure
-from mnist_kit.training.fit import write_json
+from mnist_kit.files import write_json
+from mnist_kit.machine import cpu
 
 # How each digit is sent: its size in pixels, dark ink on white or white on black, and the upscaling filter.
 PRESENTATIONS = {

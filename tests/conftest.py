@@ -17,7 +17,7 @@ from harness import TorchServe
 
 from mnist_kit.evaluation import kinds
 from mnist_kit.packaging import archive
-from mnist_kit.serving.kserve_process import PrivateKServe
+from mnist_kit.serving.kserve.launcher import PrivateKServe
 from mnist_kit.training import mnist
 from mnist_kit.training.fit import fit
 

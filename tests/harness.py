@@ -21,8 +21,9 @@ import numpy as np
 from mnist_kit import constants as C
 from mnist_kit.deploy.replicas import entrypoint_env
 from mnist_kit.packaging import mar
-from mnist_kit.serving import client, process
-from mnist_kit.serving.process import PrivateServer
+from mnist_kit.serving import client
+from mnist_kit.serving.torchserve import launcher as torchserve_launcher
+from mnist_kit.serving.torchserve.launcher import PrivateServer
 from mnist_kit.ui.pad_client import Reader
 from mnist_kit.ui.server import PadServer
 from mnist_kit.worker import serving_forms
@@ -61,7 +62,7 @@ class RuntimeServer(TorchServe):
         super().__init__(layout / "model-store", env={"TS_SERVICE_ENVELOPE": envelope})
         self.layout = layout
         self.container, self.drain_seconds = container, drain_seconds
-        self.health_port = process.free_port()
+        self.health_port = torchserve_launcher.free_port()
         self.health_url = f"http://{C.HOST}:{self.health_port}/ping"
         self.process = None
 
@@ -71,14 +72,14 @@ class RuntimeServer(TorchServe):
             "inference_address": self.inference_url,
             "management_address": self.management_url,
             "metrics_address": self.metrics_url,
-            "grpc_inference_port": str(process.free_port()),
-            "grpc_management_port": str(process.free_port()),
+            "grpc_inference_port": str(torchserve_launcher.free_port()),
+            "grpc_management_port": str(torchserve_launcher.free_port()),
         }
         text = config.read_text()
         for key, value in private.items():
             text, count = re.subn(rf"^{key}=.*$", f"{key}={value}", text, flags=re.M)
             assert count == 1, key
-        config.write_text(text + f"initial_worker_port={process.free_port()}\n")
+        config.write_text(text + f"initial_worker_port={torchserve_launcher.free_port()}\n")
         command = ["torchserve", "--start", f"--model-store={self.layout / 'model-store'}", f"--ts-config={config}"]
         env = {**self.env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{self.env['PATH']}"}
         out = open(self.workdir / "torchserve.out", "w")
@@ -97,7 +98,7 @@ class RuntimeServer(TorchServe):
             subprocess.run(command, cwd=self.workdir, env=env, stdout=out, stderr=out, check=True)
         out.close()
         try:
-            process.wait_ready(self.management_url, timeout, self.log, alive=self.running)
+            torchserve_launcher.wait_ready(self.management_url, timeout, self.log, alive=self.running)
         except BaseException:
             self.stop()
             raise
@@ -216,7 +217,7 @@ def printed_letter(letter: str) -> bytes:
     """A letter printed in a font the training's non-digits never used (training/outliers.py), dark on white, PNG."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from mnist_kit.evaluation.kinds import font_dir
+    from mnist_kit.training.fonts import font_dir
 
     image = Image.new("L", (200, 200), 255)
     ImageDraw.Draw(image).text(

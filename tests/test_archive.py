@@ -95,7 +95,7 @@ def test_the_onnx_form_matches_the_float_model_to_1e_5(tiny_checkpoint, tmp_path
     onnx_form, eager = OnnxForm(str(tmp_path / "fp32.onnx")), optimize.float_form(optimize.load_float(tiny_checkpoint))
     images, _ = mnist.load(data_dir, "test", download=False)
     for i in range(0, len(images), 1000):
-        x = mnist.normalize(images[i : i + 1000]).numpy()
+        x = mnist.normalize_tensor(images[i : i + 1000]).numpy()
         assert np.allclose(np.exp(onnx_form(x)), np.exp(eager(x)), atol=1e-5)
 
 

@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from mnist_kit.serving.batcher import MicroBatcher
+from mnist_kit.serving.kserve.batcher import MicroBatcher
 
 
 class Core:

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from mnist_kit import constants as C
-from mnist_kit.serving import config
+from mnist_kit.serving.torchserve import config
 
 ROOT = Path(__file__).resolve().parent.parent
 

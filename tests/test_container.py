@@ -16,7 +16,7 @@ from conftest import ROOT
 from mnist_kit import constants as C
 from mnist_kit.deploy import entrypoint, export, manifests
 from mnist_kit.deploy.resources import Resources
-from mnist_kit.serving import process
+from mnist_kit.serving.torchserve import launcher as torchserve_launcher
 
 CPU_WHEELS = "https://download.pytorch.org/whl/cpu"
 
@@ -127,7 +127,7 @@ def run_entrypoint(tmp_path, *args) -> list[str]:
     fake.chmod(0o755)
     result = subprocess.run(
         [sys.executable, str(ROOT / "mnist_kit" / "deploy" / "entrypoint.py"), *args],
-        env={"PATH": f"{tmp_path}:/usr/bin:/bin", "MNIST_KIT_HEALTH_PORT": str(process.free_port())},
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin", "MNIST_KIT_HEALTH_PORT": str(torchserve_launcher.free_port())},
         capture_output=True,
         text=True,
         check=True,

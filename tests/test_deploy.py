@@ -218,7 +218,7 @@ def test_the_kserve_runtimes_kubernetes_documents_validate_and_expose_rest_and_g
     assert container["image"].endswith("-kserve-model") and container["args"][:3] == [
         "python",
         "-m",
-        "mnist_kit.serving.kserve_server",
+        "mnist_kit.serving.kserve.server",
     ]
     assert [p["port"] for p in kinds["Service"]["spec"]["ports"]] == [C.INFERENCE_PORT, C.KSERVE_GRPC_PORT]
 

@@ -21,8 +21,9 @@ from mnist_kit import constants as C
 from mnist_kit.worker import preprocess
 from mnist_kit.worker.answers import Answer
 from mnist_kit.worker.core import Batch, Core
-from mnist_kit.worker.preprocess import InputError, Picture
+from mnist_kit.worker.preprocess import Picture
 from mnist_kit.worker.protocols import Request
+from mnist_kit.worker.request_errors import InputError
 from mnist_model import MnistClassificationNet
 
 

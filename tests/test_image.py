@@ -20,7 +20,8 @@ from mnist_kit import constants as C
 from mnist_kit.deploy import image
 from mnist_kit.deploy.export import export_k8s
 from mnist_kit.deploy.rollout import Load
-from mnist_kit.serving import client, process
+from mnist_kit.serving import client
+from mnist_kit.serving.torchserve import launcher as torchserve_launcher
 
 # What the Dockerfile's build context holds (.dockerignore lets in nothing else).
 CONTEXT = [
@@ -90,7 +91,7 @@ class Container:
 
     def __init__(self, tool: str, tag: str, store: Path, *extra: str):
         self.tool, self.name = tool, f"mnist-kit-test-{os.getpid()}-{time.monotonic_ns()}"
-        self.port = process.free_port()
+        self.port = torchserve_launcher.free_port()
         self.url = f"http://{C.HOST}:{self.port}"
         line = [tool, "run", "-d", "--name", self.name, "-p", f"{C.HOST}:{self.port}:{C.INFERENCE_PORT}"]
         line += ["-v", f"{store}:{C.DEPLOY_MODEL_STORE}:ro", *extra, tag]
@@ -225,7 +226,7 @@ def test_kube_play_runs_the_kserve_runtimes_kubernetes_export_and_it_answers(
     if tool != "podman":
         pytest.skip("kube play is podman's")
     for port in (C.INFERENCE_PORT, C.KSERVE_GRPC_PORT):
-        process.check_port_free("0.0.0.0", port, "kube play's", config_path="the export")
+        torchserve_launcher.check_port_free("0.0.0.0", port, "kube play's", config_path="the export")
     export = export_k8s(tmp_path / "k8s", model_store, tmp_path / "no-bench.json", runtime="kserve", cpus=1)
     manifest = export.out / "kubernetes.yaml"
     try:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from mnist_kit import constants as C
-from mnist_kit.serving.kserve_hot_path import HotPath
+from mnist_kit.serving.kserve.hot_path import HotPath
 from mnist_kit.worker.core import Reply
 
 

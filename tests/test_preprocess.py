@@ -12,8 +12,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from mnist_kit import constants as C
 from mnist_kit.evaluation import kinds
+from mnist_kit.training import fonts
 from mnist_kit.worker import masks, preprocess, printed_lines, request_bodies
-from mnist_kit.worker.preprocess import InputError
+from mnist_kit.worker.request_errors import InputError
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
@@ -54,10 +55,10 @@ def test_normalize_uses_the_training_mean_and_std():
 
 
 def test_training_normalizes_exactly_as_serving(seven):
-    from mnist_kit.training.mnist import normalize
+    from mnist_kit.training.mnist import normalize_tensor
 
     images = np.stack([seven, 255 - seven, np.arange(28 * 28).reshape(28, 28) % 256]).astype(np.uint8)
-    assert np.array_equal(normalize(torch.from_numpy(images)).numpy(), preprocess.model_input(list(images)))
+    assert np.array_equal(normalize_tensor(torch.from_numpy(images)).numpy(), preprocess.model_input(list(images)))
 
 
 def test_the_table_is_what_the_float_arithmetic_gives(seven):
@@ -80,7 +81,7 @@ def test_a_damaged_mnist_png_leaves_the_fast_path_and_is_refused_by_the_general_
     else:
         data = data[: idat + 12]
     assert preprocess.mnist_png(bytes(data)) is None
-    with pytest.raises(preprocess.InputError, match="corrupt or truncated PNG image"):
+    with pytest.raises(InputError, match="corrupt or truncated PNG image"):
         preprocess.read_image(bytes(data))
 
 
@@ -389,7 +390,7 @@ def test_a_digits_own_straight_strokes_stay(digits):
     for path in digits:
         ink = preprocess.find_ink(np.asarray(page(np.asarray(Image.open(path))), dtype=np.float32))
         assert np.array_equal(printed_lines.remove_rules(ink), ink), path
-    font = ImageFont.truetype(str(kinds.font_dir() / "DejaVuSerif.ttf"), 120)
+    font = ImageFont.truetype(str(fonts.font_dir() / "DejaVuSerif.ttf"), 120)
     for digit in "1247":
         image = Image.new("L", (160, 160), 255)
         ImageDraw.Draw(image).text((30, 5), digit, fill=0, font=font)

@@ -21,8 +21,9 @@ from mnist_kit import constants as C
 from mnist_kit.cli import cli
 from mnist_kit.deploy import export, proxy, rollout
 from mnist_kit.packaging import archive
-from mnist_kit.serving import client, process
-from mnist_kit.serving.kserve_process import PrivateKServe
+from mnist_kit.serving import client
+from mnist_kit.serving.kserve.launcher import PrivateKServe
+from mnist_kit.serving.torchserve import launcher as torchserve_launcher
 
 
 def status(url: str) -> int:
@@ -111,7 +112,7 @@ def test_the_kserve_runtime_drains_on_sigterm_then_stops_cleanly(model_store, di
 
 
 def test_stop_drain_makes_the_kserve_runtime_unready_then_stops_it(model_store, tmp_path, digits):
-    http, grpc_port = process.free_port(), process.free_port()
+    http, grpc_port = torchserve_launcher.free_port(), torchserve_launcher.free_port()
     env = {"TMPDIR": str(tmp_path), C.HOME_ENV: str(tmp_path)}
     args = ["serve", "--runtime", "kserve", "--archive", str(model_store / "mnist.mar"), "--workers", "1"]
     started = CliRunner().invoke(cli, [*args, "--http-port", str(http), "--grpc-port", str(grpc_port)], env=env)

@@ -28,9 +28,9 @@ from mnist_kit.cli import cli
 from mnist_kit.evaluation import kinds
 from mnist_kit.feedback.store import Store
 from mnist_kit.serving import client
-from mnist_kit.serving.process import free_port
+from mnist_kit.serving.torchserve.launcher import free_port
 from mnist_kit.worker import preprocess
-from mnist_kit.worker.preprocess import InputError
+from mnist_kit.worker.request_errors import InputError
 
 # Share of the hand-drawn collection the page must read correctly (issue 13).
 DRAWN_TARGET = 95.0

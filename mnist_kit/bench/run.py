@@ -109,12 +109,13 @@ def v2_body(image: Path, folder: Path) -> Path:
 def started(stack: contextlib.ExitStack, archive: Path, model: str, *, body: Path):
     """A private TorchServe serving `archive`, kept open by `stack`; returns it with its cold start in seconds
     (`torchserve --start` to the first successful prediction)."""
-    from mnist_kit.serving import client, process
+    from mnist_kit.serving import client
+    from mnist_kit.serving.torchserve import launcher as torchserve_launcher
 
     store = Path(stack.enter_context(tempfile.TemporaryDirectory()))
     shutil.copy(archive, store / archive.name)
     start = time.perf_counter()
-    ts = stack.enter_context(process.PrivateServer(store, load_models=archive.name))
+    ts = stack.enter_context(torchserve_launcher.PrivateServer(store, load_models=archive.name))
     client.predict(body.read_bytes(), url=ts.inference_url, model=model, wait=30)
     return ts, round(time.perf_counter() - start, 2)
 
@@ -123,7 +124,7 @@ def started_kserve(stack: contextlib.ExitStack, archive: Path, *, workers: int, 
     """The kserve runtime serving `archive` on free ports, kept open by `stack`; with its cold start in seconds (the
     command to the first successful prediction)."""
     from mnist_kit.serving import client
-    from mnist_kit.serving.kserve_process import PrivateKServe
+    from mnist_kit.serving.kserve.launcher import PrivateKServe
 
     start = time.perf_counter()
     ks = stack.enter_context(PrivateKServe(archive, workers=workers))
@@ -134,9 +135,10 @@ def started_kserve(stack: contextlib.ExitStack, archive: Path, *, workers: int, 
 def started_raw_asgi(stack: contextlib.ExitStack, *, workers: int, body: Path):
     """The Python HTTP ceiling (raw_asgi.py) on uvicorn with `workers` workers on a free port, kept open by `stack`;
     with its start in seconds."""
-    from mnist_kit.serving import client, process
+    from mnist_kit.serving import client
+    from mnist_kit.serving.torchserve import launcher as torchserve_launcher
 
-    port = process.free_port()
+    port = torchserve_launcher.free_port()
     argv = [sys.executable, "-m", "uvicorn", "mnist_kit.bench.raw_asgi:app", "--host", C.HOST, "--port", str(port)]
     argv += ["--workers", str(workers), "--http", "httptools", "--loop", "uvloop", "--no-access-log"]
     start = time.perf_counter()

@@ -303,8 +303,8 @@ def image_measure(engine, out):
     import json
 
     from mnist_kit.bench.costs import SAMPLE
-    from mnist_kit.bench.report import cpu
     from mnist_kit.deploy import image as images
+    from mnist_kit.machine import cpu
 
     tool = images.engine(engine)
     sample = SAMPLE.read_bytes()

@@ -11,7 +11,8 @@ import click
 from mnist_kit import constants as C
 from mnist_kit.cli.main import cli, data_dir_option, key_file, token_option
 from mnist_kit.paths import home
-from mnist_kit.serving import client, management
+from mnist_kit.serving import client
+from mnist_kit.serving.torchserve import management
 
 
 @cli.group()

@@ -11,7 +11,10 @@ from mnist_kit import constants as C
 from mnist_kit.cli.main import cli, given, key_file, path_option
 from mnist_kit.errors import KitError
 from mnist_kit.paths import home
-from mnist_kit.serving import client, config, kserve_process, management, process
+from mnist_kit.serving import client
+from mnist_kit.serving.kserve import launcher as kserve_launcher
+from mnist_kit.serving.torchserve import config, management
+from mnist_kit.serving.torchserve import launcher as torchserve_launcher
 
 
 @cli.command()
@@ -96,8 +99,8 @@ def serve(runtime, profile, ts_config, archive, http_port, grpc_port, workers, m
         production = profile == "production"
         host = C.POD_HOST if production else C.HOST
         ports = {"http-port": http_port, "grpc-port": grpc_port}
-        kserve_process.preflight(archive, host=host, ports=ports)
-        argv = kserve_process.command(
+        kserve_launcher.preflight(archive, host=host, ports=ports)
+        argv = kserve_launcher.command(
             archive,
             host=host,
             http_port=http_port,
@@ -105,12 +108,12 @@ def serve(runtime, profile, ts_config, archive, http_port, grpc_port, workers, m
             workers=workers,
             key_file=key_file() if production else None,
         )
-        server = kserve_process.launch(argv, root / C.LOGS / "kserve.out")
+        server = kserve_launcher.launch(argv, root / C.LOGS / "kserve.out")
         url = f"http://{C.HOST}:{http_port}"
         try:
-            kserve_process.wait_ready(url, wait, root / C.LOGS / "kserve.out", alive=lambda: server.poll() is None)
+            kserve_launcher.wait_ready(url, wait, root / C.LOGS / "kserve.out", alive=lambda: server.poll() is None)
         except BaseException:  # not ready in time, or interrupted: nothing is left running
-            kserve_process.stop()
+            kserve_launcher.stop()
             raise
         tokens = f"; every request needs the token in {key_file()}" if production else ""
         click.echo(
@@ -130,10 +133,10 @@ def serve(runtime, profile, ts_config, archive, http_port, grpc_port, workers, m
         raise click.UsageError("give --profile or --ts-config, not both: the profile names a TorchServe config")
     ts_config = (ts_config or root / config.ROOT_FILES[profile]).resolve()
     listed = models.split(",") if models else None
-    props = process.preflight(ts_config, cwd=root, models=listed)
-    process.launch(ts_config, root / C.LOGS / "torchserve.out", cwd=root, models=listed)
+    props = torchserve_launcher.preflight(ts_config, cwd=root, models=listed)
+    torchserve_launcher.launch(ts_config, root / C.LOGS / "torchserve.out", cwd=root, models=listed)
     management = props.get("management_address", C.MANAGEMENT_URL)
-    process.wait_ready(
+    torchserve_launcher.wait_ready(
         management, wait, root / C.LOGS / "ts_log.log", token=lambda: client.read_token(key_file(), api="management")
     )
     click.echo(
@@ -156,11 +159,14 @@ def serve(runtime, profile, ts_config, archive, http_port, grpc_port, workers, m
 def stop(drain):
     """Stop the servers started from this machine's temp dir: TorchServe (as `torchserve --stop`) and its workers,
     and the kserve runtime, which first answers the requests it has received."""
-    running = kserve_process.soft_stop() if drain else None
-    if drain and (running or process.live_pid(process.pid_file_path())):
+    running = kserve_launcher.soft_stop() if drain else None
+    if drain and (running or torchserve_launcher.live_pid(torchserve_launcher.pid_file_path())):
         click.echo(f"Draining for {drain:g} s (serving as usual; the kserve runtime's readiness says 503)...")
         time.sleep(drain)
-    stopped = [("TorchServe", process.stop_server(key_file())), ("The kserve runtime", kserve_process.stop(key_file()))]
+    stopped = [
+        ("TorchServe", torchserve_launcher.stop_server(key_file())),
+        ("The kserve runtime", kserve_launcher.stop(key_file())),
+    ]
     for name, pid in stopped:
         if pid is not None:
             click.echo(f"{name} (pid {pid}) stopped.")

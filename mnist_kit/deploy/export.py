@@ -18,7 +18,7 @@ from mnist_kit import constants as C
 from mnist_kit.deploy import manifests
 from mnist_kit.deploy.resources import DeployError, Resources, resources
 from mnist_kit.packaging import mar
-from mnist_kit.serving import config
+from mnist_kit.serving.torchserve import config
 
 
 @dataclass(frozen=True)

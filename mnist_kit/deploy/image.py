@@ -186,9 +186,10 @@ def measure(tool: str, layout: Path, *, sample: bytes, log=lambda message: None)
 
 def one_run(tool: str, tag: str, options: list[str], *, sample: bytes) -> dict:
     """Start a container of `tag`, time its first answer, read its processes' memory, remove it."""
-    from mnist_kit.serving import client, process
+    from mnist_kit.serving import client
+    from mnist_kit.serving.torchserve import launcher as torchserve_launcher
 
-    port, name = process.free_port(), f"mnist-kit-measure-{time.monotonic_ns()}"
+    port, name = torchserve_launcher.free_port(), f"mnist-kit-measure-{time.monotonic_ns()}"
     start = time.monotonic()
     try:  # removed whatever happens, also a container created but not started
         subprocess.run(

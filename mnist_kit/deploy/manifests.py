@@ -2,7 +2,7 @@
 autoscaler, disruption budget), for either runtime, and YAML as people write it.
 
 The torchserve runtime is TorchServe in the kit's image, started as KServe's TorchServe runtime starts it. The
-kserve runtime is the kit's kserve image (no Java): `python -m mnist_kit.serving.kserve_server` serving REST (http1)
+kserve runtime is the kit's kserve image (no Java): `python -m mnist_kit.serving.kserve.server` serving REST (http1)
 and gRPC v2 (h2c) from the same /mnt/models layout, as a custom predictor container independent of KServe's
 ClusterServingRuntimes; with two ports its InferenceService runs as a RawDeployment (Knative takes one port).
 """
@@ -92,7 +92,7 @@ def kserve_container(serving_image: str, *, pod: Resources, archive_name: str) -
         "args": [
             "python",
             "-m",
-            "mnist_kit.serving.kserve_server",
+            "mnist_kit.serving.kserve.server",
             f"--archive={C.DEPLOY_MODEL_STORE}/{archive_name}",
             f"--host={C.POD_HOST}",
             f"--http-port={C.INFERENCE_PORT}",

@@ -23,7 +23,8 @@ from mnist_kit import constants as C
 from mnist_kit.deploy import entrypoint
 from mnist_kit.errors import KitError
 from mnist_kit.packaging import mar
-from mnist_kit.serving import config, process
+from mnist_kit.serving.torchserve import config
+from mnist_kit.serving.torchserve import launcher as torchserve_launcher
 
 
 def entrypoint_env(*, drain_seconds: float, health_port: int, inference_url: str, management_url: str) -> dict:
@@ -44,7 +45,7 @@ class Replica:
         self.version = self.archive.version
         self.drain_seconds, self.workers = drain_seconds, workers
         self.workdir = Path(tempfile.mkdtemp(prefix=f"mnist-kit-replica-{self.version}-"))
-        self.port, self.health_port = process.free_port(), process.free_port()
+        self.port, self.health_port = torchserve_launcher.free_port(), torchserve_launcher.free_port()
         self.inference_url = f"http://{C.HOST}:{self.port}"
         self.health_url = f"http://{C.HOST}:{self.health_port}/ping"
         self.log = self.workdir / "replica.out"
@@ -58,15 +59,15 @@ class Replica:
         tmp = self.workdir / "tmp"
         tmp.mkdir()
         config_file = self.workdir / "config.properties"
-        management_port = process.free_port()
+        management_port = torchserve_launcher.free_port()
         text = config.properties(
             "local",
             inference_port=self.port,
             management_port=management_port,
-            metrics_port=process.free_port(),
-            grpc_ports=(process.free_port(), process.free_port()),
+            metrics_port=torchserve_launcher.free_port(),
+            grpc_ports=(torchserve_launcher.free_port(), torchserve_launcher.free_port()),
             model_store=store,
-            initial_worker_port=process.free_port(),
+            initial_worker_port=torchserve_launcher.free_port(),
             extra={"default_workers_per_model": self.workers},
         )
         config_file.write_text(text)
@@ -94,7 +95,9 @@ class Replica:
         while not self.ready():
             if self.server.poll() is not None or time.monotonic() > deadline:
                 self.kill()
-                raise KitError(f"replica {self.version} did not become ready: {process.last_error(self.log)}")
+                raise KitError(
+                    f"replica {self.version} did not become ready: {torchserve_launcher.last_error(self.log)}"
+                )
             time.sleep(0.2)
         return self
 

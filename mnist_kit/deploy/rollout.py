@@ -20,7 +20,8 @@ from mnist_kit import constants as C
 from mnist_kit.deploy.proxy import Proxy
 from mnist_kit.deploy.replicas import Replica
 from mnist_kit.percentiles import percentiles
-from mnist_kit.serving import client, process
+from mnist_kit.serving import client
+from mnist_kit.serving.torchserve import launcher as torchserve_launcher
 
 WARM_UP_S = 2  # the first seconds of load (threads starting, connections opening) are no phase's figures
 SCENARIOS = {
@@ -166,7 +167,7 @@ def scenario(
     events = {}
     try:
         backends = {name: (r.port, r.health_port) for name, r in current.items()}
-        with Proxy(folder, process.free_port(), backends) as proxy:
+        with Proxy(folder, torchserve_launcher.free_port(), backends) as proxy:
             for name in current:
                 proxy.wait_status(name, "UP")
             load = Load(proxy.url, body, concurrency=concurrency).start()
@@ -223,7 +224,9 @@ def start_all(makers) -> list[Replica]:
         if not replica.ready():
             for r in replicas:
                 r.remove()
-            raise process.ServerError(f"a replica did not start: {process.last_error(replica.log)}")
+            raise torchserve_launcher.ServerError(
+                f"a replica did not start: {torchserve_launcher.last_error(replica.log)}"
+            )
     return replicas
 
 

@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from mnist_kit.evaluation import non_digits
-from mnist_kit.evaluation.non_digits import font_dir
 from mnist_kit.training import handwriting, pen
+from mnist_kit.training.fonts import font_dir
 
 KINDS = (
     *("mnist", "canvas", "photo", "lowres", "printed", "tight", "lowres_fill", "offcentre", "rotated", "boxed"),

@@ -15,12 +15,13 @@ from PIL import Image
 from mnist_kit import constants as C
 from mnist_kit.errors import KitError
 from mnist_kit.evaluation import kinds
+from mnist_kit.files import write_json
 from mnist_kit.packaging import optimize
 from mnist_kit.serving import client
-from mnist_kit.training.fit import write_json
-from mnist_kit.training.mnist import normalize
+from mnist_kit.training.mnist import normalize_tensor
 from mnist_kit.worker import answers
-from mnist_kit.worker.preprocess import InputError, Picture, read_image
+from mnist_kit.worker.preprocess import Picture, read_image
+from mnist_kit.worker.request_errors import InputError
 
 
 def predict_checkpoint(checkpoint, images: torch.Tensor) -> np.ndarray:
@@ -30,7 +31,9 @@ def predict_checkpoint(checkpoint, images: torch.Tensor) -> np.ndarray:
     except FileNotFoundError:
         raise KitError(f"{checkpoint} not found: train a model first (mnist-kit train)") from None
     with torch.inference_mode():
-        return torch.cat([model(normalize(images[i : i + 1000])).exp() for i in range(0, len(images), 1000)]).numpy()
+        return torch.cat(
+            [model(normalize_tensor(images[i : i + 1000])).exp() for i in range(0, len(images), 1000)]
+        ).numpy()
 
 
 def predict_endpoint(
@@ -116,7 +119,7 @@ def real_world(checkpoint, images: torch.Tensor, labels: torch.Tensor, *, per_ki
 
 def write_real_world(results: dict, checkpoint, out_dir) -> Path:
     """OUT/real_world.json: the figures of the real-world table (docs/SERVING.md)."""
-    from mnist_kit.bench.report import cpu
+    from mnist_kit.machine import cpu
 
     metrics = Path(checkpoint).parent / "metrics.json"
     trained = json.loads(metrics.read_text()) if metrics.is_file() else {}

@@ -3,20 +3,12 @@ the training never saw, pen-drawn letters and signs, scribbles, shapes, noise an
 own synthetic non-digits (outliers.py) are drawn apart from these, and its handwriting letters come from other fonts
 and designers than these, so the figures measure what it learned."""
 
-from pathlib import Path
-
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from mnist_kit.training import handwriting, pen
+from mnist_kit.training.fonts import font_dir
 from mnist_kit.training.pen import arc, curve, line
-
-
-def font_dir() -> Path:
-    import matplotlib
-
-    return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-
 
 # Pictures that are not digits, for the not-a-digit figures. Letters that are written as digits are left out (O and
 # o are 0; I, l, i and j are 1; S and s 5; Z and z 2; b, G 6; g, q 9): no reader tells them apart alone.

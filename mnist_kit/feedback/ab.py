@@ -18,7 +18,8 @@ from PIL import Image
 
 from mnist_kit import constants as C
 from mnist_kit.errors import KitError
-from mnist_kit.feedback.store import labelled_folder, sha256
+from mnist_kit.feedback.store import labelled_folder
+from mnist_kit.files import sha256
 from mnist_kit.percentiles import percentiles
 from mnist_kit.serving import client
 

@@ -12,7 +12,6 @@ a database from a newer kit is refused rather than misread.
 """
 
 import csv
-import hashlib
 import io
 import sqlite3
 import threading
@@ -24,6 +23,7 @@ from PIL import Image
 
 from mnist_kit import constants as C
 from mnist_kit.errors import KitError
+from mnist_kit.files import sha256
 
 SCHEMA_VERSION = 2
 SCHEMA = """
@@ -284,10 +284,11 @@ def check_image(image: bytes) -> None:
             f"image too large: {len(image):,} bytes, the limit is {C.MAX_REQUEST_BYTES:,} bytes", status=413
         )
     from mnist_kit.worker import preprocess  # numpy and the preprocessing: only when a correction comes in
+    from mnist_kit.worker.request_errors import InputError
 
     try:
         preprocess.read_image(image)
-    except preprocess.InputError as e:
+    except InputError as e:
         raise FeedbackError(f"the image cannot be read as a digit: {e}", status=e.status) from None
 
 
@@ -311,11 +312,6 @@ def check_answer(answer: dict) -> tuple:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # The file name suffix an exported correction gets, by its format (C.IMAGE_FORMATS).
 SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
-
-
-def sha256(data: bytes) -> str:
-    """What names an image file in the store: the hash of its bytes (an exported correction keeps its hash)."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def labelled_files(folder) -> list[tuple[Path, int]]:

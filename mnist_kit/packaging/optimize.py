@@ -17,7 +17,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from mnist_kit import constants as C
-from mnist_kit.training.mnist import normalize
+from mnist_kit.training.mnist import normalize_tensor
 from mnist_kit.worker import eager_forms, serving_forms
 from mnist_model import MnistClassificationNet, from_state_dict
 
@@ -54,7 +54,7 @@ class Calibration(CalibrationDataReader):
     """ONNX Runtime's calibration reader: the calibration images, normalised, 250 at a time."""
 
     def __init__(self, images: torch.Tensor):
-        self.batches = iter([normalize(images[i : i + 250]).numpy() for i in range(0, len(images), 250)])
+        self.batches = iter([normalize_tensor(images[i : i + 250]).numpy() for i in range(0, len(images), 250)])
 
     def get_next(self) -> dict | None:
         batch = next(self.batches, None)
@@ -104,7 +104,7 @@ def candidate_forms(model: MnistClassificationNet, calibration: torch.Tensor, fo
 def correct(form, images: torch.Tensor, labels: torch.Tensor) -> int:
     """How many of the uint8 images `form` (a serving form: NumPy in, NumPy out) reads right."""
     return sum(
-        int((form(normalize(images[i : i + 500]).numpy()).argmax(1) == labels[i : i + 500].numpy()).sum())
+        int((form(normalize_tensor(images[i : i + 500]).numpy()).argmax(1) == labels[i : i + 500].numpy()).sum())
         for i in range(0, len(images), 500)
     )
 

@@ -17,10 +17,11 @@ import torch
 
 from mnist_kit import constants as C
 from mnist_kit.errors import KitError
-from mnist_kit.feedback.store import sha256
+from mnist_kit.files import sha256, write_json
 from mnist_kit.training import mnist
-from mnist_kit.training.fit import evaluate, fit, write_json
+from mnist_kit.training.fit import evaluate, fit
 from mnist_kit.worker import preprocess
+from mnist_kit.worker.request_errors import InputError
 from mnist_model import MnistClassificationNet
 
 
@@ -32,7 +33,7 @@ def read(pairs: list[tuple[bytes, int]]) -> tuple[torch.Tensor, torch.Tensor, li
     for index, (data, label) in enumerate(pairs):
         try:
             picture = preprocess.read_image(data)
-        except preprocess.InputError:
+        except InputError:
             continue
         if len(picture.digits) > 1:
             continue

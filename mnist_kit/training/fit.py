@@ -4,7 +4,6 @@ Run as `mnist-kit train` or `python train.py`; both take the same options (see -
 caller through callbacks, failures as KitError: this module knows nothing of the command line.
 """
 
-import json
 import math
 import os
 import platform
@@ -17,8 +16,9 @@ import torch.nn.functional as F
 
 from mnist_kit import constants as C
 from mnist_kit.errors import KitError
+from mnist_kit.files import write_json
 from mnist_kit.training import mnist
-from mnist_kit.training.mnist import normalize
+from mnist_kit.training.mnist import normalize_tensor
 from mnist_model import MnistClassificationNet
 
 
@@ -48,7 +48,7 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
-    background = normalize(torch.zeros(1, 1, 1, dtype=torch.uint8)).item()
+    background = normalize_tensor(torch.zeros(1, 1, 1, dtype=torch.uint8)).item()
     ink = F.grid_sample(x - background, grid, align_corners=False)
     # Stroke width: blend towards a 3×3 dilation (thicker pen) or erosion (thinner pen).
     width = (torch.rand(n, 1, 1, 1, generator=generator) * 1.5 - 0.5).to(x.device)
@@ -65,7 +65,7 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     device = next(model.parameters()).device
     correct = 0
     for i in range(0, len(images), batch_size):
-        x = normalize(images[i : i + batch_size]).to(device).contiguous(memory_format=torch.channels_last)
+        x = normalize_tensor(images[i : i + batch_size]).to(device).contiguous(memory_format=torch.channels_last)
         correct += (model(x).argmax(1).cpu() == labels[i : i + batch_size]).sum().item()
     return 100.0 * correct / len(images)
 
@@ -121,13 +121,13 @@ def fit(
     if outliers:
         from mnist_kit.training import outliers as synthetic
 
-        outlier_x = normalize(torch.from_numpy(synthetic.make(C.OUTLIER_IMAGES, seed)))
+        outlier_x = normalize_tensor(torch.from_numpy(synthetic.make(C.OUTLIER_IMAGES, seed)))
         printed_x, printed_y = synthetic.printed_digits(C.PRINTED_DIGITS * len(train_x) // 60000, seed)
         if handwriting:  # the glyph bank's trained fonts: letters beside the non-digits, digits beside MNIST's
             from mnist_kit.training import handwriting as bank
 
             glyphs = bank.load()
-            letters_x = normalize(torch.from_numpy(glyphs.select(held_out=False, digits=False).images))
+            letters_x = normalize_tensor(torch.from_numpy(glyphs.select(held_out=False, digits=False).images))
             written = glyphs.select(held_out=False, digits=True)
             picks = np.random.default_rng(seed).permutation(len(written.images))
             picks = picks[: round(len(written.images) * len(train_x) / 60000)]
@@ -138,7 +138,7 @@ def fit(
         train_y = torch.cat([train_y, torch.from_numpy(printed_y).to(train_y.dtype)])
         printed = len(printed_y)
         marks_x = torch.from_numpy(synthetic.marks(C.MARKS, seed))
-    train_x = normalize(train_x)
+    train_x = normalize_tensor(train_x)
 
     # Channels-last: on the AVX2 EPYC a training step took 47 ms against 63 ms contiguous (batch 128, 2 threads;
     # ATen's max pooling of NCHW tensors is many times slower there), and oneDNN prefers it on AVX-512 and AMX.
@@ -147,7 +147,7 @@ def fit(
         model.load_state_dict(torch.load(init, map_location="cpu", weights_only=True))
     model = model.to(device).to(memory_format=torch.channels_last)
     if extra is not None:
-        extra_x, extra_y = normalize(extra[0]), extra[1].to(train_y.dtype)
+        extra_x, extra_y = normalize_tensor(extra[0]), extra[1].to(train_y.dtype)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps = math.ceil(len(train_x) / batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps)
@@ -164,7 +164,9 @@ def fit(
             labelled = len(y)
             if outliers:  # stray marks over a share of the digits, then the non-digits beside them
                 marked = torch.rand(labelled, generator=generator) < C.MARKED_SHARE
-                layers = normalize(marks_x[torch.randint(len(marks_x), (int(marked.sum()),), generator=generator)])
+                layers = normalize_tensor(
+                    marks_x[torch.randint(len(marks_x), (int(marked.sum()),), generator=generator)]
+                )
                 x = x.clone()
                 x[marked] = torch.maximum(x[marked], layers)
                 x = torch.cat([x, outlier_x[torch.randint(len(outlier_x), (C.OUTLIER_BATCH,), generator=generator)]])
@@ -222,11 +224,4 @@ def save(state_dict: dict, path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state_dict, tmp)
-    os.replace(tmp, path)
-
-
-def write_json(data: dict, path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)

@@ -45,7 +45,7 @@ def load(data_dir, split: str = "train", download: bool = True) -> tuple[torch.T
     return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
+def normalize_tensor(images: torch.Tensor) -> torch.Tensor:
     """uint8 N×28×28 → float32 N×1×28×28, normalised by the serving preprocessing's own table (NORMALIZED)."""
     return torch.from_numpy(NORMALIZED)[images.long()].unsqueeze(1)
 

@@ -15,9 +15,10 @@ import functools
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from mnist_kit.evaluation.non_digits import font_dir
 from mnist_kit.training import pen
-from mnist_kit.worker.preprocess import InputError, center, find_ink
+from mnist_kit.training.fonts import font_dir
+from mnist_kit.worker.preprocess import center, find_ink
+from mnist_kit.worker.request_errors import InputError
 
 SIZE = 64
 FONTS = [

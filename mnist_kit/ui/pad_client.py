@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from mnist_kit import constants as C
 from mnist_kit.serving import client
 from mnist_kit.worker import preprocess
+from mnist_kit.worker.request_errors import InputError
 
 
 @dataclass
@@ -137,7 +138,7 @@ def seen(data: bytes) -> list[list[int]] | None:
     """The 28×28 the handler makes of `data`, made here by the same code; None where it refuses the image."""
     try:
         return preprocess.read_image(data).pixels.tolist()
-    except preprocess.InputError:
+    except InputError:
         return None
 
 

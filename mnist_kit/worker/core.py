@@ -19,7 +19,7 @@ from mnist_kit import constants as C
 from mnist_kit.worker import answers, preprocess, protocols, request_bodies, serving_forms
 from mnist_kit.worker.answers import Answer
 from mnist_kit.worker.metrics import MetricsWindow
-from mnist_kit.worker.preprocess import InputError
+from mnist_kit.worker.request_errors import InputError
 
 # The error type named beside each status, in TorchServe's words (its frontend's own exceptions).
 ERROR_TYPES = {

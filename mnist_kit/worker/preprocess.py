@@ -17,6 +17,7 @@ from PIL import ExifTags, Image
 from mnist_kit import constants as C
 from mnist_kit.worker.groups import digit_groups
 from mnist_kit.worker.printed_lines import remove_rules
+from mnist_kit.worker.request_errors import InputError
 
 Image.MAX_IMAGE_PIXELS = C.MAX_IMAGE_PIXELS
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -55,15 +56,6 @@ class Picture:
 
     pixels: np.ndarray
     digits: list = field(default_factory=list)
-
-
-class InputError(ValueError):
-    """A request the model cannot read: `status` is the HTTP status to answer with, `reason` its metric label."""
-
-    def __init__(self, message: str, status: int = 400, reason: str = "invalid"):
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
 
 
 # Every uint8 pixel value (0 = background, 255 = ink) normalised as in training, in float32: training, archiving and

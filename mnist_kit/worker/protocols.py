@@ -21,7 +21,8 @@ import numpy as np
 from mnist_kit import constants as C
 from mnist_kit.worker import preprocess
 from mnist_kit.worker.answers import Answer
-from mnist_kit.worker.preprocess import InputError, Picture
+from mnist_kit.worker.preprocess import Picture
+from mnist_kit.worker.request_errors import InputError
 
 PLAIN, V1, V2 = "plain", "v1", "v2"
 # The Triton binary tensor extension (tritonclient's default): the JSON header is the body's first N bytes.

@@ -7,8 +7,9 @@ import json
 
 from mnist_kit import constants as C
 from mnist_kit.worker import preprocess, protocols
-from mnist_kit.worker.preprocess import InputError, Picture
+from mnist_kit.worker.preprocess import Picture
 from mnist_kit.worker.protocols import PLAIN, V1, V2, Request
+from mnist_kit.worker.request_errors import InputError
 
 
 def content_type(row: dict, headers: dict) -> str:

@@ -13,10 +13,10 @@ import json
 import re
 
 from mnist_kit import constants as C
-from mnist_kit.serving import kserve_auth
+from mnist_kit.serving.kserve import auth as kserve_auth
 from mnist_kit.worker.core import error_reply
-from mnist_kit.worker.preprocess import InputError
 from mnist_kit.worker.request_bodies import media_type
+from mnist_kit.worker.request_errors import InputError
 
 ROUTES = re.compile(
     r"^/(?:predictions/(?P<name>[^/]+)(?:/(?P<version>[^/]+))?"

@@ -1,4 +1,4 @@
-"""The `kserve` runtime's process: `python -m mnist_kit.serving.kserve_server --archive model_store/mnist.mar`.
+"""The `kserve` runtime's process: `python -m mnist_kit.serving.kserve.server --archive model_store/mnist.mar`.
 
 KServe's ModelServer (REST on uvicorn, gRPC v2, /metrics, health) with the kit's model (kserve_model.py), put
 together here rather than by ModelServer.start for three reasons: its addresses are the kit's (loopback unless told
@@ -31,11 +31,11 @@ import uvicorn  # the kserve extra's, as everything this module runs
 import uvloop
 
 from mnist_kit import constants as C
-from mnist_kit.serving import kserve_auth
+from mnist_kit.serving.kserve import auth as kserve_auth
 
 
 def parse(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m mnist_kit.serving.kserve_server", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m mnist_kit.serving.kserve.server", description=__doc__)
     parser.add_argument("--archive", required=True, help="The .mar to serve (the one TorchServe serves).")
     parser.add_argument("--host", default=C.HOST, help="Address of both servers (default: loopback).")
     parser.add_argument("--http-port", type=int, default=C.INFERENCE_PORT)
@@ -85,7 +85,7 @@ def stopped_while_starting(signum, frame):
 def supervise(args: argparse.Namespace, argv: list[str]) -> int:
     """N workers; a stop signal to this process goes to each of them, and it ends when they have."""
     workers = [
-        subprocess.Popen([sys.executable, "-m", "mnist_kit.serving.kserve_server", *argv, "--worker"])
+        subprocess.Popen([sys.executable, "-m", "mnist_kit.serving.kserve.server", *argv, "--worker"])
         for _ in range(args.workers)
     ]
 
@@ -121,8 +121,8 @@ def serve(args: argparse.Namespace, *, drain_requested: threading.Event) -> None
     from kserve import ModelServer
     from kserve.protocol.rest.server import RESTServer
 
-    from mnist_kit.serving.kserve_hot_path import HotPath
-    from mnist_kit.serving.kserve_model import MnistModel, add_management_routes, add_routes
+    from mnist_kit.serving.kserve.hot_path import HotPath
+    from mnist_kit.serving.kserve.model import MnistModel, add_management_routes, add_routes
 
     model = MnistModel(args.archive, serving_form=args.serving_form)
     model.load()

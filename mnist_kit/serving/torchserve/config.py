@@ -50,7 +50,7 @@ def properties(
         name = ROOT_FILES[profile]
         lines = [
             f"# TorchServe configuration of mnist-kit ({'production profile' if production else 'loopback default'}),"
-            " written by mnist_kit.serving.config.properties().",
+            " written by mnist_kit.serving.torchserve.config.properties().",
             f"# Start from the repo root: mnist-kit serve --ts-config {name}",
             f"#   (or: torchserve --start --ts-config {name} --ncs)",
             f"inference_address={scheme}://{inference_host}:{inference_port}",

@@ -25,11 +25,11 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from mnist_kit import constants as C
 from mnist_kit.packaging import mar
-from mnist_kit.serving.batcher import MicroBatcher
+from mnist_kit.serving.kserve.batcher import MicroBatcher
 from mnist_kit.worker import protocols
 from mnist_kit.worker.core import Core, Reply, error_reply
-from mnist_kit.worker.preprocess import InputError
 from mnist_kit.worker.request_bodies import media_type
+from mnist_kit.worker.request_errors import InputError
 
 # The core's own metrics (worker/metrics.py), as TorchServe publishes them, on ModelServer's /metrics.
 COUNTERS = {

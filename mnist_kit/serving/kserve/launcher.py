@@ -15,13 +15,14 @@ import psutil
 
 from mnist_kit import constants as C
 from mnist_kit.packaging import mar
-from mnist_kit.serving import client, process
-from mnist_kit.serving.process import ServerError
+from mnist_kit.serving import client
+from mnist_kit.serving.torchserve import launcher as torchserve_launcher
+from mnist_kit.serving.torchserve.launcher import ServerError
 
 
 def pid_file_path(tmp_dir=None) -> Path:
     """Beside TorchServe's own PID file."""
-    return process.pid_file_path(tmp_dir, ".mnist-kit-kserve.pid")
+    return torchserve_launcher.pid_file_path(tmp_dir, ".mnist-kit-kserve.pid")
 
 
 def command(
@@ -35,7 +36,7 @@ def command(
     key_file=None,
 ) -> list[str]:
     """The server's command line; with a key_file, token checking on (the production profile)."""
-    line = [sys.executable, "-m", "mnist_kit.serving.kserve_server", "--archive", str(archive), "--host", host]
+    line = [sys.executable, "-m", "mnist_kit.serving.kserve.server", "--archive", str(archive), "--host", host]
     line += ["--http-port", str(http_port), "--grpc-port", str(grpc_port), "--workers", str(workers)]
     line += ["--serving-form", serving_form] if serving_form else []
     return line + (["--token-auth", "--key-file", str(key_file)] if key_file else [])
@@ -49,11 +50,11 @@ def preflight(archive, *, host: str, ports: dict[str, int], tmp_dir=None) -> Non
     if not Path(archive).is_file():
         raise ServerError(f"{archive} not found: train and archive first (mnist-kit train && mnist-kit archive)")
     mar.read(archive)
-    pid = process.live_pid(pid_file_path(tmp_dir))
+    pid = torchserve_launcher.live_pid(pid_file_path(tmp_dir))
     if pid:
         raise ServerError(f"the kserve runtime is already running (pid {pid}): stop it first with `mnist-kit stop`")
     for name, port in ports.items():
-        process.check_port_free(host, port, f"--{name}", config_path="the command line")
+        torchserve_launcher.check_port_free(host, port, f"--{name}", config_path="the command line")
 
 
 def launch(argv: list[str], output: Path, *, tmp_dir=None, env=None) -> subprocess.Popen:
@@ -73,19 +74,23 @@ def wait_ready(url: str, timeout: float, log: Path, *, alive=lambda: True) -> No
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not alive():
-            raise ServerError(f"the kserve runtime exited while starting: {process.last_error(log)} (whole log: {log})")
+            raise ServerError(
+                f"the kserve runtime exited while starting: {torchserve_launcher.last_error(log)} (whole log: {log})"
+            )
         try:
             client.request(f"{url}/v2/health/ready", timeout=5)
             return
         except client.ClientError:
             time.sleep(0.2)
-    raise ServerError(f"the kserve runtime not ready after {timeout:.0f} s: {process.last_error(log)} (log: {log})")
+    raise ServerError(
+        f"the kserve runtime not ready after {timeout:.0f} s: {torchserve_launcher.last_error(log)} (log: {log})"
+    )
 
 
 def soft_stop(tmp_dir=None) -> int | None:
     """Tell the runtime started from this temp dir that it is going away (SIGUSR1): its readiness checks answer 503,
     so that proxies stop sending it requests, and it serves on until stopped. Its PID, or None when none runs."""
-    pid = process.live_pid(pid_file_path(tmp_dir))
+    pid = torchserve_launcher.live_pid(pid_file_path(tmp_dir))
     if pid is not None:
         os.kill(pid, signal.SIGUSR1)
     return pid
@@ -96,9 +101,9 @@ def stop(key_file=None, tmp_dir=None) -> int | None:
     its production profile wrote (a stopped server's key is no use to anyone); its PID, or None when none was
     running."""
     pid_file = pid_file_path(tmp_dir)
-    pid = process.live_pid(pid_file)
+    pid = torchserve_launcher.live_pid(pid_file)
     if pid is not None:
-        process.stop_pid(pid, timeout=C.TERMINATION_GRACE_S)
+        torchserve_launcher.stop_pid(pid, timeout=C.TERMINATION_GRACE_S)
         if key_file:
             Path(key_file).unlink(missing_ok=True)
     pid_file.unlink(missing_ok=True)
@@ -110,7 +115,7 @@ class PrivateKServe:
 
     def __init__(self, archive, *, workers: int = 1, serving_form: str | None = None, env: dict | None = None):
         self.archive, self.workers, self.serving_form = Path(archive), workers, serving_form
-        self.http_port, self.grpc_port = process.free_port(), process.free_port()
+        self.http_port, self.grpc_port = torchserve_launcher.free_port(), torchserve_launcher.free_port()
         self.inference_url = f"http://{C.HOST}:{self.http_port}"
         self.grpc_address = f"{C.HOST}:{self.grpc_port}"
         self.workdir = Path(tempfile.mkdtemp(prefix="mnist-kit-ks-"))
@@ -142,7 +147,7 @@ class PrivateKServe:
 
     def memory_mib(self) -> float:
         """Memory of the whole server now, counted as PrivateServer.memory_mib counts TorchServe's."""
-        return process.tree_memory_mib(self.server.pid)
+        return torchserve_launcher.tree_memory_mib(self.server.pid)
 
     def count_in_log(self, text: str) -> int:
         return self.log.read_text(errors="replace").count(text) if self.log.is_file() else 0
@@ -150,7 +155,7 @@ class PrivateKServe:
     def stop(self) -> None:
         """Stop the server (draining) and remove its folder: nothing outlives the caller."""
         if self.server and self.server.poll() is None:
-            process.stop_pid(self.server.pid, timeout=C.KSERVE_GRACE_S + 10)
+            torchserve_launcher.stop_pid(self.server.pid, timeout=C.KSERVE_GRACE_S + 10)
             self.server.wait()
         shutil.rmtree(self.workdir, ignore_errors=True)
 

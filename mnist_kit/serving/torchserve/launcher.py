@@ -20,7 +20,8 @@ import psutil
 
 from mnist_kit import constants as C
 from mnist_kit.errors import KitError
-from mnist_kit.serving import client, config
+from mnist_kit.serving import client
+from mnist_kit.serving.torchserve import config
 
 
 def free_port() -> int:
