@@ -27,12 +27,12 @@ from mnist_kit import constants as C
 from mnist_kit.bench.report import machine
 from mnist_kit.deploy import rollout
 from mnist_kit.deploy.proxy import BACKEND, Proxy
-from mnist_kit.deploy.replicas import Replica
+from mnist_kit.deploy.replicas import LocalReplica
 
 
 def up(args) -> None:
-    replicas = rollout.start_all([lambda: Replica(args.archive) for _ in range(args.replicas)])
-    backends = {rollout.name_of(r, i): (r.port, r.health_port) for i, r in enumerate(replicas)}
+    replicas = rollout.start_all([lambda: LocalReplica(args.archive) for _ in range(args.replicas)])
+    backends = {rollout.name_of(r, i): (r.inference_port, r.health_port) for i, r in enumerate(replicas)}
     proxy = Proxy(tempfile.mkdtemp(prefix="mnist-kit-proxy-"), args.port, backends).start()
     for name, replica in zip(backends, replicas):
         print(f"{name}: {replica.inference_url} (readiness {replica.health_url})")
@@ -43,7 +43,7 @@ def replace(args) -> None:
     proxy = Proxy.attach(args.admin_socket, args.backend)
     servers = {name: row for name, row in proxy.servers().items() if row["status"] != "MAINT"}
     current = {name: Attached(int(row["addr"].rsplit(":", 1)[1])) for name, row in servers.items() if row["addr"]}
-    rollout.replace(proxy, current, lambda: Replica(args.archive).start(), log=print)
+    rollout.replace(proxy, current, lambda: LocalReplica(args.archive).start(), log=print)
     print("done:", ", ".join(f"{n} {r['status']}" for n, r in proxy.servers().items()))
 
 
@@ -53,8 +53,8 @@ class Attached:
     def __init__(self, port: int):
         self.port = port
 
-    def remove(self) -> None:
-        if Replica.stop_listening_on(self.port) is None:
+    def stop(self) -> None:
+        if LocalReplica.stop_listening_on(self.port) is None:
             print(f"the replica on port {self.port} was not started here: stop it yourself")
 
 
@@ -63,7 +63,7 @@ def down(args) -> None:
     for name, row in proxy.servers().items():
         proxy.drain(name)
         proxy.wait_idle(name)
-        Attached(int(row["addr"].rsplit(":", 1)[1])).remove()
+        Attached(int(row["addr"].rsplit(":", 1)[1])).stop()
         print(f"{name} stopped")
     os.kill(proxy.pid(), signal.SIGTERM)
     print("HAProxy stopped")

@@ -27,7 +27,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from mnist_kit.serving import process  # noqa: E402
+from mnist_kit.serving.torchserve.launcher import PrivateServer  # noqa: E402
 
 
 def requests_mix() -> list[tuple[str, bytes, str, int, int | None]]:
@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("--kill-worker", action="store_true", help="kill -9 one worker halfway through")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    with process.PrivateServer(args.model_store) as ts:
+    with PrivateServer(args.model_store) as ts:
         pids = ts.worker_pids()
         rss_before = worker_rss(pids)
         run(ts.inference_url, 500, args.concurrency)  # warm-up, so growth is not first-use allocation

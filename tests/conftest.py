@@ -2,10 +2,14 @@
 
 Each test gets exactly one tier marker, from the fixtures it uses unless it names one itself:
   slow         the default training recipe (trained_checkpoint): minutes
-  integration  a tiny model trained in seconds (tiny_checkpoint), its archive and a real TorchServe; also the
-               1 000 held-out real-world images (held_out), most of a minute to draw
+  integration  a tiny model trained in seconds (tiny_checkpoint), its archive and a server process (RUNTIMES: a
+               real TorchServe, the kserve runtime); also the 1 000 held-out real-world images (held_out), most of a
+               minute to draw
   container    the kserve image built and run by a real container engine (kserve_image): a few minutes
   unit         everything else: in process, no Java, no training; `scripts/test.sh -m unit`, under a minute
+
+A unit test that reaches a runtime or the training by name at run time (request.getfixturevalue), out of the rule's
+sight, fails saying so. Every process the tests start treats deprecations as pytest does (PYTHONWARNINGS).
 """
 
 import os
@@ -19,13 +23,17 @@ from mnist_kit.evaluation import kinds
 from mnist_kit.packaging import archive
 from mnist_kit.serving.kserve.launcher import PrivateKServe
 from mnist_kit.training import mnist
-from mnist_kit.training.fit import fit
+from mnist_kit.training.fit import Recipe, fit
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = sorted((ROOT / "examples" / "digits").glob("*.png"))
 TIERS = ("unit", "integration", "slow", "container")
 # The default recipe trains for minutes, about ten on a 2-core CPU without native bf16 sharing its cores.
 SLOW_TIMEOUT_S = 1800
+# The shared fixtures that start a server process (Java TorchServe, the kserve runtime): their tests are integration.
+RUNTIMES = {"server", "kserve_runtime"}
+# The tier of the test being set up, for the fixtures that refuse the unit tier (out_of_the_unit_tier).
+SETTING_UP = {"tier": None}
 
 
 def pytest_collection_modifyitems(items):
@@ -37,7 +45,7 @@ def pytest_collection_modifyitems(items):
             tier = "container"
         elif "trained_checkpoint" in item.fixturenames:
             tier = "slow"
-        elif {"tiny_checkpoint", "held_out"} & set(item.fixturenames):
+        elif {"tiny_checkpoint", "held_out", *RUNTIMES} & set(item.fixturenames):
             tier = "integration"
         else:
             tier = named[0] if named else "unit"
@@ -47,6 +55,27 @@ def pytest_collection_modifyitems(items):
             item.add_marker(tier)
         if tier == "slow":
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    SETTING_UP["tier"] = next((m.name for m in item.iter_markers() if m.name in TIERS), None)
+
+
+def out_of_the_unit_tier(fixture: str) -> None:
+    """Called by the fixtures that train or start a server: a unit test gets there only by name at run time
+    (request.getfixturevalue), where the tier rule cannot see it."""
+    if SETTING_UP["tier"] == "unit":
+        pytest.fail(f"a unit test reached {fixture} at run time: name it among the test's arguments (integration)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def deprecations_are_errors_in_every_process(pytestconfig):
+    """pyproject's filterwarnings for every process the tests start (servers, their workers, the CLI), as
+    PYTHONWARNINGS, which children inherit: a deprecation a server meets fails its test as one in pytest does."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PYTHONWARNINGS", ",".join(pytestconfig.getini("filterwarnings")))
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -80,8 +109,9 @@ def tiny_checkpoint(data_dir, tmp_path_factory) -> Path:
     """A model trained for seconds: good enough to read the typical sample digits. Its int8 form loses about 0.1
     points against float, a few images either way by CPU and seed (0.03 to 0.10 seen on EPYCs), around the 0.05
     the archive allows: its archives allow TINY_INT8_DROP instead, so that every test has the int8 form."""
+    out_of_the_unit_tier("tiny_checkpoint")
     out = tmp_path_factory.mktemp("tiny") / "mnist_sd.pt"
-    fit(data_dir, out, epochs=1, limit=12000, seed=1)
+    fit(Recipe(epochs=1, limit=12000, seed=1), out, data_dir=data_dir)
     return out
 
 
@@ -89,7 +119,7 @@ def tiny_checkpoint(data_dir, tmp_path_factory) -> Path:
 def trained_checkpoint(data_dir, tmp_path_factory) -> Path:
     """The default recipe (`mnist-kit train`), for the accuracy tests: minutes (its metrics.json says how many)."""
     out = tmp_path_factory.mktemp("trained") / "mnist_sd.pt"
-    fit(data_dir, out)
+    fit(Recipe(), out, data_dir=data_dir)
     return out
 
 
@@ -127,6 +157,7 @@ def model_store(tiny_checkpoint, tmp_path_factory) -> Path:
 def server(model_store):
     """TorchServe on free ports with its own temp dir, shared by the tests that leave its state as they found it;
     stopped at the end of the session, even on failure."""
+    out_of_the_unit_tier("server")
     with TorchServe(model_store) as ts:
         yield ts
 
@@ -134,6 +165,7 @@ def server(model_store):
 @pytest.fixture(scope="session")
 def kserve_runtime(model_store):
     """The kit's kserve runtime serving the same archive as `server`, shared like it."""
+    out_of_the_unit_tier("kserve_runtime")
     with PrivateKServe(model_store / "mnist.mar") as ks:
         yield ks
 

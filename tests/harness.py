@@ -22,7 +22,7 @@ from mnist_kit import constants as C
 from mnist_kit.deploy.replicas import entrypoint_env
 from mnist_kit.packaging import mar
 from mnist_kit.serving import client
-from mnist_kit.serving.torchserve import launcher as torchserve_launcher
+from mnist_kit.serving.processes import free_port
 from mnist_kit.serving.torchserve.launcher import PrivateServer
 from mnist_kit.ui.pad_client import Reader
 from mnist_kit.ui.server import PadServer
@@ -62,24 +62,24 @@ class RuntimeServer(TorchServe):
         super().__init__(layout / "model-store", env={"TS_SERVICE_ENVELOPE": envelope})
         self.layout = layout
         self.container, self.drain_seconds = container, drain_seconds
-        self.health_port = torchserve_launcher.free_port()
+        self.health_port = free_port()
         self.health_url = f"http://{C.HOST}:{self.health_port}/ping"
         self.process = None
 
-    def start(self, timeout: float = 120) -> "RuntimeServer":
+    def launch(self) -> None:
         config = self.layout / "config" / "config.properties"
         private = {
             "inference_address": self.inference_url,
             "management_address": self.management_url,
             "metrics_address": self.metrics_url,
-            "grpc_inference_port": str(torchserve_launcher.free_port()),
-            "grpc_management_port": str(torchserve_launcher.free_port()),
+            "grpc_inference_port": str(free_port()),
+            "grpc_management_port": str(free_port()),
         }
         text = config.read_text()
         for key, value in private.items():
             text, count = re.subn(rf"^{key}=.*$", f"{key}={value}", text, flags=re.M)
             assert count == 1, key
-        config.write_text(text + f"initial_worker_port={torchserve_launcher.free_port()}\n")
+        config.write_text(text + f"initial_worker_port={free_port()}\n")
         command = ["torchserve", "--start", f"--model-store={self.layout / 'model-store'}", f"--ts-config={config}"]
         env = {**self.env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{self.env['PATH']}"}
         out = open(self.workdir / "torchserve.out", "w")
@@ -97,12 +97,6 @@ class RuntimeServer(TorchServe):
         else:
             subprocess.run(command, cwd=self.workdir, env=env, stdout=out, stderr=out, check=True)
         out.close()
-        try:
-            torchserve_launcher.wait_ready(self.management_url, timeout, self.log, alive=self.running)
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def running(self) -> bool:
         # In the foreground the launcher is the process to watch: its PID file appears only after Java starts.

@@ -18,8 +18,8 @@ from mnist_kit.feedback.store import Store
 from mnist_kit.files import sha256
 from mnist_kit.packaging import archive
 from mnist_kit.serving import client
+from mnist_kit.serving.processes import free_port
 from mnist_kit.serving.torchserve import config
-from mnist_kit.serving.torchserve import launcher as torchserve_launcher
 
 
 @pytest.mark.unit
@@ -235,14 +235,14 @@ def test_serve_models_loads_versions_side_by_side_the_first_the_default(tiny_che
     archive.build(tiny_checkpoint, store, mode="eager")
     archive.build(tiny_checkpoint, store, version="2.0", mode="eager")
     (tmp_path / "tmp").mkdir()
-    ports = {"inference_port": torchserve_launcher.free_port(), "management_port": torchserve_launcher.free_port()}
+    ports = {"inference_port": free_port(), "management_port": free_port()}
     text = config.properties(
         "local",
         **ports,
-        metrics_port=torchserve_launcher.free_port(),
-        grpc_ports=(torchserve_launcher.free_port(), torchserve_launcher.free_port()),
+        metrics_port=free_port(),
+        grpc_ports=(free_port(), free_port()),
         model_store=store,
-        initial_worker_port=torchserve_launcher.free_port(),
+        initial_worker_port=free_port(),
     )
     (tmp_path / "config.properties").write_text(text)
     env = {C.HOME_ENV: str(tmp_path), "TMPDIR": str(tmp_path / "tmp"), "TEMP": str(tmp_path / "tmp")}
@@ -261,9 +261,7 @@ def test_serve_models_loads_versions_side_by_side_the_first_the_default(tiny_che
 def test_serve_models_names_an_archive_the_store_lacks(tmp_path):
     (tmp_path / "model_store").mkdir()
     (tmp_path / "model_store" / "mnist.mar").write_bytes(b"")
-    (tmp_path / "config.properties").write_text(
-        config.properties("local", inference_port=torchserve_launcher.free_port())
-    )
+    (tmp_path / "config.properties").write_text(config.properties("local", inference_port=free_port()))
     env = {C.HOME_ENV: str(tmp_path), "TMPDIR": str(tmp_path)}
     result = CliRunner().invoke(cli, ["serve", "--models", "mnist.mar,mnist-2.0.mar"], env=env)
     assert result.exit_code == 1 and "has no mnist-2.0.mar" in result.output

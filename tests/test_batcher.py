@@ -1,5 +1,6 @@
-"""The kserve runtime's micro-batcher (serving/batcher.py): a lone request runs at once, requests that arrive while a
-batch runs form the next one (no timer), batches are capped, and a failing batch fails only its own requests."""
+"""The kserve runtime's micro-batcher (serving/kserve/batcher.py): a lone request runs at once, requests that arrive
+while a batch runs form the next one (no timer), batches are capped, and a failing batch fails only its own
+requests."""
 
 import asyncio
 

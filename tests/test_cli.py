@@ -11,6 +11,7 @@ from conftest import ROOT
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
 from mnist_kit.paths import home
+from mnist_kit.serving import processes
 from mnist_kit.serving.torchserve import config
 from mnist_kit.serving.torchserve import launcher as torchserve_launcher
 
@@ -43,7 +44,7 @@ def test_a_command_whose_extra_is_not_installed_names_the_extra(tmp_path):
 
 
 def test_predict_against_no_server_fails_with_a_clear_message(digits):
-    url = f"http://127.0.0.1:{torchserve_launcher.free_port()}"
+    url = f"http://127.0.0.1:{processes.free_port()}"
     result = CliRunner().invoke(cli, ["predict", str(digits[0]), "--url", url])
     assert result.exit_code == 1
     assert f"cannot reach TorchServe at {url}" in result.output and "start it with `mnist-kit serve`" in result.output
@@ -51,7 +52,7 @@ def test_predict_against_no_server_fails_with_a_clear_message(digits):
 
 
 def test_predict_stops_at_the_first_file_when_the_server_cannot_be_reached(digits):
-    url = f"http://127.0.0.1:{torchserve_launcher.free_port()}"
+    url = f"http://127.0.0.1:{processes.free_port()}"
     result = CliRunner().invoke(cli, ["predict", *map(str, digits[:3]), "--url", url, "--retries", "0"])
     assert result.exit_code == 1
     assert result.output.count("\n") == 1 and result.output.startswith(f"Error: cannot reach TorchServe at {url}")
@@ -66,7 +67,7 @@ def nine_mib_file(tmp_path):
 def test_predict_does_not_send_a_file_over_the_servers_max_request_size(tmp_path):
     config_path = tmp_path / "config.properties"
     config_path.write_text(config.properties())  # the kit's: max_request_size 8 MiB
-    big, url = nine_mib_file(tmp_path), f"http://127.0.0.1:{torchserve_launcher.free_port()}"
+    big, url = nine_mib_file(tmp_path), f"http://127.0.0.1:{processes.free_port()}"
     result = CliRunner().invoke(cli, ["predict", str(big), "--url", url, "--ts-config", str(config_path)])
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [
@@ -182,7 +183,7 @@ def test_a_path_the_user_types_stays_relative_to_the_current_directory(untrained
 
 
 def test_predict_says_an_answers_flags_in_words_beside_the_digit():
-    from mnist_kit.cli.serving import answer_line
+    from mnist_kit.cli.querying import answer_line
 
     several = {"digit": 8, "confidence": 0.97, "flags": ["several_digits"], "digits": [3, 8]}
     assert answer_line("38.png", several) == "38.png: 8 (97.0 %): several digits (3 8)"
@@ -213,7 +214,8 @@ def test_a_fine_tune_refuses_the_options_it_would_ignore(tmp_path):
     assert "--augment/--no-augment and --force are for training from scratch" in result.output
 
 
-def test_waiting_for_a_server_whose_management_api_refuses_the_token_says_so_before_the_timeout(tmp_path):
+def test_waiting_for_a_server_whose_management_api_refuses_the_token_says_so_before_the_timeout(tmp_path, monkeypatch):
+    """After C.TOKEN_GRACE_S of refusals (made shorter here: the test is about the message, not the wait)."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from threading import Thread
 
@@ -230,12 +232,13 @@ def test_waiting_for_a_server_whose_management_api_refuses_the_token_says_so_bef
         def log_message(self, *args):
             pass
 
+    monkeypatch.setattr(C, "TOKEN_GRACE_S", 0.5)
     server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
     Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        with pytest.raises(torchserve_launcher.ServerError, match="refuses the token .*Token Authorization failed"):
-            torchserve_launcher.wait_ready(url, 120, tmp_path / "log", token=lambda: "a stale key")
+        with pytest.raises(processes.ServerError, match="refuses the token .*Token Authorization failed"):
+            torchserve_launcher.wait_models_ready(url, 120, tmp_path / "log", token=lambda: "a stale key")
     finally:
         server.shutdown()
         server.server_close()

@@ -1,4 +1,4 @@
-"""The config.properties files the kit writes (serving/config.py) and what it reads back from them."""
+"""The config.properties files the kit writes (serving/torchserve/config.py) and what it reads back from them."""
 
 from pathlib import Path
 

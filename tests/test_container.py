@@ -16,7 +16,7 @@ from conftest import ROOT
 from mnist_kit import constants as C
 from mnist_kit.deploy import entrypoint, export, manifests
 from mnist_kit.deploy.resources import Resources
-from mnist_kit.serving.torchserve import launcher as torchserve_launcher
+from mnist_kit.serving.processes import free_port
 
 CPU_WHEELS = "https://download.pytorch.org/whl/cpu"
 
@@ -127,7 +127,7 @@ def run_entrypoint(tmp_path, *args) -> list[str]:
     fake.chmod(0o755)
     result = subprocess.run(
         [sys.executable, str(ROOT / "mnist_kit" / "deploy" / "entrypoint.py"), *args],
-        env={"PATH": f"{tmp_path}:/usr/bin:/bin", "MNIST_KIT_HEALTH_PORT": str(torchserve_launcher.free_port())},
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin", "MNIST_KIT_HEALTH_PORT": str(free_port())},
         capture_output=True,
         text=True,
         check=True,
@@ -236,6 +236,32 @@ def test_image_build_names_the_dockerfiles_targets_when_given_another():
 
     with pytest.raises(image.ImageError, match="unknown target web: the Dockerfile's are runtime, model, kserve"):
         image.build(["web"], tool="podman", context=ROOT, model_store=ROOT, logs=ROOT)
+
+
+# A container engine that records what it is asked and finds every image (the base, the built one: 1 MB).
+FAKE_ENGINE = """#!{python}
+import json, sys
+with open({log!r}, "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+if sys.argv[1:3] == ["image", "inspect"]:
+    print(json.dumps([{{"Size": 1000000}}]))
+"""
+
+
+@pytest.mark.parametrize("repository", [None, "localhost/mnist-kit-test"])
+def test_image_build_tags_a_target_as_the_kit_names_it_or_in_the_repository_it_is_given_alone(tmp_path, repository):
+    from mnist_kit.deploy import image
+
+    engine, log = tmp_path / "engine", tmp_path / "engine.log"
+    engine.write_text(FAKE_ENGINE.format(python=sys.executable, log=str(log)))
+    engine.chmod(0o755)
+    [built] = image.build(
+        ["kserve"], tool=str(engine), context=tmp_path, model_store=tmp_path, logs=tmp_path, repository=repository
+    )
+    [build] = [line for line in map(json.loads, log.read_text().splitlines()) if line[0] == "build"]
+    tagged = [build[i + 1] for i, arg in enumerate(build) if arg == "-t"]
+    kits = ["localhost/mnist-kit:kserve", export.default_image("-kserve")]
+    assert built.tags == tagged == ([f"{repository}:kserve"] if repository else kits)
 
 
 def test_every_dockerfile_target_is_one_image_build_knows(dockerfile):

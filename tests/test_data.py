@@ -4,6 +4,7 @@ import gzip
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -52,8 +53,15 @@ def test_a_truncated_gzip_is_a_clear_error(data_dir, tmp_path):
         mnist.load(tmp_path, "test", download=False)
 
 
+def gzipped_bytes(data_dir, name) -> bytes:
+    """The file as a mirror serves it: the .gz as it is where there is one (compressing the training images takes
+    seconds)."""
+    gz = data_dir / f"{name}.gz"
+    return gz.read_bytes() if gz.exists() else gzip.compress((data_dir / name).read_bytes(), compresslevel=1)
+
+
 def test_a_download_writes_each_missing_file_whole_and_the_read_checks_it(data_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(mnist, "_fetch", lambda filename: gzip.compress(raw_bytes(data_dir, filename[:-3])))
+    monkeypatch.setattr(mnist, "_fetch", lambda filename: gzipped_bytes(data_dir, filename[:-3]))
     images, labels = mnist.load(tmp_path, "test")
     assert len(images) == len(labels) == 10000
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{name}.gz" for name in mnist.FILES)
@@ -79,9 +87,26 @@ def test_a_downloaded_file_that_cannot_be_written_is_reported_as_such(tmp_path, 
 NEEDS_THE_FILES = "tests/test_data.py::test_test_split_loads_as_uint8_images_and_labels"
 
 
-@pytest.mark.parametrize("ci, outcome", [("", "1 skipped"), ("1", "1 error")])
-def test_without_the_files_tests_skip_saying_why_except_in_ci(tmp_path, ci, outcome):
-    env = {**os.environ, "MNIST_DATA_DIR": str(tmp_path), "CI": ci}
+@pytest.fixture(scope="module")
+def without_the_files(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """(the empty folder, {CI: pytest's output}): a test that needs the files run with MNIST_DATA_DIR pointing at an
+    empty folder, outside CI ("") and in it ("1"); both runs at once, since each spends its seconds importing torch."""
+    empty = tmp_path_factory.mktemp("no-mnist")
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", NEEDS_THE_FILES]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    assert outcome in result.stdout and f"MNIST files not found in {tmp_path}: set MNIST_DATA_DIR" in result.stdout
+    runs = {
+        ci: subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, "MNIST_DATA_DIR": str(empty), "CI": ci},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for ci in ("", "1")
+    }
+    return empty, {ci: run.communicate()[0] for ci, run in runs.items()}
+
+
+@pytest.mark.parametrize("ci, outcome", [("", "1 skipped"), ("1", "1 error")])
+def test_without_the_files_tests_skip_saying_why_except_in_ci(without_the_files, ci, outcome):
+    empty, output = without_the_files
+    assert outcome in output[ci] and f"MNIST files not found in {empty}: set MNIST_DATA_DIR" in output[ci]

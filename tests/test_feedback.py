@@ -27,7 +27,7 @@ from PIL import ExifTags, Image
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
 from mnist_kit.feedback.store import SCHEMA, SCHEMA_VERSION, FeedbackError, Store
-from mnist_kit.serving.torchserve.launcher import free_port
+from mnist_kit.serving.processes import free_port
 
 NOWHERE = f"http://{C.HOST}:{free_port()}"
 

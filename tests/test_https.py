@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from mnist_kit.cli import cli
+from mnist_kit.serving.processes import free_port
 from mnist_kit.serving.torchserve import config
-from mnist_kit.serving.torchserve import launcher as torchserve_launcher
 
 
 def pem_key(key) -> bytes:
@@ -56,11 +56,11 @@ def production_config(folder, store, port, **tls) -> str:
         config.properties(
             "production",
             inference_port=port,
-            management_port=torchserve_launcher.free_port(),
-            metrics_port=torchserve_launcher.free_port(),
-            grpc_ports=(torchserve_launcher.free_port(), torchserve_launcher.free_port()),
+            management_port=free_port(),
+            metrics_port=free_port(),
+            grpc_ports=(free_port(), free_port()),
             model_store=store,
-            initial_worker_port=torchserve_launcher.free_port(),
+            initial_worker_port=free_port(),
             **tls,
         )
     )
@@ -78,7 +78,7 @@ def https_server(model_store, tmp_path_factory):
     home = tmp_path_factory.mktemp("https")
     (home / "tmp").mkdir()
     certificate, key = self_signed(home)
-    port = torchserve_launcher.free_port()
+    port = free_port()
     config_path = production_config(home, model_store, port, certificate=certificate, private_key=key)
     try:
         started = kit(home, "serve", "--ts-config", config_path)
@@ -127,9 +127,7 @@ def store(tmp_path):
 def test_serve_refuses_a_key_that_is_not_the_certificates(tmp_path, store):
     certificate, _ = self_signed(tmp_path, "one")
     _, other_key = self_signed(tmp_path, "two")
-    config_path = production_config(
-        tmp_path, store, torchserve_launcher.free_port(), certificate=certificate, private_key=other_key
-    )
+    config_path = production_config(tmp_path, store, free_port(), certificate=certificate, private_key=other_key)
     result = kit(tmp_path, "serve", "--ts-config", config_path)
     assert result.exit_code == 1 and "are not a PEM certificate and its own key" in result.output
 
@@ -137,16 +135,14 @@ def test_serve_refuses_a_key_that_is_not_the_certificates(tmp_path, store):
 def test_serve_refuses_a_key_torchserve_cannot_read(tmp_path, store):
     certificate, key = self_signed(tmp_path)
     key.write_bytes(pem_key(ec.generate_private_key(ec.SECP256R1())))
-    config_path = production_config(
-        tmp_path, store, torchserve_launcher.free_port(), certificate=certificate, private_key=key
-    )
+    config_path = production_config(tmp_path, store, free_port(), certificate=certificate, private_key=key)
     result = kit(tmp_path, "serve", "--ts-config", config_path)
     assert result.exit_code == 1 and "is not an unencrypted RSA key in PEM" in result.output
 
 
 def test_serve_refuses_an_https_address_without_a_certificate(tmp_path, store):
     config_path = tmp_path / "https.properties"
-    text = config.properties("production", inference_port=torchserve_launcher.free_port(), model_store=store)
+    text = config.properties("production", inference_port=free_port(), model_store=store)
     config_path.write_text(text.replace("inference_address=http://", "inference_address=https://"))
     result = kit(tmp_path, "serve", "--ts-config", config_path)
     assert result.exit_code == 1 and "no certificate_file and private_key_file are set" in result.output
@@ -155,7 +151,7 @@ def test_serve_refuses_an_https_address_without_a_certificate(tmp_path, store):
 def test_serve_refuses_a_certificate_on_a_plain_http_address(tmp_path, store):
     certificate, key = self_signed(tmp_path)
     config_path = tmp_path / "http.properties"
-    text = production_config(tmp_path, store, torchserve_launcher.free_port(), certificate=certificate, private_key=key)
+    text = production_config(tmp_path, store, free_port(), certificate=certificate, private_key=key)
     config_path.write_text(open(text).read().replace("inference_address=https://", "inference_address=http://"))
     result = kit(tmp_path, "serve", "--ts-config", config_path)
     assert result.exit_code == 1 and "TorchServe would serve plain HTTP" in result.output

@@ -3,7 +3,9 @@ serves as the exports run it, as user 1000 on a read-only root filesystem; a sto
 container comes back by the engine's restart policy; `podman kube play` runs the kserve runtime's Kubernetes export.
 
 The image is built from a copy of the checkout in a temporary folder (`mnist-kit image build`'s code), so the tests
-write nothing into the checkout. Outside CI, a machine without a container engine, or not root, skips them.
+write nothing into the checkout, and tagged in a repository of the tests' own (TEST_REPOSITORY), so they leave a
+user's images (localhost/mnist-kit:*, mnist-kit-serving:*) as they are; the tags they made are removed after. Outside
+CI, a machine without a container engine, or not root, skips them.
 """
 
 import os
@@ -20,8 +22,7 @@ from mnist_kit import constants as C
 from mnist_kit.deploy import image
 from mnist_kit.deploy.export import export_k8s
 from mnist_kit.deploy.rollout import Load
-from mnist_kit.serving import client
-from mnist_kit.serving.torchserve import launcher as torchserve_launcher
+from mnist_kit.serving import client, processes
 
 # What the Dockerfile's build context holds (.dockerignore lets in nothing else).
 CONTEXT = [
@@ -34,6 +35,8 @@ CONTEXT = [
     "mnist_kit",
 ]
 MAX_IMAGE_MB = 1000
+# Where the tests tag the images they build: never the kit's own names, which a user's images carry.
+TEST_REPOSITORY = "localhost/mnist-kit-test"
 
 
 def engine_or_skip() -> str:
@@ -64,17 +67,29 @@ def build_context(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def kserve_image(build_context, model_store, tmp_path_factory) -> tuple[str, str]:
-    """(engine, tag) of the kserve and kserve-model images, built for this session (the engine's layer cache makes a
-    rebuild of an unchanged checkout take seconds)."""
+def kserve_image(build_context, model_store, tmp_path_factory):
+    """(engine, tag) of the kserve image, built with the kserve-model one for this session (the engine's layer cache
+    makes a rebuild of an unchanged checkout take seconds); the tags that were not there before are removed after,
+    the cached layers kept."""
     tool = engine_or_skip()
     logs = tmp_path_factory.mktemp("image-logs")
     targets = ["kserve", "kserve-model"]
-    built = image.build(
-        targets, tool=tool, context=build_context, model_store=model_store, logs=logs, ca_bundle=ca_bundle()
-    )
-    assert [b.target for b in built] == targets
-    return tool, built[0].tags[0]
+    made = [f"{TEST_REPOSITORY}:{t}" for t in targets if not image.image_exists(tool, f"{TEST_REPOSITORY}:{t}")]
+    try:
+        built = image.build(
+            targets,
+            tool=tool,
+            context=build_context,
+            model_store=model_store,
+            logs=logs,
+            ca_bundle=ca_bundle(),
+            repository=TEST_REPOSITORY,
+        )
+        assert [b.tags for b in built] == [[f"{TEST_REPOSITORY}:{t}"] for t in targets]
+        yield tool, built[0].tags[0]
+    finally:
+        if made:
+            subprocess.run([tool, "rmi", "--no-prune", *made], capture_output=True)
 
 
 def ca_bundle() -> str | None:
@@ -91,7 +106,7 @@ class Container:
 
     def __init__(self, tool: str, tag: str, store: Path, *extra: str):
         self.tool, self.name = tool, f"mnist-kit-test-{os.getpid()}-{time.monotonic_ns()}"
-        self.port = torchserve_launcher.free_port()
+        self.port = processes.free_port()
         self.url = f"http://{C.HOST}:{self.port}"
         line = [tool, "run", "-d", "--name", self.name, "-p", f"{C.HOST}:{self.port}:{C.INFERENCE_PORT}"]
         line += ["-v", f"{store}:{C.DEPLOY_MODEL_STORE}:ro", *extra, tag]
@@ -217,17 +232,32 @@ def test_a_killed_container_is_restarted_by_its_policy_and_the_clients_retries_l
         container.remove()
 
 
+def kube_play_or_skip(tool: str) -> None:
+    """`podman kube play` runs a Kubernetes export on one machine; docker has nothing like it, and image.engine()
+    builds with docker only where podman is not installed."""
+    if tool != "podman":
+        pytest.skip("podman is not installed (the images were built with docker, which has no `kube play`)")
+    if subprocess.run([tool, "kube", "play", "--help"], capture_output=True).returncode != 0:
+        pytest.skip(f"{image.engine_version(tool)} has no `kube play` (podman 4 and later have)")
+
+
 def test_kube_play_runs_the_kserve_runtimes_kubernetes_export_and_it_answers(
     kserve_image, model_store, tmp_path, digits
 ):
-    """The export as written, its image the kserve-model target. podman 4's kube play publishes the Deployment's
-    container ports on the host (8080 and 8081, every interface): they must be free."""
+    """The export as written, its image the kserve-model target as the tests tag it. podman 4's kube play publishes
+    the Deployment's container ports on the host (8080 and 8081, every interface): they must be free."""
     tool, _ = kserve_image
-    if tool != "podman":
-        pytest.skip("kube play is podman's")
+    kube_play_or_skip(tool)
     for port in (C.INFERENCE_PORT, C.KSERVE_GRPC_PORT):
-        torchserve_launcher.check_port_free("0.0.0.0", port, "kube play's", config_path="the export")
-    export = export_k8s(tmp_path / "k8s", model_store, tmp_path / "no-bench.json", runtime="kserve", cpus=1)
+        processes.check_port_free("0.0.0.0", port, "kube play's", config_path="the export")
+    export = export_k8s(
+        tmp_path / "k8s",
+        model_store,
+        tmp_path / "no-bench.json",
+        image=f"{TEST_REPOSITORY}:kserve-model",
+        runtime="kserve",
+        cpus=1,
+    )
     manifest = export.out / "kubernetes.yaml"
     try:
         play = subprocess.run([tool, "kube", "play", str(manifest)], capture_output=True, text=True)

@@ -26,7 +26,7 @@ from mnist_kit.cli import cli
 from mnist_kit.evaluation import measure
 from mnist_kit.serving import client
 from mnist_kit.serving.kserve.launcher import PrivateKServe
-from mnist_kit.serving.torchserve import launcher as torchserve_launcher
+from mnist_kit.serving.processes import free_port
 from mnist_kit.training import mnist
 
 
@@ -232,7 +232,7 @@ def test_a_stop_answers_the_requests_already_received(model_store, digits):
 
 
 def test_serve_and_stop_run_the_kserve_runtime(model_store, tmp_path, digits):
-    http, grpc_port = torchserve_launcher.free_port(), torchserve_launcher.free_port()
+    http, grpc_port = free_port(), free_port()
     env = {"TMPDIR": str(tmp_path), C.HOME_ENV: str(tmp_path)}
     runner = CliRunner()
     archive = str(model_store / "mnist.mar")

@@ -17,7 +17,7 @@ from mnist_kit import constants as C
 from mnist_kit.cli import cli
 from mnist_kit.serving import client
 from mnist_kit.serving.kserve import auth as kserve_auth
-from mnist_kit.serving.torchserve import launcher as torchserve_launcher
+from mnist_kit.serving.processes import free_port
 from mnist_kit.ui.pad_client import Reader
 
 # gRPC through tritonclient in a process of its own: its protos and kserve's cannot be loaded in one process.
@@ -41,7 +41,7 @@ def production(model_store, tmp_path_factory):
     """`mnist-kit serve --runtime kserve --profile production` on free ports, in a home of its own."""
     home = tmp_path_factory.mktemp("kserve-production")
     env = {"TMPDIR": str(home), C.HOME_ENV: str(home), C.TOKEN_ENV: ""}
-    http, grpc_port = torchserve_launcher.free_port(), torchserve_launcher.free_port()
+    http, grpc_port = free_port(), free_port()
     args = ["serve", "--runtime", "kserve", "--profile", "production", "--archive", str(model_store / "mnist.mar")]
     args += ["--http-port", str(http), "--grpc-port", str(grpc_port), "--workers", "1"]
     started = CliRunner().invoke(cli, args, env=env)
@@ -152,7 +152,7 @@ def test_models_against_the_grpc_port_says_it_is_not_http(kserve_runtime):
 
 
 def test_the_pads_reader_finds_the_version_on_the_kserve_runtime(kserve_runtime):
-    nowhere = f"http://127.0.0.1:{torchserve_launcher.free_port()}"
+    nowhere = f"http://127.0.0.1:{free_port()}"
     reader = Reader(kserve_runtime.inference_url, management_url=nowhere)
     assert reader.status() == {
         "server": kserve_runtime.inference_url,

@@ -3,6 +3,7 @@ side that travels alone in the .mar, and a wheel that installs nothing else at t
 
 import ast
 import importlib.metadata
+import os
 import shutil
 import subprocess
 import sys
@@ -60,6 +61,65 @@ def test_only_the_cli_imports_click():
 def test_the_library_never_imports_the_cli():
     users = [name for name, path in kit_modules().items() if any(is_cli(n) for n in imports(path))]
     assert [name for name in users if not is_cli(name)] == ["mnist_kit.__main__"]
+
+
+# The declared order (docs/DEVELOPMENT.md, "The order"), lowest first: a module imports only from its own layer and the
+# layers below it. The foundation's modules and the model are what every layer may use.
+LAYERS = (
+    ("mnist_model", "mnist_kit", "mnist_kit.constants", "mnist_kit.errors", "mnist_kit.paths", "mnist_kit.files"),
+    ("mnist_kit.machine", "mnist_kit.percentiles"),
+    ("mnist_kit.worker",),
+    ("mnist_kit.training",),
+    ("mnist_kit.packaging",),
+    ("mnist_kit.serving",),
+    ("mnist_kit.evaluation",),
+    ("mnist_kit.bench",),
+    ("mnist_kit.deploy",),
+    ("mnist_kit.feedback",),
+    ("mnist_kit.ui",),
+    ("mnist_kit.cli", "mnist_kit.__main__"),
+)
+# Inside serving: the runtime-neutral modules below the two runtimes' wings, and neither wing imports the other.
+SERVING_WINGS = ("mnist_kit.serving.torchserve", "mnist_kit.serving.kserve")
+
+
+def layer(name: str) -> int:
+    """The layer a module belongs to: the longest prefix of its name that LAYERS lists."""
+    found = [(len(unit), i) for i, units in enumerate(LAYERS) for unit in units if f"{name}.".startswith(f"{unit}.")]
+    return max(found)[1] if found else -1
+
+
+def kit_imports() -> dict[str, set[str]]:
+    """Each module of the kit (and the model) → the modules of the kit it imports, anywhere in its file."""
+    modules = {**kit_modules(), "mnist_model": ROOT / "mnist_model.py"}
+    return {name: {n for n in imports(path) if n in modules and n != name} for name, path in modules.items()}
+
+
+def test_every_module_has_a_place_in_the_declared_order():
+    assert [name for name in kit_imports() if layer(name) < 0] == []
+
+
+def test_no_module_imports_one_above_it_in_the_declared_order():
+    upward = [f"{name} → {n}" for name, found in kit_imports().items() for n in found if layer(n) > layer(name)]
+    assert upward == []
+
+
+def test_neither_runtime_wing_imports_the_other():
+    crossing = []
+    for name, found in kit_imports().items():
+        wing = next((w for w in SERVING_WINGS if name.startswith(f"{w}.")), None)
+        for n in found:
+            other = next((w for w in SERVING_WINGS if n.startswith(f"{w}.")), None)
+            if other and other != wing and name.startswith("mnist_kit.serving"):
+                crossing.append(f"{name} → {n}")
+    assert crossing == []
+
+
+def test_the_development_guide_names_the_sub_packages_in_the_declared_order():
+    guide = (ROOT / "docs" / "DEVELOPMENT.md").read_text().split("## The order", 1)[1].split("\n## ", 1)[0]
+    named = [unit.removeprefix("mnist_kit.") for units in LAYERS[2:-1] for unit in units]
+    positions = [guide.find(f"`{name}/`") for name in named]
+    assert -1 not in positions and positions == sorted(positions), dict(zip(named, positions, strict=True))
 
 
 def test_the_package_has_no_import_cycles():
@@ -181,10 +241,13 @@ def test_the_wheel_installs_mnist_kit_and_the_two_torchserve_files_only(tmp_path
             ".*", "build", "*.egg-info", "__pycache__", "checkpoints", "model_store", "data", "reports", "logs"
         ),
     )
+    # pip is a tool here, not the kit: its own deprecations (its vendored pkg_resources) are its maintainers' to fix.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path, source],
         check=True,
         capture_output=True,
+        env=env,
     )
     [wheel] = tmp_path.glob("mnist_kit-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

@@ -16,7 +16,7 @@ from PyQt5.QtWidgets import QApplication
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
 from mnist_kit.feedback.store import Store
-from mnist_kit.serving.torchserve.launcher import free_port
+from mnist_kit.serving.processes import free_port
 from mnist_kit.ui.desktop import PadWindow
 from mnist_kit.ui.pad_client import Reader
 

@@ -23,7 +23,7 @@ from mnist_kit.deploy import export, proxy, rollout
 from mnist_kit.packaging import archive
 from mnist_kit.serving import client
 from mnist_kit.serving.kserve.launcher import PrivateKServe
-from mnist_kit.serving.torchserve import launcher as torchserve_launcher
+from mnist_kit.serving.processes import free_port
 
 
 def status(url: str) -> int:
@@ -112,7 +112,7 @@ def test_the_kserve_runtime_drains_on_sigterm_then_stops_cleanly(model_store, di
 
 
 def test_stop_drain_makes_the_kserve_runtime_unready_then_stops_it(model_store, tmp_path, digits):
-    http, grpc_port = torchserve_launcher.free_port(), torchserve_launcher.free_port()
+    http, grpc_port = free_port(), free_port()
     env = {"TMPDIR": str(tmp_path), C.HOME_ENV: str(tmp_path)}
     args = ["serve", "--runtime", "kserve", "--archive", str(model_store / "mnist.mar"), "--workers", "1"]
     started = CliRunner().invoke(cli, [*args, "--http-port", str(http), "--grpc-port", str(grpc_port)], env=env)

@@ -8,17 +8,17 @@ import pytest
 from click.testing import CliRunner
 
 from mnist_kit.cli import cli
+from mnist_kit.serving.processes import free_port
 from mnist_kit.serving.torchserve import config
-from mnist_kit.serving.torchserve import launcher as torchserve_launcher
 
 
 def config_file(tmp_path, store, port=None) -> str:
     path = tmp_path / "config.properties"
     path.write_text(
         config.properties(
-            inference_port=port or torchserve_launcher.free_port(),
-            management_port=torchserve_launcher.free_port(),
-            metrics_port=torchserve_launcher.free_port(),
+            inference_port=port or free_port(),
+            management_port=free_port(),
+            metrics_port=free_port(),
             model_store=store,
         )
     )

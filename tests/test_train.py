@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from conftest import ROOT
 
 from mnist_kit.cli import cli
-from mnist_kit.training.fit import fit
+from mnist_kit.training.fit import Recipe, fit
 
 
 def test_training_writes_the_state_dict_and_its_metrics(tiny_checkpoint):
@@ -31,8 +31,9 @@ def test_training_writes_the_state_dict_and_its_metrics(tiny_checkpoint):
 
 @pytest.mark.integration  # trains, briefly
 def test_same_seed_gives_the_same_model_on_cpu(data_dir, tmp_path):
-    a = fit(data_dir, tmp_path / "a.pt", epochs=1, limit=512, seed=7, device="cpu")
-    b = fit(data_dir, tmp_path / "b.pt", epochs=1, limit=512, seed=7, device="cpu")
+    recipe = Recipe(epochs=1, limit=512, seed=7, device="cpu")
+    a = fit(recipe, tmp_path / "a.pt", data_dir=data_dir)
+    b = fit(recipe, tmp_path / "b.pt", data_dir=data_dir)
     sd_a, sd_b = (torch.load(tmp_path / f, weights_only=True) for f in ("a.pt", "b.pt"))
     assert a["test_accuracy"] == b["test_accuracy"]
     assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
@@ -74,12 +75,10 @@ def test_train_with_force_goes_past_an_existing_checkpoint(tmp_path, monkeypatch
 def test_training_reports_progress_through_callbacks(data_dir, tmp_path):
     steps, epochs = [], []
     fit(
-        data_dir,
+        # without outliers: with them, printed digits join the 256 (tests/test_real_world.py trains with them)
+        Recipe(epochs=2, limit=256, batch_size=128, outliers=False),
         tmp_path / "m.pt",
-        epochs=2,
-        limit=256,
-        batch_size=128,
-        outliers=False,  # with them, printed digits join the 256 (tests/test_real_world.py trains with them)
+        data_dir=data_dir,
         on_step=lambda *a: steps.append(a),
         on_epoch=lambda epoch, loss, accuracy: epochs.append(epoch),
     )
@@ -95,8 +94,8 @@ def test_python_train_py_is_the_train_command():
 def test_train_handwriting_adds_the_letters_and_digits_of_the_trained_fonts_only(data_dir, tmp_path):
     from mnist_kit.training import handwriting
 
-    metrics = fit(data_dir, tmp_path / "a.pt", epochs=1, limit=1200, handwriting=True)
-    plain = fit(data_dir, tmp_path / "b.pt", epochs=1, limit=1200)
+    metrics = fit(Recipe(epochs=1, limit=1200, handwriting=True), tmp_path / "a.pt", data_dir=data_dir)
+    plain = fit(Recipe(epochs=1, limit=1200), tmp_path / "b.pt", data_dir=data_dir)
     glyphs = handwriting.load()
     letters = glyphs.select(held_out=False, digits=False)
     assert metrics["handwriting"] == {

@@ -28,7 +28,7 @@ from mnist_kit.cli import cli
 from mnist_kit.evaluation import kinds
 from mnist_kit.feedback.store import Store
 from mnist_kit.serving import client
-from mnist_kit.serving.torchserve.launcher import free_port
+from mnist_kit.serving.processes import free_port
 from mnist_kit.worker import preprocess
 from mnist_kit.worker.request_errors import InputError
 

@@ -91,32 +91,7 @@ def report(result: dict) -> str:
             f"{c['p99_ms']:>6.2f} | {k['ratio_to_ceiling']:>5.2f}"
         )
     lines.append("latencies in ms; ceiling: a no-op handler served with the same settings, in the same run")
-    if "kit_v2" in result:
-        lines.append("Open Inference Protocol v2, the same image as one base64 BYTES element, same server:")
-        lines.append(f"{'conc':>4} | {'v2 req/s':>15} {'p50':>6} {'p90':>6} {'p99':>6} {'err':>4} | {'v2/raw':>6}")
-        for v in result["kit_v2"]["sweep"]:
-            lines.append(
-                f"{v['concurrency']:>4} | {v['req_per_s']:>15.0f} {v['p50_ms']:>6.2f} {v['p90_ms']:>6.2f} "
-                f"{v['p99_ms']:>6.2f} {v['errors']:>4} | {v['ratio_to_raw']:>6.2f}"
-            )
-    if "kserve" in result:
-        lines.append("The same image on the kserve runtime (KServe's ModelServer), same archive, same rounds:")
-        lines.append(
-            f"{'conc':>4} | {'kserve req/s':>15} {'p50':>6} {'p90':>6} {'p99':>6} {'err':>4} | {'/kit':>5} {'/ceil':>5}"
-        )
-        for v in result["kserve"]["sweep"]:
-            lines.append(
-                f"{v['concurrency']:>4} | {v['req_per_s']:>15.0f} {v['p50_ms']:>6.2f} {v['p90_ms']:>6.2f} "
-                f"{v['p99_ms']:>6.2f} {v['errors']:>4} | {v['ratio_to_kit']:>5.2f} {v['ratio_to_ceiling']:>5.2f}"
-            )
-    if "raw_asgi" in result:
-        lines.append("The Python HTTP ceiling (a bare ASGI app on uvicorn, as many workers), same rounds:")
-        lines.append(f"{'conc':>4} | {'raw ASGI req/s':>15} {'p50':>6} {'p99':>6} | {'kserve/raw':>10} {'p50 x':>6}")
-        for raw, v in zip(result["raw_asgi"]["sweep"], result["kserve"]["sweep"]):
-            lines.append(
-                f"{raw['concurrency']:>4} | {raw['req_per_s']:>15.0f} {raw['p50_ms']:>6.2f} {raw['p99_ms']:>6.2f} | "
-                f"{v['ratio_to_raw_asgi']:>10.2f} {v['p50_to_raw_asgi']:>6.2f}"
-            )
+    lines += runtime_rows(result)
     generator = max(
         p["generator_cpu"]
         for name in ("kit", "kit_v2", "ceiling", "kserve", "raw_asgi")
@@ -150,6 +125,39 @@ def report(result: dict) -> str:
     if result.get("lone_request"):
         lines.append(lone_request_line(result["lone_request"]))
     return "\n".join(lines)
+
+
+def runtime_rows(result: dict) -> list[str]:
+    """The rows beside the TorchServe sweep, where the run measured them: the v2 protocol, the kserve runtime, and a
+    bare ASGI app."""
+    lines = []
+    if "kit_v2" in result:
+        lines.append("Open Inference Protocol v2, the same image as one base64 BYTES element, same server:")
+        lines.append(f"{'conc':>4} | {'v2 req/s':>15} {'p50':>6} {'p90':>6} {'p99':>6} {'err':>4} | {'v2/raw':>6}")
+        for v in result["kit_v2"]["sweep"]:
+            lines.append(
+                f"{v['concurrency']:>4} | {v['req_per_s']:>15.0f} {v['p50_ms']:>6.2f} {v['p90_ms']:>6.2f} "
+                f"{v['p99_ms']:>6.2f} {v['errors']:>4} | {v['ratio_to_raw']:>6.2f}"
+            )
+    if "kserve" in result:
+        lines.append("The same image on the kserve runtime (KServe's ModelServer), same archive, same rounds:")
+        lines.append(
+            f"{'conc':>4} | {'kserve req/s':>15} {'p50':>6} {'p90':>6} {'p99':>6} {'err':>4} | {'/kit':>5} {'/ceil':>5}"
+        )
+        for v in result["kserve"]["sweep"]:
+            lines.append(
+                f"{v['concurrency']:>4} | {v['req_per_s']:>15.0f} {v['p50_ms']:>6.2f} {v['p90_ms']:>6.2f} "
+                f"{v['p99_ms']:>6.2f} {v['errors']:>4} | {v['ratio_to_kit']:>5.2f} {v['ratio_to_ceiling']:>5.2f}"
+            )
+    if "raw_asgi" in result:
+        lines.append("The Python HTTP ceiling (a bare ASGI app on uvicorn, as many workers), same rounds:")
+        lines.append(f"{'conc':>4} | {'raw ASGI req/s':>15} {'p50':>6} {'p99':>6} | {'kserve/raw':>10} {'p50 x':>6}")
+        for raw, v in zip(result["raw_asgi"]["sweep"], result["kserve"]["sweep"]):
+            lines.append(
+                f"{raw['concurrency']:>4} | {raw['req_per_s']:>15.0f} {raw['p50_ms']:>6.2f} {raw['p99_ms']:>6.2f} | "
+                f"{v['ratio_to_raw_asgi']:>10.2f} {v['p50_to_raw_asgi']:>6.2f}"
+            )
+    return lines
 
 
 def lone_request_line(lone: dict) -> str:

@@ -136,9 +136,9 @@ def started_raw_asgi(stack: contextlib.ExitStack, *, workers: int, body: Path):
     """The Python HTTP ceiling (raw_asgi.py) on uvicorn with `workers` workers on a free port, kept open by `stack`;
     with its start in seconds."""
     from mnist_kit.serving import client
-    from mnist_kit.serving.torchserve import launcher as torchserve_launcher
+    from mnist_kit.serving.processes import free_port
 
-    port = torchserve_launcher.free_port()
+    port = free_port()
     argv = [sys.executable, "-m", "uvicorn", "mnist_kit.bench.raw_asgi:app", "--host", C.HOST, "--port", str(port)]
     argv += ["--workers", str(workers), "--http", "httptools", "--loop", "uvloop", "--no-access-log"]
     start = time.perf_counter()

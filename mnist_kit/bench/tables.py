@@ -42,6 +42,39 @@ def markdown(result: dict) -> str:
     for k, c in zip(result["kit"]["sweep"], result["ceiling"]["sweep"]):
         ceiling = f"{number(c['req_per_s'])} | {c['p50_ms']:.2f} | {c['p99_ms']:.2f}"
         lines.append(f"{cells(k)} {ceiling} | {k['ratio_to_ceiling']:.2f} |")
+    lines += runtime_tables(result)
+    kserve_start = (
+        f"; the kserve runtime, command to the first answer: {result['kserve']['cold_start_s']:.2f} s"
+        if "kserve" in result
+        else ""
+    )
+    if "worker_rss_mib" in result.get("kserve", {}):  # bench files from before the torch-free runtime have none
+        ks = result["kserve"]
+        lines += [
+            "",
+            f"The kserve runtime served `{ks['serving_form']}`; each worker {max(ks['worker_rss_mib']):.0f} MiB "
+            f"resident at most, the whole server {ks['memory_mib']} MiB (TorchServe's: {result['kit']['memory_mib']} "
+            "MiB, frontend and workers, shared pages counted once).",
+        ]
+    lines += [
+        "",
+        f"Cold start (`torchserve --start` to the first answer): {result['kit']['cold_start_s']:.2f} s "
+        f"(no-op handler: {result['ceiling']['cold_start_s']:.2f} s){kserve_start}.",
+        "",
+        "| image | preprocessing ms, median on one core | of which decoding |",
+        "|---|---:|---:|",
+        *(f"| {name} | {r['ms_median']:.3f} | {decoding(r)} |" for name, r in result["preprocess"].items()),
+    ]
+    if result.get("lone_request"):  # bench files from before it have none
+        line = lone_request_line(result["lone_request"])
+        lines += ["", line[0].upper() + line[1:] + "."]
+    return "\n".join(lines)
+
+
+def runtime_tables(result: dict) -> list[str]:
+    """The tables beside the TorchServe sweep, where the bench file has them: the v2 protocol, the kserve runtime,
+    and a bare ASGI app."""
+    lines = []
     if "kit_v2" in result:  # bench files from before the v2 line have none
         lines += [
             "",
@@ -76,32 +109,7 @@ def markdown(result: dict) -> str:
                 f"| {raw['concurrency']} | {number(raw['req_per_s'])} | {raw['p50_ms']:.2f} | {raw['p99_ms']:.2f} | "
                 f"{v['ratio_to_raw_asgi']:.2f} | {v['p50_to_raw_asgi']:.1f} |"
             )
-    kserve_start = (
-        f"; the kserve runtime, command to the first answer: {result['kserve']['cold_start_s']:.2f} s"
-        if "kserve" in result
-        else ""
-    )
-    if "worker_rss_mib" in result.get("kserve", {}):  # bench files from before the torch-free runtime have none
-        ks = result["kserve"]
-        lines += [
-            "",
-            f"The kserve runtime served `{ks['serving_form']}`; each worker {max(ks['worker_rss_mib']):.0f} MiB "
-            f"resident at most, the whole server {ks['memory_mib']} MiB (TorchServe's: {result['kit']['memory_mib']} "
-            "MiB, frontend and workers, shared pages counted once).",
-        ]
-    lines += [
-        "",
-        f"Cold start (`torchserve --start` to the first answer): {result['kit']['cold_start_s']:.2f} s "
-        f"(no-op handler: {result['ceiling']['cold_start_s']:.2f} s){kserve_start}.",
-        "",
-        "| image | preprocessing ms, median on one core | of which decoding |",
-        "|---|---:|---:|",
-        *(f"| {name} | {r['ms_median']:.3f} | {decoding(r)} |" for name, r in result["preprocess"].items()),
-    ]
-    if result.get("lone_request"):  # bench files from before it have none
-        line = lone_request_line(result["lone_request"])
-        lines += ["", line[0].upper() + line[1:] + "."]
-    return "\n".join(lines)
+    return lines
 
 
 def cells(point: dict) -> str:

@@ -25,6 +25,7 @@ from mnist_kit.cli.main import cli, data_dir_option, given, key_file, path_optio
 @click.option("--limit", type=click.IntRange(1), default=None, help="Train on the first N images only (quick runs).")
 @click.option(
     "--augment/--no-augment",
+    "augmentation",
     default=True,
     show_default=True,
     help="Random rotation, scale and shift of training digits.",
@@ -63,24 +64,7 @@ from mnist_kit.cli.main import cli, data_dir_option, given, key_file, path_optio
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON.")
 @click.pass_context
-def train(
-    ctx,
-    data_dir,
-    epochs,
-    batch_size,
-    lr,
-    seed,
-    limit,
-    augment,
-    handwriting,
-    device,
-    precision,
-    out,
-    force,
-    feedback,
-    extra,
-    as_json,
-):
+def train(ctx, data_dir, out, force, feedback, extra, as_json, **recipe):
     """Train the CNN on MNIST and save its state_dict.
 
     Reads train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and
@@ -93,55 +77,22 @@ def train(
     metrics say MNIST test accuracy and the held-out corrections' accuracy before and after. Then archive the new
     weights as a new version: `mnist-kit archive --version 2.0`.
     """
-    from mnist_kit.training import mnist
-    from mnist_kit.training.fit import fit
+    from mnist_kit.training.fit import Recipe, fit
 
+    recipe = Recipe(**recipe)  # --epochs to --precision: the options that decide the weights
     if feedback or extra:
-        unused = given(ctx, "batch_size", "augment", "handwriting", "device", "precision", "force")
-        if unused:
-            raise click.UsageError(
-                f"{' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} for training from scratch: a fine-tune "
-                "(--feedback, --extra) keeps the recipe's batches, augmentation, device and precision, and keeps the "
-                "old weights beside OUT instead of overwriting them"
-            )
-        return finetune_command(
-            data_dir or mnist.default_data_dir(),
-            out,
-            feedback=feedback,
-            extra=extra,
-            epochs=epochs if given(ctx, "epochs") else C.FINETUNE_EPOCHS,
-            lr=lr if given(ctx, "lr") else C.FINETUNE_LR,
-            seed=seed,
-            limit=limit,
-            as_json=as_json,
-        )
-
-    on_step = epoch_bars(epochs)
+        return finetune_command(ctx, data_dir, out, recipe, feedback=feedback, extra=extra, as_json=as_json)
 
     def on_epoch(epoch, loss, accuracy):
-        click.echo(f"epoch {epoch}/{epochs}: loss {loss:.4f}, test accuracy {accuracy:.2f} %")
+        click.echo(f"epoch {epoch}/{recipe.epochs}: loss {loss:.4f}, test accuracy {accuracy:.2f} %")
 
-    quiet = {} if as_json else {"on_step": on_step, "on_epoch": on_epoch}
-    metrics = fit(
-        data_dir or mnist.default_data_dir(),
-        out,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
-        limit=limit,
-        device=device,
-        augmentation=augment,
-        handwriting=handwriting,
-        precision=precision,
-        force=force,
-        **quiet,
-    )
+    quiet = {} if as_json else {"on_step": epoch_bars(recipe.epochs), "on_epoch": on_epoch}
+    metrics = fit(recipe, out, data_dir=data_dir, force=force, **quiet)
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
     else:
         seconds = metrics["seconds"]
-        click.echo(f"test accuracy {metrics['test_accuracy']:.2f} % after {epochs} epochs in {seconds:.0f} s")
+        click.echo(f"test accuracy {metrics['test_accuracy']:.2f} % after {recipe.epochs} epochs in {seconds:.0f} s")
         click.echo(f"wrote {out} and {out.parent / 'metrics.json'}")
 
 
@@ -160,9 +111,21 @@ def epoch_bars(epochs: int, label: str = ""):
     return on_step
 
 
-def finetune_command(data_dir, out, *, feedback, extra, epochs, lr, seed, limit, as_json):
+def finetune_command(ctx, data_dir, out, recipe, *, feedback, extra, as_json):
+    """`train --feedback` / `--extra`: the recipe's epochs, lr, seed and limit, its other options refused."""
     from mnist_kit.feedback.store import Store, labelled_files
+    from mnist_kit.training import mnist
     from mnist_kit.training.finetune import finetune
+
+    unused = given(ctx, "batch_size", "augmentation", "handwriting", "device", "precision", "force")
+    if unused:
+        raise click.UsageError(
+            f"{' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} for training from scratch: a fine-tune "
+            "(--feedback, --extra) keeps the recipe's batches, augmentation, device and precision, and keeps the "
+            "old weights beside OUT instead of overwriting them"
+        )
+    epochs = recipe.epochs if given(ctx, "epochs") else C.FINETUNE_EPOCHS
+    lr = recipe.lr if given(ctx, "lr") else C.FINETUNE_LR
 
     store = Store()
     corrections = store.corrections() if feedback else []
@@ -173,7 +136,16 @@ def finetune_command(data_dir, out, *, feedback, extra, epochs, lr, seed, limit,
         sources.append(str(path))
     quiet = {} if as_json else {"on_step": epoch_bars(epochs, "fine-tuning, ")}
     metrics = finetune(
-        data_dir, pairs, out, epochs=epochs, lr=lr, seed=seed, limit=limit, store=store, sources=sources, **quiet
+        data_dir or mnist.default_data_dir(),
+        pairs,
+        out,
+        epochs=epochs,
+        lr=lr,
+        seed=recipe.seed,
+        limit=recipe.limit,
+        store=store,
+        sources=sources,
+        **quiet,
     )
     if as_json:
         click.echo(json.dumps(metrics, indent=2))

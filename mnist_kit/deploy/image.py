@@ -119,10 +119,12 @@ def build(
     model_store: Path,
     logs: Path,
     ca_bundle: str | None = None,
+    repository: str | None = None,
     log=lambda message: None,
 ) -> list[Built]:
     """Build `targets` in the Dockerfile's order and tag each; return what was built, with sizes and times. Each
-    build's output goes to logs/image-TARGET.log."""
+    build's output goes to logs/image-TARGET.log. Each is tagged localhost/mnist-kit:TARGET and as the exports name
+    it, or, given a `repository`, REPOSITORY:TARGET alone (the tests' own, which leave a user's images as they are)."""
     from mnist_kit.deploy.export import default_image
 
     unknown = [t for t in targets if t not in TARGETS]
@@ -135,7 +137,10 @@ def build(
         args += ["--secret", f"id=ca,src={ca_bundle}"]
     built = []
     for target in [t for t in TARGETS if t in targets]:
-        tags = [f"localhost/{C.IMAGE_REPOSITORY}:{target}", default_image(TAG_SUFFIXES[target])]
+        if repository:
+            tags = [f"{repository}:{target}"]
+        else:
+            tags = [f"localhost/{C.IMAGE_REPOSITORY}:{target}", default_image(TAG_SUFFIXES[target])]
         log(f"building {target} with {tool} (its output: {logs / f'image-{target}.log'})")
         start = time.monotonic()
         line = [tool, "build", "--target", target, *args, *(a for tag in tags for a in ("-t", tag)), str(context)]
@@ -187,9 +192,9 @@ def measure(tool: str, layout: Path, *, sample: bytes, log=lambda message: None)
 def one_run(tool: str, tag: str, options: list[str], *, sample: bytes) -> dict:
     """Start a container of `tag`, time its first answer, read its processes' memory, remove it."""
     from mnist_kit.serving import client
-    from mnist_kit.serving.torchserve import launcher as torchserve_launcher
+    from mnist_kit.serving.processes import free_port
 
-    port, name = torchserve_launcher.free_port(), f"mnist-kit-measure-{time.monotonic_ns()}"
+    port, name = free_port(), f"mnist-kit-measure-{time.monotonic_ns()}"
     start = time.monotonic()
     try:  # removed whatever happens, also a container created but not started
         subprocess.run(

@@ -129,9 +129,57 @@ def kubernetes_manifests(
     operators tune TorchServe without a rebuild (the kserve runtime reads none: no ConfigMap)."""
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "mnist-kit"}
     metadata = {"name": name, "labels": labels}
+    if runtime == "kserve":
+        container = kserve_container(serving_image, pod=pod, archive_name=archive_name)
+        volumes, config_map, metrics_port = [], [], C.INFERENCE_PORT  # its /metrics is on the REST port
+        service_ports = [
+            {"name": "http", "port": C.INFERENCE_PORT, "targetPort": "http1"},
+            {"name": "grpc", "port": C.KSERVE_GRPC_PORT, "targetPort": "h2c", "appProtocol": "kubernetes.io/h2c"},
+        ]
+    else:
+        container = torchserve_container(serving_image, pod=pod)
+        volumes = [{"name": "config", "configMap": {"name": f"{name}-config"}}]
+        config_map = [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": f"{name}-config", "labels": labels},
+                "data": {Path(C.DEPLOY_CONFIG).name: config_text},
+            }
+        ]
+        metrics_port = C.METRICS_PORT
+        service_ports = [{"name": "http", "port": C.INFERENCE_PORT, "targetPort": "http"}]
+    return [
+        *config_map,
+        deployment(metadata, container, volumes=volumes, metrics_port=metrics_port),
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": metadata,
+            "spec": {
+                "selector": labels,
+                # Inference only: TorchServe's management (8081) listens on the pod's loopback, metrics are scraped
+                # per pod; the kserve runtime's gRPC v2 is inference too.
+                "ports": service_ports,
+            },
+        },
+        autoscaler(metadata, min_replicas=min_replicas, max_replicas=max_replicas),
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": metadata,
+            # maxUnavailable, not minAvailable: with one replica a drain still proceeds.
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels}},
+        },
+    ]
+
+
+def torchserve_container(serving_image: str, *, pod: Resources) -> dict:
+    """The torchserve runtime's container: TorchServe in the foreground, its config.properties from the ConfigMap,
+    ready by the entrypoint's health port (503 while it drains)."""
     ping = {"httpGet": {"path": "/ping", "port": "http"}}
-    ready = {"httpGet": {"path": "/ping", "port": "health"}}  # the entrypoint's: 503 while it drains
-    container = {
+    ready = {"httpGet": {"path": "/ping", "port": "health"}}
+    return {
         "name": "torchserve",
         "image": serving_image,
         "args": [
@@ -155,98 +203,69 @@ def kubernetes_manifests(
         "securityContext": SECURITY_CONTEXT,
         "volumeMounts": [{"name": "config", "mountPath": str(Path(C.DEPLOY_CONFIG).parent), "readOnly": True}],
     }
-    volumes = [{"name": "config", "configMap": {"name": f"{name}-config"}}]
-    service_ports = [{"name": "http", "port": C.INFERENCE_PORT, "targetPort": "http"}]
-    metrics_port = C.METRICS_PORT
-    config_map = [
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": f"{name}-config", "labels": labels},
-            "data": {Path(C.DEPLOY_CONFIG).name: config_text},
-        }
-    ]
-    if runtime == "kserve":
-        container = kserve_container(serving_image, pod=pod, archive_name=archive_name)
-        volumes, config_map, metrics_port = [], [], C.INFERENCE_PORT  # its /metrics is on the REST port
-        service_ports = [
-            {"name": "http", "port": C.INFERENCE_PORT, "targetPort": "http1"},
-            {"name": "grpc", "port": C.KSERVE_GRPC_PORT, "targetPort": "h2c", "appProtocol": "kubernetes.io/h2c"},
-        ]
-    return [
-        *config_map,
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": metadata,
-            # No `replicas`: the autoscaler owns it, and a re-apply would reset it.
-            "spec": {
-                "selector": {"matchLabels": labels},
-                "strategy": ROLLING_UPDATE,
-                "template": {
-                    "metadata": {
-                        "labels": labels,
-                        "annotations": {
-                            "prometheus.io/scrape": "true",
-                            "prometheus.io/port": str(metrics_port),
-                            "prometheus.io/path": "/metrics",
-                        },
+
+
+def deployment(metadata: dict, container: dict, *, volumes: list[dict], metrics_port: int) -> dict:
+    """The Deployment of `container`: rolled one pod at a time, scraped by Prometheus, under the restricted Pod
+    Security Standard."""
+    labels = metadata["labels"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        # No `replicas`: the autoscaler owns it, and a re-apply would reset it.
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "strategy": ROLLING_UPDATE,
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(metrics_port),
+                        "prometheus.io/path": "/metrics",
                     },
-                    "spec": {
-                        # Kubernetes' "restricted" Pod Security Standard; TorchServe never calls the API server.
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "runAsUser": C.SERVING_USER,
-                            "fsGroup": C.SERVING_USER,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
-                        "automountServiceAccountToken": False,
-                        # The drain, then the server's own stop, before the kubelet's SIGKILL.
-                        "terminationGracePeriodSeconds": C.TERMINATION_GRACE_S,
-                        "containers": [container],
-                        "volumes": volumes,
+                },
+                "spec": {
+                    # Kubernetes' "restricted" Pod Security Standard; TorchServe never calls the API server.
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": C.SERVING_USER,
+                        "fsGroup": C.SERVING_USER,
+                        "seccompProfile": {"type": "RuntimeDefault"},
                     },
+                    "automountServiceAccountToken": False,
+                    # The drain, then the server's own stop, before the kubelet's SIGKILL.
+                    "terminationGracePeriodSeconds": C.TERMINATION_GRACE_S,
+                    "containers": [container],
+                    "volumes": volumes,
                 },
             },
         },
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": metadata,
-            "spec": {
-                "selector": labels,
-                # Inference only: TorchServe's management (8081) listens on the pod's loopback, metrics are scraped
-                # per pod; the kserve runtime's gRPC v2 is inference too.
-                "ports": service_ports,
-            },
+    }
+
+
+def autoscaler(metadata: dict, *, min_replicas: int, max_replicas: int) -> dict:
+    """The HorizontalPodAutoscaler of the Deployment named in `metadata`, on CPU utilisation."""
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": metadata,
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": metadata["name"]},
+            "minReplicas": min_replicas,
+            "maxReplicas": max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": C.HPA_CPU_PERCENT},
+                    },
+                }
+            ],
         },
-        {
-            "apiVersion": "autoscaling/v2",
-            "kind": "HorizontalPodAutoscaler",
-            "metadata": metadata,
-            "spec": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-                "minReplicas": min_replicas,
-                "maxReplicas": max_replicas,
-                "metrics": [
-                    {
-                        "type": "Resource",
-                        "resource": {
-                            "name": "cpu",
-                            "target": {"type": "Utilization", "averageUtilization": C.HPA_CPU_PERCENT},
-                        },
-                    }
-                ],
-            },
-        },
-        {
-            "apiVersion": "policy/v1",
-            "kind": "PodDisruptionBudget",
-            "metadata": metadata,
-            # maxUnavailable, not minAvailable: with one replica a drain still proceeds.
-            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels}},
-        },
-    ]
+    }
 
 
 def dump_yaml(documents: list[dict]) -> str:

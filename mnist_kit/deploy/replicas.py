@@ -1,8 +1,10 @@
-"""Replicas of the kit on one machine, each as the serving image runs one: TorchServe under the image's entrypoint
-(entrypoint.py: a stop drains, readiness on a port of its own), with its own ports, temp dirs (TMPDIR and TEMP) and
-model store. What the rollout script and its tests put behind a proxy.
+"""Replicas of the kit on one machine, each as the serving image runs one, started from outside: TorchServe under
+the image's entrypoint (entrypoint.py, which runs inside the replica: a stop drains, readiness on a port of its own),
+with its own ports, temp dirs (TMPDIR and TEMP) and model store. What the rollout script and its tests put behind a
+proxy. A `LocalReplica` is a private TorchServe (serving/torchserve/launcher.py) launched another way, and keeps
+serving/processes.py's Launcher contract.
 
-    with Replica(archive) as replica:
+    with LocalReplica(archive) as replica:
         replica.inference_url, replica.health_url    # a stop signal drains, then stops TorchServe
 """
 
@@ -12,7 +14,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,8 +24,8 @@ from mnist_kit import constants as C
 from mnist_kit.deploy import entrypoint
 from mnist_kit.errors import KitError
 from mnist_kit.packaging import mar
-from mnist_kit.serving.torchserve import config
-from mnist_kit.serving.torchserve import launcher as torchserve_launcher
+from mnist_kit.serving.processes import free_port, last_error, poll, spawn
+from mnist_kit.serving.torchserve.launcher import PrivateServer
 
 
 def entrypoint_env(*, drain_seconds: float, health_port: int, inference_url: str, management_url: str) -> dict:
@@ -39,67 +40,55 @@ def entrypoint_env(*, drain_seconds: float, health_port: int, inference_url: str
     }
 
 
-class Replica:
+class LocalReplica(PrivateServer):
+    """A replica on this machine: TorchServe in the foreground under the image's entrypoint, in a process group of
+    its own, as a container's; ready when the entrypoint's readiness says 200 (its model has a worker)."""
+
     def __init__(self, archive, *, drain_seconds: float = C.DRAIN_S, workers: int = 1):
         self.archive = mar.read(archive)
         self.version = self.archive.version
-        self.drain_seconds, self.workers = drain_seconds, workers
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"mnist-kit-replica-{self.version}-"))
-        self.port, self.health_port = torchserve_launcher.free_port(), torchserve_launcher.free_port()
-        self.inference_url = f"http://{C.HOST}:{self.port}"
+        self.drain_seconds = drain_seconds
+        workdir = Path(tempfile.mkdtemp(prefix=f"mnist-kit-replica-{self.version}-"))
+        super().__init__(workdir / "model-store", workdir=workdir, properties={"default_workers_per_model": workers})
+        self.health_port = free_port()
         self.health_url = f"http://{C.HOST}:{self.health_port}/ping"
         self.log = self.workdir / "replica.out"
-        self.server = None
-
-    def start(self, timeout: float = 120) -> "Replica":
-        """Start it and wait until its readiness says 200 (its model has a worker)."""
-        store = self.workdir / "model-store"
-        store.mkdir()
-        shutil.copy(self.archive.path, store / f"{C.MODEL_NAME}.mar")
-        tmp = self.workdir / "tmp"
-        tmp.mkdir()
-        config_file = self.workdir / "config.properties"
-        management_port = torchserve_launcher.free_port()
-        text = config.properties(
-            "local",
-            inference_port=self.port,
-            management_port=management_port,
-            metrics_port=torchserve_launcher.free_port(),
-            grpc_ports=(torchserve_launcher.free_port(), torchserve_launcher.free_port()),
-            model_store=store,
-            initial_worker_port=torchserve_launcher.free_port(),
-            extra={"default_workers_per_model": self.workers},
-        )
-        config_file.write_text(text)
-        env = {
-            **os.environ,
+        self.env |= {
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            "TMPDIR": str(tmp),
-            "TEMP": str(tmp),
-            "LOG_LOCATION": str(self.workdir / "logs"),
-            "METRICS_LOCATION": str(self.workdir / "logs"),
             **entrypoint_env(
-                drain_seconds=self.drain_seconds,
+                drain_seconds=drain_seconds,
                 health_port=self.health_port,
                 inference_url=self.inference_url,
-                management_url=f"http://{C.HOST}:{management_port}",
+                management_url=self.management_url,
             ),
         }
-        argv = [sys.executable, entrypoint.__file__, "torchserve", "--start", "--ncs", f"--ts-config={config_file}"]
-        with open(self.log, "w") as out:
-            # A process group of its own, as a container's: its stop signal goes to the group, as tini -g sends it.
-            self.server = subprocess.Popen(
-                argv, cwd=self.workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout
-        while not self.ready():
-            if self.server.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise KitError(
-                    f"replica {self.version} did not become ready: {torchserve_launcher.last_error(self.log)}"
-                )
-            time.sleep(0.2)
-        return self
+        self.server = None
+
+    def launch(self) -> None:
+        self.model_store.mkdir()
+        shutil.copy(self.archive.path, self.model_store / f"{C.MODEL_NAME}.mar")
+        self.write_config()
+        argv = [
+            sys.executable,
+            entrypoint.__file__,
+            "torchserve",
+            "--start",
+            "--ncs",
+            f"--ts-config={self.config_file}",
+        ]
+        # A process group of its own, as a container's: its stop signal goes to the group, as tini -g sends it.
+        self.server = spawn(argv, self.log, cwd=self.workdir, env=self.env)
+
+    def running(self) -> bool:
+        return self.server is not None and self.server.poll() is None
+
+    def wait_ready(self, timeout: float) -> None:
+        if poll(self.ready, timeout, alive=self.running):
+            raise KitError(f"replica {self.version} did not become ready: {last_error(self.log)}")
+
+    def stop_unready(self) -> None:
+        """Killed, its folder kept: the caller quotes its log."""
+        self.kill()
 
     def ready(self) -> bool:
         try:
@@ -112,7 +101,7 @@ class Replica:
         """A signal to the replica's process group, as a container runtime stops a container under tini -g."""
         os.killpg(self.server.pid, signum)
 
-    def stop(self, timeout: float = C.TERMINATION_GRACE_S) -> int:
+    def drain_and_stop(self, timeout: float = C.TERMINATION_GRACE_S) -> int:
         """Drain, then stop (what the kubelet's SIGTERM does); SIGKILL past the timeout. Its exit status."""
         if self.server.poll() is None:
             self.signal(signal.SIGTERM)
@@ -147,7 +136,8 @@ class Replica:
         if self.server:
             self.server.wait()
 
-    def remove(self) -> None:
+    def stop(self) -> None:
+        """Killed, and its folder removed: nothing of it outlives the caller."""
         self.kill()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -165,9 +155,3 @@ class Replica:
                         shutil.rmtree(folder, ignore_errors=True)
                         return ancestor.pid
         return None
-
-    def __enter__(self) -> "Replica":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.remove()

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 from mnist_kit import constants as C
 from mnist_kit.deploy.proxy import Proxy
-from mnist_kit.deploy.replicas import Replica
+from mnist_kit.deploy.replicas import LocalReplica
 from mnist_kit.percentiles import percentiles
 from mnist_kit.serving import client
-from mnist_kit.serving.torchserve import launcher as torchserve_launcher
+from mnist_kit.serving.processes import ServerError, free_port, last_error
 
 WARM_UP_S = 2  # the first seconds of load (threads starting, connections opening) are no phase's figures
 SCENARIOS = {
@@ -32,7 +32,7 @@ SCENARIOS = {
 }
 
 
-def name_of(replica: Replica, index: int) -> str:
+def name_of(replica: LocalReplica, index: int) -> str:
     """The proxy's name of a replica: its version first, as X-Served-By reports it."""
     return f"{replica.version}-r{index + 1}"
 
@@ -41,7 +41,9 @@ def version_of(served_by: str | None) -> str | None:
     return served_by.rsplit("-r", 1)[0] if served_by else None
 
 
-def replace(proxy: Proxy, current: dict[str, Replica], start_new, *, log=lambda line: None) -> dict[str, Replica]:
+def replace(
+    proxy: Proxy, current: dict[str, LocalReplica], start_new, *, log=lambda line: None
+) -> dict[str, LocalReplica]:
     """Replace each replica in turn: start its successor (`start_new()`), wait until the proxy has it in rotation,
     then take the old one out (no new requests, wait until none is in flight, remove it) and stop it (its own
     drain, then TorchServe's stop) in the background. Never fewer replicas in rotation than before."""
@@ -49,14 +51,14 @@ def replace(proxy: Proxy, current: dict[str, Replica], start_new, *, log=lambda 
     for index, (name, old) in enumerate(list(current.items())):
         new = start_new()
         new_name = name_of(new, index)
-        proxy.add(new_name, new.port, new.health_port)
+        proxy.add(new_name, new.inference_port, new.health_port)
         proxy.wait_status(new_name, "UP")
         log(f"{new_name} ready and in rotation")
         proxy.drain(name)
         proxy.wait_idle(name)
         proxy.remove(name)
         log(f"{name} out of rotation, nothing in flight: stopping it")
-        stopping.append(threading.Thread(target=old.remove))
+        stopping.append(threading.Thread(target=old.stop))
         stopping[-1].start()
         replaced[new_name] = new
     for thread in stopping:
@@ -162,12 +164,12 @@ def scenario(
     if kind not in SCENARIOS:
         raise ValueError(f"scenario {kind!r} is not one of {sorted(SCENARIOS)}")
     folder = tempfile.mkdtemp(prefix="mnist-kit-rollout-")
-    spawned = start_all([lambda: Replica(archive, drain_seconds=drain_seconds) for _ in range(replicas)])
+    spawned = start_all([lambda: LocalReplica(archive, drain_seconds=drain_seconds) for _ in range(replicas)])
     current = {name_of(r, i): r for i, r in enumerate(spawned)}
     events = {}
     try:
-        backends = {name: (r.port, r.health_port) for name, r in current.items()}
-        with Proxy(folder, torchserve_launcher.free_port(), backends) as proxy:
+        backends = {name: (r.inference_port, r.health_port) for name, r in current.items()}
+        with Proxy(folder, free_port(), backends) as proxy:
             for name in current:
                 proxy.wait_status(name, "UP")
             load = Load(proxy.url, body, concurrency=concurrency).start()
@@ -190,7 +192,7 @@ def scenario(
             results = load.stop()
     finally:  # every replica the scenario started, those a failed rollout left half-way included
         for replica in spawned:
-            replica.remove()
+            replica.stop()
         shutil.rmtree(folder, ignore_errors=True)
     before = [r for r in results if WARM_UP_S <= r.sent < events["change_started"]]
     during = [r for r in results if events["change_started"] <= r.sent < events["change_ended"]]
@@ -212,7 +214,7 @@ def scenario(
     return report
 
 
-def start_all(makers) -> list[Replica]:
+def start_all(makers) -> list[LocalReplica]:
     """Replicas started side by side (each waits for its own worker)."""
     replicas = [make() for make in makers]
     threads = [threading.Thread(target=r.start) for r in replicas]
@@ -223,10 +225,8 @@ def start_all(makers) -> list[Replica]:
     for replica in replicas:
         if not replica.ready():
             for r in replicas:
-                r.remove()
-            raise torchserve_launcher.ServerError(
-                f"a replica did not start: {torchserve_launcher.last_error(replica.log)}"
-            )
+                r.stop()
+            raise ServerError(f"a replica did not start: {last_error(replica.log)}")
     return replicas
 
 
@@ -234,13 +234,13 @@ def timed(log, load):
     return lambda line: log(f"{load.now():6.1f} s  {line}")
 
 
-def change(kind, proxy, current, *, new_archive, drain_seconds, events, load, log, spawned) -> dict[str, Replica]:
+def change(kind, proxy, current, *, new_archive, drain_seconds, events, load, log, spawned) -> dict[str, LocalReplica]:
     """The change itself; returns the replicas serving after it. Each replica it starts joins `spawned`."""
     name, first = next(iter(current.items()))
     if kind == "rollout":
 
-        def start_new() -> Replica:
-            spawned.append(Replica(new_archive, drain_seconds=drain_seconds))
+        def start_new() -> LocalReplica:
+            spawned.append(LocalReplica(new_archive, drain_seconds=drain_seconds))
             return spawned[-1].start()
 
         replaced = replace(proxy, current, start_new, log=timed(log, load))

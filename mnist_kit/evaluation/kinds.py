@@ -12,12 +12,10 @@ handwriting fonts of designers the training never saw), and the kinds measured b
 for a seed; used by the accuracy tests, `mnist-kit evaluate --real-world` and `scripts/make_samples.py`.
 """
 
-import io
-
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFont
 
-from mnist_kit.evaluation import non_digits
+from mnist_kit.evaluation import non_digits, paper
 from mnist_kit.training import handwriting, pen
 from mnist_kit.training.fonts import font_dir
 
@@ -43,69 +41,40 @@ FONTS = [
 ]
 
 
-def encode(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
 def mnist_png(digit: np.ndarray, rng) -> bytes:
-    return encode(Image.fromarray(digit, mode="L"), "PNG")
-
-
-def _ink_mask(digit: np.ndarray, height: int, rng, *, thickness: int = 0) -> Image.Image:
-    """An MNIST digit scaled up smoothly to `height` pixels tall, as a 0..255 ink mask."""
-    mask = Image.fromarray(digit, mode="L").resize((height * 28 // 20,) * 2, Image.Resampling.BICUBIC)
-    if thickness:
-        mask = mask.filter(ImageFilter.MaxFilter(thickness))
-    return mask
+    return paper.encode(Image.fromarray(digit, mode="L"), "PNG")
 
 
 def canvas_png(digit: np.ndarray, rng) -> bytes:
     """Black strokes on a transparent background, like a <canvas> export; the colour channels alone are all black."""
     size = 280
-    mask = _ink_mask(digit, int(rng.integers(110, 200)), rng, thickness=int(rng.choice([0, 3, 5])))
+    mask = paper.ink_mask(digit, int(rng.integers(110, 200)), rng, thickness=int(rng.choice([0, 3, 5])))
     alpha = Image.new("L", (size, size), 0)
     limit = size - mask.size[0]
     alpha.paste(
         mask, (int(rng.integers(min(0, limit), max(1, limit))), int(rng.integers(min(0, limit), max(1, limit))))
     )
     if rng.random() < 0.25:  # white ink on an opaque dark canvas
-        return encode(Image.merge("RGB", [alpha] * 3), "PNG")
+        return paper.encode(Image.merge("RGB", [alpha] * 3), "PNG")
     black = Image.new("L", (size, size), 0)
-    return encode(Image.merge("RGBA", [black, black, black, alpha]), "PNG")
+    return paper.encode(Image.merge("RGBA", [black, black, black, alpha]), "PNG")
 
 
 def photo_jpeg(digit: np.ndarray, rng) -> bytes:
     """Dark ink on light paper, off-centre, rotated a little, unevenly lit, noisy, blurred and JPEG-compressed."""
-    return encode(_photo(digit, rng), "JPEG", quality=int(rng.integers(60, 92)))
+    return paper.encode(_photo(digit, rng), "JPEG", quality=int(rng.integers(60, 92)))
 
 
 def _photo(digit: np.ndarray, rng) -> Image.Image:
     width, height = [(640, 480), (1000, 750), (1600, 1200)][int(rng.integers(3))]
     ink_height = int(height * rng.uniform(0.25, 0.6))
-    mask = _ink_mask(digit, ink_height, rng, thickness=int(rng.choice([0, 3])))
+    mask = paper.ink_mask(digit, ink_height, rng, thickness=int(rng.choice([0, 3])))
     mask = mask.rotate(rng.uniform(-10, 10), resample=Image.Resampling.BILINEAR)
     layer = Image.new("L", (width, height), 0)
     x = int(rng.integers(0, width - mask.size[0]))
     y = int(rng.integers(0, max(1, height - mask.size[1])))
     layer.paste(mask, (x, y))
-    return _on_paper(np.asarray(layer, dtype=np.float32) / 255.0, rng, blur=(0.5, 2.0))
-
-
-def _on_paper(ink: np.ndarray, rng, blur=(0.3, 1.2)) -> Image.Image:
-    """Ink (0..1) as a pen on paper photographed: tinted paper, coloured pen, light falling off to one side,
-    sensor noise and a little blur; RGB."""
-    height, width = ink.shape
-    paper = np.array(rng.uniform(190, 250, size=3), dtype=np.float32)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    angle = rng.uniform(0, 2 * np.pi)
-    light = 1.0 - rng.uniform(0.05, 0.3) * ((np.cos(angle) * xx / width + np.sin(angle) * yy / height) + 1) / 2
-    pen = np.array(rng.uniform(10, 90, size=3), dtype=np.float32)
-    rgb = (paper * (1 - ink[..., None]) + pen * ink[..., None]) * light[..., None]
-    rgb += rng.normal(0, rng.uniform(2, 8), size=rgb.shape).astype(np.float32)
-    image = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB")
-    return image.filter(ImageFilter.GaussianBlur(rng.uniform(*blur)))
+    return paper.on_paper(np.asarray(layer, dtype=np.float32) / 255.0, rng, blur=(0.5, 2.0))
 
 
 def lowres_image(digit: np.ndarray, rng) -> bytes:
@@ -114,12 +83,12 @@ def lowres_image(digit: np.ndarray, rng) -> bytes:
     small = Image.fromarray(255 - digit, mode="L").resize((size, size), Image.Resampling.BOX)
     fmt = ["GIF", "BMP", "PNG1", "PNGL"][int(rng.integers(4))]
     if fmt == "GIF":
-        return encode(small.convert("P"), "GIF")
+        return paper.encode(small.convert("P"), "GIF")
     if fmt == "BMP":
-        return encode(small.convert("RGB"), "BMP")
+        return paper.encode(small.convert("RGB"), "BMP")
     if fmt == "PNG1":
-        return encode(small.point(lambda v: 255 if v > 160 else 0).convert("1"), "PNG")
-    return encode(small, "PNG")
+        return paper.encode(small.point(lambda v: 255 if v > 160 else 0).convert("1"), "PNG")
+    return paper.encode(small, "PNG")
 
 
 def printed_image(digit: int, rng) -> bytes:
@@ -136,48 +105,26 @@ def printed_image(digit: int, rng) -> bytes:
     image = image.rotate(rng.uniform(-6, 6), resample=Image.Resampling.BILINEAR, fillcolor=image.getpixel((0, 0)))
     fmt = ["WEBP", "TIFF", "TIFF16", "PNGRGB"][int(rng.integers(4))]
     if fmt == "WEBP":
-        return encode(image.convert("RGB"), "WEBP", quality=80)
+        return paper.encode(image.convert("RGB"), "WEBP", quality=80)
     if fmt == "TIFF":
-        return encode(image, "TIFF")
+        return paper.encode(image, "TIFF")
     if fmt == "TIFF16":
-        return encode(Image.fromarray(np.asarray(image, dtype=np.uint16) * 257), "TIFF")
-    return encode(image.convert("RGB"), "PNG")
-
-
-def _ink_box(digit: np.ndarray) -> np.ndarray:
-    """The digit cropped to the bounding box of its solid ink (half of full strength or more), cutting through
-    the faint edges of the strokes: every edge of the result touches solid ink."""
-    solid = digit >= 128
-    rows, cols = np.flatnonzero(solid.any(1)), np.flatnonzero(solid.any(0))
-    return digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-
-
-def _paint(ink: Image.Image, rng, transparent: float = 0.0) -> bytes:
-    """An ink mask (255 = ink) as dark on light or light on dark, sometimes ink on a transparent background,
-    in PNG, JPEG or BMP."""
-    if rng.random() < transparent:
-        black = Image.new("L", ink.size, 0)
-        return encode(Image.merge("RGBA", [black, black, black, ink]), "PNG")
-    if rng.random() < 0.5:
-        ink = ink.point(lambda v: 255 - v)
-    fmt = ["PNG", "JPEG", "BMP"][int(rng.integers(3))]
-    if fmt == "JPEG":
-        return encode(ink.convert("RGB"), "JPEG", quality=int(rng.integers(75, 95)))
-    return encode(ink, fmt)
+        return paper.encode(Image.fromarray(np.asarray(image, dtype=np.uint16) * 257), "TIFF")
+    return paper.encode(image.convert("RGB"), "PNG")
 
 
 def tight_crop(digit: np.ndarray, rng) -> bytes:
     """The digit cropped tightly around its ink, as a user crops a scan before uploading, scaled 1× to 8×."""
-    box = Image.fromarray(_ink_box(digit), mode="L")
+    box = Image.fromarray(paper.ink_box(digit), mode="L")
     scale = [1, 2, 3, 4, 6, 8][int(rng.integers(6))]
     resample = [Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.NEAREST][int(rng.integers(3))]
-    return _paint(box.resize((box.width * scale, box.height * scale), resample), rng, transparent=0.2)
+    return paper.paint(box.resize((box.width * scale, box.height * scale), resample), rng, transparent=0.2)
 
 
 def lowres_fill(digit: np.ndarray, rng) -> bytes:
     """The digit's ink box, squared, reduced to 8×8–16×16 with 5 to 17 grey levels (the UCI optical digits
     keep 0..16), then scaled up to 32–128 px: a coarse digit that fills its frame."""
-    box = _ink_box(digit)
+    box = paper.ink_box(digit)
     side = max(box.shape)
     square = np.zeros((side, side), dtype=np.uint8)
     top, left = (side - box.shape[0]) // 2, (side - box.shape[1]) // 2
@@ -187,12 +134,12 @@ def lowres_fill(digit: np.ndarray, rng) -> bytes:
     small = (np.round(small / 255.0 * levels) * (255.0 / levels)).astype(np.uint8)
     size = int(rng.integers(32, 129))
     resample = [Image.Resampling.NEAREST, Image.Resampling.BILINEAR][int(rng.integers(2))]
-    return _paint(Image.fromarray(small).resize((size, size), resample), rng)
+    return paper.paint(Image.fromarray(small).resize((size, size), resample), rng)
 
 
 def offcentre(digit: np.ndarray, rng) -> bytes:
     """The digit against one edge (0–2 px away) of a frame two to five times its size, wide margin opposite."""
-    box = Image.fromarray(_ink_box(digit), mode="L")
+    box = Image.fromarray(paper.ink_box(digit), mode="L")
     scale = int(rng.integers(2, 6))
     box = box.resize((box.width * scale, box.height * scale), Image.Resampling.BICUBIC)
     size = max(box.size) * int(rng.integers(2, 6))
@@ -204,7 +151,7 @@ def offcentre(digit: np.ndarray, rng) -> bytes:
     x = gap if edge == 0 else size - box.width - gap if edge == 1 else x
     y = gap if edge == 2 else size - box.height - gap if edge == 3 else y
     frame.paste(box, (x, y))
-    return _paint(frame, rng, transparent=0.2)
+    return paper.paint(frame, rng, transparent=0.2)
 
 
 # EXIF orientation → how a phone stores an upright picture under that tag (the inverse of what a viewer does).
@@ -226,56 +173,18 @@ def rotated_photo(digit: np.ndarray, rng, orientation: int | None = None) -> byt
     exif = Image.Exif()
     exif[0x0112] = orientation
     stored = _photo(digit, rng).transpose(STORED[orientation])
-    return encode(stored, "JPEG", quality=int(rng.integers(60, 92)), exif=exif.tobytes())
-
-
-def _digit_ink(digit: np.ndarray, height: int, rng) -> np.ndarray:
-    """The digit's ink (0..1) cropped to its extent and scaled to `height` pixels tall, sometimes a thicker pen."""
-    rows, cols = np.flatnonzero((digit > 32).any(1)), np.flatnonzero((digit > 32).any(0))
-    box = Image.fromarray(digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], mode="L")
-    width = max(1, round(box.width * height / box.height))
-    mask = box.resize((width, height), Image.Resampling.BICUBIC)
-    if rng.random() < 0.3:
-        mask = mask.filter(ImageFilter.MaxFilter(3))
-    return np.asarray(mask, dtype=np.float32) / 255.0
-
-
-def _sheet(ink: np.ndarray, rng) -> bytes:
-    """Ink (0..1) on a page: photographed (JPEG) or scanned (clean grey PNG, no lighting)."""
-    if rng.random() < 0.5:
-        return encode(_on_paper(ink, rng), "JPEG", quality=int(rng.integers(70, 95)))
-    gray = 245 - 225 * ink + rng.normal(0, 2, ink.shape)
-    return encode(Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8), mode="L"), "PNG")
-
-
-def _page(ink: np.ndarray, rules: Image.Image, rng, *, angle: float = 2.0) -> bytes:
-    """A digit's ink and printed rules (both 0..255 L layers of one size) as one page, turned a little."""
-    page = np.maximum(ink, np.asarray(rules, dtype=np.float32) / 255.0)
-    turned = Image.fromarray((page * 255).astype(np.uint8), mode="L").rotate(
-        rng.uniform(-angle, angle), resample=Image.Resampling.BILINEAR
-    )
-    return _sheet(np.asarray(turned, dtype=np.float32) / 255.0, rng)
-
-
-def _field(ink: np.ndarray, rng, margins: np.ndarray, *, pad: float) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """The digit's ink placed on a larger page: the field's box (left, top, right, bottom) around it with
-    `margins` (of the digit's height; negative: the digit crosses the line), and `pad` of blank page around."""
-    height, width = ink.shape
-    m = np.round(margins * height).astype(int)
-    outer = int(pad * height) + max(0, -m.min()) + 4
-    page = np.zeros((height + m[1] + m[3] + 2 * outer, width + m[0] + m[2] + 2 * outer), dtype=np.float32)
-    top, left = outer + m[1], outer + m[0]
-    page[top : top + height, left : left + width] = ink
-    return page, (outer, outer, page.shape[1] - outer - 1, page.shape[0] - outer - 1)
+    return paper.encode(stored, "JPEG", quality=int(rng.integers(60, 92)), exif=exif.tobytes())
 
 
 def boxed(digit: np.ndarray, rng) -> bytes:
     """A digit written in a form's box: the box from touching the digit (or crossed by it) to a third of its height
     away, its line thinner than the pen or as thick, printed black or in a light colour; a quarter are comb
     fields, open at the top."""
-    ink = _digit_ink(digit, int(rng.integers(48, 160)), rng)
+    ink = paper.digit_ink(digit, int(rng.integers(48, 160)), rng)
     stroke = max(1, ink.shape[0] // 12)
-    page, (left, top, right, bottom) = _field(ink, rng, rng.uniform(-0.03, 0.35, size=4), pad=rng.uniform(0.05, 0.5))
+    page, (left, top, right, bottom) = paper.in_field(
+        ink, rng, rng.uniform(-0.03, 0.35, size=4), pad=rng.uniform(0.05, 0.5)
+    )
     rules = Image.new("L", (page.shape[1], page.shape[0]), 0)
     draw = ImageDraw.Draw(rules)
     width, level = int(rng.integers(1, stroke + 2)), int(rng.choice([255, 255, 200, 150]))
@@ -284,17 +193,17 @@ def boxed(digit: np.ndarray, rng) -> bytes:
         sides.append((left, top, right, top))
     for side in sides:
         draw.line(side, fill=level, width=width)
-    return _page(page, rules, rng)
+    return paper.on_page(page, rules, rng)
 
 
 def underlined(digit: np.ndarray, rng) -> bytes:
     """A digit with a line under it: drawn with a ruler or by hand (a little tilted, wavering), from crossing the
     digit's foot to a third of its height below, from a little shorter than the digit to well beyond it."""
-    ink = _digit_ink(digit, int(rng.integers(48, 160)), rng)
+    ink = paper.digit_ink(digit, int(rng.integers(48, 160)), rng)
     height, width = ink.shape
     gap = rng.uniform(-0.05, 0.3)
     reach = rng.uniform(-0.1, 0.6, size=2) * width / height
-    page, (left, top, right, bottom) = _field(
+    page, (left, top, right, bottom) = paper.in_field(
         ink, rng, np.array([reach[0], 0.1, reach[1], gap]), pad=rng.uniform(0.05, 0.5)
     )
     rules = Image.new("L", (page.shape[1], page.shape[0]), 0)
@@ -306,14 +215,14 @@ def underlined(digit: np.ndarray, rng) -> bytes:
         xs = np.linspace(left, right, 12)
         ys = bottom + (xs - left) * tilt + rng.normal(0, 0.01 * height, xs.size).cumsum() * 0.5
         rules = pen.render([list(zip(xs, ys))], rules.size, thickness)
-    return _page(page, rules, rng, angle=1.0)
+    return paper.on_page(page, rules, rng, angle=1.0)
 
 
 def several(digits: list[np.ndarray], rng) -> bytes:
     """Two or three digits side by side, as a number is written: heights a little uneven, baselines wavering,
     the gaps between them from overlapping boxes (slanted digits, touching strokes) to half a digit."""
     height = int(rng.integers(48, 140))
-    inks = [_digit_ink(d, max(16, int(height * rng.uniform(0.88, 1.12))), rng) for d in digits]
+    inks = [paper.digit_ink(d, max(16, int(height * rng.uniform(0.88, 1.12))), rng) for d in digits]
     gaps = [int(rng.uniform(-0.08, 0.45) * height) for _ in inks[1:]]
     width = sum(i.shape[1] for i in inks) + sum(gaps) + height
     page = np.zeros((int(height * 1.6), width), dtype=np.float32)
@@ -326,8 +235,8 @@ def several(digits: list[np.ndarray], rng) -> bytes:
     if rng.random() < 0.3:  # on a drawing pad's transparent canvas
         alpha = Image.fromarray((page * 255).astype(np.uint8), mode="L")
         black = Image.new("L", alpha.size, 0)
-        return encode(Image.merge("RGBA", [black, black, black, alpha]), "PNG")
-    return _sheet(page, rng)
+        return paper.encode(Image.merge("RGBA", [black, black, black, alpha]), "PNG")
+    return paper.sheet(page, rng)
 
 
 def not_a_digit(rng, kind: int | None = None) -> bytes:
@@ -335,18 +244,12 @@ def not_a_digit(rng, kind: int | None = None) -> bytes:
     come in."""
     kind = int(rng.integers(len(non_digits.KINDS))) if kind is None else kind
     if kind == 4:
-        return encode(non_digits.noise(rng), ["PNG", "JPEG"][int(rng.integers(2))])
+        return paper.encode(non_digits.noise(rng), ["PNG", "JPEG"][int(rng.integers(2))])
     if kind == 5:
-        return encode(non_digits.photo_of_things(rng), "JPEG", quality=int(rng.integers(60, 92)))
+        return paper.encode(non_digits.photo_of_things(rng), "JPEG", quality=int(rng.integers(60, 92)))
     makers = [non_digits.font_letter, non_digits.pen_letter, non_digits.scribble, non_digits.shape]
     ink = non_digits.handwriting_letter(rng) if kind == 6 else makers[kind](rng)
-    return _ink_sent(ink, rng)
-
-
-def _ink_sent(ink: Image.Image, rng) -> bytes:  # on a page, or painted
-    if rng.random() < 0.4:
-        return _sheet(np.asarray(ink, dtype=np.float32) / 255.0, rng)
-    return _paint(ink, rng, transparent=0.3)
+    return paper.sent(ink, rng)
 
 
 def handwriting_digit(digit: int, rng) -> bytes:
@@ -354,7 +257,7 @@ def handwriting_digit(digit: int, rng) -> bytes:
     painted as the non-digits are."""
     written = handwriting.load().select(held_out=True, digits=True)
     picture = Image.fromarray(written.images[int(rng.choice(np.flatnonzero(written.labels == digit)))])
-    return _ink_sent(picture.resize((non_digits.HANDWRITING_PX,) * 2, Image.Resampling.BICUBIC), rng)
+    return paper.sent(picture.resize((non_digits.HANDWRITING_PX,) * 2, Image.Resampling.BICUBIC), rng)
 
 
 MAKERS = {

@@ -19,7 +19,7 @@ from mnist_kit import constants as C
 from mnist_kit.errors import KitError
 from mnist_kit.files import sha256, write_json
 from mnist_kit.training import mnist
-from mnist_kit.training.fit import evaluate, fit
+from mnist_kit.training.fit import Recipe, evaluate, fit
 from mnist_kit.worker import preprocess
 from mnist_kit.worker.request_errors import InputError
 from mnist_model import MnistClassificationNet
@@ -99,19 +99,11 @@ def finetune(
         sources = sources or [f"image {i + 1}" for i in range(len(pairs))]
         trained = [(sha256(pairs[kept[i]][0]), sources[kept[i]]) for i in train]
         finetune_id = store.start_finetune(checkpoint, trained)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    previous = checkpoint.with_name(f"{checkpoint.stem}.{stamp}{checkpoint.suffix}")
-    shutil.copy2(checkpoint, previous)
-    metrics_file = checkpoint.parent / "metrics.json"
-    if metrics_file.is_file():
-        shutil.copy2(metrics_file, checkpoint.parent / f"metrics.{stamp}.json")
+    previous = keep_previous(checkpoint)
     metrics = fit(
-        data_dir,
+        Recipe(epochs=epochs, lr=lr, seed=seed, limit=limit),
         checkpoint,
-        epochs=epochs,
-        lr=lr,
-        seed=seed,
-        limit=limit,
+        data_dir=data_dir,
         force=True,
         init=previous,
         extra=(images[train], labels[train]),
@@ -137,5 +129,16 @@ def finetune(
         "recorded_in": str(store.path) if store is not None else None,
         "weights_sha256": weights,
     }
-    write_json(metrics, metrics_file)
+    write_json(metrics, checkpoint.parent / "metrics.json")
     return metrics
+
+
+def keep_previous(checkpoint: Path) -> Path:
+    """Copy `checkpoint`, and the metrics.json beside it, to names with the time in them; the copy's path."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    previous = checkpoint.with_name(f"{checkpoint.stem}.{stamp}{checkpoint.suffix}")
+    shutil.copy2(checkpoint, previous)
+    metrics_file = checkpoint.parent / "metrics.json"
+    if metrics_file.is_file():
+        shutil.copy2(metrics_file, checkpoint.parent / f"metrics.{stamp}.json")
+    return previous

@@ -1,13 +1,16 @@
 """Training: fit MnistClassificationNet on MNIST and save its state_dict, with the run's metrics beside it.
 
-Run as `mnist-kit train` or `python train.py`; both take the same options (see --help). Progress reaches the
-caller through callbacks, failures as KitError: this module knows nothing of the command line.
+Run as `mnist-kit train` or `python train.py`; both take the same options (see --help), which make one Recipe.
+Progress reaches the caller through callbacks, failures as KitError: this module knows nothing of the command line.
+The stages (load_data, start_run, train_epoch → batch → train_step, run_metrics) draw the seeded generators in one
+fixed order: the same recipe on the same CPU gives the same weights.
 """
 
 import math
 import os
 import platform
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -70,37 +73,74 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return 100.0 * correct / len(images)
 
 
-def fit(
-    data_dir,
-    out,
-    *,
-    epochs=C.EPOCHS,
-    batch_size=C.TRAIN_BATCH_SIZE,
-    lr=C.LEARNING_RATE,
-    seed=C.SEED,
-    limit=None,
-    device="auto",
-    augmentation=True,
-    precision="auto",
-    outliers=True,
-    handwriting=False,
-    force=False,
-    init=None,
-    extra=None,
-    on_step=None,
-    on_epoch=None,
-) -> dict:
-    """Train, write the state_dict to `out` and metrics.json beside it, and return the metrics.
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained: what decides its weights beside the data (`mnist-kit train`'s options).
 
     With `outliers`, each step also shows the network C.OUTLIER_BATCH synthetic non-digits (training/outliers.py) and
     pushes its answer on them towards uniform (outlier exposure, weighted C.OUTLIER_WEIGHT): what the served
     not_a_digit flag reads; C.PRINTED_DIGITS printed digits join MNIST's, so that print is not what it learns to
     doubt. With `handwriting` too, C.HANDWRITING_BATCH letters of the handwriting glyph bank's trained fonts
     (training/handwriting.py) join the non-digits of each step, and the bank's digits join MNIST's (issue 31: it
-    flags letters more often, and costs some digit kinds a little; docs/SERVING.md). An existing `out` is refused
-    without force, before any work, as archive.build refuses: a checkpoint may be minutes of training.
-    on_step(epoch, step, steps) is called after each optimiser step, on_epoch(epoch, loss, test_accuracy) after
-    each epoch: the CLI draws its progress bar and prints its lines.
+    flags letters more often, and costs some digit kinds a little; docs/SERVING.md).
+    """
+
+    epochs: int = C.EPOCHS
+    batch_size: int = C.TRAIN_BATCH_SIZE
+    lr: float = C.LEARNING_RATE
+    seed: int = C.SEED
+    limit: int | None = None  # the first `limit` MNIST training images only
+    augmentation: bool = True
+    outliers: bool = True
+    handwriting: bool = False
+    device: str = "auto"
+    precision: str = "auto"
+
+
+@dataclass(frozen=True)
+class NonDigits:
+    """What the outlier exposure lays over and beside each step's digits."""
+
+    outliers: torch.Tensor  # normalised synthetic non-digits
+    marks: torch.Tensor  # uint8 layers of stray marks
+    letters: torch.Tensor | None  # normalised letters of the glyph bank, with `handwriting`
+
+
+@dataclass(frozen=True)
+class Data:
+    """The images one training run reads: its training digits normalised, the test set as loaded."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    printed: int = 0  # the printed and glyph bank digits, after MNIST's in train_x
+    handwritten: dict = field(default_factory=lambda: {"letters": 0, "digits": 0})
+    non_digits: NonDigits | None = None
+    extra: tuple[torch.Tensor, torch.Tensor] | None = None  # a fine-tune's digits, normalised
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run's moving parts: what each step takes."""
+
+    recipe: Recipe
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    device: torch.device
+    dtype: torch.dtype
+    steps: int  # per epoch
+
+
+def fit(recipe: Recipe, out, *, data_dir=None, force=False, init=None, extra=None, on_step=None, on_epoch=None) -> dict:
+    """Train by `recipe` on MNIST in `data_dir` (mnist.default_data_dir() if None), write the state_dict to `out` and
+    metrics.json beside it, and return the metrics.
+
+    An existing `out` is refused without force, before any work, as archive.build refuses: a checkpoint may be
+    minutes of training. on_step(epoch, step, steps) is called after each optimiser step, on_epoch(epoch, loss,
+    test_accuracy) after each epoch: the CLI draws its progress bar and prints its lines.
 
     Fine-tuning (training/finetune.py): `init`, a state_dict to start from instead of random weights; `extra`,
     (uint8 N×28×28, labels) of other digits, C.EXTRA_BATCH of them drawn into every batch beside MNIST's.
@@ -108,114 +148,171 @@ def fit(
     if Path(out).exists() and not force:
         raise KitError(f"{out} already exists: pass --force to overwrite it")
     start = time.time()
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    device = pick_device(device)
-    dtype = pick_precision(precision, device)
+    torch.manual_seed(recipe.seed)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    device = pick_device(recipe.device)
+    dtype = pick_precision(recipe.precision, device)
+    data = load_data(recipe, data_dir or mnist.default_data_dir(), extra)
+    run = start_run(recipe, data, init, generator=generator, device=device, dtype=dtype)
+    history = []
+    for epoch in range(1, recipe.epochs + 1):
+        loss = train_epoch(run, data, epoch, on_step=on_step)
+        history.append(evaluate(run.model, data.test_x, data.test_y))
+        if on_epoch:
+            on_epoch(epoch, loss, history[-1])
+    metrics = run_metrics(run, data, history, init=init, extra=extra, seconds=round(time.time() - start, 1))
+    save(run.model.to(memory_format=torch.contiguous_format).cpu().state_dict(), out)
+    write_json(metrics, Path(out).parent / "metrics.json")
+    return metrics
+
+
+def load_data(recipe: Recipe, data_dir, extra) -> Data:
+    """MNIST (its first `limit` training images), with the outlier exposure's digits and non-digits and a fine-tune's
+    `extra` digits."""
     train_x, train_y = mnist.load(data_dir, "train")
     test_x, test_y = mnist.load(data_dir, "test")
-    if limit:
-        train_x, train_y = train_x[:limit], train_y[:limit]
-    printed = 0
-    handwritten = {"letters": 0, "digits": 0}
-    if outliers:
-        from mnist_kit.training import outliers as synthetic
+    if recipe.limit:
+        train_x, train_y = train_x[: recipe.limit], train_y[: recipe.limit]
+    data = Data(train_x, train_y, test_x, test_y)
+    if recipe.outliers:
+        data = with_outlier_exposure(data, recipe.seed, handwriting=recipe.handwriting)
+    if extra is not None:
+        data = replace(data, extra=(normalize_tensor(extra[0]), extra[1].to(data.train_y.dtype)))
+    return replace(data, train_x=normalize_tensor(data.train_x))
 
-        outlier_x = normalize_tensor(torch.from_numpy(synthetic.make(C.OUTLIER_IMAGES, seed)))
-        printed_x, printed_y = synthetic.printed_digits(C.PRINTED_DIGITS * len(train_x) // 60000, seed)
-        if handwriting:  # the glyph bank's trained fonts: letters beside the non-digits, digits beside MNIST's
-            from mnist_kit.training import handwriting as bank
 
-            glyphs = bank.load()
-            letters_x = normalize_tensor(torch.from_numpy(glyphs.select(held_out=False, digits=False).images))
-            written = glyphs.select(held_out=False, digits=True)
-            picks = np.random.default_rng(seed).permutation(len(written.images))
-            picks = picks[: round(len(written.images) * len(train_x) / 60000)]
-            printed_x = np.concatenate([printed_x, written.images[picks]])
-            printed_y = np.concatenate([printed_y, written.labels[picks]])
-            handwritten = {"letters": len(letters_x), "digits": len(picks)}
-        train_x = torch.cat([train_x, torch.from_numpy(printed_x)])
-        train_y = torch.cat([train_y, torch.from_numpy(printed_y).to(train_y.dtype)])
-        printed = len(printed_y)
-        marks_x = torch.from_numpy(synthetic.marks(C.MARKS, seed))
-    train_x = normalize_tensor(train_x)
+def with_outlier_exposure(data: Data, seed: int, *, handwriting: bool) -> Data:
+    """`data` with printed digits (and the glyph bank's) after MNIST's, in proportion with them, and the non-digits."""
+    from mnist_kit.training import outliers as synthetic
 
+    outliers = normalize_tensor(torch.from_numpy(synthetic.make(C.OUTLIER_IMAGES, seed)))
+    digits_x, digits_y = synthetic.printed_digits(C.PRINTED_DIGITS * len(data.train_x) // 60000, seed)
+    letters, handwritten = None, data.handwritten
+    if handwriting:  # the glyph bank's trained fonts: letters beside the non-digits, digits beside MNIST's
+        letters, written_x, written_y = glyph_bank(seed, len(data.train_x))
+        digits_x, digits_y = np.concatenate([digits_x, written_x]), np.concatenate([digits_y, written_y])
+        handwritten = {"letters": len(letters), "digits": len(written_y)}
+    return replace(
+        data,
+        train_x=torch.cat([data.train_x, torch.from_numpy(digits_x)]),
+        train_y=torch.cat([data.train_y, torch.from_numpy(digits_y).to(data.train_y.dtype)]),
+        printed=len(digits_y),
+        handwritten=handwritten,
+        non_digits=NonDigits(outliers, torch.from_numpy(synthetic.marks(C.MARKS, seed)), letters),
+    )
+
+
+def glyph_bank(seed: int, mnist_images: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """The handwriting glyph bank's trained fonts: their letters (normalised), and a seeded draw of their digits and
+    labels, in proportion with the MNIST images trained on."""
+    from mnist_kit.training import handwriting as bank
+
+    glyphs = bank.load()
+    letters = normalize_tensor(torch.from_numpy(glyphs.select(held_out=False, digits=False).images))
+    written = glyphs.select(held_out=False, digits=True)
+    picks = np.random.default_rng(seed).permutation(len(written.images))
+    picks = picks[: round(len(written.images) * mnist_images / 60000)]
+    return letters, written.images[picks], written.labels[picks]
+
+
+def start_run(recipe: Recipe, data: Data, init, *, generator, device, dtype) -> Run:
+    """The network (random, or `init`'s weights), AdamW and its one-cycle schedule."""
     # Channels-last: on the AVX2 EPYC a training step took 47 ms against 63 ms contiguous (batch 128, 2 threads;
     # ATen's max pooling of NCHW tensors is many times slower there), and oneDNN prefers it on AVX-512 and AMX.
     model = MnistClassificationNet()
     if init is not None:
         model.load_state_dict(torch.load(init, map_location="cpu", weights_only=True))
     model = model.to(device).to(memory_format=torch.channels_last)
-    if extra is not None:
-        extra_x, extra_y = normalize_tensor(extra[0]), extra[1].to(train_y.dtype)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    steps = math.ceil(len(train_x) / batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps)
-    history = []
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = torch.randperm(len(train_x), generator=generator)
-        for step in range(steps):
-            index = order[step * batch_size : (step + 1) * batch_size]
-            x, y = train_x[index], train_y[index]
-            if extra is not None:
-                picks = torch.randint(len(extra_x), (C.EXTRA_BATCH,), generator=generator)
-                x, y = torch.cat([x, extra_x[picks]]), torch.cat([y, extra_y[picks]])
-            labelled = len(y)
-            if outliers:  # stray marks over a share of the digits, then the non-digits beside them
-                marked = torch.rand(labelled, generator=generator) < C.MARKED_SHARE
-                layers = normalize_tensor(
-                    marks_x[torch.randint(len(marks_x), (int(marked.sum()),), generator=generator)]
-                )
-                x = x.clone()
-                x[marked] = torch.maximum(x[marked], layers)
-                x = torch.cat([x, outlier_x[torch.randint(len(outlier_x), (C.OUTLIER_BATCH,), generator=generator)]])
-                if handwriting:
-                    x = torch.cat(
-                        [x, letters_x[torch.randint(len(letters_x), (C.HANDWRITING_BATCH,), generator=generator)]]
-                    )
-            if augmentation:
-                x = augment(x, generator)
-            x = x.to(device).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                log_probabilities = model(x)
-                loss = F.nll_loss(log_probabilities[:labelled], y.to(device))
-                if outliers:  # cross-entropy to the uniform answer
-                    loss = loss - C.OUTLIER_WEIGHT * log_probabilities[labelled:].float().mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if on_step:
-                on_step(epoch, step + 1, steps)
-        accuracy = evaluate(model, test_x, test_y)
-        history.append(accuracy)
-        if on_epoch:
-            on_epoch(epoch, loss.item(), accuracy)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=1e-4)
+    steps = math.ceil(len(data.train_x) / recipe.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=recipe.lr, epochs=recipe.epochs, steps_per_epoch=steps
+    )
+    return Run(recipe, model, optimizer, scheduler, generator, device, dtype, steps)
 
-    metrics = {
+
+def train_epoch(run: Run, data: Data, epoch: int, *, on_step=None) -> float:
+    """One pass over the training digits in a seeded order; the last step's loss."""
+    run.model.train()
+    order = torch.randperm(len(data.train_x), generator=run.generator)
+    size = run.recipe.batch_size
+    for step in range(run.steps):
+        x, y = batch(run, data, order[step * size : (step + 1) * size])
+        loss = train_step(run, x, y)
+        if on_step:
+            on_step(epoch, step + 1, run.steps)
+    return loss.item()
+
+
+def batch(run: Run, data: Data, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A step's inputs, the labelled digits first (MNIST's, then a fine-tune's), then the non-digits; the labels."""
+    x, y = data.train_x[index], data.train_y[index]
+    if data.extra is not None:
+        extra_x, extra_y = data.extra
+        picks = torch.randint(len(extra_x), (C.EXTRA_BATCH,), generator=run.generator)
+        x, y = torch.cat([x, extra_x[picks]]), torch.cat([y, extra_y[picks]])
+    if data.non_digits is not None:
+        x = with_non_digits(x, data.non_digits, run.generator)
+    if run.recipe.augmentation:
+        x = augment(x, run.generator)
+    return x, y
+
+
+def with_non_digits(x: torch.Tensor, non_digits: NonDigits, generator: torch.Generator) -> torch.Tensor:
+    """Stray marks over a share of the digits `x`, then the non-digits beside them."""
+    marked = torch.rand(len(x), generator=generator) < C.MARKED_SHARE
+    marks = non_digits.marks
+    layers = normalize_tensor(marks[torch.randint(len(marks), (int(marked.sum()),), generator=generator)])
+    x = x.clone()
+    x[marked] = torch.maximum(x[marked], layers)
+    outliers = non_digits.outliers
+    x = torch.cat([x, outliers[torch.randint(len(outliers), (C.OUTLIER_BATCH,), generator=generator)]])
+    if non_digits.letters is not None:
+        letters = non_digits.letters
+        x = torch.cat([x, letters[torch.randint(len(letters), (C.HANDWRITING_BATCH,), generator=generator)]])
+    return x
+
+
+def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One optimiser step: the digits' negative log-likelihood, and with outliers the non-digits' cross-entropy to
+    the uniform answer."""
+    labelled = len(y)
+    x = x.to(run.device).contiguous(memory_format=torch.channels_last)
+    with torch.autocast(run.device.type, dtype=run.dtype, enabled=run.dtype != torch.float32):
+        log_probabilities = run.model(x)
+        loss = F.nll_loss(log_probabilities[:labelled], y.to(run.device))
+        if run.recipe.outliers:
+            loss = loss - C.OUTLIER_WEIGHT * log_probabilities[labelled:].float().mean()
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    run.scheduler.step()
+    return loss
+
+
+def run_metrics(run: Run, data: Data, history: list[float], *, init, extra, seconds: float) -> dict:
+    """metrics.json: the accuracies, the recipe, what was trained on, and where."""
+    recipe = run.recipe
+    return {
         "test_accuracy": history[-1],
         "test_accuracy_per_epoch": history,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "seed": seed,
-        "limit": limit,
-        "augmentation": augmentation,
-        "outliers": C.OUTLIER_IMAGES if outliers else 0,
-        "printed_digits": printed - handwritten["digits"],
-        "handwriting": handwritten,
-        "precision": str(dtype).removeprefix("torch."),
-        "train_images": len(train_x) - printed,
+        "epochs": recipe.epochs,
+        "batch_size": recipe.batch_size,
+        "lr": recipe.lr,
+        "seed": recipe.seed,
+        "limit": recipe.limit,
+        "augmentation": recipe.augmentation,
+        "outliers": C.OUTLIER_IMAGES if recipe.outliers else 0,
+        "printed_digits": data.printed - data.handwritten["digits"],
+        "handwriting": data.handwritten,
+        "precision": str(run.dtype).removeprefix("torch."),
+        "train_images": len(data.train_x) - data.printed,
         "init": str(init) if init else None,
         "extra_images": len(extra[1]) if extra is not None else 0,
-        "seconds": round(time.time() - start, 1),
-        "device": str(device),
+        "seconds": seconds,
+        "device": str(run.device),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }
-    save(model.to(memory_format=torch.contiguous_format).cpu().state_dict(), out)
-    write_json(metrics, Path(out).parent / "metrics.json")
-    return metrics
 
 
 def save(state_dict: dict, path) -> None:

@@ -114,7 +114,13 @@ class PadWindow(QWidget):
         self.answers.arrived.connect(self.show_answer)
         self.timer = QTimer(self, singleShot=True, interval=C.PREDICT_DEBOUNCE_MS, timeout=self.predict)
         self.canvas.changed.connect(self.on_change)
+        left, right = self._drawing_side(), self._answer_side()
+        layout = QHBoxLayout(self)
+        layout.addLayout(left)
+        layout.addLayout(right)
 
+    def _drawing_side(self) -> QVBoxLayout:
+        """The pad, and under it the brush, undo and clear."""
         self.brush = brush = QSlider(
             Qt.Horizontal, minimum=C.BRUSH_WIDTHS[0], maximum=C.BRUSH_WIDTHS[1], value=C.BRUSH_WIDTH
         )
@@ -134,7 +140,10 @@ class PadWindow(QWidget):
         left.addWidget(self.canvas)
         left.addLayout(tools)
         left.addStretch()
+        return left
 
+    def _answer_side(self) -> QVBoxLayout:
+        """The answer: the digit, its confidence, the bars, what the model saw, and the buttons to correct it."""
         self.digit = QLabel("", font=QFont("Sans", 48, QFont.Bold), minimumWidth=60)
         self.confidence = QLabel("")
         self.message = QLabel("Draw a digit on the pad.", wordWrap=True, minimumWidth=280)
@@ -150,16 +159,7 @@ class PadWindow(QWidget):
         self.seen.setFixedSize(C.IMAGE_SIZE * SEEN_SCALE, C.IMAGE_SIZE * SEEN_SCALE)
         self.seen.setStyleSheet("background: black")
         self.answered = QLabel("", wordWrap=True, minimumWidth=280)
-        correct = QHBoxLayout()
-        correct.addWidget(QLabel("Wrong? It is a"))
-        self.labels = []
-        for d in range(C.NUM_CLASSES):
-            button = QPushButton(str(d), maximumWidth=32, enabled=False)
-            button.setToolTip(f"Store this drawing as a {d}, for retraining (key {d})")
-            button.clicked.connect(lambda checked, d=d: self.correct(d))
-            QShortcut(QKeySequence(str(d)), self, lambda d=d: self.correct(d))
-            correct.addWidget(button)
-            self.labels.append(button)
+        correct = self._correction_buttons()
         self.corrected = QLabel("", wordWrap=True, minimumWidth=280)
         reading = QHBoxLayout()
         reading.addWidget(self.digit)
@@ -175,9 +175,21 @@ class PadWindow(QWidget):
         right.addLayout(correct)
         right.addWidget(self.corrected)
         right.addStretch()
-        layout = QHBoxLayout(self)
-        layout.addLayout(left)
-        layout.addLayout(right)
+        return right
+
+    def _correction_buttons(self) -> QHBoxLayout:
+        """A button per digit (and its key) that stores the drawing as that digit: disabled until an answer."""
+        correct = QHBoxLayout()
+        correct.addWidget(QLabel("Wrong? It is a"))
+        self.labels = []
+        for d in range(C.NUM_CLASSES):
+            button = QPushButton(str(d), maximumWidth=32, enabled=False)
+            button.setToolTip(f"Store this drawing as a {d}, for retraining (key {d})")
+            button.clicked.connect(lambda checked, d=d: self.correct(d))
+            QShortcut(QKeySequence(str(d)), self, lambda d=d: self.correct(d))
+            correct.addWidget(button)
+            self.labels.append(button)
+        return correct
 
     def on_change(self, moving: bool):
         """Ask while the pen rests, and at once when a stroke ends; an empty pad asks nothing."""

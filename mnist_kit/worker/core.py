@@ -57,6 +57,20 @@ class Batch:
 
 
 class Core:
+    """One worker's serving core: the loaded serving form (`model`, a callable from normalised pixels to log
+    probabilities; `form`, why it was chosen and its timings), the model's name and version its answers carry, the
+    float network for explanations (loaded on first use) and the metrics window. The answers' thresholds are no
+    state of its own: they are the constants every runtime shares (C.NOT_A_DIGIT_BELOW, C.LOW_CONFIDENCE; answers.py).
+
+    A runtime's adapter runs a batch through `decode` → `infer` → `encode` (or `decode` → `explain`) and writes
+    each Reply back; `describe` says what it serves (`mnist-kit models describe`):
+
+        core = Core(model_dir, manifest["model"], publish=publish)
+        batch = core.decode([{"body": png_bytes}], [{"content-type": "image/png"}])
+        (reply,) = core.encode(core.infer(batch))
+        reply.status, reply.body  # 200, '{"digit": 7, "confidence": 0.99..., "flags": [], ...}'
+    """
+
     def __init__(
         self, model_dir: str, model: dict, *, serving_form=None, device="cpu", publish=None, with_torch: bool = True
     ):

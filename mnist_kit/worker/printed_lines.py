@@ -110,7 +110,12 @@ def rule_pixels(mask: np.ndarray, min_px: int) -> np.ndarray | None:
         and side[3] >= bottom - RULE_COVER * r_height
         and any(side_at(side, rule) for rule in rules)
     ]
-    # Off: the lines' pixels, but not a stroke crossing one (it runs on beyond the line), and every corner.
+    return cut_lines(mask, rules, sides)
+
+
+def cut_lines(mask: np.ndarray, rules: list, sides: list) -> np.ndarray:
+    """The pixels of the `rules` and box `sides` (bands) to take off `mask`: the lines' pixels, but not a stroke
+    crossing one (it runs on beyond the line), and every corner."""
     cut = np.zeros_like(mask)
     for y0, y1, x0, x1 in rules:  # with the line's fainter rows beside it
         y0, y1 = max(0, y0 - 2), y1 + 2

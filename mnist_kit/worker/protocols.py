@@ -6,7 +6,7 @@ and `kservev2` envelopes (chosen by `service_envelope`, or $TS_SERVICE_ENVELOPE 
 as KServe's runtime sets it) read only the first request of a batch, and kservev2 only the first element of a
 BYTES input, so with batching on they fail concurrent requests ("number of batch response mismatched",
 pytorch/serve#2158, unfixed in 0.12, the last release). So the handler recognises each request's protocol from
-its body (requests.py), `{"instances": ...}` (v1) or `{"inputs": ...}` (v2), decodes every image of it here, and
+its body (request_bodies.py), `{"instances": ...}` (v1) or `{"inputs": ...}` (v2), decodes every image of it here, and
 writes each answer in its request's protocol: requests of all three kinds share one batched forward pass, and an
 envelope, if one is configured, is made a pass-through (mnist_handler.py). Packed into the .mar beside the handler.
 """

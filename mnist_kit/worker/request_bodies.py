@@ -111,7 +111,7 @@ def read_plain(row: dict, kind: str = "") -> Picture:
     """
     kind = media_type(kind)
     name = next((k for k in ("data", "file", "body") if k in row), None)
-    if name is None and kind == "application/x-www-form-urlencoded":
+    if name in (None, "body") and kind == "application/x-www-form-urlencoded":  # TorchServe splits it, kserve not
         raise InputError(
             "the body was sent as application/x-www-form-urlencoded (curl -d, --data-binary): send the "
             "image with an image content type (curl -T FILE, or -H 'Content-Type: image/png')",
@@ -129,7 +129,7 @@ def read_plain(row: dict, kind: str = "") -> Picture:
         raise InputError("empty request: send an image (PNG, JPEG, BMP, GIF, WebP or TIFF) or JSON", reason="empty")
     if kind == "application/json" or isinstance(payload, (dict, list)):
         return protocols.read_json(payload)
-    if kind.startswith("text/") or kind == "application/x-www-form-urlencoded" or isinstance(payload, str):
+    if kind.startswith("text/") or isinstance(payload, str):
         raise InputError(
             f"unsupported content type {kind or 'text'!r}: send an image/* body or application/json",
             415,

@@ -3,26 +3,23 @@
 
 FastAPI's routing, its middleware stack (KServe's per-request timing among it) and a response object per request
 cost more CPU than decoding a 28×28 PNG and running it through the network; this path reads the body, hands it to
-the micro-batcher exactly as the FastAPI route does (kserve_model.torchserve_row's rules) and writes the core's
-reply with headers made once. Anything else, and any request it would answer differently (multipart forms, a body
-without a length or over the size limit, another model's name, a missing token), goes on to the FastAPI app, so the
-answers, statuses and errors are the same whichever way a request is served.
+the micro-batcher and writes the core's reply through the same functions as the FastAPI routes (rest.py: the model
+name check, the headers, the JSON fallback, the reply's bytes), with no response object. Anything else, and any
+request it leaves to FastAPI (multipart forms, a body without a length or over the size limit, another model's
+name, a missing token), goes on to the FastAPI app.
 """
 
-import json
 import re
 
 from mnist_kit import constants as C
 from mnist_kit.serving.kserve import auth as kserve_auth
-from mnist_kit.worker.core import error_reply
+from mnist_kit.serving.kserve import rest
 from mnist_kit.worker.request_bodies import media_type
-from mnist_kit.worker.request_errors import InputError
 
 ROUTES = re.compile(
     r"^/(?:predictions/(?P<name>[^/]+)(?:/(?P<version>[^/]+))?"
     r"|v2/models/(?P<v2name>[^/]+)(?:/versions/(?P<v2version>[^/]+))?/infer)$"
 )
-JSON = (b"content-type", b"application/json")
 
 
 class HotPath:
@@ -34,7 +31,7 @@ class HotPath:
     async def __call__(self, scope, receive, send):
         if not hot_route(scope, self.model):
             return await self.app(scope, receive, send)
-        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        headers = rest.header_dict(scope["headers"])
         length = headers.get("content-length", "")
         kind = media_type(headers.get("content-type"))
         if (
@@ -47,38 +44,25 @@ class HotPath:
         body = await read_body(receive)
         if body is None:  # the client went away mid-body: no one to answer
             return
-        row = {"body": body}
-        if kind == "application/json":
-            try:
-                row = {"body": json.loads(body)}
-            except (ValueError, RecursionError):  # as TorchServe: the bytes go on, the core says what is wrong
-                pass
         try:
-            reply = await self.model.batcher.submit(row, headers)
-        except Exception as e:  # a bug of ours: an answer in the kit's form, and the worker goes on
-            reply = error_reply(InputError(f"internal error: {type(e).__name__}: {e}", 500, reason="internal"))
-        data = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
-        data = data.encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": reply.status,
-                "headers": [JSON, (b"content-length", str(len(data)).encode())],
-            }
-        )
+            reply = await self.model.batcher.submit(rest.row(body, kind), headers)
+        except Exception as e:  # a bug of ours: rest.encode answers it in the kit's form
+            reply = e
+        status, reply_headers, data = rest.encode(reply)
+        await send({"type": "http.response.start", "status": status, "headers": reply_headers})
         await send({"type": "http.response.body", "body": data})
 
 
 def hot_route(scope, model) -> bool:
-    """Whether the request is one of the hot routes for this model (the name and version it serves: the FastAPI
-    routes answer another with the kit's 404)."""
+    """Whether the request is one of the hot routes for the name and version this model serves (the FastAPI routes
+    answer another with the kit's 404)."""
     if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
         return False
     found = ROUTES.match(scope["path"])
     if found is None or (found["v2name"] is not None and scope["method"] != "POST"):
         return False
     name, version = (found["v2name"], found["v2version"]) if found["v2name"] else (found["name"], found["version"])
-    return name == model.name and version in (None, model.version)
+    return rest.serves(model, name, version)
 
 
 async def read_body(receive) -> bytes | None:

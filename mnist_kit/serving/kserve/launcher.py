@@ -1,28 +1,31 @@
-"""The `kserve` runtime's process from outside: start it in the background after the checks `serve` makes, wait
-until it answers, stop it (draining), and a private one on free ports for the tests and the bench."""
+"""The `kserve` runtime's launchers, run outside the server: the kit's process starts the runtime
+(`python -m mnist_kit.serving.kserve.server`) in the background and waits until it answers. Both keep
+processes.Launcher's contract:
+
+- `HomeKServe`, what `mnist-kit serve --runtime kserve` starts after the checks it makes: it outlives the command;
+  `soft_stop` and `stop_server` are `mnist-kit stop` (draining);
+- `PrivateKServe`, one of its own on free ports for the tests and the bench, always stopped.
+"""
 
 import importlib.util
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psutil
 
 from mnist_kit import constants as C
 from mnist_kit.packaging import mar
-from mnist_kit.serving import client
-from mnist_kit.serving.torchserve import launcher as torchserve_launcher
-from mnist_kit.serving.torchserve.launcher import ServerError
+from mnist_kit.serving import client, processes
+from mnist_kit.serving.processes import ServerError
 
 
-def pid_file_path(tmp_dir=None) -> Path:
-    """Beside TorchServe's own PID file."""
-    return torchserve_launcher.pid_file_path(tmp_dir, ".mnist-kit-kserve.pid")
+def pid_file(tmp_dir=None) -> Path:
+    """Where the kit keeps the runtime's PID file: beside TorchServe's own."""
+    return processes.pid_file_path(".mnist-kit-kserve.pid", tmp_dir)
 
 
 def command(
@@ -42,102 +45,108 @@ def command(
     return line + (["--token-auth", "--key-file", str(key_file)] if key_file else [])
 
 
-def preflight(archive, *, host: str, ports: dict[str, int], tmp_dir=None) -> None:
-    """What makes the start fail obscurely, said plainly: no kserve installed, no archive, a server already running,
-    a port taken."""
-    if importlib.util.find_spec("kserve") is None:  # found, not imported: its gRPC protos clash with tritonclient's
-        raise ServerError('the kserve runtime needs KServe\'s SDK: pip install -e ".[kserve]"')
-    if not Path(archive).is_file():
-        raise ServerError(f"{archive} not found: train and archive first (mnist-kit train && mnist-kit archive)")
-    mar.read(archive)
-    pid = torchserve_launcher.live_pid(pid_file_path(tmp_dir))
-    if pid:
-        raise ServerError(f"the kserve runtime is already running (pid {pid}): stop it first with `mnist-kit stop`")
-    for name, port in ports.items():
-        torchserve_launcher.check_port_free(host, port, f"--{name}", config_path="the command line")
+class KServeLauncher(processes.Launcher):
+    """The runtime started in the background (processes.spawn: a session of its own, its output in `log`), its PID
+    where `mnist-kit stop` finds it; ready once /v2/health/ready answers 200 (the model is loaded and a worker
+    listens)."""
 
+    name = "the kserve runtime"
 
-def launch(argv: list[str], output: Path, *, tmp_dir=None, env=None) -> subprocess.Popen:
-    """The server in the background, in a session of its own (it outlives `mnist-kit serve`), its output in a
-    file, its PID where `mnist-kit stop` finds it."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "w") as out:
-        server = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
-        )
-    pid_file_path(tmp_dir).write_text(str(server.pid))
-    return server
+    def __init__(self, argv: list[str], inference_url: str, log: Path, *, env=None, tmp_dir=None):
+        self.argv, self.inference_url, self.log = argv, inference_url, log
+        self.env, self.tmp_dir = env, tmp_dir
+        self.server = None
 
+    def launch(self) -> None:
+        self.server = processes.spawn(self.argv, self.log, env=self.env)
+        pid_file(self.tmp_dir).write_text(str(self.server.pid))
 
-def wait_ready(url: str, timeout: float, log: Path, *, alive=lambda: True) -> None:
-    """Until /v2/health/ready answers 200: the model is loaded and a worker listens."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive():
-            raise ServerError(
-                f"the kserve runtime exited while starting: {torchserve_launcher.last_error(log)} (whole log: {log})"
-            )
+    def running(self) -> bool:
+        return self.server is not None and self.server.poll() is None
+
+    def wait_ready(self, timeout: float) -> None:
+        processes.await_ready(self.answers, timeout, alive=self.running, name=self.name, log=self.log)
+
+    def answers(self) -> bool:
         try:
-            client.request(f"{url}/v2/health/ready", timeout=5)
-            return
+            client.request(f"{self.inference_url}/v2/health/ready", timeout=5)
+            return True
         except client.ClientError:
-            time.sleep(0.2)
-    raise ServerError(
-        f"the kserve runtime not ready after {timeout:.0f} s: {torchserve_launcher.last_error(log)} (log: {log})"
-    )
+            return False
+
+
+class HomeKServe(KServeLauncher):
+    """The runtime `mnist-kit serve --runtime kserve` starts: it outlives the command, and `mnist-kit stop` stops
+    it. Its output goes to logs/kserve.out in the kit's home."""
+
+    def __init__(self, archive, home: Path, *, host: str, http_port: int, grpc_port: int, workers: int, key_file=None):
+        """With a key_file, every request needs the token (the production profile)."""
+        argv = command(archive, host=host, http_port=http_port, grpc_port=grpc_port, workers=workers, key_file=key_file)
+        super().__init__(argv, f"http://{C.HOST}:{http_port}", home / C.LOGS / "kserve.out")
+        self.archive, self.host = archive, host
+        self.ports = {"http-port": http_port, "grpc-port": grpc_port}  # as the command line names them
+
+    def preflight(self) -> None:
+        """What makes the start fail obscurely, said plainly: no kserve installed, no archive, a server already
+        running, a port taken."""
+        if importlib.util.find_spec("kserve") is None:  # found, not imported: its gRPC protos clash with tritonclient's
+            raise ServerError('the kserve runtime needs KServe\'s SDK: pip install -e ".[kserve]"')
+        if not Path(self.archive).is_file():
+            raise ServerError(
+                f"{self.archive} not found: train and archive first (mnist-kit train && mnist-kit archive)"
+            )
+        mar.read(self.archive)
+        pid = processes.live_pid(pid_file(self.tmp_dir))
+        if pid:
+            raise ServerError(f"the kserve runtime is already running (pid {pid}): stop it first with `mnist-kit stop`")
+        for name, port in self.ports.items():
+            processes.check_port_free(self.host, port, f"--{name}", config_path="the command line")
+
+    def stop(self) -> None:
+        """Stop it (draining); the key file its production profile wrote stays, for `mnist-kit stop` to remove."""
+        stop_server(tmp_dir=self.tmp_dir)
 
 
 def soft_stop(tmp_dir=None) -> int | None:
     """Tell the runtime started from this temp dir that it is going away (SIGUSR1): its readiness checks answer 503,
     so that proxies stop sending it requests, and it serves on until stopped. Its PID, or None when none runs."""
-    pid = torchserve_launcher.live_pid(pid_file_path(tmp_dir))
+    pid = processes.live_pid(pid_file(tmp_dir))
     if pid is not None:
         os.kill(pid, signal.SIGUSR1)
     return pid
 
 
-def stop(key_file=None, tmp_dir=None) -> int | None:
+def stop_server(key_file=None, tmp_dir=None) -> int | None:
     """Stop the runtime started from this temp dir, letting it answer what it has received, and remove the key file
     its production profile wrote (a stopped server's key is no use to anyone); its PID, or None when none was
     running."""
-    pid_file = pid_file_path(tmp_dir)
-    pid = torchserve_launcher.live_pid(pid_file)
+    path = pid_file(tmp_dir)
+    pid = processes.live_pid(path)
     if pid is not None:
-        torchserve_launcher.stop_pid(pid, timeout=C.TERMINATION_GRACE_S)
+        processes.stop_pid(pid, timeout=C.TERMINATION_GRACE_S)
         if key_file:
             Path(key_file).unlink(missing_ok=True)
-    pid_file.unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
     return pid
 
 
-class PrivateKServe:
+class PrivateKServe(KServeLauncher):
     """A kserve runtime of its own on free ports: `with PrivateKServe(archive) as ks: ks.inference_url ...`."""
 
     def __init__(self, archive, *, workers: int = 1, serving_form: str | None = None, env: dict | None = None):
         self.archive, self.workers, self.serving_form = Path(archive), workers, serving_form
-        self.http_port, self.grpc_port = torchserve_launcher.free_port(), torchserve_launcher.free_port()
-        self.inference_url = f"http://{C.HOST}:{self.http_port}"
+        self.http_port, self.grpc_port = processes.free_port(), processes.free_port()
         self.grpc_address = f"{C.HOST}:{self.grpc_port}"
         self.workdir = Path(tempfile.mkdtemp(prefix="mnist-kit-ks-"))
-        self.log = self.workdir / "kserve.out"
-        self.env = {**os.environ, "TMPDIR": str(self.workdir), **(env or {})}
-        self.server = None
-
-    def start(self, timeout: float = 120) -> "PrivateKServe":
         argv = command(
-            self.archive,
-            http_port=self.http_port,
-            grpc_port=self.grpc_port,
-            workers=self.workers,
-            serving_form=self.serving_form,
+            self.archive, http_port=self.http_port, grpc_port=self.grpc_port, workers=workers, serving_form=serving_form
         )
-        self.server = launch(argv, self.log, tmp_dir=self.workdir, env=self.env)
-        try:
-            wait_ready(self.inference_url, timeout, self.log, alive=lambda: self.server.poll() is None)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        env = {**os.environ, "TMPDIR": str(self.workdir), **(env or {})}
+        url = f"http://{C.HOST}:{self.http_port}"
+        super().__init__(argv, url, self.workdir / "kserve.out", env=env, tmp_dir=self.workdir)
+
+    def preflight(self) -> None:
+        """Nothing to check: its ports are free ones, its folder its own."""
 
     def worker_rss_mib(self) -> list[float]:
         """Resident memory of each process that answers requests (the workers, or the server that is its own one),
@@ -147,20 +156,14 @@ class PrivateKServe:
 
     def memory_mib(self) -> float:
         """Memory of the whole server now, counted as PrivateServer.memory_mib counts TorchServe's."""
-        return torchserve_launcher.tree_memory_mib(self.server.pid)
+        return processes.tree_memory_mib(self.server.pid)
 
     def count_in_log(self, text: str) -> int:
         return self.log.read_text(errors="replace").count(text) if self.log.is_file() else 0
 
     def stop(self) -> None:
         """Stop the server (draining) and remove its folder: nothing outlives the caller."""
-        if self.server and self.server.poll() is None:
-            torchserve_launcher.stop_pid(self.server.pid, timeout=C.KSERVE_GRACE_S + 10)
+        if self.running():
+            processes.stop_pid(self.server.pid, timeout=C.KSERVE_GRACE_S + 10)
             self.server.wait()
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> "PrivateKServe":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

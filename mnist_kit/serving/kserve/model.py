@@ -1,23 +1,16 @@
 """The kit on KServe's ModelServer (`mnist-kit serve --runtime kserve`): a kserve.Model over the same serving core
-(worker/core.py) and the same .mar that TorchServe serves.
+(worker/core.py) and the same .mar that TorchServe serves, and the metrics it publishes on ModelServer's /metrics.
 
-REST requests (/predictions/NAME and /explanations/NAME as TorchServe has them, KServe v1 /v1/models/NAME:predict
-and :explain, Open Inference Protocol v2 /v2/models/NAME/infer and explain, JSON or binary) reach the core as
-TorchServe hands them to its handler, through the micro-batcher: the answers and the error messages are those of
-the TorchServe path. They are routes added to ModelServer's FastAPI app ahead of its own, which answers the rest:
-health, model metadata, /metrics. TorchServe's management reads (GET /models, /models/NAME) answer on the same port,
-read-only, so `mnist-kit models list|describe` work against either runtime. gRPC v2 (ModelInfer) reaches the
-model's predict with KServe's InferRequest, turned back into the v2 request the core reads; a bad request there is
-INVALID_ARGUMENT with the same message.
+Its REST routes are routes.py's (read and answered through rest.py, as the hot path in front of them does); here,
+gRPC v2 (ModelInfer) reaches the model's predict with KServe's InferRequest, turned back into the v2 request the core
+reads; a bad request there is INVALID_ARGUMENT with the same message as over REST.
 """
 
 import json
-import os
 import struct
 import tempfile
 
 import numpy as np
-from fastapi import FastAPI, Request, Response
 from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
@@ -27,9 +20,7 @@ from mnist_kit import constants as C
 from mnist_kit.packaging import mar
 from mnist_kit.serving.kserve.batcher import MicroBatcher
 from mnist_kit.worker import protocols
-from mnist_kit.worker.core import Core, Reply, error_reply
-from mnist_kit.worker.request_bodies import media_type
-from mnist_kit.worker.request_errors import InputError
+from mnist_kit.worker.core import Core
 
 # The core's own metrics (worker/metrics.py), as TorchServe publishes them, on ModelServer's /metrics.
 COUNTERS = {
@@ -62,6 +53,15 @@ def publish(totals) -> None:
 
 
 class MnistModel(Model):
+    """The one model a kserve runtime's worker serves: the archive (`mar.read`: its name, version, manifest), and once
+    loaded the serving core over its unpacked folder, the micro-batcher that shares the core's forward passes, and
+    the drain state (`draining`: readiness 503, everything else answered).
+
+    server.py builds it, calls `load` before binding, registers it with ModelServer (health, metadata, gRPC v2
+    reach `predict`) and hands it to routes.py (add_routes, add_management_routes) and HotPath, whose REST
+    requests reach `batcher` (and `core` for explanations and descriptions); a stop signal calls `drain`.
+    """
+
     def __init__(self, archive, *, serving_form: str | None = None):
         self.archive = mar.read(archive)
         super().__init__(self.archive.model_name)
@@ -139,138 +139,3 @@ def v2_row(request: InferRequest) -> tuple[dict, dict]:
         return {"body": document}, {}
     head = json.dumps(document).encode()
     return {"body": head + binary}, {protocols.BINARY_HEADER: str(len(head))}
-
-
-def add_routes(app: FastAPI, model: MnistModel) -> None:
-    """The REST routes that reach the core as TorchServe's do; added before ModelServer registers its own, so these
-    answer first."""
-
-    async def answer(request: Request, name: str, version: str | None = None, *, explain: bool = False) -> Response:
-        if name != model.name or version not in (None, model.version):
-            return reply_response(not_found(model, f"{name}/{version}" if version else name))
-        row, headers = await torchserve_row(request)
-        if explain:
-            headers["explain"] = "True"  # as TorchServe's frontend marks explanations
-            (reply,) = await model.batcher.run(lambda: model.core.explain(model.core.decode([row], [headers])))
-        else:
-            reply = await model.batcher.submit(row, headers)
-        return reply_response(reply)
-
-    async def predictions(request: Request, name: str, version: str | None = None):
-        return await answer(request, name, version)
-
-    async def explanations(request: Request, name: str, version: str | None = None):
-        return await answer(request, name, version, explain=True)
-
-    async def v1_predict(request: Request, name: str):
-        return await answer(request, name)
-
-    async def v1_explain(request: Request, name: str):
-        return await answer(request, name, explain=True)
-
-    async def v2_infer(request: Request, name: str, version: str | None = None):
-        return await answer(request, name, version)
-
-    async def v2_explain(request: Request, name: str):
-        return await answer(request, name, explain=True)
-
-    def readiness(body: dict, ready: bool) -> Response:
-        return Response(json.dumps(body), status_code=200 if ready else 503, media_type="application/json")
-
-    async def ping():  # TorchServe's health check
-        ready = model.ready and not model.draining
-        return readiness({"status": "Healthy" if ready else "Draining" if model.draining else "Unhealthy"}, ready)
-
-    async def server_ready():  # ahead of KServe's, which cannot say a server is going away
-        ready = model.ready and not model.draining
-        return readiness({"ready": ready}, ready)
-
-    app.add_api_route("/ping", ping, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/v2/health/ready", server_ready, methods=["GET"], include_in_schema=False)
-    for path, endpoint in (
-        ("/predictions/{name}", predictions),
-        ("/predictions/{name}/{version}", predictions),
-        ("/explanations/{name}", explanations),
-        ("/explanations/{name}/{version}", explanations),
-        ("/v1/models/{name}:predict", v1_predict),
-        ("/v1/models/{name}:explain", v1_explain),
-        ("/v2/models/{name}/infer", v2_infer),
-        ("/v2/models/{name}/versions/{version}/infer", v2_infer),
-        ("/v2/models/{name}/explain", v2_explain),
-    ):
-        methods = ["POST", "PUT"] if path.startswith(("/predictions", "/explanations")) else ["POST"]  # curl -T: PUT
-        app.add_api_route(path, endpoint, methods=methods, include_in_schema=False)
-
-
-def add_management_routes(app: FastAPI, model: MnistModel, *, workers: int) -> None:
-    """TorchServe's management reads, for `mnist-kit models list|describe`; the operations that change what is
-    served get 405 and the reason: this runtime serves the archive it was started with."""
-
-    def description(request: Request, name: str, version: str | None = None) -> Response:
-        if name != model.name or version not in (None, "all", model.version):
-            return reply_response(not_found(model, name))
-        entry = {
-            "modelName": model.name,
-            "modelVersion": model.version,
-            "modelUrl": model.archive.path.name,
-            "runtime": "kserve",
-            "minWorkers": workers,
-            "maxWorkers": workers,
-            "batchSize": C.BATCH_SIZE,
-            "maxBatchDelay": 0,  # the micro-batcher never waits: it batches what arrived during a forward pass
-            "workers": [{"id": "answering", "pid": os.getpid(), "status": "READY"}],
-        }
-        if request.query_params.get("customized") == "true":
-            entry["customizedMetadata"] = model.core.describe()
-        return Response(json.dumps([entry]), media_type="application/json")
-
-    def listing() -> Response:
-        models = [{"modelName": model.name, "modelUrl": model.archive.path.name}]
-        return Response(json.dumps({"models": models}), media_type="application/json")
-
-    def refused() -> Response:
-        message = (
-            "the kserve runtime serves the one archive it was started with: to serve another version or scale it, "
-            "start a server with that archive or those --workers, then stop this one"
-        )
-        return reply_response(error_reply(InputError(message, 405)))
-
-    app.add_api_route("/models", listing, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/models", refused, methods=["POST"], include_in_schema=False)
-    for path in ("/models/{name}", "/models/{name}/{version}"):
-        app.add_api_route(path, description, methods=["GET"], include_in_schema=False)
-        app.add_api_route(path, refused, methods=["PUT", "DELETE"], include_in_schema=False)
-    app.add_api_route("/models/{name}/{version}/set-default", refused, methods=["PUT"], include_in_schema=False)
-
-
-async def torchserve_row(request: Request) -> tuple[dict, dict]:
-    """A request as TorchServe's worker hands it to a handler: JSON sent as application/json parsed, multipart fields
-    by name with their own content types, else the raw body; and the headers."""
-    headers = dict(request.headers)
-    kind = media_type(headers.get("content-type"))
-    if kind == "multipart/form-data":
-        form = await request.form()
-        row = {}
-        for key, value in form.multi_items():
-            if hasattr(value, "read"):
-                row[key] = await value.read()
-                headers[key] = {"content-type": value.content_type or ""}
-            else:
-                row[key] = value
-        return row, headers
-    body = await request.body()
-    if kind == "application/json":
-        try:
-            return {"body": json.loads(body)}, headers
-        except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
-            pass  # as TorchServe: the bytes go on, and the core says what is wrong with them
-    return {"body": body}, headers
-
-
-def not_found(model: MnistModel, which: str) -> Reply:
-    return error_reply(InputError(f"model {which} not found: this server serves {model.name}", 404))
-
-
-def reply_response(reply: Reply) -> Response:
-    body = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
-    return Response(body, status_code=reply.status, media_type="application/json")

@@ -1,6 +1,6 @@
 """The `kserve` runtime's process: `python -m mnist_kit.serving.kserve.server --archive model_store/mnist.mar`.
 
-KServe's ModelServer (REST on uvicorn, gRPC v2, /metrics, health) with the kit's model (kserve_model.py), put
+KServe's ModelServer (REST on uvicorn, gRPC v2, /metrics, health) with the kit's model (model.py), put
 together here rather than by ModelServer.start for three reasons: its addresses are the kit's (loopback unless told
 otherwise, where 0.21 binds every interface), each worker loads the archive itself (ModelServer's own workers pickle
 the model, and an ONNX Runtime session does not pickle), and a stop loses nothing:
@@ -122,7 +122,8 @@ def serve(args: argparse.Namespace, *, drain_requested: threading.Event) -> None
     from kserve.protocol.rest.server import RESTServer
 
     from mnist_kit.serving.kserve.hot_path import HotPath
-    from mnist_kit.serving.kserve.model import MnistModel, add_management_routes, add_routes
+    from mnist_kit.serving.kserve.model import MnistModel
+    from mnist_kit.serving.kserve.routes import add_management_routes, add_routes
 
     model = MnistModel(args.archive, serving_form=args.serving_form)
     model.load()

@@ -45,35 +45,16 @@ def properties(
     if cluster:
         lines = _cluster(model_snapshot or {}, workers or 1)
     else:
-        inference_host = "0.0.0.0" if production else C.HOST
-        scheme = "https" if certificate else "http"
-        name = ROOT_FILES[profile]
-        lines = [
-            f"# TorchServe configuration of mnist-kit ({'production profile' if production else 'loopback default'}),"
-            " written by mnist_kit.serving.torchserve.config.properties().",
-            f"# Start from the repo root: mnist-kit serve --ts-config {name}",
-            f"#   (or: torchserve --start --ts-config {name} --ncs)",
-            f"inference_address={scheme}://{inference_host}:{inference_port}",
-            "# Management and metrics stay on loopback: nothing outside this machine may scale or unregister models.",
-            f"management_address=http://{C.HOST}:{management_port}",
-            f"metrics_address=http://{C.HOST}:{metrics_port}",
-            "# gRPC listens too, on loopback; a second instance on one machine needs its own ports.",
-            f"grpc_inference_port={grpc_ports[0]}",
-            f"grpc_management_port={grpc_ports[1]}",
-            f"model_store={model_store}",
-            f"load_models={load_models}",
-        ]
-        if production:
-            lines += [
-                "# Every request needs 'Authorization: Bearer <key>', with the keys TorchServe writes to",
-                "# key_file.json in the directory it was started from.",
-                "disable_token_authorization=false",
-            ]
-        else:
-            lines += [
-                "# Loopback only, so requests need no token; config.production.properties turns tokens on.",
-                "disable_token_authorization=true",
-            ]
+        lines = _standalone(
+            profile,
+            https=bool(certificate),
+            inference_port=inference_port,
+            management_port=management_port,
+            metrics_port=metrics_port,
+            grpc_ports=grpc_ports,
+            model_store=model_store,
+            load_models=load_models,
+        )
     lines += [
         "# No registering or deleting models over HTTP.",
         "enable_model_api=false",
@@ -102,6 +83,51 @@ def properties(
     if initial_worker_port:
         lines.append(f"initial_worker_port={initial_worker_port}")
     return "\n".join(lines) + "\n"
+
+
+def _standalone(
+    profile: str,
+    *,
+    https: bool,
+    inference_port: int,
+    management_port: int,
+    metrics_port: int,
+    grpc_ports: tuple[int, int],
+    model_store,
+    load_models: str,
+) -> list[str]:
+    """The local and production profiles' own lines: where TorchServe listens, the models it loads, the tokens."""
+    production = profile == "production"
+    inference_host = "0.0.0.0" if production else C.HOST
+    scheme = "https" if https else "http"
+    name = ROOT_FILES[profile]
+    lines = [
+        f"# TorchServe configuration of mnist-kit ({'production profile' if production else 'loopback default'}),"
+        " written by mnist_kit.serving.torchserve.config.properties().",
+        f"# Start from the repo root: mnist-kit serve --ts-config {name}",
+        f"#   (or: torchserve --start --ts-config {name} --ncs)",
+        f"inference_address={scheme}://{inference_host}:{inference_port}",
+        "# Management and metrics stay on loopback: nothing outside this machine may scale or unregister models.",
+        f"management_address=http://{C.HOST}:{management_port}",
+        f"metrics_address=http://{C.HOST}:{metrics_port}",
+        "# gRPC listens too, on loopback; a second instance on one machine needs its own ports.",
+        f"grpc_inference_port={grpc_ports[0]}",
+        f"grpc_management_port={grpc_ports[1]}",
+        f"model_store={model_store}",
+        f"load_models={load_models}",
+    ]
+    if production:
+        lines += [
+            "# Every request needs 'Authorization: Bearer <key>', with the keys TorchServe writes to",
+            "# key_file.json in the directory it was started from.",
+            "disable_token_authorization=false",
+        ]
+    else:
+        lines += [
+            "# Loopback only, so requests need no token; config.production.properties turns tokens on.",
+            "disable_token_authorization=true",
+        ]
+    return lines
 
 
 def _cluster(model_snapshot: dict, workers: int) -> list[str]:

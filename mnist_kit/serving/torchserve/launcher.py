@@ -1,14 +1,18 @@
-"""Running TorchServe: the kit's server configuration, start-up checks, and a private instance for the bench.
+"""TorchServe's launchers, run outside the server: the kit's process starts TorchServe (`torchserve --start`, which
+leaves Java running in the background), checks its configuration first where it is the user's, and waits until every
+model has a worker. Both keep processes.Launcher's contract:
 
-A private instance gets its own ports, working directory and temp dir (TorchServe keeps its PID file and worker
-sockets there), so it never collides with a server started from the repo root, and it is always stopped.
+- `HomeTorchServe`, what `mnist-kit serve` starts in the kit's home: it outlives the command; `stop_server` is
+  `mnist-kit stop`;
+- `PrivateServer`, one of its own for the bench and the tests: its own ports, working directory and temp dir
+  (TorchServe keeps its PID file and worker sockets there), so it never collides with a server started from the
+  kit's home, and it is always stopped.
 """
 
 import base64
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -16,50 +20,104 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
 from mnist_kit import constants as C
-from mnist_kit.errors import KitError
-from mnist_kit.serving import client
+from mnist_kit.serving import client, processes
+from mnist_kit.serving.processes import ServerError
 from mnist_kit.serving.torchserve import config
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((C.HOST, 0))
-        return s.getsockname()[1]
+def pid_file(tmp_dir=None) -> Path:
+    """Where TorchServe's launcher keeps its PID file: the temp dir the server sees."""
+    return processes.pid_file_path(".model_server.pid", tmp_dir)
 
 
-class ServerError(KitError):
-    """TorchServe cannot start, did not start or did not become ready; the message says why."""
+class TorchServeLauncher(processes.Launcher):
+    """TorchServe started by its own launcher, `torchserve --start --ts-config CONFIG --ncs [--models A.mar ...]`,
+    which returns once Java runs in the background, its PID file in the temp dir the server sees. Its key file (the
+    tokens) is in the folder it starts in."""
 
+    name = "TorchServe"
+    management_url: str
 
-def preflight(config_path, tmp_dir=None, cwd=".", *, models: list[str] | None = None) -> dict:
-    """Check what makes `torchserve --start` (in `cwd`) fail obscurely, and say it plainly. Returns the properties.
-    `models`, archives to load instead of the config's load_models."""
-    config_path = Path(config_path)
-    if not config_path.is_file():
-        raise ServerError(f"{config_path} not found: pass --ts-config, or set {C.HOME_ENV} to the kit's folder")
-    props = config.read(config_path)
-    pid = live_pid(pid_file_path(tmp_dir))
-    if pid:
-        raise ServerError(f"TorchServe is already running (pid {pid}): stop it first with `mnist-kit stop`")
-    store = Path(cwd, props.get("model_store", C.MODEL_STORE))
-    archives = sorted(p.name for p in store.glob("*.mar")) if store.is_dir() else []
-    listed = models if models is not None else props.get("load_models", "").split(",")
-    wanted = [m.split("=")[-1] for m in listed if m and m != "ALL"]
-    missing = [m for m in wanted if m not in archives]
-    if not archives or missing:
-        raise ServerError(
-            f"{store}/ has no {', '.join(missing) or '.mar archives'}: "
-            "train and archive first (mnist-kit train && mnist-kit archive)"
+    def __init__(self, config_file, cwd, *, output: Path, log: Path, env=None, models=None, tmp_dir=None):
+        """`output` takes the launcher's own output, `log` is TorchServe's; `models` load in their order instead of
+        the config's load_models: the first version of a model becomes its default."""
+        self.config_file, self.cwd = Path(config_file), Path(cwd)
+        self.output, self.log = output, log
+        self.env, self.models = env, models
+        self.pid_file = pid_file(tmp_dir)
+
+    @property
+    def management_token(self) -> str | None:
+        return client.read_token(self.cwd / C.KEY_FILE, "management")
+
+    def launch(self) -> None:
+        """The launcher's output goes to a file, since Java inherits it and would hold a pipe open forever."""
+        argv = [sys.executable, "-m", "ts.model_server", "--start", "--ts-config", str(self.config_file), "--ncs"]
+        argv += ["--models", *self.models] if self.models else []
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.output, "w") as out:
+            result = subprocess.run(argv, cwd=self.cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        if result.returncode != 0:
+            last = processes.last_error(self.output)
+            raise ServerError(f"torchserve --start failed: {last} (whole output: {self.output})")
+
+    def wait_ready(self, timeout: float) -> None:
+        wait_models_ready(
+            self.management_url, timeout, self.log, token=lambda: self.management_token, alive=self.running
         )
-    check_tls(props, config_path, cwd)
-    for key in ("inference_address", "management_address", "metrics_address"):
-        if key in props:
-            host, port = props[key].rsplit("/", 1)[-1].rsplit(":", 1)
-            check_port_free(host, int(port), key, config_path=config_path)
-    return props
+
+    def pid(self) -> int | None:
+        return processes.live_pid(self.pid_file)
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+
+class HomeTorchServe(TorchServeLauncher):
+    """The TorchServe `mnist-kit serve` starts: the user's config, in the kit's home (the model store, key file and
+    logs/ there), in the background; it outlives the command, and `mnist-kit stop` stops it."""
+
+    def __init__(self, config_file, home: Path, *, models: list[str] | None = None):
+        """`models`, archives of the model store to load instead of the config's load_models."""
+        logs = home / C.LOGS
+        super().__init__(config_file, home, output=logs / "torchserve.out", log=logs / "ts_log.log", models=models)
+        self.management_url = C.MANAGEMENT_URL
+        self.properties: dict = {}
+
+    def preflight(self) -> None:
+        """Check what makes `torchserve --start` fail obscurely, and say it plainly; keep the config's properties."""
+        if not self.config_file.is_file():
+            raise ServerError(
+                f"{self.config_file} not found: pass --ts-config, or set {C.HOME_ENV} to the kit's folder"
+            )
+        props = config.read(self.config_file)
+        pid = self.pid()
+        if pid:
+            raise ServerError(f"TorchServe is already running (pid {pid}): stop it first with `mnist-kit stop`")
+        store = Path(self.cwd, props.get("model_store", C.MODEL_STORE))
+        archives = sorted(p.name for p in store.glob("*.mar")) if store.is_dir() else []
+        listed = self.models if self.models is not None else props.get("load_models", "").split(",")
+        wanted = [m.split("=")[-1] for m in listed if m and m != "ALL"]
+        missing = [m for m in wanted if m not in archives]
+        if not archives or missing:
+            raise ServerError(
+                f"{store}/ has no {', '.join(missing) or '.mar archives'}: "
+                "train and archive first (mnist-kit train && mnist-kit archive)"
+            )
+        check_tls(props, self.config_file, self.cwd)
+        for key in ("inference_address", "management_address", "metrics_address"):
+            if key in props:
+                host, port = props[key].rsplit("/", 1)[-1].rsplit(":", 1)
+                processes.check_port_free(host, int(port), key, config_path=self.config_file)
+        self.properties = props
+        self.management_url = props.get("management_address", C.MANAGEMENT_URL)
+
+    def stop_unready(self) -> None:
+        """A TorchServe not ready in time is left running, as it may yet become ready: `mnist-kit stop` stops it."""
+
+    def stop(self) -> None:
+        stop_server(self.cwd / C.KEY_FILE)
 
 
 # The DER of the rsaEncryption algorithm identifier's OID (1.2.840.113549.1.1.1), inside a PKCS#8 RSA key.
@@ -114,45 +172,18 @@ def is_unencrypted_rsa_key(pem: str) -> bool:
         return False
 
 
-def pid_file_path(tmp_dir=None, name: str = ".model_server.pid") -> Path:
-    """Where a server started from here keeps its PID file, by default the torchserve launcher's: the temp dir it
-    sees ($TMPDIR, else /tmp)."""
-    return Path(tmp_dir or os.environ.get("TMPDIR") or tempfile.gettempdir()) / name
-
-
-def live_pid(pid_file: Path) -> int | None:
-    try:
-        pid = int(pid_file.read_text().split()[0])
-        return pid if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE else None
-    except (OSError, ValueError, IndexError, psutil.Error):
-        return None
-
-
-def check_port_free(host: str, port: int, key: str, *, config_path) -> None:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            raise ServerError(
-                f"port {port} ({key} in {config_path}) is taken by another program: "
-                f"stop it (ss -ltnp | grep {port}) or change {key}"
-            ) from None
-
-
-def wait_ready(management_url: str, timeout: float, log: Path, *, token=lambda: None, alive=lambda: True) -> None:
+def wait_models_ready(management_url: str, timeout: float, log: Path, *, token=lambda: None, alive=lambda: True):
     """Until every registered model has a READY worker in every version; `token` returns the management key, read
     again on each try (a starting TorchServe writes a new one). A management API that refuses the key for
     C.TOKEN_GRACE_S is a token problem, said at once rather than after `timeout`."""
-    deadline = time.monotonic() + timeout
     refused_since = None
-    while time.monotonic() < deadline:
-        if not alive():
-            raise ServerError(f"TorchServe exited while starting: {last_error(log)} (whole log: {log})")
+
+    def ready() -> bool:
+        nonlocal refused_since
         try:
             models = json.loads(client.request(f"{management_url}/models", token=token(), timeout=10))["models"]
             if models and all(_ready(management_url, m["modelName"], token()) for m in models):
-                return
+                return True
             refused_since = None
         except client.ClientError as e:
             refused_since = (refused_since or time.monotonic()) if e.status == 401 else None
@@ -164,8 +195,9 @@ def wait_ready(management_url: str, timeout: float, log: Path, *, token=lambda: 
                 ) from None
         except (ValueError, KeyError):
             pass
-        time.sleep(0.2)
-    raise ServerError(f"TorchServe not ready after {timeout:.0f} s: {last_error(log)} (whole log: {log})")
+        return False
+
+    processes.await_ready(ready, timeout, alive=alive, name="TorchServe", log=log)
 
 
 def _ready(management_url: str, model: str, token: str | None) -> bool:
@@ -173,27 +205,7 @@ def _ready(management_url: str, model: str, token: str | None) -> bool:
     return all(any(w["status"] == "READY" for w in version["workers"]) for version in described)
 
 
-def launch(config_path, output: Path, cwd=None, *, env=None, models: list[str] | None = None) -> None:
-    """`torchserve --start --ts-config CONFIG --ncs [--models A.mar B.mar]`; its output goes to a file, since Java
-    inherits it and would hold a pipe open forever. `models` load in their order: the first version of a model
-    becomes its default."""
-    launcher = [sys.executable, "-m", "ts.model_server", "--start", "--ts-config", str(config_path), "--ncs"]
-    launcher += ["--models", *models] if models else []
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "w") as out:
-        result = subprocess.run(launcher, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        raise ServerError(f"torchserve --start failed: {last_error(output)} (whole output: {output})")
-
-
-def last_error(log: Path) -> str:
-    """The log's last error line (else its last line): the one line a failure message has room for."""
-    lines = [line.strip() for line in log.read_text(errors="replace").splitlines()] if log.is_file() else []
-    errors = [line for line in lines if "ERROR" in line or "Error" in line or "Exception" in line]
-    return (errors or [line for line in lines if line] or ["(no log)"])[-1]
-
-
-class PrivateServer:
+class PrivateServer(TorchServeLauncher):
     """A TorchServe of its own: `with PrivateServer(model_store) as ts: ts.inference_url ...`; stopped on exit."""
 
     def __init__(
@@ -216,34 +228,47 @@ class PrivateServer:
         self.properties, self.certificate, self.private_key = properties, certificate, private_key
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="mnist-kit-ts-")).resolve()
+        free_port = processes.free_port
         self.inference_port, self.management_port, self.metrics_port = free_port(), free_port(), free_port()
         self.inference_url = f"{'https' if certificate else 'http'}://{C.HOST}:{self.inference_port}"
         self.management_url = f"http://{C.HOST}:{self.management_port}"
         self.metrics_url = f"http://{C.HOST}:{self.metrics_port}"
         tmp = self.workdir / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
-        self.env = {
+        logs = self.workdir / "logs"
+        env = {
             **os.environ,
             "TMPDIR": str(tmp),
             "TEMP": str(tmp),
-            "LOG_LOCATION": str(self.workdir / "logs"),
-            "METRICS_LOCATION": str(self.workdir / "logs"),
+            "LOG_LOCATION": str(logs),
+            "METRICS_LOCATION": str(logs),
             **(env or {}),
         }
-        self.pid_file = tmp / ".model_server.pid"
-        self.log = self.workdir / "logs" / "ts_log.log"
+        output = self.workdir / "torchserve.out"
+        super().__init__(
+            self.workdir / "config.properties",
+            self.workdir,
+            output=output,
+            log=logs / "ts_log.log",
+            env=env,
+            tmp_dir=tmp,
+        )
 
     @property
     def token(self) -> str | None:
         return client.read_token(self.workdir / C.KEY_FILE, "inference")
 
-    @property
-    def management_token(self) -> str | None:
-        return client.read_token(self.workdir / C.KEY_FILE, "management")
+    def preflight(self) -> None:
+        """Nothing to check: its ports are free ones, its folders its own."""
 
-    def start(self, timeout: float = 120) -> "PrivateServer":
-        config_file = self.workdir / "config.properties"
-        config_file.write_text(
+    def launch(self) -> None:
+        self.write_config()
+        super().launch()
+
+    def write_config(self) -> None:
+        """Its config.properties: the profile's, on its free ports, serving its model store."""
+        free_port = processes.free_port
+        self.config_file.write_text(
             config.properties(
                 "production" if self.production else "local",
                 inference_port=self.inference_port,
@@ -258,19 +283,6 @@ class PrivateServer:
                 extra=self.properties,
             )
         )
-        launch(config_file, self.workdir / "torchserve.out", cwd=self.workdir, env=self.env)
-        try:
-            wait_ready(self.management_url, timeout, self.log, token=lambda: self.management_token, alive=self.running)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def pid(self) -> int | None:
-        return live_pid(self.pid_file)
-
-    def running(self) -> bool:
-        return self.pid() is not None
 
     def worker_pids(self, model: str = C.MODEL_NAME) -> list[int]:
         url = f"{self.management_url}/models/{model}/all"
@@ -281,58 +293,25 @@ class PrivateServer:
         """Memory of the whole server now, the Java frontend and every worker, in MiB: proportional set sizes
         (pages the workers share, such as torch's libraries, counted once, as a container's limit counts them),
         or resident sizes where the system does not report those."""
-        return tree_memory_mib(self.pid())
+        return processes.tree_memory_mib(self.pid())
 
     def stop(self, timeout: float = 30) -> None:
         """Stop the server and its workers; escalate to SIGKILL so nothing outlives the caller."""
-        stop_pid(self.pid(), timeout)
+        processes.stop_pid(self.pid(), timeout)
         self.pid_file.unlink(missing_ok=True)
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> "PrivateServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-def tree_memory_mib(pid: int) -> float:
-    """Memory of a process and all its descendants now, in MiB, each counted by memory_bytes."""
-    root = psutil.Process(pid)
-    return sum(memory_bytes(p) for p in [root, *root.children(recursive=True)]) / 2**20
-
-
-def memory_bytes(process: psutil.Process) -> int:
-    try:
-        return process.memory_full_info().pss
-    except (AttributeError, psutil.AccessDenied):
-        return process.memory_info().rss
 
 
 def stop_server(key_file: Path, tmp_dir=None) -> int | None:
     """Stop the TorchServe whose PID file is in tmp_dir (TorchServe's own, as `torchserve --stop` finds it) and its
     workers, then remove the PID file and the token file: the stopped server's tokens are no use to anyone.
     Returns the PID stopped, or None when none was running."""
-    pid_file = pid_file_path(tmp_dir)
-    pid = live_pid(pid_file)
+    path = pid_file(tmp_dir)
+    pid = processes.live_pid(path)
     if pid is None:
         return None
-    stop_pid(pid)
-    pid_file.unlink(missing_ok=True)
+    processes.stop_pid(pid)
+    path.unlink(missing_ok=True)
     Path(key_file).unlink(missing_ok=True)
     return pid
-
-
-def stop_pid(pid: int | None, timeout: float = 30) -> None:
-    if pid is None:
-        return
-    try:
-        process = psutil.Process(pid)
-        children = process.children(recursive=True)
-        process.terminate()
-        _, alive = psutil.wait_procs([process, *children], timeout=timeout)
-        for p in alive:
-            p.kill()
-    except psutil.Error:
-        pass
