@@ -184,3 +184,21 @@ PAD_SIZE = 280
 BRUSH_WIDTH = 20
 BRUSH_WIDTHS = (4, 48)
 PREDICT_DEBOUNCE_MS = 150
+
+# The shadow's disagreements (mnist_kit/serving/kserve/disagreements.py): every picture the shadow version answers
+# otherwise than the default, kept in the kit's home beside feedback.db, up to SHADOW_STORE_BYTES of images (the
+# oldest go first); a server worker queues at most SHADOW_MAX_PENDING for its writer thread and drops the rest.
+# Labels are 0-9, or SHADOW_NOT_A_DIGIT_LABEL for "not a digit". Writers of one file (workers, replicas on one
+# machine's folder) wait up to SHADOW_BUSY_TIMEOUT_S for each other.
+SHADOW_DB = "shadow.db"
+SHADOW_STORE_BYTES = 256 * 1024 * 1024
+SHADOW_MAX_PENDING = 1000
+SHADOW_NOT_A_DIGIT_LABEL = 10
+SHADOW_BUSY_TIMEOUT_S = 30
+
+# `ab --promote`'s guard per digit: B's accuracy on the MNIST test images of each digit may be below A's by at most
+# this many points. A digit has ~1 000 test images (892 to 1 135), so a point is ~10 of them. The int8 form of the
+# tests' tiny model (seeds 1 to 3) reads a digit at most 0.50 points (5 images) apart from its fp32 form, so two
+# honest versions, each served in int8, stay within a point per digit from that alone. A candidate that reads ~10
+# images of one digit as another is refused, even when it gains as many elsewhere and its total barely moves.
+PROMOTION_DIGIT_MARGIN = 1.0

@@ -7,7 +7,8 @@ digits scikit-learn ships (8×8, by other writers), sent as 96×96 PNGs.
    /api/feedback, as the page's "wrong? it is a _" buttons do.
 3. `train --feedback`: the checkpoint fine-tuned on MNIST and the corrections; `archive --version 2.0`.
 4. TorchServe with both versions; `mnist-kit ab` on the other half, which nothing was trained on, and on MNIST's
-   test set; B promoted only if better there and not worse on MNIST.
+   test set; B promoted only if better there and not worse on MNIST, in all or on any digit's images (the report's
+   ab_mnist carries each version's accuracy per digit, which the promotion rule reads).
 
     python scripts/feedback_loop.py [--checkpoint checkpoints/mnist_sd.pt] [--archive model_store/mnist.mar]
 

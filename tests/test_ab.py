@@ -3,6 +3,7 @@ difference it has not shown, and a promotion that happens only when B is better 
 
 import io
 import json
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from threading import Thread
 
@@ -48,9 +49,10 @@ def test_a_verdict_needs_a_significant_split_and_enough_images():
 def test_promotion_needs_b_better_here_and_within_the_margin_on_mnist():
     no_errors = {"a": {"errors": 0}, "b": {"errors": 0}}
     better = {"verdict": "B better", "mcnemar_p": 1e-5, **no_errors}
+    digits = {"per_digit": {str(d): 99.4 for d in range(10)}}
     even = {
-        "a": {"accuracy": 99.4, "errors": 0},
-        "b": {"accuracy": 99.35, "errors": 0},
+        "a": {"accuracy": 99.4, "errors": 0, **digits},
+        "b": {"accuracy": 99.35, "errors": 0, **digits},
         "verdict": "no difference shown",
     }
     assert ab.promotion(better, even)[0]
@@ -106,6 +108,121 @@ def test_errors_count_as_wrong_answers_in_the_paired_test_so_refusing_images_win
     assert result["only_a_right"] == result["only_b_right"] == 20 and result["verdict"] == "no difference shown"
     assert result["a"]["accuracy"] == result["b"]["accuracy"] == 95.0 and result["b"]["errors"] == 20
     assert not ab.promotion(result, result)[0]
+
+
+@contextmanager
+def misreading(misreads: dict):
+    """A server whose versions read image i (its index in two bytes, its digit in a third) right, except where
+    misreads[version](i, digit) gives the digit that version answers instead."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            i, label = body[0] * 256 + body[1], body[2]
+            misread = misreads.get(self.path.rsplit("/", 1)[-1], lambda i, label: None)
+            answer = misread(i, label)
+            send_json(self, 200, {"digit": label if answer is None else answer, "confidence": 0.9})
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# 500 coded images, 50 of each digit: image i is a picture of i % 10, the (i // 10)-th of its digit.
+CODED = [(bytes([i // 256, i % 256, i % 10]), i % 10) for i in range(500)]
+BETTER_ON_THE_SET = {"verdict": "B better", "mcnemar_p": 1e-5, "a": {"errors": 0}, "b": {"errors": 0}}
+
+
+def fours_as_nines(share: int):
+    """A misreading of the first `share` of the 50 images of a 4 as a 9."""
+    return lambda i, label: 9 if label == 4 and i // 10 < share else None
+
+
+def sevens_as_ones(share: int):
+    """A misreading of the first `share` of the 50 images of a 7 as a 1."""
+    return lambda i, label: 1 if label == 7 and i // 10 < share else None
+
+
+@pytest.mark.unit
+def test_a_b_that_reads_every_4_as_a_9_is_refused_and_the_paired_run_shows_it_per_digit():
+    with misreading({"2.0": fours_as_nines(100)}) as url:
+        result = ab.run(CODED, "1.0", "2.0", url=url)
+    assert result["a"]["per_digit"] == {str(d): 100.0 for d in range(10)}
+    assert result["b"]["per_digit"] == {**{str(d): 100.0 for d in range(10)}, "4": 0.0}
+    assert ab.digits_lost(result) == [{"digit": 4, "a": 100.0, "b": 0.0, "drop": 100.0}]
+    allowed, why = ab.promotion(BETTER_ON_THE_SET, result)
+    assert not allowed and why.startswith("B loses 10.00 points on MNIST's test set")  # the total rule, first
+
+
+@pytest.mark.unit
+def test_a_b_that_misreads_a_few_of_one_digit_is_refused_though_its_total_does_not_move():
+    """B misreads 3 of the 50 4s as 9s and reads right the 3 7s A misreads: the totals are equal (99.4 % each),
+    within the 0.1 points allowed, and McNemar sees 3 against 3; the 4s lose 6 points, more than the 1 allowed."""
+    with misreading({"1.0": sevens_as_ones(3), "2.0": fours_as_nines(3)}) as url:
+        result = ab.run(CODED, "1.0", "2.0", url=url)
+    assert result["a"]["accuracy"] == result["b"]["accuracy"] == 99.4
+    assert result["verdict"] == "no difference shown"
+    allowed, why = ab.promotion(BETTER_ON_THE_SET, result)
+    assert not allowed
+    assert why == (
+        f"B loses more than the {C.PROMOTION_DIGIT_MARGIN} points allowed per digit on MNIST's test set: "
+        "the 4s 100.00 % (A) → 94.00 % (B)"
+    )
+
+
+@pytest.mark.unit
+def test_a_b_that_loses_no_digit_passes_the_per_digit_guard():
+    """B reads right the 7s A misreads, and misreads nothing: no digit is read worse, and it is promoted."""
+    with misreading({"1.0": sevens_as_ones(3)}) as url:
+        result = ab.run(CODED, "1.0", "2.0", url=url)
+    assert result["b"]["per_digit"]["7"] == 100.0 and result["a"]["per_digit"]["7"] == 94.0
+    assert ab.digits_lost(result) == []
+    assert ab.promotion(BETTER_ON_THE_SET, result)[0]
+
+
+def promote_on_coded_mnist(monkeypatch, home, url, *args):
+    """`ab --set mnist --promote`, MNIST's test set being the coded images (B better on them by construction)."""
+    monkeypatch.setattr(ab, "labelled_images", lambda which, **kwargs: CODED)
+    env = {C.HOME_ENV: str(home)}
+    argv = ["ab", "--a", "1.0", "--b", "2.0", "--url", url, "--set", "mnist", "--promote", *args]
+    return CliRunner().invoke(cli, argv, env=env)
+
+
+def misreads_30_sevens_against_6_fours():
+    """A misreads 30 of the 7s, B 6 of the 4s: B better in all (p ~ 1e-4), and 12 points worse on the 4s."""
+    return misreading({"1.0": sevens_as_ones(30), "2.0": fours_as_nines(6)})
+
+
+@pytest.mark.unit
+def test_ab_promote_refused_by_the_guard_prints_each_digits_accuracy_of_a_and_b(monkeypatch, tmp_path):
+    with misreads_30_sevens_against_6_fours() as url:
+        result = promote_on_coded_mnist(monkeypatch, tmp_path, url)
+    assert result.exit_code == 0, result.output
+    assert "verdict: B better" in result.output
+    assert (
+        "not promoted: B loses more than the 1.0 points allowed per digit on MNIST's test set: the 4s" in result.output
+    )
+    assert "MNIST's test set, per digit        A         B" in result.output
+    assert "  4                         100.00 %   88.00 %  lost 12.00 points" in result.output
+    assert "  7                          40.00 %  100.00 %\n" in result.output
+
+
+@pytest.mark.unit
+def test_ab_promote_json_names_the_digits_the_guard_refused_with_both_accuracies(monkeypatch, tmp_path):
+    with misreads_30_sevens_against_6_fours() as url:
+        result = promote_on_coded_mnist(monkeypatch, tmp_path, url, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{") :])
+    assert report["promotion"]["promoted"] is False
+    assert report["promotion"]["digits_lost"] == [{"digit": 4, "a": 100.0, "b": 88.0, "drop": 12.0}]
+    assert report["mnist"]["a"]["per_digit"]["7"] == 40.0 and report["mnist"]["b"]["per_digit"]["4"] == 88.0
 
 
 @pytest.fixture
@@ -216,7 +333,7 @@ def test_a_worse_version_is_called_worse_and_promote_refuses_it(versions, data_d
     report = run_ab(versions, tmp_path, *args)
     assert report["verdict"] == "B worse" and report["mcnemar_p"] < 0.01
     assert report["b"]["accuracy"] < report["a"]["accuracy"] - 20
-    assert report["promotion"] == {"promoted": False, "why": report["promotion"]["why"]}
+    assert set(report["promotion"]) == {"promoted", "why", "digits_lost"} and not report["promotion"]["promoted"]
     assert report["promotion"]["why"].startswith("B is not shown better on this set (B worse")
     assert default_version(versions) == "1.0" and plot.read_bytes()[:4] == b"\x89PNG"
 

@@ -59,6 +59,26 @@ def test_a_correction_is_stored_with_the_exact_image_and_the_answer_it_corrects(
 
 
 @pytest.mark.unit
+def test_a_correction_labels_the_shadows_disagreements_on_the_same_image_and_no_other(store, tmp_path):
+    from mnist_kit.serving.kserve.disagreements import DisagreementStore
+
+    shadow = DisagreementStore(tmp_path / C.SHADOW_DB)
+    answers = {"default_answer": {"digit": 1, "confidence": 0.6, "flags": []}, "default_version": "1.0"}
+    answers |= {"shadow_answer": {"digit": 7, "confidence": 0.9, "flags": []}, "shadow_version": "2.0"}
+    same = shadow.add(seven(), content_type="image/png", **answers)
+    other = shadow.add(DIGITS[3].read_bytes(), content_type="image/png", **answers)
+    store.add(seven(), 7)
+    assert {d.id: d.label for d in shadow.list()} == {same: 7, other: None}
+    shadow.close()
+
+
+@pytest.mark.unit
+def test_a_correction_without_a_shadow_creates_no_shadow_store(store, tmp_path):
+    store.add(seven(), 7)
+    assert not (tmp_path / C.SHADOW_DB).exists()
+
+
+@pytest.mark.unit
 def test_the_database_records_its_schema_version_and_refuses_a_newer_one(tmp_path):
     path = tmp_path / C.FEEDBACK_DB
     Store(path).add(seven(), 7)

@@ -109,8 +109,10 @@ def test_ab_on_the_corrections_scores_none_of_what_two_fine_tunes_trained_on(tin
 # The promotion rule (docs/FEEDBACK.md, `ab --promote`), stated here so that the loop's decision is checked against it
 # rather than against the function that made it: B becomes the default only when it is shown better on the set,
 # answers no more images with an error than A on the set and on MNIST's test set, and on MNIST's test set loses at
-# most PROMOTION_MARGIN points against A and is not shown worse.
+# most PROMOTION_MARGIN points against A in all, and at most DIGIT_MARGIN points on the images of any one digit, and
+# is not shown worse.
 PROMOTION_MARGIN = 0.1
+DIGIT_MARGIN = 1.0
 ALPHA = 0.01  # `ab --alpha`'s default: the loop's verdicts are first looks at their images
 MIN_PAIRED = 100  # fewer paired images get no verdict
 
@@ -128,19 +130,33 @@ def shown_better(result: dict, side: str) -> bool:
     return result["paired_images"] >= MIN_PAIRED and wins > losses and mcnemar_p(wins, losses) < ALPHA
 
 
-def promoted_by_the_rule(on_set: dict, on_mnist: dict) -> bool:
+def within_the_margin_on_each_digit(on_mnist: dict) -> bool:
+    """B's accuracy on each digit's MNIST test images (the run's per-digit figures) at most DIGIT_MARGIN below A's."""
+    a, b = on_mnist["a"]["per_digit"], on_mnist["b"]["per_digit"]
+    return set(a) == set(b) == {str(d) for d in range(10)} and all(a[d] - b[d] <= DIGIT_MARGIN for d in a)
+
+
+def promoted_by_the_rule(on_set: dict, on_mnist: dict, *, per_digit: bool = True) -> bool:
+    """The rule; with per_digit=False, all of it but the guard per digit (for a report that has no figures per
+    digit, which only a run made before the guard existed lacks)."""
     return (
         shown_better(on_set, "b")
         and all(r["b"]["errors"] <= r["a"]["errors"] for r in (on_set, on_mnist))
         and on_mnist["a"]["accuracy"] - on_mnist["b"]["accuracy"] <= PROMOTION_MARGIN
         and not shown_better(on_mnist, "a")
+        and (not per_digit or within_the_margin_on_each_digit(on_mnist))
     )
 
 
 def test_the_promotion_rule_stated_here_gives_the_documented_runs_decision():
-    """The rule above against docs/FEEDBACK.md's measured loop (2.0 promoted): the statement is the kit's rule."""
+    """The rule above against docs/FEEDBACK.md's measured loop (2.0 promoted): the statement is the kit's rule.
+    That run (issue 22) was made before the guard per digit, and its report has no accuracy per digit: the guard
+    cannot be evaluated on it, so the rest of the rule is checked, and the file is checked to lack them (a run
+    measured again carries them, and this test then needs the whole rule)."""
     report = json.loads((ROOT / "docs" / "feedback" / "amd-epyc-avx512.json").read_text())
-    assert promoted_by_the_rule(report["ab_other_half"], report["ab_mnist"]) is report["promoted"] is True
+    assert "per_digit" not in report["ab_mnist"]["a"] and "per_digit" not in report["ab_mnist"]["b"]
+    decision = promoted_by_the_rule(report["ab_other_half"], report["ab_mnist"], per_digit=False)
+    assert decision is report["promoted"] is True
 
 
 @pytest.mark.slow
@@ -150,9 +166,9 @@ def test_the_simulated_users_corrections_halve_the_error_on_digits_nothing_was_t
     """The issue's target, with the default model: scripts/feedback_loop.py corrects the misread UCI digits of one
     half through /api/feedback, fine-tunes, archives 2.0, and A/B-tests both served versions on the other half.
     Whether 2.0 is then promoted depends on its staying within 0.1 points of 1.0 on MNIST as served, a margin of the
-    order of what each version's int8 form moves its accuracy (up to 0.05 points either way): the test checks that
-    the decision is the promotion rule's (promoted_by_the_rule), applied to the run's own figures, not that it
-    promotes."""
+    order of what each version's int8 form moves its accuracy (up to 0.05 points either way), and within 1 point on
+    each digit's images: the test checks that the decision is the promotion rule's (promoted_by_the_rule, the guard
+    per digit included), applied to the run's own figures, not that it promotes."""
     store = tmp_path / "store"
     archive.build(trained_checkpoint, store, data_dir=data_dir)
     out = tmp_path / "loop.json"

@@ -35,10 +35,12 @@ class ABError(KitError):
 @dataclass
 class Side:
     """What one version did on the set: `correct` has an entry per image, False for an image it answered with an
-    error (a version that refuses the images it would misread gains nothing by it); `errors` says which."""
+    error (a version that refuses the images it would misread gains nothing by it); `errors` says which; `labels`,
+    each image's digit, gives the accuracy per digit."""
 
     version: str
     correct: list[bool] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
     confidence: list[float] = field(default_factory=list)
     ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -49,11 +51,19 @@ class Side:
             "version": self.version,
             "images": images,
             "accuracy": round(100 * sum(self.correct) / images, 3) if images else None,
+            "per_digit": self.per_digit(),
             "mean_confidence": round(statistics.fmean(self.confidence), 4) if self.confidence else None,
             **percentiles(self.ms),
             "errors": len(self.errors),
             "error_examples": sorted(set(self.errors))[:3],
         }
+
+    def per_digit(self) -> dict[str, float]:
+        """Accuracy on the images of each digit (the keys are strings, as in JSON)."""
+        read = {}
+        for label, right in zip(self.labels, self.correct):
+            read.setdefault(label, []).append(right)
+        return {str(d): round(100 * sum(read[d]) / len(read[d]), 3) for d in sorted(read)}
 
 
 @dataclass
@@ -228,8 +238,9 @@ def run(
         for done, _ in enumerate(pool.map(ask, range(len(pairs))), 1):
             progress(done, len(pairs))
     a_only = b_only = 0
-    for outcome in outcomes:
+    for outcome, (_, label) in zip(outcomes, pairs):
         for key, side in sides.items():
+            side.labels.append(label)
             if isinstance(outcome[key], str):  # an error: a wrong answer, in the accuracy and the paired test
                 side.errors.append(outcome[key])
                 side.correct.append(False)
@@ -265,9 +276,26 @@ def compare(a: Side, b: Side, *, a_only: int, b_only: int, alpha: float = C.AB_A
     }
 
 
-def promotion(result: dict, mnist_result: dict, *, margin: float = PROMOTION_MARGIN) -> tuple[bool, str]:
+def digits_lost(mnist_result: dict, *, margin: float = C.PROMOTION_DIGIT_MARGIN) -> list[dict]:
+    """The digits on whose MNIST test images B's accuracy is below A's by more than `margin` points, with both
+    accuracies: what a version that reads one digit as another shows, however little its total moves."""
+    a, b = mnist_result["a"]["per_digit"], mnist_result["b"]["per_digit"]
+    return [
+        {"digit": int(digit), "a": a[digit], "b": b[digit], "drop": round(a[digit] - b[digit], 3)}
+        for digit in a
+        if a[digit] - b[digit] > margin
+    ]
+
+
+def promotion(
+    result: dict,
+    mnist_result: dict,
+    *,
+    margin: float = PROMOTION_MARGIN,
+    digit_margin: float = C.PROMOTION_DIGIT_MARGIN,
+) -> tuple[bool, str]:
     """Whether B may become the default: better on the chosen set, and on MNIST's test set not worse than A by more
-    than `margin` points; and why (not)."""
+    than `margin` points in all, nor by more than `digit_margin` points on any digit's images; and why (not)."""
     if result["verdict"] != "B better":
         return False, f"B is not shown better on this set ({result['verdict']}, p = {result['mcnemar_p']:.3g})"
     for checked in (result, mnist_result):
@@ -281,7 +309,14 @@ def promotion(result: dict, mnist_result: dict, *, margin: float = PROMOTION_MAR
         return False, f"B loses {drop:.2f} points on MNIST's test set, more than the {margin} allowed"
     if mnist_result["verdict"] == "B worse":
         return False, f"B is worse on MNIST's test set (p = {mnist_result['mcnemar_p']:.3g})"
-    return True, f"B is better (p = {result['mcnemar_p']:.3g}) and within {margin} points on MNIST's test set"
+    lost = digits_lost(mnist_result, margin=digit_margin)
+    if lost:
+        which = "; ".join(f"the {d['digit']}s {d['a']:.2f} % (A) → {d['b']:.2f} % (B)" for d in lost)
+        return False, f"B loses more than the {digit_margin} points allowed per digit on MNIST's test set: {which}"
+    return True, (
+        f"B is better (p = {result['mcnemar_p']:.3g}) and within {margin} points on MNIST's test set, and within "
+        f"{digit_margin} on each digit's images"
+    )
 
 
 def table(report: dict) -> str:
@@ -308,7 +343,20 @@ def table(report: dict) -> str:
     if "promotion" in report:
         done = "promoted: B is now the default" if report["promotion"]["promoted"] else "not promoted"
         lines.append(f"{done}: {report['promotion']['why']}")
+        if report["promotion"].get("digits_lost"):
+            lines += digit_lines(report["mnist"], report["promotion"]["digits_lost"])
     return "\n".join(lines)
+
+
+def digit_lines(mnist_result: dict, lost: list[dict]) -> list[str]:
+    """Each digit's accuracy on MNIST's test set, A and B, the digits the guard refused marked."""
+    a, b = mnist_result["a"]["per_digit"], mnist_result["b"]["per_digit"]
+    refused = {str(d["digit"]) for d in lost}
+    lines = ["", f"MNIST's test set, per digit{'A':>9}{'B':>10}"]
+    for digit in a:
+        mark = f"  lost {a[digit] - b[digit]:.2f} points" if digit in refused else ""
+        lines.append(f"  {digit}{'':23}{a[digit]:>8.2f} %{b[digit]:>8.2f} %{mark}")
+    return lines
 
 
 def plot(result: dict, out) -> Path:

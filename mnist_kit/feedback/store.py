@@ -144,7 +144,22 @@ class Store:
                 "serving_form) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (time.time(), label, image, sha256(image), answered, confidence, version, form),
             )
+        self.label_disagreements(image, label)
         return cursor.lastrowid
+
+    def label_disagreements(self, image: bytes, label: int) -> int:
+        """A correction labels the shadow's disagreements on the same bytes, in shadow.db beside this database where
+        a shadow has written one (serving/kserve/disagreements.py); how many."""
+        shadow = self.path.with_name(C.SHADOW_DB)
+        if not shadow.is_file():
+            return 0
+        from mnist_kit.serving.kserve.disagreements import DisagreementStore
+
+        store = DisagreementStore(shadow)
+        try:
+            return store.label_image(sha256(image), label)
+        finally:
+            store.close()
 
     def prometheus(self) -> str:
         """The corrections per model version, label and whether they corrected a wrong answer, in Prometheus' text
