@@ -1,5 +1,7 @@
 """The drawing pads: `mnist-kit ui` (a web page) and `mnist-kit pad` (a desktop window)."""
 
+from pathlib import Path
+
 import click
 
 from mnist_kit import constants as C
@@ -49,8 +51,14 @@ def make_reader(url, model, management_url, token):
     help="Port of the page, on 127.0.0.1 only (0: any free port).",
 )
 @reader_options
+@click.option(
+    "--shadow-db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"The shadow's disagreements that /review labels. Default: {C.SHADOW_DB} in the kit's home.",
+)
 @click.option("--no-browser", is_flag=True, help="Print the page's address instead of opening a browser on it.")
-def ui(port, url, model, management_url, token, no_browser):
+def ui(port, url, model, management_url, token, shadow_db, no_browser):
     """Draw digits in the browser and watch the served model read them as you draw.
 
     \b
@@ -64,12 +72,17 @@ def ui(port, url, model, management_url, token, no_browser):
     or pick an image file to see how a photo or scan is read. The page's small server forwards its
     /api/... to TorchServe, so TorchServe needs no CORS opening; with the production profile the token
     is read here, as `mnist-kit predict` does, and never sent to the browser. No internet needed.
+
+    \b
+    At /review, the pictures a shadow version read otherwise than the default
+    (serve --runtime kserve --shadow VERSION), one at a time with both answers:
+    keys 0-9 label one, n says it is not a digit, s skips it.
     """
     import webbrowser
 
     from mnist_kit.ui.server import PadServer
 
-    server = PadServer(make_reader(url, model, management_url, token), port)
+    server = PadServer(make_reader(url, model, management_url, token), port, shadow=shadow_db)
     click.echo(f"Drawing pad at {server.url} (asking TorchServe at {url}); Ctrl+C stops it.")
     if not no_browser and not webbrowser.open(server.url):
         click.echo("(no browser found to open it: open the address above yourself)")
