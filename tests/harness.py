@@ -158,14 +158,22 @@ class RecordingServer:
 
 
 @contextmanager
+def in_thread(server):
+    """An http.server serving on a thread of its own while the block runs, then shut down and closed. It polls
+    for the shutdown every 10 ms: serve_forever's default half second would make every stop wait that long."""
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
 def recording_server():
     recorder = RecordingServer()
-    threading.Thread(target=recorder.server.serve_forever, daemon=True).start()
-    try:
+    with in_thread(recorder.server):
         yield recorder
-    finally:
-        recorder.server.shutdown()
-        recorder.server.server_close()
 
 
 @contextmanager
@@ -180,14 +188,8 @@ def pad_server(
     """`mnist-kit ui`'s server on a free port, in a thread of this process, asking the TorchServe at `url`; its
     corrections in `feedback` (a Store), else the kit's home."""
     reader = Reader(url, model, management_url or url, token=token, management_token=manage)
-    server = PadServer(reader, port=0, feedback=feedback)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with in_thread(PadServer(reader, port=0, feedback=feedback)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def handwritten_letter(letter: str, font: str = "Rock Salt") -> bytes:

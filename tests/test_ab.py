@@ -5,11 +5,10 @@ import io
 import json
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from threading import Thread
 
 import pytest
 from click.testing import CliRunner
-from harness import TorchServe, recording_server, send_json
+from harness import TorchServe, in_thread, recording_server, send_json
 from PIL import Image, ImageDraw
 
 from mnist_kit import constants as C
@@ -96,14 +95,9 @@ class TwoVersions(BaseHTTPRequestHandler):
 def test_errors_count_as_wrong_answers_in_the_paired_test_so_refusing_images_wins_nothing():
     """B refuses 5 % of the images, A misreads another 5 %: otherwise equal, they are not told apart, each side
     counts every image, and B is not promoted."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), TwoVersions)
-    Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with in_thread(ThreadingHTTPServer(("127.0.0.1", 0), TwoVersions)) as server:
         pairs = [(bytes([i // 256, i % 256, i % 10]), i % 10) for i in range(400)]
         result = ab.run(pairs, "1.0", "2.0", url=f"http://127.0.0.1:{server.server_address[1]}")
-    finally:
-        server.shutdown()
-        server.server_close()
     assert result["paired_images"] == 400 and result["a"]["images"] == result["b"]["images"] == 400
     assert result["only_a_right"] == result["only_b_right"] == 20 and result["verdict"] == "no difference shown"
     assert result["a"]["accuracy"] == result["b"]["accuracy"] == 95.0 and result["b"]["errors"] == 20
@@ -126,13 +120,8 @@ def misreading(misreads: dict):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with in_thread(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as server:
         yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # 500 coded images, 50 of each digit: image i is a picture of i % 10, the (i // 10)-th of its digit.

@@ -7,6 +7,7 @@ import sys
 
 from click.testing import CliRunner
 from conftest import ROOT
+from harness import in_thread
 
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
@@ -202,9 +203,9 @@ def test_serve_on_torchserve_refuses_the_kserve_runtimes_options_naming_them(tmp
 
 def test_serve_on_kserve_refuses_torchserves_options_naming_them(tmp_path):
     result = CliRunner().invoke(
-        cli, ["serve", "--runtime", "kserve", "--models", "a.mar"], env={C.HOME_ENV: str(tmp_path)}
+        cli, ["serve", "--runtime", "kserve", "--ts-config", "config.properties"], env={C.HOME_ENV: str(tmp_path)}
     )
-    assert result.exit_code == 2 and "--models configures TorchServe" in result.output
+    assert result.exit_code == 2 and "--ts-config configures TorchServe" in result.output
 
 
 def test_a_fine_tune_refuses_the_options_it_would_ignore(tmp_path):
@@ -217,7 +218,6 @@ def test_a_fine_tune_refuses_the_options_it_would_ignore(tmp_path):
 def test_waiting_for_a_server_whose_management_api_refuses_the_token_says_so_before_the_timeout(tmp_path, monkeypatch):
     """After C.TOKEN_GRACE_S of refusals (made shorter here: the test is about the message, not the wait)."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from threading import Thread
 
     import pytest
 
@@ -233,12 +233,7 @@ def test_waiting_for_a_server_whose_management_api_refuses_the_token_says_so_bef
             pass
 
     monkeypatch.setattr(C, "TOKEN_GRACE_S", 0.5)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
-    Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with in_thread(ThreadingHTTPServer(("127.0.0.1", 0), Refusing)) as server:
         url = f"http://127.0.0.1:{server.server_address[1]}"
         with pytest.raises(processes.ServerError, match="refuses the token .*Token Authorization failed"):
             torchserve_launcher.wait_models_ready(url, 120, tmp_path / "log", token=lambda: "a stale key")
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -6,12 +6,12 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
 from conftest import ROOT
+from harness import in_thread
 
 from mnist_kit import constants as C
 from mnist_kit.deploy import entrypoint, export, manifests
@@ -185,19 +185,14 @@ class FakeTorchServe(BaseHTTPRequestHandler):
 
 
 def test_the_entrypoints_readiness_trusts_ping_where_the_management_api_wants_a_token(monkeypatch):
-    fake = ThreadingHTTPServer(("127.0.0.1", 0), FakeTorchServe)
-    threading.Thread(target=fake.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{fake.server_address[1]}"
-    monkeypatch.setattr(entrypoint, "PING_URL", f"{url}/ping")
-    monkeypatch.setattr(entrypoint, "MANAGEMENT_URL", url)
-    try:
+    with in_thread(ThreadingHTTPServer(("127.0.0.1", 0), FakeTorchServe)) as fake:
+        url = f"http://127.0.0.1:{fake.server_address[1]}"
+        monkeypatch.setattr(entrypoint, "PING_URL", f"{url}/ping")
+        monkeypatch.setattr(entrypoint, "MANAGEMENT_URL", url)
         replica = entrypoint.Replica(["torchserve"])
         assert replica.ready() == (200, {"status": "Healthy"})
         replica.draining.set()
         assert replica.ready() == (503, {"status": "Draining"})
-    finally:
-        fake.shutdown()
-        fake.server_close()
 
 
 def test_the_entrypoint_says_when_it_had_to_kill_torchserve_to_stop_it(monkeypatch):

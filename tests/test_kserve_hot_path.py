@@ -5,6 +5,7 @@ the FastAPI routes (serving/kserve/routes.py) do: both read and write REST throu
 import asyncio
 import base64
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -19,17 +20,23 @@ from mnist_kit.worker.core import Core, Reply
 
 
 class Model:
-    name, version = "mnist", "1.0"
+    """A stand-in MnistModel serving `versions`, the first the default, whose batchers record what they are handed
+    (the row, the headers, and the version)."""
 
-    def __init__(self):
-        self.submitted = []
+    name = "mnist"
+
+    def __init__(self, versions=("1.0",)):
+        self.submitted, self.version = [], versions[0]
 
         class Batcher:
-            async def submit(batcher, row, headers):
-                self.submitted.append((row, headers))
+            def __init__(batcher, version):
+                batcher.version = version
+
+            async def submit(batcher, row, headers, sent=None):
+                self.submitted.append((row, headers, batcher.version))
                 return Reply('{"digit": 7}')
 
-        self.batcher = Batcher()
+        self.versions = {v: SimpleNamespace(version=v, batcher=Batcher(v)) for v in versions}
 
 
 async def asgi(app, path, *, method="PUT", headers=(), body=b"png"):
@@ -60,10 +67,10 @@ async def asgi(app, path, *, method="PUT", headers=(), body=b"png"):
     return sent[0]["status"], dict(sent[0]["headers"]), b"".join(m.get("body", b"") for m in sent[1:])
 
 
-def call(path, *, method="PUT", headers=(), body=b"png", token=None):
-    """(who answered, status, body, what the batcher got) for one request through HotPath in front of a stand-in
+def call(path, *, method="PUT", headers=(), body=b"png", token=None, versions=("1.0",)):
+    """(who answered, status, body, what the batchers got) for one request through HotPath in front of a stand-in
     FastAPI app."""
-    model, answered = Model(), []
+    model, answered = Model(versions), []
 
     async def app(scope, receive, send):
         answered.append("fastapi")
@@ -82,6 +89,21 @@ def test_the_hot_routes_reach_the_batcher_and_answer_its_reply(path):
     who, status, body, submitted = call(path, method="POST", headers=[("content-type", "image/png")])
     assert (who, status, json.loads(body)) == ("batcher", 200, {"digit": 7})
     assert submitted[0][0] == {"body": b"png"} and submitted[0][1]["content-type"] == "image/png"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "path, version",
+    [
+        ("/predictions/mnist", "1.0"),
+        ("/predictions/mnist/2.0", "2.0"),
+        ("/v2/models/mnist/infer", "1.0"),
+        ("/v2/models/mnist/versions/2.0/infer", "2.0"),
+    ],
+)
+def test_each_served_version_takes_the_hot_path_to_its_own_batcher(path, version):
+    who, _, _, submitted = call(path, method="POST", versions=("1.0", "2.0"))
+    assert who == "batcher" and submitted[0][2] == version
 
 
 @pytest.mark.unit
@@ -124,12 +146,14 @@ def test_with_a_token_only_requests_carrying_it_take_the_hot_path():
 
 
 class Served:
-    """What the REST routes read of MnistModel: its name and version, a real core and a micro-batcher over it."""
+    """What the REST routes read of MnistModel: its name and default version, and that version's real core and
+    micro-batcher over it."""
 
     name, version = "mnist", "1.0"
 
     def __init__(self, core: Core):
-        self.core, self.batcher = core, MicroBatcher(core)
+        self.core = core
+        self.versions = {"1.0": SimpleNamespace(version="1.0", core=core, batcher=MicroBatcher(core))}
 
 
 @pytest.fixture(scope="module")

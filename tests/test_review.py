@@ -9,11 +9,11 @@ import base64
 import http.client
 import io
 import json
-import threading
 
 import numpy as np
 import pytest
 from conftest import DIGITS
+from harness import in_thread
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
@@ -64,11 +64,8 @@ def store(shadow_db):
 def pad(tmp_path, shadow_db):
     """`mnist-kit ui`'s server in a thread, reviewing `shadow_db`; no model server behind it."""
     reader = Reader(f"http://{C.HOST}:{free_port()}", C.MODEL_NAME, "")
-    server = PadServer(reader, port=0, feedback=Store(tmp_path / C.FEEDBACK_DB), shadow=shadow_db)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with in_thread(PadServer(reader, port=0, feedback=Store(tmp_path / C.FEEDBACK_DB), shadow=shadow_db)) as server:
+        yield server
 
 
 def call(server, path, *, method="GET", body=None, kind=None, host=None):

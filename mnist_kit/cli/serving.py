@@ -43,7 +43,7 @@ from mnist_kit.serving.torchserve import launcher as torchserve_launcher
     "--archive",
     default=f"{C.MODEL_STORE}/{C.MODEL_NAME}.mar",
     dir_okay=False,
-    help="kserve: the archive to serve (TorchServe serves what --ts-config names).",
+    help="kserve: the archive to serve (TorchServe serves what --ts-config names); several versions: --models.",
 )
 @click.option("--http-port", type=click.IntRange(1, 65535), default=C.INFERENCE_PORT, show_default=True, help="kserve")
 @click.option(
@@ -60,8 +60,24 @@ from mnist_kit.serving.torchserve import launcher as torchserve_launcher
     "--models",
     default=None,
     metavar="A.mar,B.mar",
-    help="TorchServe: these archives of the model store instead of the config's load_models, in this order; the "
-    "first version of a model is its default (versions side by side, for `mnist-kit ab`).",
+    help="These archives of the model store, in this order (TorchServe: instead of the config's load_models); the "
+    "first version of a model is its default (versions side by side, for `mnist-kit ab`). kserve: one model's "
+    "versions, instead of --archive.",
+)
+@click.option(
+    "--shadow",
+    default=None,
+    metavar="VERSION",
+    help="kserve: this version of --models reads the same pictures as the default, in the same worker and batch; "
+    f"its answers are never returned, its disagreements kept in {C.SHADOW_DB} in the kit's home.",
+)
+@click.option(
+    "--shadow-share",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=1.0,
+    show_default=True,
+    metavar="F",
+    help="kserve: the share of requests the --shadow version reads, drawn per request.",
 )
 @click.option(
     "--wait",
@@ -70,7 +86,7 @@ from mnist_kit.serving.torchserve import launcher as torchserve_launcher
     show_default=True,
     help="Seconds to wait for every model to have a ready worker.",
 )
-def serve(runtime, profile, ts_config, archive, http_port, grpc_port, workers, models, wait):
+def serve(runtime, profile, ts_config, archive, http_port, grpc_port, workers, models, shadow, shadow_share, wait):
     """Start a server in the background, after checking what usually makes it fail.
 
     Says plainly when the model store has no archive (train and archive first), when a server is already
@@ -83,35 +99,50 @@ def serve(runtime, profile, ts_config, archive, http_port, grpc_port, workers, m
       mnist-kit serve --runtime kserve                  # KServe's ModelServer: REST :8080, gRPC :8081
       mnist-kit serve --runtime kserve --profile production
       mnist-kit serve --models mnist.mar,mnist-2.0.mar    # two versions, 1.0 the default
+      mnist-kit serve --runtime kserve --models mnist.mar,mnist-2.0.mar --shadow 2.0
     """
     root = home()
     ctx = click.get_current_context()
     if runtime == "kserve":
-        torchserve_only = given(ctx, "ts_config", "models")
+        torchserve_only = given(ctx, "ts_config")
         if torchserve_only:
             raise click.UsageError(
-                f"{' and '.join(torchserve_only)} {'configures' if len(torchserve_only) == 1 else 'configure'} "
-                "TorchServe; the kserve runtime takes --archive, "
-                "--http-port, --grpc-port and --workers"
+                f"{torchserve_only[0]} configures TorchServe; the kserve runtime takes --archive or --models, "
+                "--http-port, --grpc-port, --workers and --shadow"
             )
+        if models and given(ctx, "archive"):
+            raise click.UsageError("give --archive or --models, not both: --models names the versions to serve")
+        if given(ctx, "shadow_share") and not shadow:
+            raise click.UsageError("--shadow-share is the share of requests a --shadow version reads: give --shadow")
+        archives = [root / C.MODEL_STORE / name for name in models.split(",")] if models else [archive]
         production = profile == "production"
         host = C.POD_HOST if production else C.HOST
         server = kserve_launcher.HomeKServe(
-            archive,
+            archives,
             root,
             host=host,
             http_port=http_port,
             grpc_port=grpc_port,
             workers=workers,
             key_file=key_file() if production else None,
+            shadow=kserve_launcher.Shadowing(shadow, shadow_share, root / C.SHADOW_DB) if shadow else None,
         )
         server.start(wait)  # not ready in time, or interrupted: nothing is left running
         tokens = f"; every request needs the token in {key_file()}" if production else ""
+        shadowing = f"; {shadow} shadows the default, disagreements in {root / C.SHADOW_DB}" if shadow else ""
         click.echo(
             f"KServe ModelServer ready: REST http://{host}:{http_port} (/predictions, v1, v2, /metrics), gRPC v2 "
-            f"{host}:{grpc_port}, {workers} worker(s){tokens}; stop it with `mnist-kit stop`"
+            f"{host}:{grpc_port}, {workers} worker(s){tokens}{shadowing}; stop it with `mnist-kit stop`"
         )
         return
+    shadowing = given(ctx, "shadow", "shadow_share")
+    if shadowing:
+        raise click.UsageError(
+            f"{' and '.join(shadowing)} {'works' if len(shadowing) == 1 else 'work'} on the kserve runtime only "
+            "(mnist-kit serve --runtime kserve --models mnist.mar,mnist-2.0.mar --shadow 2.0), where the shadow "
+            "reads the default's decoded batch in the same worker; TorchServe's handler sees one version per worker, "
+            "so it cannot run two versions on one decoded batch"
+        )
     kserve_only = given(ctx, "archive", "http_port", "grpc_port", "workers")
     if kserve_only:
         raise click.UsageError(

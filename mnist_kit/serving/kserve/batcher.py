@@ -7,6 +7,9 @@ C.BATCH_SIZE requests, as TorchServe's batchSize caps a batch: no timer, so conc
 event loop's own thread: a batch of a worker's pictures costs about a millisecond at most, and handing each one to
 another thread and back cost more than its own forward pass at concurrency 1 (docs/PERFORMANCE.md). Between
 batches the loop reads what has arrived. Explanations, which take seconds, run in a thread of their own.
+
+With a shadow (shadow.py), the batch's replies go out first; the shadow then reads the same decoded pictures before
+the next batch starts.
 """
 
 import asyncio
@@ -18,20 +21,31 @@ from mnist_kit.worker.core import Core, Reply
 
 
 class MicroBatcher:
-    """`on_batch(size, waited_ms)` is told each batch's size and how long its oldest request waited for it."""
+    """`on_batch(size, waited_ms)` is told each batch's size and how long its oldest request waited for it;
+    `counted` (metrics.Counted) each batch's statuses, pictures and latencies; `shadow` (shadow.Shadow) reads each
+    batch's decoded pictures after its replies."""
 
-    def __init__(self, core: Core, max_requests: int = C.BATCH_SIZE, on_batch=lambda size, waited_ms: None):
+    def __init__(
+        self,
+        core: Core,
+        max_requests: int = C.BATCH_SIZE,
+        on_batch=lambda size, waited_ms: None,
+        *,
+        counted=None,
+        shadow=None,
+    ):
         self.core, self.max_requests, self.on_batch = core, max_requests, on_batch
-        self.pending: list[tuple[dict, dict, asyncio.Future, float]] = []
+        self.counted, self.shadow = counted, shadow
+        self.pending: list[tuple[dict, dict, asyncio.Future, float, bytes | None]] = []
         self.running = False
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="mnist-core")
 
-    async def submit(self, row: dict, headers: dict) -> Reply:
-        """One request (its body fields and headers, as Core.decode takes them) → its Reply, batched with whatever
-        else is waiting."""
+    async def submit(self, row: dict, headers: dict, sent: bytes | None = None) -> Reply:
+        """One request (its body fields and headers, as Core.decode takes them; `sent`, its body's bytes as sent,
+        for a shadow's records) → its Reply, batched with whatever else is waiting."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self.pending.append((row, headers, future, time.perf_counter()))
+        self.pending.append((row, headers, future, time.perf_counter(), sent))
         if not self.running:
             self.running = True
             loop.create_task(self._drain())
@@ -46,20 +60,32 @@ class MicroBatcher:
             while self.pending:
                 batch, self.pending = self.pending[: self.max_requests], self.pending[self.max_requests :]
                 self.on_batch(len(batch), 1000 * (time.perf_counter() - batch[0][3]))
+                rows, headers = [entry[0] for entry in batch], [entry[1] for entry in batch]
                 try:
-                    replies = self._predict([r for r, _, _, _ in batch], [h for _, h, _, _ in batch])
+                    decoded = self.core.infer(self.core.decode(rows, headers))
+                    replies = self.core.encode(decoded)
                 except Exception as e:  # a bug of ours fails this batch's requests, not the next ones
-                    replies = [e] * len(batch)
-                for (_, _, future, _), reply in zip(batch, replies):
+                    decoded, replies = None, [e] * len(batch)
+                for (_, _, future, _, _), reply in zip(batch, replies):
                     if future.done():  # a client that went away cancelled its future
                         continue
                     if isinstance(reply, Exception):
                         future.set_exception(reply)
                     else:
                         future.set_result(reply)
+                if self.counted is not None:
+                    self._count(batch, decoded, replies)
+                if self.shadow is not None and decoded is not None:
+                    await asyncio.sleep(0)  # the replies go out first: the shadow adds no latency to them
+                    self.shadow.compare(decoded, [(row, h, sent) for row, h, _, _, sent in batch])
                 await asyncio.sleep(0)  # the loop reads what arrived meanwhile: the next batch
         finally:
             self.running = False
 
-    def _predict(self, rows: list[dict], headers: list[dict]) -> list[Reply]:
-        return self.core.encode(self.core.infer(self.core.decode(rows, headers)))
+    def _count(self, batch: list, decoded, replies: list) -> None:
+        now = time.perf_counter()
+        statuses = [500 if isinstance(reply, Exception) else reply.status for reply in replies]
+        pictures = 0
+        if decoded is not None:
+            pictures = sum(len(r.images) for r, s in zip(decoded.requests, statuses) if s == 200)
+        self.counted.answered(statuses, pictures, waited=[now - entry[3] for entry in batch])

@@ -29,7 +29,8 @@ class HotPath:
         self.app, self.model, self.token = app, model, token
 
     async def __call__(self, scope, receive, send):
-        if not hot_route(scope, self.model):
+        served = hot_route(scope, self.model)
+        if served is None:
             return await self.app(scope, receive, send)
         headers = rest.header_dict(scope["headers"])
         length = headers.get("content-length", "")
@@ -45,7 +46,7 @@ class HotPath:
         if body is None:  # the client went away mid-body: no one to answer
             return
         try:
-            reply = await self.model.batcher.submit(rest.row(body, kind), headers)
+            reply = await served.batcher.submit(rest.row(body, kind), headers, body)
         except Exception as e:  # a bug of ours: rest.encode answers it in the kit's form
             reply = e
         status, reply_headers, data = rest.encode(reply)
@@ -53,16 +54,16 @@ class HotPath:
         await send({"type": "http.response.body", "body": data})
 
 
-def hot_route(scope, model) -> bool:
-    """Whether the request is one of the hot routes for the name and version this model serves (the FastAPI routes
-    answer another with the kit's 404)."""
+def hot_route(scope, model):
+    """The version that answers the request, where it is one of the hot routes for a name and version this model
+    serves; else None (the FastAPI routes answer another with the kit's 404)."""
     if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
-        return False
+        return None
     found = ROUTES.match(scope["path"])
     if found is None or (found["v2name"] is not None and scope["method"] != "POST"):
-        return False
+        return None
     name, version = (found["v2name"], found["v2version"]) if found["v2name"] else (found["name"], found["version"])
-    return rest.serves(model, name, version)
+    return rest.answering(model, name, version)
 
 
 async def read_body(receive) -> bytes | None:

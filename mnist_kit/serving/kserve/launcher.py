@@ -13,13 +13,14 @@ import shutil
 import signal
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
 from mnist_kit import constants as C
-from mnist_kit.packaging import mar
 from mnist_kit.serving import client, processes
+from mnist_kit.serving.kserve import versions
 from mnist_kit.serving.processes import ServerError
 
 
@@ -28,8 +29,21 @@ def pid_file(tmp_dir=None) -> Path:
     return processes.pid_file_path(".mnist-kit-kserve.pid", tmp_dir)
 
 
+@dataclass(frozen=True)
+class Shadowing:
+    """A version that shadows the default (shadow.py): which, for what share of requests, its disagreements where."""
+
+    version: str
+    share: float = 1.0
+    store: Path | None = None
+
+    def arguments(self) -> list[str]:
+        line = ["--shadow", self.version, "--shadow-share", repr(self.share)]
+        return line + (["--shadow-store", str(self.store)] if self.store else [])
+
+
 def command(
-    archive,
+    archives,
     *,
     host: str = C.HOST,
     http_port: int = C.INFERENCE_PORT,
@@ -37,11 +51,16 @@ def command(
     workers: int = 1,
     serving_form: str | None = None,
     key_file=None,
+    shadow: Shadowing | None = None,
 ) -> list[str]:
-    """The server's command line; with a key_file, token checking on (the production profile)."""
-    line = [sys.executable, "-m", "mnist_kit.serving.kserve.server", "--archive", str(archive), "--host", host]
-    line += ["--http-port", str(http_port), "--grpc-port", str(grpc_port), "--workers", str(workers)]
+    """The server's command line for `archives` (one model's versions, the default first); with a key_file, token
+    checking on (the production profile)."""
+    line = [sys.executable, "-m", "mnist_kit.serving.kserve.server"]
+    for archive in archives:
+        line += ["--archive", str(archive)]
+    line += ["--host", host, "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--workers", str(workers)]
     line += ["--serving-form", serving_form] if serving_form else []
+    line += shadow.arguments() if shadow else []
     return line + (["--token-auth", "--key-file", str(key_file)] if key_file else [])
 
 
@@ -79,23 +98,46 @@ class HomeKServe(KServeLauncher):
     """The runtime `mnist-kit serve --runtime kserve` starts: it outlives the command, and `mnist-kit stop` stops
     it. Its output goes to logs/kserve.out in the kit's home."""
 
-    def __init__(self, archive, home: Path, *, host: str, http_port: int, grpc_port: int, workers: int, key_file=None):
-        """With a key_file, every request needs the token (the production profile)."""
-        argv = command(archive, host=host, http_port=http_port, grpc_port=grpc_port, workers=workers, key_file=key_file)
+    def __init__(
+        self,
+        archives: list,
+        home: Path,
+        *,
+        host: str,
+        http_port: int,
+        grpc_port: int,
+        workers: int,
+        key_file=None,
+        shadow: Shadowing | None = None,
+    ):
+        """`archives`: one model's versions, the default first. With a key_file, every request needs the token (the
+        production profile); with a shadow, that version reads the default's pictures (its store in the home)."""
+        argv = command(
+            archives,
+            host=host,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            workers=workers,
+            key_file=key_file,
+            shadow=shadow,
+        )
         super().__init__(argv, f"http://{C.HOST}:{http_port}", home / C.LOGS / "kserve.out")
-        self.archive, self.host = archive, host
+        self.archives, self.host, self.shadow = [Path(a) for a in archives], host, shadow
         self.ports = {"http-port": http_port, "grpc-port": grpc_port}  # as the command line names them
 
     def preflight(self) -> None:
-        """What makes the start fail obscurely, said plainly: no kserve installed, no archive, a server already
-        running, a port taken."""
+        """What makes the start fail obscurely, said plainly: no kserve installed, no archive, archives that are not
+        one model's versions, a shadow that is not one of them, a server already running, a port taken."""
         if importlib.util.find_spec("kserve") is None:  # found, not imported: its gRPC protos clash with tritonclient's
             raise ServerError('the kserve runtime needs KServe\'s SDK: pip install -e ".[kserve]"')
-        if not Path(self.archive).is_file():
-            raise ServerError(
-                f"{self.archive} not found: train and archive first (mnist-kit train && mnist-kit archive)"
-            )
-        mar.read(self.archive)
+        for archive in self.archives:
+            if not archive.is_file():
+                raise ServerError(
+                    f"{archive} not found: train and archive first (mnist-kit train && mnist-kit archive)"
+                )
+        read = versions.read(self.archives)
+        if self.shadow:
+            versions.check_shadow(read, self.shadow.version, self.shadow.share)
         pid = processes.live_pid(pid_file(self.tmp_dir))
         if pid:
             raise ServerError(f"the kserve runtime is already running (pid {pid}): stop it first with `mnist-kit stop`")
@@ -131,15 +173,34 @@ def stop_server(key_file=None, tmp_dir=None) -> int | None:
 
 
 class PrivateKServe(KServeLauncher):
-    """A kserve runtime of its own on free ports: `with PrivateKServe(archive) as ks: ks.inference_url ...`."""
+    """A kserve runtime of its own on free ports: `with PrivateKServe(archive) as ks: ks.inference_url ...`;
+    `archive` is one .mar or a list of one model's versions (the default first); `shadow`, a version shadowing the
+    default (its store in the server's own folder unless it names one: `shadow_store`)."""
 
-    def __init__(self, archive, *, workers: int = 1, serving_form: str | None = None, env: dict | None = None):
-        self.archive, self.workers, self.serving_form = Path(archive), workers, serving_form
+    def __init__(
+        self,
+        archive,
+        *,
+        workers: int = 1,
+        serving_form: str | None = None,
+        env: dict | None = None,
+        shadow: Shadowing | None = None,
+    ):
+        self.archives = [Path(a) for a in (archive if isinstance(archive, (list, tuple)) else [archive])]
+        self.archive, self.workers, self.serving_form = self.archives[0], workers, serving_form
         self.http_port, self.grpc_port = processes.free_port(), processes.free_port()
         self.grpc_address = f"{C.HOST}:{self.grpc_port}"
         self.workdir = Path(tempfile.mkdtemp(prefix="mnist-kit-ks-"))
+        if shadow and shadow.store is None:
+            shadow = Shadowing(shadow.version, shadow.share, self.workdir / C.SHADOW_DB)
+        self.shadow_store = shadow.store if shadow else None
         argv = command(
-            self.archive, http_port=self.http_port, grpc_port=self.grpc_port, workers=workers, serving_form=serving_form
+            self.archives,
+            http_port=self.http_port,
+            grpc_port=self.grpc_port,
+            workers=workers,
+            serving_form=serving_form,
+            shadow=shadow,
         )
         env = {**os.environ, "TMPDIR": str(self.workdir), **(env or {})}
         url = f"http://{C.HOST}:{self.http_port}"

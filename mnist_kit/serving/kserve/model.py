@@ -1,9 +1,10 @@
 """The kit on KServe's ModelServer (`mnist-kit serve --runtime kserve`): a kserve.Model over the same serving core
-(worker/core.py) and the same .mar that TorchServe serves, and the metrics it publishes on ModelServer's /metrics.
+(worker/core.py) and the same .mar that TorchServe serves, one core per version; its metrics are metrics.py's.
 
 Its REST routes are routes.py's (read and answered through rest.py, as the hot path in front of them does); here,
 gRPC v2 (ModelInfer) reaches the model's predict with KServe's InferRequest, turned back into the v2 request the core
-reads; a bad request there is INVALID_ARGUMENT with the same message as over REST.
+reads, answered by the version the request names, else the default; a bad request there is INVALID_ARGUMENT with
+the same message as over REST, an unknown version NOT_FOUND.
 """
 
 import json
@@ -12,78 +13,86 @@ import tempfile
 
 import numpy as np
 from kserve import Model
-from kserve.errors import InvalidInput
+from kserve.errors import InvalidInput, ModelNotFound
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
-from prometheus_client import Counter, Gauge, Histogram
 
 from mnist_kit import constants as C
-from mnist_kit.packaging import mar
+from mnist_kit.serving.kserve import metrics, rest, versions
 from mnist_kit.serving.kserve.batcher import MicroBatcher
+from mnist_kit.serving.kserve.disagreements import DisagreementWriter, default_path
+from mnist_kit.serving.kserve.shadow import Shadow
 from mnist_kit.worker import protocols
 from mnist_kit.worker.core import Core
 
-# The core's own metrics (worker/metrics.py), as TorchServe publishes them, on ModelServer's /metrics.
-COUNTERS = {
-    "PredictionsPerDigit": Counter("PredictionsPerDigit", "Answers per digit", ["Digit"]),
-    "FlaggedPredictions": Counter("FlaggedPredictions", "Answers carrying each flag", ["Flag"]),
-    "RejectedInputs": Counter("RejectedInputs", "Requests refused, by reason", ["Reason"]),
-    "LowConfidencePredictions": Counter("LowConfidencePredictions", "Answers below the confidence threshold"),
-}
-PREPROCESSING_TIME = Gauge("PreprocessingTime", "Milliseconds per request to decode, over the last interval")
-SERVING_FORM = Gauge("ServingForm", "The form this worker serves (1)", ["Form"])
-BATCH_SIZE = Histogram("BatchSize", "Requests per forward pass", buckets=(1, 2, 4, 8, 12, 16))
-QUEUE_TIME = Histogram(
-    "QueueTime", "Milliseconds a batch's oldest request waited for it", buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50)
-)
-
-
-def batched(size: int, waited_ms: float) -> None:
-    BATCH_SIZE.observe(size)
-    QUEUE_TIME.observe(waited_ms)
-
-
-def publish(totals) -> None:
-    for m in totals:
-        if m.name in COUNTERS:
-            (COUNTERS[m.name].labels(**m.dimensions) if m.dimensions else COUNTERS[m.name]).inc(m.value)
-        elif m.name == "PreprocessingTime":
-            PREPROCESSING_TIME.set(m.value)
-        elif m.name == "ServingForm":
-            SERVING_FORM.labels(**m.dimensions).set(m.value)
-
 
 class MnistModel(Model):
-    """The one model a kserve runtime's worker serves: the archive (`mar.read`: its name, version, manifest), and once
-    loaded the serving core over its unpacked folder, the micro-batcher that shares the core's forward passes, and
-    the drain state (`draining`: readiness 503, everything else answered).
+    """The one model a kserve runtime's worker serves, in one or several versions: the archives (`mar.read`: their
+    name, version, manifest; the first the default), and once loaded each version's serving core over its unpacked
+    folder and the micro-batcher that shares its forward passes (`versions`, a versions.Version by version, in the
+    order given); with a shadow, the default's batcher hands each batch's decoded pictures to the shadow's core too;
+    and the drain state (`draining`: readiness 503, everything else answered).
 
     server.py builds it, calls `load` before binding, registers it with ModelServer (health, metadata, gRPC v2
     reach `predict`) and hands it to routes.py (add_routes, add_management_routes) and HotPath, whose REST
-    requests reach `batcher` (and `core` for explanations and descriptions); a stop signal calls `drain`.
+    requests reach a version's `batcher` (rest.answering; its `core` for explanations and descriptions); a stop
+    signal calls `drain`, the end of the process `close`.
     """
 
-    def __init__(self, archive, *, serving_form: str | None = None):
-        self.archive = mar.read(archive)
-        super().__init__(self.archive.model_name)
-        self.version = self.archive.version
+    def __init__(self, archives, *, serving_form: str | None = None, shadow=None, shadow_share=1.0, shadow_store=None):
+        """`archives`: the .mar files of one model's versions, the default first (versions.read refuses others);
+        `shadow`: the version that shadows the default for `shadow_share` of requests, its disagreements kept in the
+        `shadow_store` file (default: shadow.db in the kit's home)."""
+        self.archives = versions.read(archives)
+        versions.check_shadow(self.archives, shadow, shadow_share)
+        super().__init__(self.archives[0].model_name)
+        self.archive, self.version = self.archives[0], self.archives[0].version  # the default
         self.serving_form = serving_form
+        self.shadow, self.shadow_share, self.shadow_store = shadow, shadow_share, shadow_store
+        self.versions: dict[str, versions.Version] = {}
+        self.writer = None
         self.draining = False  # going away: readiness says 503, everything else is answered as usual
 
     def drain(self) -> None:
         self.draining = True
 
     def load(self) -> bool:
-        """Unpack the archive as TorchServe would and load it into the core: the same serving form chosen the same
-        way (timed on this CPU unless forced)."""
-        # Removed when the process ends (the object's finalizer), as TorchServe removes a worker's model_dir.
-        self.unpacked = tempfile.TemporaryDirectory(prefix="mnist-kit-kserve-")
-        folder = self.archive.extract(self.unpacked.name)
-        forced = self.serving_form or (self.archive.config.get("handler") or {}).get("serving_form")
-        # Torch-free where the archive has an ONNX form that loads: PyTorch only for its eager forms where none does.
-        self.core = Core(str(folder), self.archive.model, serving_form=forced, publish=publish, with_torch=False)
-        self.batcher = MicroBatcher(self.core, on_batch=batched)
+        """Unpack each archive as TorchServe would and load it into a core of its own: the same serving form chosen
+        the same way (timed on this CPU unless forced)."""
+        # Removed when the process ends (the objects' finalizers), as TorchServe removes a worker's model_dir.
+        self.unpacked = [tempfile.TemporaryDirectory(prefix="mnist-kit-kserve-") for _ in self.archives]
+        cores = {a.version: self.load_core(a, folder.name) for a, folder in zip(self.archives, self.unpacked)}
+        shadow = None
+        if self.shadow:
+            self.writer = DisagreementWriter(self.shadow_store or default_path())
+            shadow = Shadow(
+                cores[self.shadow],
+                default_version=self.version,
+                version=self.shadow,
+                writer=self.writer,
+                share=self.shadow_share,
+            )
+        for archive in self.archives:
+            default = archive.version == self.version
+            batcher = MicroBatcher(
+                cores[archive.version],
+                on_batch=metrics.batched,
+                counted=metrics.Counted(archive.version),
+                shadow=shadow if default else None,
+            )
+            self.versions[archive.version] = versions.Version(archive, cores[archive.version], batcher)
         self.ready = True
         return self.ready
+
+    def load_core(self, archive, folder: str) -> Core:
+        unpacked = archive.extract(folder)
+        forced = self.serving_form or (archive.config.get("handler") or {}).get("serving_form")
+        # Torch-free where the archive has an ONNX form that loads: PyTorch only for its eager forms where none does.
+        return Core(str(unpacked), archive.model, serving_form=forced, publish=metrics.publish, with_torch=False)
+
+    def close(self) -> None:
+        """At the end of the process: the shadow's disagreements still queued are written."""
+        if self.writer is not None:
+            self.writer.close()
 
     def get_input_types(self) -> list[dict]:
         return [{"name": "images", "datatype": "BYTES", "shape": [-1]}]
@@ -99,8 +108,13 @@ class MnistModel(Model):
         """gRPC ModelInfer (and anything else ModelServer hands over): the core's v2 answer as an InferResponse."""
         if not isinstance(payload, InferRequest):
             raise InvalidInput("this model reads Open Inference Protocol (v2) requests here")
+        served = rest.answering(self, self.name, payload.model_version or None)
+        if served is None:
+            error = ModelNotFound()
+            error.reason = rest.not_found(self, self.name, payload.model_version).body["message"]
+            raise error
         row, row_headers = v2_row(payload)
-        reply = await self.batcher.submit(row, {**(headers or {}), **row_headers})
+        reply = await served.batcher.submit(row, {**(headers or {}), **row_headers})
         if reply.status != 200:
             raise InvalidInput(reply.body["error"])
         answer = json.loads(reply.body)

@@ -14,9 +14,12 @@ from mnist_kit.worker.request_errors import InputError
 JSON_TYPE = (b"content-type", b"application/json")
 
 
-def serves(model, name: str, version: str | None) -> bool:
-    """Whether `model` answers for that name and version (no version: the one it serves)."""
-    return name == model.name and version in (None, model.version)
+def answering(model, name: str, version: str | None):
+    """The version of `model` (its `versions`: versions.Version by version) that answers for that name and version
+    (no version: the default, `model.version`), or None."""
+    if name != model.name:
+        return None
+    return model.versions.get(model.version if version is None else version)
 
 
 def not_found(model, name: str, version: str | None = None) -> Reply:

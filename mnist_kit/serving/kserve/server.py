@@ -13,7 +13,11 @@ the model, and an ONNX Runtime session does not pickle), and a stop loses nothin
   waits, then SIGTERM.
 
 With --workers N the process starts N workers, each a whole server on the same ports (SO_REUSEPORT: the kernel
-spreads connections over them), and hands a stop signal on to them.
+spreads connections over them), and hands a stop signal on to them; it gives them a folder for their Prometheus
+figures ($PROMETHEUS_MULTIPROC_DIR), so that /metrics adds up all of them, and removes it at the end.
+
+Several --archive (one model's versions, the first the default) are served side by side, each version by its own
+path; --shadow VERSION has that version read the default's pictures in process (shadow.py).
 """
 
 import argparse
@@ -21,22 +25,31 @@ import asyncio
 import gc
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 
 import uvicorn  # the kserve extra's, as everything this module runs
 import uvloop
 
 from mnist_kit import constants as C
+from mnist_kit.errors import KitError
 from mnist_kit.serving.kserve import auth as kserve_auth
+from mnist_kit.serving.kserve import versions
 
 
 def parse(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mnist_kit.serving.kserve.server", description=__doc__)
-    parser.add_argument("--archive", required=True, help="The .mar to serve (the one TorchServe serves).")
+    parser.add_argument(
+        "--archive",
+        required=True,
+        action="append",
+        help="A .mar to serve (the one TorchServe serves); repeated, one model's versions, the first the default.",
+    )
     parser.add_argument("--host", default=C.HOST, help="Address of both servers (default: loopback).")
     parser.add_argument("--http-port", type=int, default=C.INFERENCE_PORT)
     parser.add_argument("--grpc-port", type=int, default=C.KSERVE_GRPC_PORT)
@@ -58,8 +71,24 @@ def parse(argv=None) -> argparse.Namespace:
         "written to --key-file.",
     )
     parser.add_argument("--key-file", default=C.KEY_FILE, help="Where a new key is written (TorchServe's layout).")
+    parser.add_argument(
+        "--shadow", default=None, metavar="VERSION", help="A version that reads the default's pictures."
+    )
+    parser.add_argument(
+        "--shadow-share", type=float, default=1.0, metavar="F", help="The share of requests it reads, in (0, 1]."
+    )
+    parser.add_argument(
+        "--shadow-store", default=None, metavar="PATH", help="Its disagreements' file (default: the kit's shadow.db)."
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.shadow is None and args.shadow_share != 1.0:
+        parser.error("--shadow-share is the share a --shadow version reads: give --shadow too")
+    try:
+        versions.check_shadow(versions.read(args.archive), args.shadow, args.shadow_share)
+    except KitError as e:  # not an archive, or archives that cannot be served together
+        parser.error(str(e))
+    return args
 
 
 def main(argv=None) -> int:
@@ -83,9 +112,18 @@ def stopped_while_starting(signum, frame):
 
 
 def supervise(args: argparse.Namespace, argv: list[str]) -> int:
-    """N workers; a stop signal to this process goes to each of them, and it ends when they have."""
+    """N workers, their Prometheus figures in one folder of their own; a stop signal to this process goes to each of
+    them, and it ends when they have."""
+    figures = tempfile.mkdtemp(prefix="mnist-kit-metrics-")
+    try:
+        return supervise_workers(args, argv, env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": figures})
+    finally:
+        shutil.rmtree(figures, ignore_errors=True)
+
+
+def supervise_workers(args: argparse.Namespace, argv: list[str], *, env: dict) -> int:
     workers = [
-        subprocess.Popen([sys.executable, "-m", "mnist_kit.serving.kserve.server", *argv, "--worker"])
+        subprocess.Popen([sys.executable, "-m", "mnist_kit.serving.kserve.server", *argv, "--worker"], env=env)
         for _ in range(args.workers)
     ]
 
@@ -125,7 +163,13 @@ def serve(args: argparse.Namespace, *, drain_requested: threading.Event) -> None
     from mnist_kit.serving.kserve.model import MnistModel
     from mnist_kit.serving.kserve.routes import add_management_routes, add_routes
 
-    model = MnistModel(args.archive, serving_form=args.serving_form)
+    model = MnistModel(
+        args.archive,
+        serving_form=args.serving_form,
+        shadow=args.shadow,
+        shadow_share=args.shadow_share,
+        shadow_store=args.shadow_store,
+    )
     model.load()
     server = ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1, grace_period=args.grace_period)
     server.register_model(model)
@@ -176,6 +220,7 @@ def serve(args: argparse.Namespace, *, drain_requested: threading.Event) -> None
         signal.signal(signum, after_drain)
 
     uvloop.run(both())  # libuv's event loop, as uvicorn takes where it can
+    model.close()
 
 
 class DrainingServer(uvicorn.Server):
