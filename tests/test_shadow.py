@@ -405,3 +405,24 @@ def test_grpc_answers_with_the_version_the_request_names(shadowed):
     with pytest.raises(triton_grpc.InferenceServerException) as error:
         grpc_client.infer("mnist", [images], model_version="3.0")
     assert error.value.status() == "StatusCode.NOT_FOUND"
+
+
+def test_two_replicas_on_one_folder_feed_one_store_and_their_counters_add_up(
+    model_store, untrained_checkpoint, tmp_path
+):
+    """Two runtimes, as two replicas on one machine mounting one folder: each counts on its own /metrics (Prometheus
+    adds the targets up), and every disagreement either counted reaches the one shadow.db."""
+    second = archive.build(untrained_checkpoint, tmp_path, version="2.0", mode="eager")
+    shared = Shadowing("2.0", store=tmp_path / C.SHADOW_DB)
+    disagreed = 'mnist_kit_shadow_disagreements_total{default_version="1.0",shadow_version="2.0"}'
+    with (
+        PrivateKServe([model_store / "mnist.mar", second], shadow=shared) as first,
+        PrivateKServe([model_store / "mnist.mar", second], shadow=shared) as other,
+    ):
+        for i in range(40):
+            client.predict(PICTURES[i % 10], url=(first, other)[i % 2].inference_url)
+        counted = [scrape(replica.inference_url)[disagreed] for replica in (first, other)]
+        deadline = time.monotonic() + 30
+        while DisagreementStore(shared.store).stats()["stored"] < sum(counted) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert all(n > 0 for n in counted) and DisagreementStore(shared.store).stats()["stored"] == sum(counted)
