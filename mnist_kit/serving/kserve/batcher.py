@@ -85,7 +85,11 @@ class MicroBatcher:
     def _count(self, batch: list, decoded, replies: list) -> None:
         now = time.perf_counter()
         statuses = [500 if isinstance(reply, Exception) else reply.status for reply in replies]
-        pictures = 0
+        flags = []  # each picture's flags, of the requests answered 200
         if decoded is not None:
-            pictures = sum(len(r.images) for r, s in zip(decoded.requests, statuses) if s == 200)
-        self.counted.answered(statuses, pictures, waited=[now - entry[3] for entry in batch])
+            answers = iter(decoded.answers)
+            for request, status in zip(decoded.requests, statuses):
+                mine = [next(answers).flags for _ in request.images]
+                if status == 200:
+                    flags += mine
+        self.counted.answered(statuses, len(flags), flags=flags, waited=[now - entry[3] for entry in batch])

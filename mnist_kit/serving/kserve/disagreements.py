@@ -12,6 +12,7 @@ Inside a server worker, `DisagreementWriter` queues rows for a thread of its own
 disk. Standard library and the kit's foundation only: the runtime's workers and the command line import it.
 """
 
+import builtins
 import csv
 import json
 import logging
@@ -89,6 +90,10 @@ def check_label(label) -> int:
     if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label <= NOT_A_DIGIT:
         raise ShadowStoreError(f"label must be a digit 0 to 9 or {NOT_A_DIGIT} (not a digit), not {label!r}")
     return label
+
+
+# A labelled disagreement without its image: (sha256, default version, its answer, shadow version, its answer, label).
+Labelled = tuple[str, str, dict, str, dict, int]
 
 
 class DisagreementStore:
@@ -198,6 +203,18 @@ class DisagreementStore:
                 (-1 if limit is None else limit,),
             ).fetchall()
         return [Disagreement(*row[:6], json.loads(row[6]), row[7], json.loads(row[8]), row[9]) for row in rows]
+
+    def labels(self) -> "builtins.list[Labelled]":
+        """Every labelled disagreement without its image (a verdict needs the answers, not up to the cap of bytes):
+        (sha256, default version, its answer, shadow version, its answer, label)."""
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT sha256, default_version, default_answer, shadow_version, shadow_answer, label "
+                "FROM disagreements WHERE label IS NOT NULL ORDER BY id"
+            ).fetchall()
+        return [
+            (digest, first, json.loads(a), second, json.loads(b), label) for digest, first, a, second, b, label in rows
+        ]
 
     def get(self, disagreement_id: int) -> Disagreement | None:
         """One disagreement by its id (the review page's picture), without reading the others' images; None where

@@ -11,6 +11,8 @@ import os
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, exposition, multiprocess
 
+from mnist_kit import constants as C
+
 # The core's own metrics, under TorchServe's names.
 COUNTERS = {
     "PredictionsPerDigit": Counter("PredictionsPerDigit", "Answers per digit", ["Digit"]),
@@ -32,6 +34,9 @@ QUEUE_TIME = Histogram(
 
 # The runtime's, per version and role ("default": it answers; "shadow": it reads the same pictures, never answers).
 PICTURES = Counter("mnist_kit_pictures", "Pictures answered (200), or compared by a shadow", ["version", "role"])
+FLAGS = Counter(
+    "mnist_kit_flags", "Pictures counted in mnist_kit_pictures that carried each flag", ["version", "role", "flag"]
+)
 REQUESTS = Counter(
     "mnist_kit_requests",
     "Requests answered, by status class (2xx, 4xx, 5xx); a shadow's: 2xx compared, 5xx its version failed",
@@ -79,12 +84,13 @@ class Counted:
 
     def __init__(self, version: str, role: str = "default"):
         self.pictures = PICTURES.labels(version, role)
+        self.flags = {flag: FLAGS.labels(version, role, flag) for flag in C.FLAGS}
         self.requests = {cls: REQUESTS.labels(version, role, cls) for cls in ("2xx", "4xx", "5xx")}
         self.latency = LATENCY.labels(version) if role == "default" else None
 
-    def answered(self, statuses: list[int], pictures: int, *, waited: list[float] = ()) -> None:
-        """A batch's replies: their statuses, the pictures of those answered 200, and (the default's) how long each
-        request took, in seconds."""
+    def answered(self, statuses: list[int], pictures: int, *, flags: list = (), waited: list[float] = ()) -> None:
+        """A batch's replies: their statuses, the pictures of those answered 200 and each such picture's flags, and
+        (the default's) how long each request took, in seconds."""
         classes = [status // 100 for status in statuses]
         for cls, name in ((2, "2xx"), (4, "4xx"), (5, "5xx")):
             count = classes.count(cls)
@@ -92,6 +98,11 @@ class Counted:
                 self.requests[name].inc(count)
         if pictures:
             self.pictures.inc(pictures)
+        flagged = [flag for picture in flags for flag in picture]
+        for flag, series in self.flags.items():
+            count = flagged.count(flag)
+            if count:
+                series.inc(count)
         if self.latency is not None:
             for seconds in waited:
                 self.latency.observe(seconds)

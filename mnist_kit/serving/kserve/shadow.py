@@ -78,14 +78,15 @@ class Shadow:
         if not picked:
             return
         try:
-            answers = iter(self.core.infer(Batch([batch.requests[n] for n, _, _ in picked])).answers)
+            theirs = self.core.infer(Batch([batch.requests[n] for n, _, _ in picked])).answers
+            answers = iter(theirs)
             for n, first, count in picked:
                 for k in range(count):
                     mine, other = batch.answers[first + k], next(answers)
                     if differ(mine, other):
                         self.keep(sent[n], mine, other, picture=k if count > 1 else None)
             compared = sum(count for _, _, count in picked)
-            self.counted.answered([200] * len(picked), compared)
+            self.counted.answered([200] * len(picked), compared, flags=[a.flags for a in theirs])
             self.comparisons.inc(compared)
         except Exception:
             self.failures += 1
