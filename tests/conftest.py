@@ -196,3 +196,14 @@ def chromium() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def browser(chromium):
+    """Headless chromium driven by Playwright, for the pads' pages (test_ui.py, test_review.py)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
+        yield browser
+        browser.close()

@@ -15,7 +15,7 @@ import pytest
 from conftest import DIGITS
 from harness import in_thread
 from PIL import Image
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from mnist_kit import constants as C
 from mnist_kit.feedback.store import Store
@@ -204,14 +204,6 @@ def test_the_review_endpoints_answer_requests_to_localhost_only(pad, store):
 
 
 # ---- the page ------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser(chromium):
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from conftest import DIGITS
 from handwriting import Written, collection, every_shape
 from harness import TorchServe, handwritten_letter, pad_server, printed_letter
 from PIL import Image
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from mnist_kit import constants as C
 from mnist_kit.cli import cli
@@ -34,14 +34,6 @@ from mnist_kit.worker.request_errors import InputError
 
 # Share of the hand-drawn collection the page must read correctly (issue 13).
 DRAWN_TARGET = 95.0
-
-
-@pytest.fixture(scope="module")
-def browser(chromium):
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
