@@ -1,15 +1,20 @@
 """`mnist-kit bench` runs end to end and reports sane figures (a tiny run: the real figures are in docs/PERFORMANCE.md),
 and writes the tables of docs/PERFORMANCE.md from a bench JSON file."""
 
+import contextlib
 import json
+import zipfile
 
 from click.testing import CliRunner
 from conftest import ROOT
 
 from mnist_kit import constants as C
-from mnist_kit.bench.report import machine
+from mnist_kit.bench.costs import SAMPLE
+from mnist_kit.bench.report import machine, report
+from mnist_kit.bench.run import costs, shadow_archive, shadow_result, started_shadows, wrk
 from mnist_kit.bench.tables import BEGIN, END, blocks, load, markdown
 from mnist_kit.cli import cli
+from mnist_kit.packaging import archive, mar
 
 
 def test_bench_reports_throughput_latency_ratio_cold_start_and_preprocessing(model_store, tmp_path):
@@ -73,6 +78,53 @@ def test_the_machine_names_the_instruction_sets_behind_pytorchs_kernels():
 def test_bench_rejects_a_bad_concurrency_list(tmp_path):
     result = CliRunner().invoke(cli, ["bench", "--archive", str(tmp_path / "mnist.mar"), "--concurrency", "a,b"])
     assert result.exit_code == 2 and "numbers separated by commas" in result.output
+
+
+def test_bench_refuses_to_measure_a_shadow_without_the_kserve_runtime(tmp_path):
+    result = CliRunner().invoke(
+        cli, ["bench", "--archive", str(tmp_path / "mnist.mar"), "--shadow", "--runtime", "torchserve"]
+    )
+    assert result.exit_code == 2 and "--shadow measures the kserve runtime" in result.output
+
+
+def test_the_shadow_archive_is_the_same_model_under_another_version(untrained_checkpoint, tmp_path):
+    original = archive.build(untrained_checkpoint, tmp_path / "store", mode="eager")
+    shadow = shadow_archive(original, tmp_path / "shadow")
+    assert mar.read(shadow).model == {**mar.read(original).model, "modelVersion": "shadow"}
+    assert mar.read(shadow).config == mar.read(original).config
+    before, after = zipfile.ZipFile(original), zipfile.ZipFile(shadow)
+    assert sorted(before.namelist()) == sorted(after.namelist())
+    assert [n for n in before.namelist() if before.read(n) != after.read(n)] == [mar.MANIFEST]
+
+
+def test_the_shadow_servers_read_the_defaults_pictures_and_agree_with_an_identical_model(
+    model_store, kserve_runtime, tmp_path
+):
+    """Share 1 reads every request, share 0.1 about a tenth; the same weights under another version never disagree."""
+    with contextlib.ExitStack() as stack:
+        servers = started_shadows(stack, model_store / "mnist.mar", tmp_path, workers=1, body=SAMPLE, form=None)
+        servers["kserve"] = (kserve_runtime, 0.0)
+        sweeps = {
+            name: [wrk(f"{ks.inference_url}/predictions/mnist", SAMPLE, 1, seconds=1)]
+            for name, (ks, _) in servers.items()
+        }
+        shadowed = shadow_result(servers, sweeps)
+    full, tenth = shadowed["configurations"]
+    assert (full["share"], tenth["share"]) == (1.0, 0.1) and full["disagreements"] == tenth["disagreements"] == 0
+    assert full["comparisons"] >= full["sweep"][0]["requests"] > 100
+    assert 0 < tenth["comparisons"] < 0.2 * tenth["sweep"][0]["requests"]
+    assert shadowed["version"] == "shadow" and shadowed["serving_form"] in C.SERVING_FORMS
+    assert (
+        full["c1_p50_difference_ms"] == full["sweep"][0]["p50_over_baseline_ms"] and full["c32_req_per_s_ratio"] is None
+    )
+
+
+def test_a_shadows_cost_is_its_throughput_over_the_plain_runtimes_at_32_and_its_p50_over_it_at_1():
+    baseline = [{**point(1, 2000.0), "p50_ms": 0.30}, point(32, 10000.0)]
+    sweep = [{**point(1, 1900.0), "p50_ms": 0.34}, point(32, 8000.0)]
+    assert costs(baseline, sweep) == {"c32_req_per_s_ratio": 0.8, "c1_p50_difference_ms": 0.04}
+    assert [p["ratio_to_baseline"] for p in sweep] == [0.95, 0.8]
+    assert [p["p50_over_baseline_ms"] for p in sweep] == [0.04, 0.0]
 
 
 def point(concurrency: int, req_per_s: float, ratio: float | None = None) -> dict:
@@ -142,6 +194,43 @@ def test_markdown_adds_the_kserve_runtimes_table_and_cold_start_when_the_run_has
     text = markdown({**RESULT, "kserve": kserve})
     assert "| 32 | 5 000 | 1.50 | 2.25 | 4.00 | 0 | 0.57 | 0.32 |" in text
     assert "the kserve runtime, command to the first answer: 2.20 s" in text and "kserve" not in markdown(RESULT)
+
+
+def shadowed(share: float, ratio: float, p50_over: float) -> dict:
+    sweep = [{**point(1, 480.0), "ratio_to_baseline": 0.96, "p50_over_baseline_ms": p50_over}]
+    sweep.append({**point(32, 5000.0 * ratio), "ratio_to_baseline": ratio, "p50_over_baseline_ms": 0.5})
+    figures = {"c32_req_per_s_ratio": ratio, "c1_p50_difference_ms": p50_over}
+    return {"share": share, "cold_start_s": 1.5, "sweep": sweep, "comparisons": 1000, "disagreements": 2, **figures}
+
+
+KSERVE = {"cold_start_s": 2.2, "sweep": [{**point(1, 500.0), "ratio_to_kit": 1.2, "ratio_to_ceiling": 0.9}]}
+KSERVE["sweep"].append({**point(32, 5000.0), "ratio_to_kit": 0.57, "ratio_to_ceiling": 0.32})
+SHADOW = {
+    "version": "shadow",
+    "serving_form": "onnx-int8",
+    "baseline": "kserve",
+    "configurations": [shadowed(1.0, 0.8, 0.03), shadowed(0.1, 0.97, 0.01)],
+}
+
+
+def test_markdown_adds_each_shadow_shares_table_rows_and_cost_when_the_run_has_them():
+    text = markdown({**RESULT, "kserve": KSERVE, "kserve_shadow": SHADOW})
+    assert "same model as version `shadow`, `onnx-int8`" in text
+    assert "| 32 | 1 | 4 000 | 1.50 | 2.25 | 4.00 | 0 | 0.80 | +0.500 |" in text
+    assert "| 1 | 0.1 | 480 | 1.50 | 2.25 | 4.00 | 0 | 0.96 | +0.010 |" in text
+    assert (
+        "Shadow at share 1: c=32 throughput 0.800 of the plain runtime's, c=1 p50 +0.030 ms; 1000 pictures "
+        "compared, 2 disagreements." in text
+    )
+    assert "shadow" not in markdown({**RESULT, "kserve": KSERVE})
+
+
+def test_the_printed_report_shows_each_shadow_shares_rows_and_cost_when_the_run_has_them():
+    preprocess = {"28×28 PNG": {"ms_median": 0.0134, "decode_ms_median": 0.012}}
+    text = report({**RESULT, "preprocess": preprocess, "kserve": KSERVE, "kserve_shadow": SHADOW})
+    assert "  32   0.1 |      4850   1.50   2.25   4.00    0 |   0.97  +0.500" in text
+    assert "shadow at share 0.1: c=32 throughput 0.970 of the plain runtime's, c=1 p50 +0.010 ms" in text
+    assert "shadow" not in report({**RESULT, "preprocess": preprocess, "kserve": KSERVE})
 
 
 def test_markdown_into_a_file_replaces_only_the_block_of_that_json_file(tmp_path):

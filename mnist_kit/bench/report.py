@@ -54,12 +54,14 @@ def plot(result: dict, path: Path) -> None:
         "kserve": "mnist-kit on KServe's ModelServer",
         "raw_asgi": "a bare ASGI app on uvicorn (Python HTTP ceiling)",
     }
+    curves = []
     for name, style in (("kit", "o-"), ("kit_v2", "^-"), ("ceiling", "s--"), ("kserve", "d-"), ("raw_asgi", "x:")):
-        if name not in result:
-            continue
-        sweep = result[name]["sweep"]
+        if name in result:
+            curves.append((result[name]["sweep"], style, labels[name]))
+    for shadowed in result.get("kserve_shadow", {}).get("configurations", []):
+        curves.append((shadowed["sweep"], "d--", f"the kserve runtime, a shadow at share {shadowed['share']:g}"))
+    for sweep, style, label in curves:
         xs = [p["concurrency"] for p in sweep]
-        label = labels[name]
         left.plot(xs, [p["req_per_s"] for p in sweep], style, label=label)
         right.plot(xs, [p["p99_ms"] for p in sweep], style, label=label)
     for axis, title in ((left, "throughput (req/s)"), (right, "p99 latency (ms)")):
@@ -92,11 +94,9 @@ def report(result: dict) -> str:
         )
     lines.append("latencies in ms; ceiling: a no-op handler served with the same settings, in the same run")
     lines += runtime_rows(result)
-    generator = max(
-        p["generator_cpu"]
-        for name in ("kit", "kit_v2", "ceiling", "kserve", "raw_asgi")
-        for p in result.get(name, {"sweep": []})["sweep"]
-    )
+    sweeps = [result.get(name, {"sweep": []})["sweep"] for name in ("kit", "kit_v2", "ceiling", "kserve", "raw_asgi")]
+    sweeps += [shadowed["sweep"] for shadowed in result.get("kserve_shadow", {}).get("configurations", [])]
+    generator = max(p["generator_cpu"] for sweep in sweeps for p in sweep)
     lines.append(f"load generator (wrk, 1 thread) used at most {generator:.2f} of a core")
     lines.append(
         f"cold start (torchserve --start to first prediction): {result['kit']['cold_start_s']:.2f} s "
@@ -157,7 +157,40 @@ def runtime_rows(result: dict) -> list[str]:
                 f"{raw['concurrency']:>4} | {raw['req_per_s']:>15.0f} {raw['p50_ms']:>6.2f} {raw['p99_ms']:>6.2f} | "
                 f"{v['ratio_to_raw_asgi']:>10.2f} {v['p50_to_raw_asgi']:>6.2f}"
             )
-    return lines
+    return lines + shadow_rows(result)
+
+
+def shadow_rows(result: dict) -> list[str]:
+    """What a shadow version costs the default's answers on the kserve runtime, where the run measured it: each share's
+    sweep against the plain runtime's, and the two figures issue 37 holds it to (c=32 throughput, c=1 p50)."""
+    if "kserve_shadow" not in result:
+        return []
+    shadow = result["kserve_shadow"]
+    lines = [
+        f"The kserve runtime with a shadow (the same model as version {shadow['version']}, {shadow['serving_form']}), "
+        "same archive, workers and rounds, against the plain runtime above:",
+        f"{'conc':>4} {'share':>5} | {'req/s':>9} {'p50':>6} {'p90':>6} {'p99':>6} {'err':>4} | {'/plain':>6} "
+        f"{'p50 +ms':>7}",
+    ]
+    for shadowed in shadow["configurations"]:
+        for v in shadowed["sweep"]:
+            lines.append(
+                f"{v['concurrency']:>4} {shadowed['share']:>5g} | {v['req_per_s']:>9.0f} {v['p50_ms']:>6.2f} "
+                f"{v['p90_ms']:>6.2f} {v['p99_ms']:>6.2f} {v['errors']:>4} | {v['ratio_to_baseline']:>6.2f} "
+                f"{v['p50_over_baseline_ms']:>+7.3f}"
+            )
+    return lines + [shadow_cost_line(shadowed) for shadowed in shadow["configurations"]]
+
+
+def shadow_cost_line(shadowed: dict) -> str:
+    ratio, p50 = shadowed["c32_req_per_s_ratio"], shadowed["c1_p50_difference_ms"]
+    return (
+        f"shadow at share {shadowed['share']:g}: c=32 throughput "
+        + ("not measured" if ratio is None else f"{ratio:.3f} of the plain runtime's")
+        + ", c=1 p50 "
+        + ("not measured" if p50 is None else f"{p50:+.3f} ms")
+        + f"; {shadowed['comparisons']} pictures compared, {shadowed['disagreements']} disagreements"
+    )
 
 
 def lone_request_line(lone: dict) -> str:

@@ -4,7 +4,8 @@ The load generator is wrk (C, epoll; Debian's `wrk`), one thread, keep-alive con
 reported so a reader can see it is not the bottleneck. The ceiling is a no-op handler (noop_handler.py)
 served with the same batching settings: the most any handler could get out of TorchServe on this machine.
 The kit is also driven through the Open Inference Protocol (v2: the same PNG, base64 in a BYTES input), so the
-protocol's cost shows beside the raw image's.
+protocol's cost shows beside the raw image's. With a shadow, the kserve runtime is served again with a second
+version shadowing the default, at each share of SHADOW_SHARES: what the shadow costs the default's answers.
 The tables of docs/PERFORMANCE.md are written from a run's JSON by bench/tables.py, so no figure is retyped.
 """
 
@@ -26,6 +27,9 @@ from mnist_kit.bench.report import machine
 from mnist_kit.errors import KitError
 from mnist_kit.packaging import mar
 
+# The shadow's cost is measured with the same model under this version, at these shares of requests.
+SHADOW_VERSION = "shadow"
+SHADOW_SHARES = (1.0, 0.1)
 WRK_SCRIPT = """
 local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
 wrk.method = "POST"
@@ -98,6 +102,31 @@ def noop_archive(export_path: Path, config: dict) -> Path:
     return mar.package(model_name="noop", version="1.0", handler=handler, export_path=export_path, config=config)
 
 
+def shadow_archive(archive: Path, folder: Path, version: str = SHADOW_VERSION) -> Path:
+    """`archive` re-packed as it is under another version, in `folder`: the same weights, forms and code, so a shadow
+    of it disagrees with the default on next to nothing and what is measured is the shadow's own cost."""
+    original = mar.read(archive)
+    files = original.extract(Path(folder, "files"))
+    named = Path(folder, "named")  # what the archiver is handed by name, out of the folder it copies whole
+    named.mkdir()
+    by_name = {
+        key: original.model[key] for key in ("handler", "serializedFile", "modelFile") if original.model.get(key)
+    }
+    for name in ("MAR-INF", mar.MODEL_CONFIG, *by_name.values()):
+        if Path(files, name).exists():
+            shutil.move(Path(files, name), Path(named, name))
+    return mar.package(
+        model_name=original.model_name,
+        version=version,
+        handler=named / by_name["handler"],
+        export_path=folder,
+        serialized_file=named / by_name["serializedFile"] if "serializedFile" in by_name else None,
+        model_file=named / by_name["modelFile"] if "modelFile" in by_name else None,
+        extra_files=[files],
+        config=original.read(mar.MODEL_CONFIG).decode() if Path(named, mar.MODEL_CONFIG).exists() else None,
+    )
+
+
 def v2_body(image: Path, folder: Path) -> Path:
     """The image as an Open Inference Protocol request body: one BYTES element, the file in base64."""
     encoded = base64.b64encode(image.read_bytes()).decode()
@@ -120,14 +149,15 @@ def started(stack: contextlib.ExitStack, archive: Path, model: str, *, body: Pat
     return ts, round(time.perf_counter() - start, 2)
 
 
-def started_kserve(stack: contextlib.ExitStack, archive: Path, *, workers: int, body: Path):
-    """The kserve runtime serving `archive` on free ports, kept open by `stack`; with its cold start in seconds (the
-    command to the first successful prediction)."""
+def started_kserve(stack: contextlib.ExitStack, archive, *, workers: int, body: Path, **options):
+    """The kserve runtime serving `archive` (one, or one model's versions) on free ports, kept open by `stack`; with
+    its cold start in seconds (the command to the first successful prediction). `options`: PrivateKServe's (a
+    shadow, a serving form)."""
     from mnist_kit.serving import client
     from mnist_kit.serving.kserve.launcher import PrivateKServe
 
     start = time.perf_counter()
-    ks = stack.enter_context(PrivateKServe(archive, workers=workers))
+    ks = stack.enter_context(PrivateKServe(archive, workers=workers, **options))
     client.predict(body.read_bytes(), url=ks.inference_url, wait=30)
     return ks, round(time.perf_counter() - start, 2)
 
@@ -165,13 +195,17 @@ def run(
     *,
     body: Path = SAMPLE,
     kserve: bool = False,
+    shadow: bool = False,
     progress=lambda message: None,
 ) -> dict:
     """The whole benchmark on this machine: the kit and the ceiling with the same settings, both up at once and
     measured one after the other at each concurrency, so that both see the same machine; with `kserve`, the same
     archive on the kserve runtime too (as many workers as TorchServe's), and the Python HTTP ceiling it is measured
-    against (a bare ASGI app on uvicorn, as many workers), in the same rounds."""
+    against (a bare ASGI app on uvicorn, as many workers), in the same rounds; with `shadow` (and `kserve`), that
+    runtime again for each share of SHADOW_SHARES with a shadow version, the plain one its baseline."""
     require_wrk()
+    if shadow and not kserve:
+        raise KitError("the shadow's cost is measured on the kserve runtime: measure it too")
     config = mar.read(archive).config
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         noop = noop_archive(Path(tmp), config)
@@ -180,6 +214,11 @@ def run(
         if kserve:
             workers = len(servers["kit"][0].worker_pids("mnist"))
             servers["kserve"] = started_kserve(stack, Path(archive), workers=workers, body=body)
+            if shadow:
+                baseline_form = serving_form(servers["kserve"][0], url=servers["kserve"][0].inference_url)[1]
+                servers.update(
+                    started_shadows(stack, Path(archive), Path(tmp), workers=workers, body=body, form=baseline_form)
+                )
             raw_url, raw_start = started_raw_asgi(stack, workers=workers, body=body)
         # What each line sends where: the raw image to both servers, and the v2 body to the kit's.
         loads = {
@@ -189,7 +228,8 @@ def run(
         v2_url = f"{servers['kit'][0].inference_url}/v2/models/{models['kit'][1]}/infer"
         loads["kit_v2"] = (v2_url, v2_body(body, Path(tmp)), "application/json")
         if kserve:
-            loads["kserve"] = (f"{servers['kserve'][0].inference_url}/predictions/mnist", body, "image/png")
+            for name in ["kserve", *(shadow_name(share) for share in SHADOW_SHARES if shadow)]:
+                loads[name] = (f"{servers[name][0].inference_url}/predictions/mnist", body, "image/png")
             loads["raw_asgi"] = (f"{raw_url}/predictions/mnist", body, "image/png")
         for name, (url, payload, kind) in loads.items():
             # warm-up: the JVM's JIT compiles the hot paths (the v2 line runs on the warm kit server)
@@ -209,6 +249,8 @@ def run(
             ks = servers["kserve"][0]
             kserve_memory = {"memory_mib": round(ks.memory_mib()), "worker_rss_mib": ks.worker_rss_mib()}
             kserve_memory["serving_form"] = serving_form(ks, url=ks.inference_url)[1]
+        if shadow:
+            shadowed = shadow_result(servers, sweeps)
     for k, c, v2 in zip(sweeps["kit"], sweeps["ceiling"], sweeps["kit_v2"]):
         k["ratio_to_ceiling"] = round(k["req_per_s"] / c["req_per_s"], 3) if c["req_per_s"] else None
         v2["ratio_to_raw"] = round(v2["req_per_s"] / k["req_per_s"], 3) if k["req_per_s"] else None
@@ -237,7 +279,71 @@ def run(
     result["kit"]["memory_mib"] = memory_mib
     if kserve:
         result["kserve"].update(kserve_memory)
+    if shadow:
+        result["kserve_shadow"] = shadowed
     return result
+
+
+def shadow_name(share: float) -> str:
+    return f"kserve_shadow_{share}"
+
+
+def started_shadows(stack: contextlib.ExitStack, archive: Path, folder: Path, *, workers: int, body: Path, form):
+    """For each share of SHADOW_SHARES, the kserve runtime serving `archive` with its shadow_archive shadowing it
+    (the disagreements in the server's own folder), as many workers and the serving form `form`, the baseline's;
+    by shadow_name, as `started` returns each."""
+    from mnist_kit.serving.kserve.launcher import Shadowing
+
+    versions = [archive, shadow_archive(archive, Path(folder, "shadow"))]
+    return {
+        shadow_name(share): started_kserve(
+            stack, versions, workers=workers, body=body, serving_form=form, shadow=Shadowing(SHADOW_VERSION, share)
+        )
+        for share in SHADOW_SHARES
+    }
+
+
+def shadow_result(servers: dict, sweeps: dict) -> dict:
+    """What the shadow cost the default's answers, per share, against the plain kserve runtime of the same rounds;
+    read while the servers still run (their shadow's counts, the shadow version's serving form)."""
+    ks = servers[shadow_name(SHADOW_SHARES[0])][0]
+    configurations = []
+    for share in SHADOW_SHARES:
+        server, cold_start = servers[shadow_name(share)]
+        figures = {"share": share, "cold_start_s": cold_start, "sweep": sweeps[shadow_name(share)]}
+        configurations.append(
+            {**figures, **shadow_counts(server.inference_url), "memory_mib": round(server.memory_mib())}
+        )
+        configurations[-1].update(costs(sweeps["kserve"], figures["sweep"]))
+    form = serving_form(ks, f"{C.MODEL_NAME}/{SHADOW_VERSION}", url=ks.inference_url)[1]
+    return {"version": SHADOW_VERSION, "serving_form": form, "baseline": "kserve", "configurations": configurations}
+
+
+def costs(baseline: list[dict], sweep: list[dict]) -> dict:
+    """Each point's throughput as a share of the baseline's at the same concurrency and its p50 over the baseline's,
+    in ms (written into `sweep`); returns those at c=32 and c=1 (None where not measured)."""
+    for base, point in zip(baseline, sweep):
+        point["ratio_to_baseline"] = round(point["req_per_s"] / base["req_per_s"], 3) if base["req_per_s"] else None
+        point["p50_over_baseline_ms"] = round(point["p50_ms"] - base["p50_ms"], 3)
+    at = {point["concurrency"]: point for point in sweep}
+    return {
+        "c32_req_per_s_ratio": at[32]["ratio_to_baseline"] if 32 in at else None,
+        "c1_p50_difference_ms": at[1]["p50_over_baseline_ms"] if 1 in at else None,
+    }
+
+
+def shadow_counts(url: str) -> dict:
+    """The pictures the shadow read and those it disagreed on, summed over the runtime's workers (its /metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from mnist_kit.serving import client
+
+    counts = {"comparisons": 0, "disagreements": 0}
+    for family in text_string_to_metric_families(client.request(f"{url}/metrics").decode()):
+        for sample in family.samples:
+            for key in counts:
+                counts[key] += int(sample.value) if sample.name == f"mnist_kit_shadow_{key}_total" else 0
+    return counts
 
 
 def serving_form(server, model: str = C.MODEL_NAME, *, url: str | None = None) -> tuple[str, str | None]:

@@ -7,7 +7,7 @@ One block per CPU kind, each between a begin marker that names its JSON file and
 import json
 from pathlib import Path
 
-from mnist_kit.bench.report import describe_machine, lone_request_line
+from mnist_kit.bench.report import describe_machine, lone_request_line, shadow_cost_line
 from mnist_kit.errors import KitError
 
 BEGIN, END = "<!-- bench tables: mnist-kit bench --markdown", "<!-- end of bench tables -->"
@@ -109,7 +109,31 @@ def runtime_tables(result: dict) -> list[str]:
                 f"| {raw['concurrency']} | {number(raw['req_per_s'])} | {raw['p50_ms']:.2f} | {raw['p99_ms']:.2f} | "
                 f"{v['ratio_to_raw_asgi']:.2f} | {v['p50_to_raw_asgi']:.1f} |"
             )
-    return lines
+    return lines + shadow_table(result)
+
+
+def shadow_table(result: dict) -> list[str]:
+    """What a shadow version cost the kserve runtime's answers, where the bench file has it (`bench --shadow`)."""
+    if "kserve_shadow" not in result:
+        return []
+    shadow = result["kserve_shadow"]
+    lines = [
+        "",
+        f"The kserve runtime with a shadow version (the same model as version `{shadow['version']}`, "
+        f"`{shadow['serving_form']}`), same archive, workers and rounds, against the runtime above without one:",
+        "",
+        "| conc | shadow share | req/s | p50 ms | p90 ms | p99 ms | errors | / no shadow | p50 over no shadow, ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for shadowed in shadow["configurations"]:
+        for v in shadowed["sweep"]:
+            lines.append(
+                f"| {v['concurrency']} | {shadowed['share']:g} | {number(v['req_per_s'])} | {v['p50_ms']:.2f} | "
+                f"{v['p90_ms']:.2f} | {v['p99_ms']:.2f} | {v['errors']} | {v['ratio_to_baseline']:.2f} | "
+                f"{v['p50_over_baseline_ms']:+.3f} |"
+            )
+    costs = [shadow_cost_line(shadowed) for shadowed in shadow["configurations"]]
+    return lines + ["", " ".join(line[0].upper() + line[1:] + "." for line in costs)]
 
 
 def cells(point: dict) -> str:

@@ -19,6 +19,11 @@ from mnist_kit.cli.main import cli, path_option
     help="Comma-separated runtimes to serve the archive on: torchserve (always: its no-op handler is the ceiling) "
     "and kserve. Default: both where the kserve extra is installed.",
 )
+@click.option(
+    "--shadow",
+    is_flag=True,
+    help="Also measure what a shadow version costs the kserve runtime's answers (at shares 1.0 and 0.1).",
+)
 @path_option(
     "--out",
     default=f"{C.REPORTS}/bench",
@@ -38,7 +43,7 @@ from mnist_kit.cli.main import cli, path_option
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="With --markdown: replace the bench block of this file that names the JSON file, instead of printing.",
 )
-def bench(archive, concurrency, seconds, runtime, out, as_json, markdown_from, into):
+def bench(archive, concurrency, seconds, runtime, shadow, out, as_json, markdown_from, into):
     """Load-test the served model against the serving stack's own ceiling.
 
     \b
@@ -54,8 +59,12 @@ def bench(archive, concurrency, seconds, runtime, out, as_json, markdown_from, i
     installed) the same archive is served on KServe's ModelServer too, with as many workers, and driven in
     the same rounds: its figures beside TorchServe's, its cold start beside theirs, and beside the Python
     HTTP ceiling it is held to (a bare ASGI app on uvicorn, as many workers, that reads the body and answers
-    a fixed JSON). Run it on an otherwise idle machine; about 3 × (5 × SECONDS + 10) seconds, half as much
-    again with kserve.
+    a fixed JSON). With --shadow, the kserve runtime is served twice more with the same workers, each with
+    a second version shadowing the default (the same archive re-packed as version "shadow": identical
+    weights, so next to no disagreements), at shares 1.0 and 0.1, and driven in the same rounds: each
+    one's figures against the plain runtime's (throughput ratio, p50 difference). Run it on an otherwise
+    idle machine; about 3 × (5 × SECONDS + 10) seconds, half as much again with kserve, and as much again
+    with --shadow.
 
     \b
     The tables of docs/PERFORMANCE.md come from such runs' JSON, one file per CPU kind, never retyped:
@@ -90,7 +99,19 @@ def bench(archive, concurrency, seconds, runtime, out, as_json, markdown_from, i
             "torchserve and optionally kserve, e.g. torchserve,kserve (the ceiling is TorchServe's no-op handler)",
             param_hint="--runtime",
         )
-    result = run.run(archive, levels, seconds, kserve="kserve" in runtimes, progress=lambda m: click.echo(m, err=True))
+    if shadow and "kserve" not in runtimes:
+        raise click.BadParameter(
+            "--shadow measures the kserve runtime: name it (--runtime torchserve,kserve) and install its extra",
+            param_hint="--runtime",
+        )
+    result = run.run(
+        archive,
+        levels,
+        seconds,
+        kserve="kserve" in runtimes,
+        shadow=shadow,
+        progress=lambda m: click.echo(m, err=True),
+    )
     json_path, png_path = report.write(result, out)
     click.echo(json.dumps(result, indent=2) if as_json else report.report(result))
     if not as_json:

@@ -25,7 +25,9 @@ class Answer:
 
     @property
     def digit(self) -> int:
-        return int(np.argmax(self.probabilities))
+        """The most probable digit, the first of equals (as np.argmax), without a NumPy call on a list: a shadow
+        asks it twice a picture, and np.argmax on a list costs it ten times as much."""
+        return self.probabilities.index(max(self.probabilities))
 
     @property
     def confidence(self) -> float:
