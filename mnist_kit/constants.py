@@ -202,3 +202,30 @@ SHADOW_BUSY_TIMEOUT_S = 30
 # honest versions, each served in int8, stay within a point per digit from that alone. A candidate that reads ~10
 # images of one digit as another is refused, even when it gains as many elsewhere and its total barely moves.
 PROMOTION_DIGIT_MARGIN = 1.0
+
+# The kserve runtime's routing, changed live (serving/kserve/routing.py): the state every worker follows, a JSON
+# file in the runtime's folder, which each worker looks at every ROUTING_POLL_S seconds (a stat) and applies when it
+# changed, so that all of them agree within a fraction of a second.
+ROUTING_FILE = "routing.json"
+ROUTING_POLL_S = 0.2
+
+# `mnist-kit canary run` (feedback/canary_stages.py): how long each stage lasts at least, how often it reads the
+# runtime, when a waiting run gives up, and each gate's least evidence and margin.
+CANARY_DWELL_S = 20  # each stage's least time, however fast its figures come: a burst of luck is not a stage passed
+CANARY_POLL_S = 3  # between two reads of the runtime: its /metrics and shadow.db, a few milliseconds each
+CANARY_MAX_MINUTES = 60  # then a stage still waiting rolls back: a canary is not left half-promoted over a quiet night
+# Errors: the candidate's 5xx share over the requests of its role in this stage, against the default's since the
+# runtime started, on at least CANARY_MIN_REQUESTS each: the kit's model answers no 5xx at all, so one point more is a
+# candidate that fails where the default does not, not noise (one stray failure in 100 is allowed).
+CANARY_MIN_REQUESTS = 100
+CANARY_ERROR_MARGIN = 0.01
+# p99: on at least CANARY_MIN_LATENCIES answers of each version (fewer, and the p99 is the slowest one); the runtime's
+# histogram buckets are 2 to 2.5 times apart, so an interpolated p99 moves by up to a bucket from noise alone: a
+# candidate above twice the default's is slower by more than that.
+CANARY_MIN_LATENCIES = 100
+CANARY_P99_FACTOR = 2.0
+# Flags: each flag's share of the pictures a version read, on at least CANARY_MIN_PICTURES each. Honest retrains move
+# low_confidence and not_a_digit by a point or two on the same traffic (FEEDBACK.md's A/B runs); five points is a
+# model that reads the traffic differently, which the labels may be too few to show yet.
+CANARY_MIN_PICTURES = 200
+CANARY_FLAG_MARGIN = 0.05

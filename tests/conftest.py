@@ -198,9 +198,11 @@ def chromium() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium):
-    """Headless chromium driven by Playwright, for the pads' pages (test_ui.py, test_review.py)."""
+    """Headless chromium driven by Playwright, for the pads' pages (test_ui.py, test_review.py); one a module, closed
+    with it: Playwright's sync API keeps an event loop running on this thread while it is open, where asyncio.run
+    cannot start another (the in-process serving tests use it)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -38,6 +38,9 @@ class Model:
 
         self.versions = {v: SimpleNamespace(version=v, batcher=Batcher(v)) for v in versions}
 
+    def bare(self):  # what a request naming no version gets: the default (no canary here)
+        return self.versions[self.version]
+
 
 async def asgi(app, path, *, method="PUT", headers=(), body=b"png"):
     """(status, headers, body) of one request to an ASGI app, with the body's length unless `headers` give one.
@@ -154,6 +157,9 @@ class Served:
     def __init__(self, core: Core):
         self.core = core
         self.versions = {"1.0": SimpleNamespace(version="1.0", core=core, batcher=MicroBatcher(core))}
+
+    def bare(self):
+        return self.versions[self.version]
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ from mnist_kit.serving.kserve.disagreements import DisagreementStore, Disagreeme
 from mnist_kit.serving.kserve.hot_path import HotPath
 from mnist_kit.serving.kserve.launcher import PrivateKServe, Shadowing
 from mnist_kit.serving.kserve.routes import add_management_routes, add_routes
+from mnist_kit.serving.kserve.routing import Routed, Routing
 from mnist_kit.serving.kserve.shadow import Shadow
 from mnist_kit.worker.core import Batch, Core
 
@@ -63,21 +64,26 @@ def cores(tmp_path_factory) -> dict[str, Core]:
     }
 
 
-class Served:
+class Served(Routed):
     """What the routes and the hot path read of MnistModel, wired as its `load` wires it: each version's core and
-    batcher (counted), the first the default, its batcher handing each batch to `shadow`."""
+    batcher (counted), the first the default, and the routing (`routing`: a state to start from); `shadow`, a Shadow
+    of the test's own on the default's batcher, where the routing would make one writing to `writer`."""
 
     name = "mnist"
 
-    def __init__(self, cores: list[Core], *, shadow: Shadow | None = None):
-        self.version = cores[0].model_version
-        self.archive = SimpleNamespace(path=Path(f"mnist-{self.version}.mar"), version=self.version)
+    def __init__(self, cores: list[Core], *, shadow: Shadow | None = None, routing=None, writer=None, path=None):
         self.versions = {}
         for core in cores:
             v = core.model_version
-            batcher = MicroBatcher(core, counted=metrics.Counted(v), shadow=shadow if v == self.version else None)
             mar = SimpleNamespace(path=Path(f"mnist-{v}.mar"), version=v)
-            self.versions[v] = versions.Version(mar, core, batcher)
+            self.versions[v] = versions.Version(mar, core, MicroBatcher(core, counted=metrics.Counted(v)))
+        self.writer = writer or Recorder()
+        self.start_routing(routing or Routing(cores[0].model_version), path=path, seed=0)
+        if shadow is not None:
+            self.versions[self.version].batcher.shadow = shadow
+
+    def shadow_writer(self):
+        return self.writer
 
 
 def app_of(model) -> HotPath:

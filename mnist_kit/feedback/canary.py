@@ -22,7 +22,7 @@ from mnist_kit.serving.kserve.disagreements import NOT_A_DIGIT, DisagreementStor
 SAMPLE = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{((?:[^"}]|"(?:[^"\\]|\\.)*")*)\})?\s+(\S+)')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
 STATUS_CLASSES = ("2xx", "4xx", "5xx")
-ROLES = ("default", "shadow")
+ROLES = ("default", "shadow", "canary")  # answers; reads beside the default; answers a share of its requests
 
 
 class CanaryError(KitError):
@@ -227,7 +227,8 @@ def status(
     progress=lambda done, total: None,
 ) -> dict:
     """Everything `canary status` reports, as one dict (its --json): each version's figures, the shadow's agreement,
-    the verdict on the labelled disagreements and, given `mnist_pairs`, the MNIST guard per digit."""
+    the verdict on the labelled disagreements, what `canary run` decided about it and, given `mnist_pairs`, the MNIST
+    guard per digit."""
     default, versions = served(url, model, token)
     if candidate not in versions:
         raise CanaryError(
@@ -254,9 +255,21 @@ def status(
         "look_recorded": False,
         "verdict": said,
     }
+    report["decisions"] = decisions(feedback_db or default_feedback_db(), candidate)
     if mnist_pairs is not None:
         report["mnist"] = mnist_guard(mnist_pairs, default, candidate, url=url, token=token, progress=progress)
     return report
+
+
+def decisions(feedback_db, candidate: str) -> list[dict]:
+    """What `canary run` decided about this candidate, oldest first, as feedback.db records it; none without one."""
+    path = Path(feedback_db)
+    if not path.is_file():
+        return []
+    from mnist_kit.feedback.store import Store
+
+    with closing(Store(path)) as store:
+        return store.decisions(candidate)
 
 
 def default_store() -> Path:

@@ -4,7 +4,8 @@ confidence, model version, serving form), the digit it really is, and when, in a
 
 Beside them, what an A/B test needs to stay honest: every fine-tune and the images it trained on, by content hash
 (corrections and `train --extra` files alike), and every A/B verdict and the images it was given on, so that `ab`
-scores only images no fine-tune learnt and can say how often a set has been looked at.
+scores only images no fine-tune learnt and can say how often a set has been looked at; and every decision of
+`canary run` (a stage passed, waiting, promoted, rolled back) with its figures.
 
 Each correction is one transaction in a write-ahead log, so a process killed mid-write leaves the database as it
 was before that correction or after it, never with half a row. The schema's version is SQLite's `user_version`;
@@ -13,6 +14,7 @@ a database from a newer kit is refused rather than misread.
 
 import csv
 import io
+import json
 import sqlite3
 import threading
 import time
@@ -25,7 +27,7 @@ from mnist_kit import constants as C
 from mnist_kit.errors import KitError
 from mnist_kit.files import sha256
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE feedback (
     id INTEGER PRIMARY KEY,
@@ -70,6 +72,19 @@ CREATE TABLE verdict_images (
 );
 CREATE INDEX verdict_images_sha256 ON verdict_images (sha256);
 """
+SCHEMA_3 = """
+CREATE TABLE canary_decisions (
+    id INTEGER PRIMARY KEY,
+    created REAL NOT NULL,
+    default_version TEXT NOT NULL,
+    candidate_version TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    figures TEXT NOT NULL
+);
+"""
+MIGRATIONS = (SCHEMA, SCHEMA_2, SCHEMA_3)  # the schema of version v is MIGRATIONS[:v], applied in order
 TEXT_LIMIT = 64  # characters of a model version or serving form
 
 
@@ -127,7 +142,7 @@ class Store:
                 raise FeedbackError(f"{self.path} has schema {version}, newer than this kit's {SCHEMA_VERSION}")
             if version < SCHEMA_VERSION:
                 with db:  # one transaction: a database is at one schema or the next, never between
-                    db.executescript("BEGIN;" + (SCHEMA if version == 0 else "") + SCHEMA_2)
+                    db.executescript("BEGIN;" + "".join(MIGRATIONS[version:]))
                     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._db = db
         return self._db
@@ -241,6 +256,34 @@ class Store:
                 [(cursor.lastrowid, digest) for digest in set(digests)],
             )
         return cursor.lastrowid
+
+    def record_decision(self, decision: dict) -> int:
+        """One decision of `canary run` (canary_stages.Decision.as_dict()): its versions, stage, what it decided and
+        why, and all its figures as JSON."""
+        with self.lock, self.db:
+            cursor = self.db.execute(
+                "INSERT INTO canary_decisions (created, default_version, candidate_version, stage, decision, reason, "
+                "figures) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    decision["time"],
+                    decision["default"],
+                    decision["candidate"],
+                    decision["stage"],
+                    decision["decision"],
+                    decision["reason"],
+                    json.dumps(decision["figures"]),
+                ),
+            )
+        return cursor.lastrowid
+
+    def decisions(self, candidate: str | None = None) -> list[dict]:
+        """The recorded canary decisions, oldest first (of one candidate version, when given)."""
+        query = "SELECT created, default_version, candidate_version, stage, decision, reason, figures FROM "
+        query += "canary_decisions" + (" WHERE candidate_version = ?" if candidate else "") + " ORDER BY id"
+        with self.lock:
+            rows = self.db.execute(query, (candidate,) if candidate else ()).fetchall()
+        fields = ("time", "default", "candidate", "stage", "decision", "reason")
+        return [{**dict(zip(fields, row[:6])), "figures": json.loads(row[6])} for row in rows]
 
     def stats(self) -> dict:
         """How many corrections, per label, and per model version: how many, and how many of its answers wrong."""

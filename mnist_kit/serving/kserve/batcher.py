@@ -22,8 +22,9 @@ from mnist_kit.worker.core import Core, Reply
 
 class MicroBatcher:
     """`on_batch(size, waited_ms)` is told each batch's size and how long its oldest request waited for it;
-    `counted` (metrics.Counted) each batch's statuses, pictures and latencies; `shadow` (shadow.Shadow) reads each
-    batch's decoded pictures after its replies."""
+    `counted` (metrics.Counted) each batch's statuses, pictures and latencies (a request's own, where submit names
+    one: a canary's); `shadow` (shadow.Shadow), changed live by the routing, reads each batch's decoded pictures
+    after its replies."""
 
     def __init__(
         self,
@@ -36,16 +37,17 @@ class MicroBatcher:
     ):
         self.core, self.max_requests, self.on_batch = core, max_requests, on_batch
         self.counted, self.shadow = counted, shadow
-        self.pending: list[tuple[dict, dict, asyncio.Future, float, bytes | None]] = []
+        self.pending: list[tuple[dict, dict, asyncio.Future, float, bytes | None, object]] = []
         self.running = False
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="mnist-core")
 
-    async def submit(self, row: dict, headers: dict, sent: bytes | None = None) -> Reply:
+    async def submit(self, row: dict, headers: dict, sent: bytes | None = None, *, counted=None) -> Reply:
         """One request (its body fields and headers, as Core.decode takes them; `sent`, its body's bytes as sent,
-        for a shadow's records) → its Reply, batched with whatever else is waiting."""
+        for a shadow's records; `counted`, the role its answer counts in, if not the batcher's) → its Reply, batched
+        with whatever else is waiting."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self.pending.append((row, headers, future, time.perf_counter(), sent))
+        self.pending.append((row, headers, future, time.perf_counter(), sent, counted or self.counted))
         if not self.running:
             self.running = True
             loop.create_task(self._drain())
@@ -59,6 +61,7 @@ class MicroBatcher:
         try:
             while self.pending:
                 batch, self.pending = self.pending[: self.max_requests], self.pending[self.max_requests :]
+                shadow = self.shadow  # as the batch begins: a routing change applies from the next one
                 self.on_batch(len(batch), 1000 * (time.perf_counter() - batch[0][3]))
                 rows, headers = [entry[0] for entry in batch], [entry[1] for entry in batch]
                 try:
@@ -66,30 +69,40 @@ class MicroBatcher:
                     replies = self.core.encode(decoded)
                 except Exception as e:  # a bug of ours fails this batch's requests, not the next ones
                     decoded, replies = None, [e] * len(batch)
-                for (_, _, future, _, _), reply in zip(batch, replies):
+                for (_, _, future, _, _, _), reply in zip(batch, replies):
                     if future.done():  # a client that went away cancelled its future
                         continue
                     if isinstance(reply, Exception):
                         future.set_exception(reply)
                     else:
                         future.set_result(reply)
-                if self.counted is not None:
+                if self.counted is not None or any(entry[5] is not None for entry in batch):
                     self._count(batch, decoded, replies)
-                if self.shadow is not None and decoded is not None:
+                if shadow is not None and decoded is not None:
                     await asyncio.sleep(0)  # the replies go out first: the shadow adds no latency to them
-                    self.shadow.compare(decoded, [(row, h, sent) for row, h, _, _, sent in batch])
+                    shadow.compare(decoded, [(row, h, sent) for row, h, _, _, sent, _ in batch])
                 await asyncio.sleep(0)  # the loop reads what arrived meanwhile: the next batch
         finally:
             self.running = False
 
     def _count(self, batch: list, decoded, replies: list) -> None:
+        """Each request counted in its role (metrics.Counted): its status, its pictures' flags where answered 200,
+        how long it took."""
         now = time.perf_counter()
         statuses = [500 if isinstance(reply, Exception) else reply.status for reply in replies]
-        flags = []  # each picture's flags, of the requests answered 200
+        flags = [[] for _ in batch]  # each request's pictures' flags, if it was answered 200
         if decoded is not None:
             answers = iter(decoded.answers)
-            for request, status in zip(decoded.requests, statuses):
+            for n, (request, status) in enumerate(zip(decoded.requests, statuses)):
                 mine = [next(answers).flags for _ in request.images]
                 if status == 200:
-                    flags += mine
-        self.counted.answered(statuses, len(flags), flags=flags, waited=[now - entry[3] for entry in batch])
+                    flags[n] = mine
+        roles: dict = {}  # Counted → (statuses, flags, seconds waited)
+        for entry, status, mine in zip(batch, statuses, flags):
+            if entry[5] is not None:
+                counted = roles.setdefault(entry[5], ([], [], []))
+                counted[0].append(status)
+                counted[1].extend(mine)
+                counted[2].append(now - entry[3])
+        for counted, (its_statuses, its_flags, waited) in roles.items():
+            counted.answered(its_statuses, len(its_flags), flags=its_flags, waited=waited)

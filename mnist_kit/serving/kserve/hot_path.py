@@ -49,7 +49,7 @@ class HotPath:
             reply = await served.batcher.submit(rest.row(body, kind), headers, body)
         except Exception as e:  # a bug of ours: rest.encode answers it in the kit's form
             reply = e
-        status, reply_headers, data = rest.encode(reply)
+        status, reply_headers, data = rest.encode(reply, served.version)
         await send({"type": "http.response.start", "status": status, "headers": reply_headers})
         await send({"type": "http.response.body", "body": data})
 

@@ -86,7 +86,7 @@ class Counted:
         self.pictures = PICTURES.labels(version, role)
         self.flags = {flag: FLAGS.labels(version, role, flag) for flag in C.FLAGS}
         self.requests = {cls: REQUESTS.labels(version, role, cls) for cls in ("2xx", "4xx", "5xx")}
-        self.latency = LATENCY.labels(version) if role == "default" else None
+        self.latency = LATENCY.labels(version) if role != "shadow" else None  # the versions that answer
 
     def answered(self, statuses: list[int], pictures: int, *, flags: list = (), waited: list[float] = ()) -> None:
         """A batch's replies: their statuses, the pictures of those answered 200 and each such picture's flags, and

@@ -20,17 +20,18 @@ from mnist_kit import constants as C
 from mnist_kit.serving.kserve import metrics, rest, versions
 from mnist_kit.serving.kserve.batcher import MicroBatcher
 from mnist_kit.serving.kserve.disagreements import DisagreementWriter, default_path
-from mnist_kit.serving.kserve.shadow import Shadow
+from mnist_kit.serving.kserve.routing import Routed, seed_routing
 from mnist_kit.worker import protocols
 from mnist_kit.worker.core import Core
 
 
-class MnistModel(Model):
+class MnistModel(Model, Routed):
     """The one model a kserve runtime's worker serves, in one or several versions: the archives (`mar.read`: their
-    name, version, manifest; the first the default), and once loaded each version's serving core over its unpacked
-    folder and the micro-batcher that shares its forward passes (`versions`, a versions.Version by version, in the
-    order given); with a shadow, the default's batcher hands each batch's decoded pictures to the shadow's core too;
-    and the drain state (`draining`: readiness 503, everything else answered).
+    name, version, manifest; the first the default at start), and once loaded each version's serving core over its
+    unpacked folder and the micro-batcher that shares its forward passes (`versions`, a versions.Version by version,
+    in the order given); the routing (routing.Routed: which version is the default, `version`, and which the
+    candidate, a shadow reading the default's batches or a canary answering a share of the requests naming no
+    version: `bare()`), changed live; and the drain state (`draining`: readiness 503, everything else answered).
 
     server.py builds it, calls `load` before binding, registers it with ModelServer (health, metadata, gRPC v2
     reach `predict`) and hands it to routes.py (add_routes, add_management_routes) and HotPath, whose REST
@@ -38,16 +39,27 @@ class MnistModel(Model):
     signal calls `drain`, the end of the process `close`.
     """
 
-    def __init__(self, archives, *, serving_form: str | None = None, shadow=None, shadow_share=1.0, shadow_store=None):
+    def __init__(
+        self,
+        archives,
+        *,
+        serving_form: str | None = None,
+        shadow=None,
+        shadow_share=1.0,
+        shadow_store=None,
+        routing_file=None,
+    ):
         """`archives`: the .mar files of one model's versions, the default first (versions.read refuses others);
-        `shadow`: the version that shadows the default for `shadow_share` of requests, its disagreements kept in the
-        `shadow_store` file (default: shadow.db in the kit's home)."""
+        `shadow`: the version that shadows the default for `shadow_share` of requests at start, its disagreements
+        (any shadow's) kept in the `shadow_store` file (default: shadow.db in the kit's home); `routing_file`: the
+        runtime's routing state, which every worker follows (None: this worker's alone)."""
         self.archives = versions.read(archives)
         versions.check_shadow(self.archives, shadow, shadow_share)
         super().__init__(self.archives[0].model_name)
-        self.archive, self.version = self.archives[0], self.archives[0].version  # the default
+        self.archive, self.version = self.archives[0], self.archives[0].version  # the default, until the routing's
         self.serving_form = serving_form
         self.shadow, self.shadow_share, self.shadow_store = shadow, shadow_share, shadow_store
+        self.routing_file = routing_file
         self.versions: dict[str, versions.Version] = {}
         self.writer = None
         self.draining = False  # going away: readiness says 503, everything else is answered as usual
@@ -57,31 +69,22 @@ class MnistModel(Model):
 
     def load(self) -> bool:
         """Unpack each archive as TorchServe would and load it into a core of its own: the same serving form chosen
-        the same way (timed on this CPU unless forced)."""
+        the same way (timed on this CPU unless forced); then the routing, the command line's or the runtime's."""
         # Removed when the process ends (the objects' finalizers), as TorchServe removes a worker's model_dir.
         self.unpacked = [tempfile.TemporaryDirectory(prefix="mnist-kit-kserve-") for _ in self.archives]
-        cores = {a.version: self.load_core(a, folder.name) for a, folder in zip(self.archives, self.unpacked)}
-        shadow = None
-        if self.shadow:
-            self.writer = DisagreementWriter(self.shadow_store or default_path())
-            shadow = Shadow(
-                cores[self.shadow],
-                default_version=self.version,
-                version=self.shadow,
-                writer=self.writer,
-                share=self.shadow_share,
-            )
-        for archive in self.archives:
-            default = archive.version == self.version
-            batcher = MicroBatcher(
-                cores[archive.version],
-                on_batch=metrics.batched,
-                counted=metrics.Counted(archive.version),
-                shadow=shadow if default else None,
-            )
-            self.versions[archive.version] = versions.Version(archive, cores[archive.version], batcher)
+        for archive, folder in zip(self.archives, self.unpacked):
+            core = self.load_core(archive, folder.name)
+            batcher = MicroBatcher(core, on_batch=metrics.batched, counted=metrics.Counted(archive.version))
+            self.versions[archive.version] = versions.Version(archive, core, batcher)
+        self.start_routing(seed_routing(self.version, self.shadow, self.shadow_share), path=self.routing_file)
         self.ready = True
         return self.ready
+
+    def shadow_writer(self) -> DisagreementWriter:
+        """The writer of every shadow's disagreements, started with the first shadow."""
+        if self.writer is None:
+            self.writer = DisagreementWriter(self.shadow_store or default_path())
+        return self.writer
 
     def load_core(self, archive, folder: str) -> Core:
         unpacked = archive.extract(folder)

@@ -12,14 +12,15 @@ from mnist_kit.worker.core import Reply, error_reply
 from mnist_kit.worker.request_errors import InputError
 
 JSON_TYPE = (b"content-type", b"application/json")
+VERSION_HEADER = b"x-model-version"  # the version that answered a prediction or explanation
 
 
 def answering(model, name: str, version: str | None):
     """The version of `model` (its `versions`: versions.Version by version) that answers for that name and version
-    (no version: the default, `model.version`), or None."""
+    (no version: `model.bare()`, the default or, for a canary's share, the candidate), or None."""
     if name != model.name:
         return None
-    return model.versions.get(model.version if version is None else version)
+    return model.bare() if version is None else model.versions.get(version)
 
 
 def not_found(model, name: str, version: str | None = None) -> Reply:
@@ -44,10 +45,14 @@ def row(body: bytes, kind: str | None) -> dict:
     return {"body": body}
 
 
-def encode(reply: Reply | Exception) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+def encode(reply: Reply | Exception, version: str | None = None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """A Reply, or the exception raised while answering (a bug of ours: the kit's 500, and the worker goes on) →
-    status, headers and body bytes."""
+    status, headers and body bytes; with the `version` that answered, its X-Model-Version header (the kit's JSON and
+    v1 carry no version of their own)."""
     if isinstance(reply, Exception):
         reply = error_reply(InputError(f"internal error: {type(reply).__name__}: {reply}", 500, reason="internal"))
     data = (reply.body if isinstance(reply.body, str) else json.dumps(reply.body)).encode()
-    return reply.status, [JSON_TYPE, (b"content-length", str(len(data)).encode())], data
+    headers = [JSON_TYPE, (b"content-length", str(len(data)).encode())]
+    if version is not None:
+        headers.append((VERSION_HEADER, version.encode()))
+    return reply.status, headers, data

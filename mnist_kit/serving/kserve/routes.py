@@ -11,10 +11,16 @@ import os
 from fastapi import FastAPI, Request, Response
 
 from mnist_kit import constants as C
-from mnist_kit.serving.kserve import metrics, rest
+from mnist_kit.serving.kserve import metrics, rest, routing
 from mnist_kit.worker.core import Reply, error_reply
 from mnist_kit.worker.request_bodies import media_type
 from mnist_kit.worker.request_errors import InputError
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+NOT_LOCAL = (
+    "the routing is changed from this machine only, or with the production profile's token "
+    "(mnist-kit serve --runtime kserve --profile production)"
+)
 
 
 def add_routes(app: FastAPI, model) -> None:
@@ -35,7 +41,7 @@ def add_routes(app: FastAPI, model) -> None:
                 reply = await served.batcher.submit(row, headers, sent)
         except Exception as e:  # a bug of ours: rest.encode answers it in the kit's form, as the hot path does
             reply = e
-        return reply_response(reply)
+        return reply_response(reply, served.version)
 
     async def predictions(request: Request, name: str, version: str | None = None):
         return await answer(request, name, version)
@@ -91,9 +97,10 @@ def add_routes(app: FastAPI, model) -> None:
         app.add_api_route("/metrics", all_workers_metrics, methods=["GET"], include_in_schema=False)
 
 
-def add_management_routes(app: FastAPI, model, *, workers: int) -> None:
-    """TorchServe's management reads, for `mnist-kit models list|describe`; the operations that change what is
-    served get 405 and the reason: this runtime serves the archive it was started with."""
+def add_management_routes(app: FastAPI, model, *, workers: int, token_checked: bool = False) -> None:
+    """TorchServe's management reads, for `mnist-kit models list|describe`, and the routing's writes (set-default,
+    a candidate: add_routing_routes); the operations that change which archives are served get 405 and the reason:
+    this runtime serves the archives it was started with."""
 
     def version_entry(served, request: Request) -> dict:
         entry = {
@@ -108,6 +115,9 @@ def add_management_routes(app: FastAPI, model, *, workers: int) -> None:
             "workers": [{"id": "answering", "pid": os.getpid(), "status": "READY"}],
             "isDefault": served.version == model.version,
         }
+        state = model.routes.state
+        if served.version == state.candidate:
+            entry["candidate"] = {"mode": state.mode, "share": state.share}
         if request.query_params.get("customized") == "true":
             entry["customizedMetadata"] = served.core.describe()
         return entry
@@ -139,7 +149,72 @@ def add_management_routes(app: FastAPI, model, *, workers: int) -> None:
     for path in ("/models/{name}", "/models/{name}/{version}"):
         app.add_api_route(path, description, methods=["GET"], include_in_schema=False)
         app.add_api_route(path, refused, methods=["PUT", "DELETE"], include_in_schema=False)
-    app.add_api_route("/models/{name}/{version}/set-default", refused, methods=["PUT"], include_in_schema=False)
+    add_routing_routes(app, model, token_checked=token_checked)
+
+
+def add_routing_routes(app: FastAPI, model, *, token_checked: bool) -> None:
+    """The routing changed live (routing.py), for a canary's stages: `PUT /models/NAME/VERSION/set-default` as
+    TorchServe's; `PUT /models/NAME/VERSION/candidate?mode=shadow|canary&share=F` and `DELETE` of it. Each answers
+    once this worker applies the change; open from this machine only, unless every request carries the production
+    profile's token (`token_checked`: the middleware checked it before). They run on the event loop's thread (async),
+    as the batches do: a change applies between two batches."""
+
+    def refused_here(request: Request) -> Response | None:
+        client = request.client
+        if not token_checked and client is not None and client.host not in LOOPBACK:
+            return reply_response(error_reply(InputError(NOT_LOCAL, 403)))
+        return None
+
+    async def change(request: Request, name: str, *, update, said) -> Response:
+        if refused := refused_here(request):
+            return refused
+        if name != model.name:
+            return reply_response(rest.not_found(model, name))
+        try:
+            state = model.routes.change(update)
+        except routing.RoutingError as e:
+            return reply_response(error_reply(InputError(str(e), e.status)))
+        return Response(json.dumps({"status": said(state), **state.as_dict()}), media_type="application/json")
+
+    async def set_default(request: Request, name: str, version: str) -> Response:
+        said = f'Default version successfully updated for model "{name}" to "{version}"'
+        return await change(request, name, update=lambda state: state.promoted(version), said=lambda state: said)
+
+    async def set_candidate(request: Request, name: str, version: str) -> Response:
+        if refused := refused_here(request):
+            return refused
+        query = request.query_params
+        unknown = sorted(set(query) - {"mode", "share"})
+        if unknown:
+            message = f"unknown parameter {', '.join(unknown)}: give mode (shadow or canary) and share (in (0, 1])"
+            return reply_response(error_reply(InputError(message)))
+        mode = query.get("mode", "shadow")
+        try:
+            share = routing.share_of(query.get("share"))
+        except routing.RoutingError as e:
+            return reply_response(error_reply(InputError(str(e), e.status)))
+        if share is None and mode == "canary":
+            return reply_response(error_reply(InputError("a canary needs its share: give share=F, in (0, 1]")))
+
+        def update(state):
+            return routing.Routing(state.default, version, mode, 1.0 if share is None else share)
+
+        def said(state):
+            return f"version {version} is the candidate, as a {mode} for {state.share:g} of the requests"
+
+        return await change(request, name, update=update, said=said)
+
+    async def remove_candidate(request: Request, name: str, version: str) -> Response:
+        def update(state):
+            routing.check_served(version, list(model.versions))
+            return routing.Routing(state.default) if state.candidate == version else state
+
+        return await change(request, name, update=update, said=lambda state: f"version {version} is no candidate")
+
+    app.add_api_route("/models/{name}/{version}/set-default", set_default, methods=["PUT"], include_in_schema=False)
+    app.add_api_route("/models/{name}/{version}/candidate", set_candidate, methods=["PUT"], include_in_schema=False)
+    path = "/models/{name}/{version}/candidate"
+    app.add_api_route(path, remove_candidate, methods=["DELETE"], include_in_schema=False)
 
 
 async def torchserve_row(request: Request) -> tuple[dict, dict, bytes | None]:
@@ -162,7 +237,7 @@ async def torchserve_row(request: Request) -> tuple[dict, dict, bytes | None]:
     return rest.row(body, kind), headers, body
 
 
-def reply_response(reply: Reply | Exception) -> Response:
+def reply_response(reply: Reply | Exception, version: str | None = None) -> Response:
     """rest.encode's status, headers and bytes, as the hot path sends them."""
-    status, headers, data = rest.encode(reply)
+    status, headers, data = rest.encode(reply, version)
     return Response(data, status_code=status, headers={name.decode(): value.decode() for name, value in headers})

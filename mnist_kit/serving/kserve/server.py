@@ -17,7 +17,9 @@ spreads connections over them), and hands a stop signal on to them; it gives the
 figures ($PROMETHEUS_MULTIPROC_DIR), so that /metrics adds up all of them, and removes it at the end.
 
 Several --archive (one model's versions, the first the default) are served side by side, each version by its own
-path; --shadow VERSION has that version read the default's pictures in process (shadow.py).
+path; --shadow VERSION has that version read the default's pictures in process (shadow.py). Which version is the
+default, and the candidate's role (shadow or canary), change live through the management API (routing.py): with
+several workers, each follows the routing file in the runtime's folder.
 """
 
 import argparse
@@ -32,14 +34,16 @@ import subprocess
 import sys
 import tempfile
 import threading
+from pathlib import Path
 
 import uvicorn  # the kserve extra's, as everything this module runs
 import uvloop
 
 from mnist_kit import constants as C
+from mnist_kit import files
 from mnist_kit.errors import KitError
 from mnist_kit.serving.kserve import auth as kserve_auth
-from mnist_kit.serving.kserve import versions
+from mnist_kit.serving.kserve import routing, versions
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -81,6 +85,7 @@ def parse(argv=None) -> argparse.Namespace:
         "--shadow-store", default=None, metavar="PATH", help="Its disagreements' file (default: the kit's shadow.db)."
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--routing-file", default=None, help=argparse.SUPPRESS)  # the supervisor's, to its workers
     args = parser.parse_args(argv)
     if args.shadow is None and args.shadow_share != 1.0:
         parser.error("--shadow-share is the share a --shadow version reads: give --shadow too")
@@ -112,13 +117,18 @@ def stopped_while_starting(signum, frame):
 
 
 def supervise(args: argparse.Namespace, argv: list[str]) -> int:
-    """N workers, their Prometheus figures in one folder of their own; a stop signal to this process goes to each of
-    them, and it ends when they have."""
-    figures = tempfile.mkdtemp(prefix="mnist-kit-metrics-")
+    """N workers and the runtime's folder, theirs: their Prometheus figures and the routing they all follow, seeded
+    from --shadow (routing.py); a stop signal to this process goes to each of them, and it ends when they have."""
+    folder = Path(tempfile.mkdtemp(prefix="mnist-kit-runtime-"))
     try:
-        return supervise_workers(args, argv, env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": figures})
+        figures, routing_file = folder / "metrics", folder / C.ROUTING_FILE
+        figures.mkdir()
+        default = versions.read(args.archive)[0].version
+        files.write_json(routing.seed_routing(default, args.shadow, args.shadow_share).as_dict(), routing_file)
+        argv = [*argv, "--routing-file", str(routing_file)]
+        return supervise_workers(args, argv, env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(figures)})
     finally:
-        shutil.rmtree(figures, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def supervise_workers(args: argparse.Namespace, argv: list[str], *, env: dict) -> int:
@@ -169,6 +179,7 @@ def serve(args: argparse.Namespace, *, drain_requested: threading.Event) -> None
         shadow=args.shadow,
         shadow_share=args.shadow_share,
         shadow_store=args.shadow_store,
+        routing_file=args.routing_file,
     )
     model.load()
     server = ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1, grace_period=args.grace_period)
@@ -176,8 +187,8 @@ def serve(args: argparse.Namespace, *, drain_requested: threading.Event) -> None
     from kserve.model_server import app
 
     add_routes(app, model)  # before RESTServer adds ModelServer's own routes: the kit's answer first
-    add_management_routes(app, model, workers=args.workers)
     token = os.environ[C.TOKEN_ENV] if args.token_auth else None
+    add_management_routes(app, model, workers=args.workers, token_checked=bool(token))
     if token:
         app.add_middleware(kserve_auth.RequireToken, token=token)
     rest = RESTServer(
@@ -206,7 +217,9 @@ def serve(args: argparse.Namespace, *, drain_requested: threading.Event) -> None
 
     async def both():
         grpc_task = asyncio.create_task(grpc.start(max_workers=4))
+        routing_task = asyncio.create_task(model.routes.follow())  # the other workers' routing changes
         await rest_server.serve(sockets=[sock])  # returns once a stop signal has drained REST
+        routing_task.cancel()
         await grpc.stop()
         await grpc_task
 
