@@ -140,9 +140,10 @@ def test_models_list_on_the_kserve_runtime_names_its_archive(kserve_runtime):
     assert result.exit_code == 0 and result.output == "mnist  (mnist.mar)\n"
 
 
-def test_models_set_default_on_the_kserve_runtime_says_it_serves_one_archive(kserve_runtime):
+def test_models_set_default_on_the_kserve_runtime_names_the_versions_it_serves(kserve_runtime):
+    """set-default changes the routing live (routing.py); a version the runtime was not started with is a 404."""
     result = CliRunner().invoke(cli, ["models", "--url", kserve_runtime.inference_url, "set-default", "mnist", "2.0"])
-    assert result.exit_code == 1 and "HTTP 405: the kserve runtime serves the one archive" in result.output
+    assert result.exit_code == 1 and "HTTP 404: version 2.0 is not served here (served: 1.0)" in result.output
 
 
 def test_models_against_the_grpc_port_says_it_is_not_http(kserve_runtime):
