@@ -137,16 +137,25 @@ def test_concurrent_requests_share_batches_and_the_batch_sizes_are_a_metric(kser
     def ask(i: int):
         return i, post(f"{kserve_runtime.inference_url}/predictions/mnist", digits[i % 10].read_bytes())
 
-    with ThreadPoolExecutor(32) as pool:
-        answers = list(pool.map(ask, range(320)))
-    assert all(status == 200 and answer["digit"] == i % 10 for i, (status, answer) in answers)
+    def batch_sizes() -> dict[float, float]:
+        metrics = urllib.request.urlopen(f"{kserve_runtime.inference_url}/metrics", timeout=30).read().decode()
+        return {
+            float(line.split('le="')[1].split('"')[0]): float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("BatchSize_bucket") and "+Inf" not in line
+        }
+
+    # Bursts of 320 from 32 threads, up to five: a Python client on a loaded 2-core machine can send so slowly that a
+    # whole burst finds the worker idle each time (every batch of one), which says nothing about the batcher.
+    for _ in range(5):
+        with ThreadPoolExecutor(32) as pool:
+            answers = list(pool.map(ask, range(320)))
+        assert all(status == 200 and answer["digit"] == i % 10 for i, (status, answer) in answers)
+        counts = batch_sizes()
+        if counts[1.0] < max(counts.values()):  # some batches held more than one request
+            break
+    assert counts[1.0] < max(counts.values())
     metrics = urllib.request.urlopen(f"{kserve_runtime.inference_url}/metrics", timeout=30).read().decode()
-    counts = {
-        float(line.split('le="')[1].split('"')[0]): float(line.split()[-1])
-        for line in metrics.splitlines()
-        if line.startswith("BatchSize_bucket") and "+Inf" not in line
-    }
-    assert counts[1.0] < max(counts.values())  # some batches held more than one request
     waits = [line for line in metrics.splitlines() if line.startswith(("QueueTime_count", "BatchSize_count"))]
     assert len({line.split()[-1] for line in waits}) == 1  # a queue time for every batch
 
