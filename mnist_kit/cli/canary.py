@@ -25,15 +25,22 @@ def canary():
     """
 
 
+def runtime_options(command):
+    """--url and --db, alike on both commands: the runtime asked and the shadow's store read."""
+    command = click.option(
+        "--db",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help=f"The shadow's disagreements. Default: {C.SHADOW_DB} in the kit's home.",
+    )(command)
+    return click.option("--url", default=C.INFERENCE_URL, show_default=True, help="The kserve runtime's REST address.")(
+        command
+    )
+
+
 @canary.command()
 @click.option("--candidate", required=True, help="The version judged, e.g. 2.0: one the runtime serves.")
-@click.option("--url", default=C.INFERENCE_URL, show_default=True, help="The kserve runtime's REST address.")
-@click.option(
-    "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help=f"The shadow's disagreements. Default: {C.SHADOW_DB} in the kit's home.",
-)
+@runtime_options
 @click.option(
     "--alpha",
     type=click.FloatRange(0, 1),
@@ -107,13 +114,7 @@ def status(candidate, url, db, alpha, mnist, mnist_limit, as_json, data_dir, tok
 )
 @click.option("--require-labels", is_flag=True, help="Promote only on a verdict reached on the labelled disagreements.")
 @click.option("--mnist-limit", type=click.IntRange(1), default=None, help="The per-digit guard on N MNIST images.")
-@click.option("--url", default=C.INFERENCE_URL, show_default=True, help="The kserve runtime's REST address.")
-@click.option(
-    "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help=f"The shadow's disagreements. Default: {C.SHADOW_DB} in the kit's home.",
-)
+@runtime_options
 @click.option("--alpha", type=click.FloatRange(0, 1), default=C.AB_ALPHA, show_default=True, help="As `ab --alpha`.")
 @click.option("--cluster", metavar="ISVC", default=None, help="Print each decision's kubectl patch for this isvc.")
 @click.option("--json", "as_json", is_flag=True, help="Each decision as a line of JSON.")
