@@ -41,6 +41,9 @@ class Model:
     def bare(self):  # what a request naming no version gets: the default (no canary here)
         return self.versions[self.version]
 
+    def named(self, version):
+        return self.versions.get(version)
+
 
 async def asgi(app, path, *, method="PUT", headers=(), body=b"png"):
     """(status, headers, body) of one request to an ASGI app, with the body's length unless `headers` give one.
@@ -160,6 +163,9 @@ class Served:
 
     def bare(self):
         return self.versions[self.version]
+
+    def named(self, version):
+        return self.versions.get(version)
 
 
 @pytest.fixture(scope="module")

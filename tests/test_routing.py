@@ -191,7 +191,9 @@ def test_a_change_one_worker_writes_is_applied_by_another_at_its_next_look(tmp_p
 def test_a_routing_change_during_a_batch_applies_from_the_next_one():
     """The batch that runs while the shadow changes is compared by the shadow it began with."""
     seen = []
-    old, new = (SimpleNamespace(compare=lambda batch, sent, name=name: seen.append(name)) for name in ("old", "new"))
+    old, new = (
+        SimpleNamespace(compare=lambda batch, sent, shadowed, name=name: seen.append(name)) for name in ("old", "new")
+    )
 
     class Core:
         def decode(self, rows, headers):

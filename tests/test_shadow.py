@@ -196,6 +196,18 @@ def test_a_shadow_that_agrees_everywhere_reads_every_picture_and_stores_nothing(
 
 
 @pytest.mark.unit
+def test_requests_naming_a_version_are_answered_and_never_read_by_the_shadow(cores):
+    recorder = Recorder()
+    app = app_of(Served([cores["1.0"], cores["2.0"]], shadow=shadowing(cores, "2.0", recorder)))
+    before = figure("mnist_kit_shadow_comparisons_total", default_version="1.0", shadow_version="2.0")
+    named = [("/predictions/mnist/1.0", [PNG], picture) for picture in PICTURES]
+    named.append(("/v2/models/mnist/versions/1.0/infer", [("content-type", "application/json")], v2_body(PICTURES)))
+    replies = ask(app, named + [("/predictions/mnist", [PNG], PICTURES[7])])  # one naming none, in the same batch
+    assert {status for status, _, _ in replies} == {200}
+    assert figure("mnist_kit_shadow_comparisons_total", default_version="1.0", shadow_version="2.0") - before == 1
+
+
+@pytest.mark.unit
 def test_at_share_one_every_disagreement_is_stored_with_both_answers_and_the_bytes_as_sent(cores, tmp_path):
     writer = DisagreementWriter(tmp_path / C.SHADOW_DB)
     app = app_of(Served([cores["1.0"]], shadow=shadowing(cores, "2.0", writer)))

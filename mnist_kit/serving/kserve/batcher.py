@@ -37,17 +37,19 @@ class MicroBatcher:
     ):
         self.core, self.max_requests, self.on_batch = core, max_requests, on_batch
         self.counted, self.shadow = counted, shadow
-        self.pending: list[tuple[dict, dict, asyncio.Future, float, bytes | None, object]] = []
+        self.pending: list[tuple[dict, dict, asyncio.Future, float, bytes | None, object, bool]] = []
         self.running = False
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="mnist-core")
 
-    async def submit(self, row: dict, headers: dict, sent: bytes | None = None, *, counted=None) -> Reply:
+    async def submit(
+        self, row: dict, headers: dict, sent: bytes | None = None, *, counted=None, shadowed: bool = True
+    ) -> Reply:
         """One request (its body fields and headers, as Core.decode takes them; `sent`, its body's bytes as sent,
-        for a shadow's records; `counted`, the role its answer counts in, if not the batcher's) → its Reply, batched
-        with whatever else is waiting."""
+        for a shadow's records; `counted`, the role its answer counts in, if not the batcher's; `shadowed`, whether a
+        shadow may read it) → its Reply, batched with whatever else is waiting."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self.pending.append((row, headers, future, time.perf_counter(), sent, counted or self.counted))
+        self.pending.append((row, headers, future, time.perf_counter(), sent, counted or self.counted, shadowed))
         if not self.running:
             self.running = True
             loop.create_task(self._drain())
@@ -69,7 +71,7 @@ class MicroBatcher:
                     replies = self.core.encode(decoded)
                 except Exception as e:  # a bug of ours fails this batch's requests, not the next ones
                     decoded, replies = None, [e] * len(batch)
-                for (_, _, future, _, _, _), reply in zip(batch, replies):
+                for (_, _, future, *_), reply in zip(batch, replies):
                     if future.done():  # a client that went away cancelled its future
                         continue
                     if isinstance(reply, Exception):
@@ -80,7 +82,8 @@ class MicroBatcher:
                     self._count(batch, decoded, replies)
                 if shadow is not None and decoded is not None:
                     await asyncio.sleep(0)  # the replies go out first: the shadow adds no latency to them
-                    shadow.compare(decoded, [(row, h, sent) for row, h, _, _, sent, _ in batch])
+                    sent = [(row, h, body) for row, h, _, _, body, _, _ in batch]
+                    shadow.compare(decoded, sent, [entry[6] for entry in batch])
                 await asyncio.sleep(0)  # the loop reads what arrived meanwhile: the next batch
         finally:
             self.running = False

@@ -16,11 +16,11 @@ VERSION_HEADER = b"x-model-version"  # the version that answered a prediction or
 
 
 def answering(model, name: str, version: str | None):
-    """The version of `model` (its `versions`: versions.Version by version) that answers for that name and version
-    (no version: `model.bare()`, the default or, for a canary's share, the candidate), or None."""
+    """The version of `model` that answers for that name and version (no version: `model.bare()`, the default or,
+    for a canary's share, the candidate; a version: `model.named(version)`, which no shadow reads), or None."""
     if name != model.name:
         return None
-    return model.bare() if version is None else model.versions.get(version)
+    return model.bare() if version is None else model.named(version)
 
 
 def not_found(model, name: str, version: str | None = None) -> Reply:

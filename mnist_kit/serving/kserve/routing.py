@@ -178,16 +178,33 @@ class AsRole:
         return await self.batcher.run(work, *args)
 
 
+class Named:
+    """A version's batcher for the requests that name it: answered as any, never read by a shadow. The routing,
+    shadow and canary alike, is for the requests naming no version, the live traffic; one naming a version is
+    someone's deliberate choice (an A/B test, the canary's MNIST guard), not traffic to judge a candidate on."""
+
+    def __init__(self, batcher):
+        self.batcher = batcher
+
+    async def submit(self, row: dict, headers: dict, sent: bytes | None = None):
+        return await self.batcher.submit(row, headers, sent, shadowed=False)
+
+    async def run(self, work, *args):
+        return await self.batcher.run(work, *args)
+
+
 class Routed:
     """What a model of several versions does with the routing (MnistModel's, the tests' models'): it has `versions`
     (versions.Version by version) and `shadow_writer()`, and calls `start_routing` once they are loaded; `version`
-    and `archive` are then the default's, `bare()` the version that answers a request naming none."""
+    and `archive` are then the default's, `bare()` the version that answers a request naming none, `named(v)` one
+    naming v."""
 
     canary, canary_share = None, 0.0
 
     def start_routing(self, state: Routing, *, path=None, seed=None) -> None:
         self.draw = random.Random(os.getpid() if seed is None else seed).random
         self.shadow_seed = seed
+        self.by_name = {v: replace(served, batcher=Named(served.batcher)) for v, served in self.versions.items()}
         self.routes = Routes(state, list(self.versions), apply=self.follow, path=path)
 
     def follow(self, state: Routing) -> None:
@@ -216,6 +233,10 @@ class Routed:
             share=state.share,
             seed=self.shadow_seed,
         )
+
+    def named(self, version: str):
+        """The version that answers a request naming it (None: not served), which no shadow reads."""
+        return self.by_name.get(version)
 
     def bare(self):
         """The version that answers a request naming none: the default, or for the canary's share the candidate."""

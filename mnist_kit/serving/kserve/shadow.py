@@ -60,21 +60,24 @@ class Shadow:
         self.dropped = metrics.DROPPED.labels(*pair)
         self.failures = 0
 
-    def chosen(self, batch: Batch) -> list[tuple[int, int, int]]:
-        """The requests of the batch the shadow reads: (index, first picture's index in the answers, pictures)."""
+    def chosen(self, batch: Batch, shadowed: list[bool] | None = None) -> list[tuple[int, int, int]]:
+        """The requests of the batch the shadow reads, of those it may (`shadowed`: all, unless it says which): a
+        share drawn per request; (index, first picture's index in the answers, pictures)."""
         picked, first = [], 0
         for n, request in enumerate(batch.requests):
             count = len(request.images)
-            if count and (self.share >= 1 or self.draw() < self.share):
+            allowed = shadowed is None or shadowed[n]
+            if count and allowed and (self.share >= 1 or self.draw() < self.share):
                 picked.append((n, first, count))
             first += count
         return picked
 
-    def compare(self, batch: Batch, sent: list[tuple[dict, dict, bytes | None]]) -> None:
+    def compare(self, batch: Batch, sent: list[tuple[dict, dict, bytes | None]], shadowed=None) -> None:
         """Read the chosen requests' pictures with the shadow's core, compare, and keep each disagreement with its
-        request as sent (`sent`: each request's row, headers and body bytes, as the batcher was handed them).
-        Whatever fails here is the shadow's failure, counted and logged: the default's answers are already out."""
-        picked = self.chosen(batch)
+        request as sent (`sent`: each request's row, headers and body bytes, as the batcher was handed them;
+        `shadowed`: which it may read, all unless given). Whatever fails here is the shadow's failure, counted and
+        logged: the default's answers are already out."""
+        picked = self.chosen(batch, shadowed)
         if not picked:
             return
         try:
