@@ -154,6 +154,39 @@ def test_too_few_labelled_disagreements_give_no_verdict(tmp_path):
 
 
 @pytest.mark.unit
+def test_an_image_sent_again_counts_once_in_the_verdict(tmp_path):
+    path = fill(tmp_path / "shadow.db", candidate_right=60, default_right=0)
+    store = DisagreementStore(path)
+    for _ in range(3):  # the first of the candidate's wins, sent three times more
+        row = store.add(
+            b"picture 0",
+            content_type="image/png",
+            default_version="1.0",
+            default_answer=answer(1),
+            shadow_version="2.0",
+            shadow_answer=answer(7),
+        )
+        store.label(row, 7)
+    store.close()
+    counts, digests = canary.labelled(path, "1.0", "2.0")
+    assert (counts["labelled"], counts["only_candidate_right"], counts["repeats_left_out"]) == (60, 60, 3)
+    assert len(set(digests)) == len(digests) == 60
+
+
+@pytest.mark.unit
+def test_images_a_recorded_fine_tune_trained_on_are_left_out_of_the_verdict(tmp_path):
+    from mnist_kit.feedback.store import Store
+    from mnist_kit.files import sha256
+
+    path = fill(tmp_path / "shadow.db", candidate_right=80, default_right=25)
+    feedback = Store(tmp_path / C.FEEDBACK_DB)
+    feedback.start_finetune("mnist_sd.pt", [(sha256(b"picture %d" % n), f"correction {n}") for n in range(30)])
+    feedback.close()
+    counts, _ = canary.labelled(path, "1.0", "2.0", trained=canary.trained_on(tmp_path / C.FEEDBACK_DB))
+    assert (counts["labelled"], counts["only_candidate_right"], counts["trained_on_left_out"]) == (75, 50, 30)
+
+
+@pytest.mark.unit
 def test_a_picture_labelled_not_a_digit_is_read_right_by_the_version_that_flags_it():
     assert canary.read_right(answer(3, "not_a_digit"), NOT_A_DIGIT)
     assert not canary.read_right(answer(3), NOT_A_DIGIT)

@@ -127,9 +127,13 @@ def read_right(answer: dict, label: int) -> bool:
     return not_a_digit if label == NOT_A_DIGIT else answer.get("digit") == label and not not_a_digit
 
 
-def labelled(store_path, default: str, candidate: str) -> tuple[dict, list[str]]:
+def labelled(store_path, default: str, candidate: str, *, trained=frozenset()) -> tuple[dict, list[str]]:
     """The labelled disagreements between the two versions (either one shadowing the other): how many, how many
-    each read right, how many only one did; and their images' sha256, whose earlier verdicts count the look."""
+    each read right, how many only one did; and their images' sha256, whose earlier verdicts count the look.
+
+    McNemar's test pairs independent pictures: an image sent again (the same bytes) counts once, its first
+    labelled disagreement; one that a recorded fine-tune trained on (`trained`: sha256s) not at all, as `ab` leaves
+    them out. How many of each were left out is in the counts."""
     path = Path(store_path)
     if not path.is_file():
         raise CanaryError(
@@ -139,11 +143,15 @@ def labelled(store_path, default: str, candidate: str) -> tuple[dict, list[str]]
     with closing(DisagreementStore(path)) as store:
         rows = store.labels()
     counts = dict.fromkeys(("labelled", "default_right", "candidate_right", "only_default_right"), 0)
-    counts["only_candidate_right"] = 0
-    digests = []
+    counts.update(only_candidate_right=0, repeats_left_out=0, trained_on_left_out=0)
+    digests, seen = [], set()
     for digest, first, first_answer, second, second_answer, label in rows:
         if (first, second) not in ((default, candidate), (candidate, default)):
             continue
+        if digest in trained or digest in seen:
+            counts["trained_on_left_out" if digest in trained else "repeats_left_out"] += 1
+            continue
+        seen.add(digest)
         answers = {first: first_answer, second: second_answer}
         mine, theirs = read_right(answers[default], label), read_right(answers[candidate], label)
         counts["labelled"] += 1
@@ -153,6 +161,17 @@ def labelled(store_path, default: str, candidate: str) -> tuple[dict, list[str]]
         counts["only_candidate_right"] += theirs and not mine
         digests.append(digest)
     return counts, digests
+
+
+def trained_on(feedback_db) -> frozenset:
+    """The sha256 of every image a fine-tune recorded in feedback.db trained on; none without one."""
+    path = Path(feedback_db)
+    if not path.is_file():
+        return frozenset()
+    from mnist_kit.feedback.store import Store
+
+    with closing(Store(path)) as store:
+        return frozenset(store.trained_by())
 
 
 def look_at(digests: list[str], feedback_db) -> int:
@@ -238,8 +257,9 @@ def status(
     if candidate == default:
         raise CanaryError(f"{candidate} is the default version at {url}: a candidate is another version it serves")
     samples = parse(fetch(url, "/metrics", token).decode("utf-8", "replace"))
-    counts, digests = labelled(db or default_store(), default, candidate)
-    look = look_at(digests, feedback_db or default_feedback_db())
+    feedback_db = feedback_db or default_feedback_db()
+    counts, digests = labelled(db or default_store(), default, candidate, trained=trained_on(feedback_db))
+    look = look_at(digests, feedback_db)
     level = ab.look_level(alpha, look)
     p, said = verdict(counts, level=level)
     report = {
@@ -255,7 +275,7 @@ def status(
         "look_recorded": False,
         "verdict": said,
     }
-    report["decisions"] = decisions(feedback_db or default_feedback_db(), candidate)
+    report["decisions"] = decisions(feedback_db, candidate)
     if mnist_pairs is not None:
         report["mnist"] = mnist_guard(mnist_pairs, default, candidate, url=url, token=token, progress=progress)
     return report
@@ -303,7 +323,8 @@ def table(report: dict) -> str:
         f"({shadow['dropped']:.0f} not stored): agreement {agreed}",
         f"labelled disagreements ({labels['store']}): {labels['labelled']}; default right on "
         f"{labels['default_right']}, candidate on {labels['candidate_right']} (only the default "
-        f"{labels['only_default_right']}, only the candidate {labels['only_candidate_right']})",
+        f"{labels['only_default_right']}, only the candidate {labels['only_candidate_right']}); left out: "
+        f"{labels['repeats_left_out']} images sent again, {labels['trained_on_left_out']} a fine-tune trained on",
         f"McNemar's exact test: p = {report['mcnemar_p']:.3g}; "
         f"{ab.look_sentence(report['look'], report['alpha_over_all_looks'])} (status records no look)",
         f"verdict: {report['verdict']}",
