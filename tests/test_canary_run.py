@@ -80,10 +80,26 @@ def test_the_p99_gate_waits_for_answers_then_allows_twice_the_defaults(timed, p9
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize(("pictures", "low", "state"), [(100, 0.1, WAIT), (500, 0.14, PASS), (500, 0.9, FAIL)])
-def test_the_flag_gate_waits_for_pictures_then_fails_a_share_shifted_by_more_than_the_margin(pictures, low, state):
+@pytest.mark.parametrize(("pictures", "low", "state"), [(100, 0.1, WAIT), (500, 0.14, PASS)])
+def test_the_flag_gate_waits_for_pictures_then_passes_shares_within_the_margin(pictures, low, state):
     gate = stages.flags_gate(report(candidate=version("2.0", role="shadow", pictures=pictures, low=low)))
     assert gate.state == state
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("verdict", "state"),
+    [
+        ("too few labels (3, need 100)", WAIT),
+        ("candidate better", PASS),
+        ("no difference shown", FAIL),
+        ("default better", FAIL),
+    ],
+)
+def test_a_flag_share_shifted_past_the_margin_is_judged_by_the_labels(verdict, state):
+    now = report(candidate=version("2.0", role="shadow", pictures=500, low=0.9), verdict=verdict)
+    gate = stages.flags_gate(now)
+    assert gate.state == state and "low_confidence +80.0 points" in gate.why
 
 
 @pytest.mark.unit
@@ -249,11 +265,30 @@ def test_a_healthy_candidate_without_labels_is_promoted_through_every_stage(tmp_
 
 
 @pytest.mark.unit
-def test_a_candidate_whose_flags_shift_is_rolled_back_in_the_shadow_before_answering_anyone(tmp_path):
+def test_a_candidate_whose_flags_shift_waits_in_the_shadow_for_labels_and_answers_nobody(tmp_path):
     runtime = Runtime(low=0.9)
-    code, decisions = canary_run(runtime, tmp_path)
+    code, decisions = canary_run(runtime, tmp_path, "--max-minutes", "0.005")
     assert code == 1 and (decisions[-1]["stage"], decisions[-1]["decision"]) == ("shadow", "rolled back")
+    assert "missing flags: low_confidence +80.0 points" in decisions[-1]["reason"]
     assert all(call[2].get("mode") != "canary" for call in runtime.calls)
+
+
+@pytest.mark.unit
+def test_a_candidate_whose_flags_shift_without_reading_the_labels_better_is_rolled_back_in_the_shadow(tmp_path):
+    fill(tmp_path / C.SHADOW_DB, candidate_right=55, default_right=50)
+    code, decisions = canary_run(Runtime(low=0.9), tmp_path)
+    assert code == 1 and (decisions[-1]["stage"], decisions[-1]["decision"]) == ("shadow", "rolled back")
+    assert "flags: low_confidence +80.0 points" in decisions[-1]["reason"]
+    assert "unexplained by the labels: no difference shown" in decisions[-1]["reason"]
+    looks = sqlite3.connect(tmp_path / C.FEEDBACK_DB).execute("SELECT look, verdict FROM verdicts").fetchall()
+    assert looks == [(1, "no difference shown")]
+
+
+@pytest.mark.unit
+def test_a_candidate_whose_flags_shift_as_it_reads_the_labels_better_is_promoted(tmp_path):
+    fill(tmp_path / C.SHADOW_DB, candidate_right=90, default_right=10)
+    code, decisions = canary_run(Runtime(low=0.02), tmp_path)
+    assert code == 0 and decisions[-1]["decision"] == "promoted"
 
 
 @pytest.mark.unit

@@ -118,7 +118,9 @@ def latency_gate(now: dict) -> Gate:
 
 
 def flags_gate(now: dict) -> Gate:
-    """Each flag's share of the candidate's pictures against its share of the default's."""
+    """Each flag's share of the candidate's pictures against its share of the default's. A shift past the margin is
+    a model reading the traffic differently: only the labels can say whether better, so it waits for a verdict,
+    passes on "candidate better", and fails on any other."""
     mine, theirs = now["candidate"], now["default"]
     figures = {
         "candidate_pictures": mine["pictures"],
@@ -131,12 +133,17 @@ def flags_gate(now: dict) -> Gate:
     shifts = {flag: round(mine["flag_shares"][flag] - theirs["flag_shares"][flag], 4) for flag in C.FLAGS}
     figures["shifts"] = shifts
     moved = {flag: shift for flag, shift in shifts.items() if abs(shift) > C.CANARY_FLAG_MARGIN}
-    if moved:
-        said = ", ".join(f"{flag} {100 * shift:+.1f} points" for flag, shift in moved.items())
-        return Gate("flags", FAIL, f"{said} on the candidate: more than {100 * C.CANARY_FLAG_MARGIN:g} off", figures)
-    return Gate(
-        "flags", PASS, f"every flag's share within {100 * C.CANARY_FLAG_MARGIN:g} points of the default's", figures
-    )
+    if not moved:
+        within = f"every flag's share within {100 * C.CANARY_FLAG_MARGIN:g} points of the default's"
+        return Gate("flags", PASS, within, figures)
+    said = ", ".join(f"{flag} {100 * shift:+.1f} points" for flag, shift in moved.items())
+    said = f"{said} on the candidate, more than {100 * C.CANARY_FLAG_MARGIN:g} off"
+    verdict = now["verdict"]
+    if verdict == "candidate better":
+        return Gate("flags", PASS, f"{said}: a candidate reading the labelled disagreements better", figures)
+    if verdict.startswith("too few labels"):
+        return Gate("flags", WAIT, f"{said}: the labels decide, {verdict}", figures)
+    return Gate("flags", FAIL, f"{said}, unexplained by the labels: {verdict}", figures)
 
 
 def verdict_gate(now: dict, *, require_labels: bool) -> Gate:
@@ -275,10 +282,10 @@ class Run:
             failed = [gate for gate in found if gate.state == FAIL]
             waiting = [gate for gate in found if gate.state == WAIT]
             if failed:
-                self.record_look(found, now, acted_on=FAIL)
+                self.record_look(now)
                 return self.roll_back(stage, "; ".join(f"{g.name}: {g.why}" for g in failed), found)
             if not waiting and self.clock() - started >= self.plan.dwell_s:
-                self.record_look(found, now, acted_on=PASS)
+                self.record_look(now)
                 self.decide(stage, "passed", passed(found), found=found)
                 return None
             missing = "; ".join(f"{g.name}: {g.why}" for g in waiting) or f"the stage's {self.plan.dwell_s:g} s"
@@ -295,13 +302,16 @@ class Run:
         change(self.plan, "candidate", "DELETE")
         return self.decide(stage, "rolled back", f"{reason}; {self.default} stays the default", found=found)
 
-    def record_look(self, found, now: dict, *, acted_on: str) -> None:
-        """A verdict a decision acts on (the stage passed on it, or rolled back on it) is a look at those labelled
-        images: recorded as `ab` records its verdicts, so the next look is tested at its own, smaller, level."""
-        if not any(g.name == "verdict" and g.state == acted_on for g in found):
+    def record_look(self, now: dict) -> None:
+        """A decision (a stage passed, or rolled back) made while a verdict was reached acted on it, through the
+        verdict gate or the flags gate: a look at those labelled images, recorded as `ab` records its verdicts, so
+        the next look is tested at its own, smaller, level."""
+        if now["verdict"].startswith("too few labels"):
             return
         p = self.plan
-        _, digests = canary.labelled(p.db or canary.default_store(), self.default, p.candidate)
+        feedback_db = p.feedback_db or canary.default_feedback_db()
+        trained = canary.trained_on(feedback_db)
+        _, digests = canary.labelled(p.db or canary.default_store(), self.default, p.candidate, trained=trained)
         with closing(feedback_store(p)) as store:
             store.record_verdict(
                 SHADOW,
