@@ -75,14 +75,20 @@ class Result:
     served_by: str | None
     retries: int
     digit: int | None = None
+    picture: int = 0  # which of the load's pictures was sent
+    version: str | None = None  # the model version that answered (X-Model-Version)
 
 
 class Load:
     """`concurrency` threads sending `body` to url's /predictions/mnist with the kit's client (`retries` retries each),
-    until stopped or `total` are sent."""
+    until stopped or `total` are sent. `body` is one picture, or a list of them sent in turn (the n-th request
+    sends picture n modulo their number), as traffic of many different images."""
 
-    def __init__(self, url: str, body: bytes, *, concurrency: int = 32, total: int | None = None, retries: int = 3):
-        self.url, self.body, self.concurrency, self.total = url, body, concurrency, total
+    def __init__(
+        self, url: str, body: bytes | list[bytes], *, concurrency: int = 32, total: int | None = None, retries: int = 3
+    ):
+        self.url, self.concurrency, self.total = url, concurrency, total
+        self.pictures = [body] if isinstance(body, bytes) else list(body)
         self.retries = retries
         self.results: list[Result] = []
         self.stopped = threading.Event()
@@ -96,20 +102,21 @@ class Load:
             thread.start()
         return self
 
-    def _next(self) -> bool:
+    def _next(self) -> int | None:
+        """The index of the next picture to send, or None when the load is over."""
         with self.lock:
             if self.stopped.is_set() or (self.total is not None and self.count >= self.total):
-                return False
+                return None
             self.count += 1
-            return True
+            return (self.count - 1) % len(self.pictures)
 
     def _run(self) -> None:
-        while self._next():
+        while (picture := self._next()) is not None:
             headers, retries = {}, []
             start = time.monotonic()
             try:
                 answer = client.predict(
-                    self.body,
+                    self.pictures[picture],
                     self.url,
                     retries=self.retries,
                     on_retry=lambda attempt, error, delay, said=retries: said.append(error),
@@ -119,8 +126,11 @@ class Load:
             except client.ClientError as e:
                 ok, error, digit = False, str(e), None
             ms = (time.monotonic() - start) * 1000
-            served_by = {k.lower(): v for k, v in headers.items()}.get("x-served-by")
-            self.results.append(Result(start - self.started, ms, ok, error, served_by, len(retries), digit))
+            headers = {k.lower(): v for k, v in headers.items()}
+            served_by, version = headers.get("x-served-by"), headers.get("x-model-version")
+            self.results.append(
+                Result(start - self.started, ms, ok, error, served_by, len(retries), digit, picture, version)
+            )
 
     def stop(self) -> list[Result]:
         self.stopped.set()
