@@ -70,6 +70,7 @@ def finetune(
     holdout: float = C.FEEDBACK_HOLDOUT,
     seed: int = C.SEED,
     limit: int | None = None,
+    extra_batch: int = C.EXTRA_BATCH,
     store=None,
     sources: list[str] | None = None,
     on_step=None,
@@ -101,7 +102,7 @@ def finetune(
         finetune_id = store.start_finetune(checkpoint, trained)
     previous = keep_previous(checkpoint)
     metrics = fit(
-        Recipe(epochs=epochs, lr=lr, seed=seed, limit=limit),
+        Recipe(epochs=epochs, lr=lr, seed=seed, limit=limit, extra_batch=extra_batch),
         checkpoint,
         data_dir=data_dir,
         force=True,

@@ -90,6 +90,7 @@ class Recipe:
     lr: float = C.LEARNING_RATE
     seed: int = C.SEED
     limit: int | None = None  # the first `limit` MNIST training images only
+    extra_batch: int = C.EXTRA_BATCH  # a fine-tune's corrections drawn into each batch
     augmentation: bool = True
     outliers: bool = True
     handwriting: bool = False
@@ -143,7 +144,7 @@ def fit(recipe: Recipe, out, *, data_dir=None, force=False, init=None, extra=Non
     test_accuracy) after each epoch: the CLI draws its progress bar and prints its lines.
 
     Fine-tuning (training/finetune.py): `init`, a state_dict to start from instead of random weights; `extra`,
-    (uint8 N×28×28, labels) of other digits, C.EXTRA_BATCH of them drawn into every batch beside MNIST's.
+    (uint8 N×28×28, labels) of other digits, recipe.extra_batch of them drawn into every batch beside MNIST's.
     """
     if Path(out).exists() and not force:
         raise KitError(f"{out} already exists: pass --force to overwrite it")
@@ -249,7 +250,7 @@ def batch(run: Run, data: Data, index: torch.Tensor) -> tuple[torch.Tensor, torc
     x, y = data.train_x[index], data.train_y[index]
     if data.extra is not None:
         extra_x, extra_y = data.extra
-        picks = torch.randint(len(extra_x), (C.EXTRA_BATCH,), generator=run.generator)
+        picks = torch.randint(len(extra_x), (run.recipe.extra_batch,), generator=run.generator)
         x, y = torch.cat([x, extra_x[picks]]), torch.cat([y, extra_y[picks]])
     if data.non_digits is not None:
         x = with_non_digits(x, data.non_digits, run.generator)
