@@ -64,6 +64,17 @@ INFERENCE_URL = f"http://{HOST}:{INFERENCE_PORT}"
 RUNTIMES = ("torchserve", "kserve")
 KSERVE_GRPC_PORT = 8081
 KSERVE_GRACE_S = 30
+# A kserve worker that dies while the runtime is not stopping is started again (serving/kserve/supervision.py), at
+# once: one killed while serving (by the OOM killer, say) is wanted back now. A worker loads in a few seconds, so one
+# that dies within KSERVE_RESTART_STABLE_S of its start is failing rather than unlucky: from its second such death
+# in a row the restart waits KSERVE_RESTART_BACKOFF_S, doubling each time, and at the KSERVE_RESTART_LIMIT-th it is
+# left dead (its start and 4 restarts, 0 + 1 + 2 + 4 s apart), so that workers that cannot load their archive end
+# the runtime in about 20 s rather than never. The supervisor looks at its workers every KSERVE_SUPERVISE_POLL_S: a
+# restart or a stop signal handed on that late is nothing next to a worker's load or drain.
+KSERVE_RESTART_BACKOFF_S = 1.0
+KSERVE_RESTART_STABLE_S = 60
+KSERVE_RESTART_LIMIT = 5
+KSERVE_SUPERVISE_POLL_S = 0.1
 # A replica told to stop keeps serving DRAIN_S seconds (its readiness failing) before it stops: Kubernetes takes a
 # terminating pod out of its EndpointSlices at once, but kube-proxy on each node and an ingress apply that a few
 # seconds later (kube-proxy syncs at most once a second, ingress controllers reload), and a proxy health-checking
@@ -233,3 +244,36 @@ CANARY_P99_FACTOR = 2.0
 # model that reads the traffic differently, which the labels may be too few to show yet.
 CANARY_MIN_PICTURES = 200
 CANARY_FLAG_MARGIN = 0.05
+
+# `mnist-kit export monitoring` (deploy/alerts.py): the evaluation (and scrape) interval, and the alerts' thresholds;
+# their windows are multiples of the interval, each with why, in the module. docs/MONITORING.md says where each
+# figure comes from, and that none is yet measured on a live service's traffic.
+MONITORING_INTERVAL = "30s"
+MONITORING_ALERTMANAGER = "127.0.0.1:9093"
+MONITORING_ERROR_SHARE = 0.01  # 5xx of a version's requests: the model answers none at all (as CANARY_ERROR_MARGIN)
+MONITORING_P99_S = 0.1  # a bucket bound of mnist_kit_request_seconds: 5 x the worst p99 the bench measured (c=64)
+MONITORING_FLAG_SHARE = 0.25  # not_a_digit or several_digits: 6 x the worst false alarms on a digit kind (4 %)
+MONITORING_DRIFT_PSI = 0.25  # a population stability index over 0.25 is the usual "the population has changed"
+MONITORING_DISAGREEMENT_SHARE = 0.05  # a shadow's: honest retrains read within a point or two of each other
+MONITORING_WRONG_CORRECTIONS = 10  # corrections saying a version answered wrong, in the hour's window
+MONITORING_MIN_PICTURES = 20  # the least pictures in the flag alert's short window: fewer, and a share is noise
+MONITORING_MIN_COUNT = 100  # the least requests, timed answers, comparisons or drift pictures behind a share or a p99
+
+# Input drift (mnist_kit/worker/drift.py), on the kserve runtime's /metrics as mnist_kit_drift_psi. The archive
+# carries DRIFT_BASELINE_FILE: the statistics of DRIFT_BASELINE_IMAGES MNIST training images as served, in DRIFT_BINS
+# quantile bins (deciles, PSI's usual: no baseline bin is empty, so DRIFT_EPSILON stands in only for a live bin that
+# is) or, for the confidence, which piles up near 1, at DRIFT_CONFIDENCE_CUTS. Each worker keeps a version's last
+# DRIFT_WINDOW pictures: a PSI's noise on traffic like the baseline's is about (bins − 1) × (1/window + 1/baseline),
+# 0.014 here, far under the 0.1 read as "no change", and 1000 pictures still follow a shift within minutes at a few
+# requests a second; with fewer than DRIFT_MIN_PICTURES (noise up to 0.1) no score is published. Scores are set at
+# most every DRIFT_INTERVAL_S, not per batch. Faint ink is below DRIFT_FAINT_LEVEL, solid ink at DRIFT_INK_LEVEL.
+DRIFT_BASELINE_FILE = "drift_baseline.json"
+DRIFT_BASELINE_IMAGES = 2000
+DRIFT_BINS = 10
+DRIFT_CONFIDENCE_CUTS = (0.5, 0.7, 0.9, 0.95, 0.99, 0.999)
+DRIFT_EPSILON = 1e-4
+DRIFT_WINDOW = 1000
+DRIFT_MIN_PICTURES = 250
+DRIFT_INTERVAL_S = 1.0
+DRIFT_FAINT_LEVEL = 64
+DRIFT_INK_LEVEL = 128

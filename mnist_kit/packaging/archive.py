@@ -1,4 +1,5 @@
-"""Archiving: check a state_dict against the model, then pack it with torch-model-archiver into a .mar."""
+"""Archiving: check a state_dict against the model, then pack it with torch-model-archiver into a .mar, with the serving
+forms and the drift baseline (what the model was trained on, as the runtime measures what it is sent)."""
 
 import importlib.util
 import json
@@ -7,12 +8,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import mnist_model
 from mnist_kit import constants as C
 from mnist_kit.errors import KitError
 from mnist_kit.packaging import mar
+from mnist_kit.worker import drift, eager_forms, preprocess
 
 HANDLER = importlib.util.find_spec("mnist_handler").origin
 PACKAGE = Path(C.__file__).parent
@@ -98,6 +101,7 @@ def build(
         else:
             forms = _serving_forms(serialized_file, data_dir, tmp, mode=mode, log=log, max_drop=max_accuracy_drop)
             extra_files += [mnist_model.__file__, *forms]
+        extra_files += _drift_baseline(serialized_file, data_dir, tmp, log=log)
         built = mar.package(
             model_name=model_name,
             version=version,
@@ -121,6 +125,33 @@ def _worker_package(tmp: str) -> str:
     for name in ("__init__.py", "constants.py"):
         shutil.copy(PACKAGE / name, stage / name)
     return str(stage.parent)
+
+
+def _drift_baseline(serialized_file, data_dir, tmp: str, *, log) -> list[str]:
+    """C.DRIFT_BASELINE_FILE (worker/drift.py): the statistics of C.DRIFT_BASELINE_IMAGES MNIST training images, drawn
+    at random (the file's order is not: runs of it differ), as the runtime measures what it answers: through the
+    serving preprocessing, read by the float model. [] where the MNIST files are missing (only --mode eager gets here
+    without them): the archive serves without drift figures."""
+    from mnist_kit.training import mnist
+
+    try:
+        images, _ = mnist.load(data_dir or mnist.default_data_dir(), "train", download=False)
+    except mnist.DataError as e:
+        log(f"no drift baseline: the MNIST training images are missing ({e})")
+        return []
+    pick = np.sort(np.random.default_rng(C.SEED).choice(len(images), C.DRIFT_BASELINE_IMAGES, replace=False))
+    pixels = [preprocess.read_array(image).pixels for image in images[torch.from_numpy(pick)].numpy()]
+    model = eager_forms.EagerForm(mnist_model.from_state_dict(serialized_file))
+    probabilities = np.concatenate(
+        [
+            np.exp(model(preprocess.model_input(pixels[i : i + 500])), dtype=np.float64).round(6)
+            for i in range(0, len(pixels), 500)
+        ]
+    )
+    rows = drift.statistics(np.stack(pixels), probabilities.argmax(1), probabilities.max(1))
+    path = Path(tmp, C.DRIFT_BASELINE_FILE)
+    path.write_text(drift.Baseline.of(rows).to_json())
+    return [str(path)]
 
 
 def _test_data(data_dir, mode: str):

@@ -36,11 +36,13 @@ ERROR_TYPES = {
 
 @dataclass
 class Reply:
-    """One request's answer: a JSON text (an answer), or an error object with its status and error type."""
+    """One request's answer: a JSON text (an answer), or an error object with its status, error type and reason (the
+    InputError's metric label)."""
 
     body: str | dict
     status: int = 200
     error_type: str | None = None
+    reason: str | None = None
 
 
 @dataclass
@@ -217,6 +219,5 @@ class Core:
 
 def error_reply(error: InputError, protocol: str = protocols.PLAIN) -> Reply:
     error_type = ERROR_TYPES.get(error.status, "Error")
-    return Reply(
-        protocols.error_body(protocol, error.status, str(error), error_type=error_type), error.status, error_type
-    )
+    body = protocols.error_body(protocol, error.status, str(error), error_type=error_type)
+    return Reply(body, error.status, error_type, error.reason)

@@ -24,7 +24,8 @@ class MicroBatcher:
     """`on_batch(size, waited_ms)` is told each batch's size and how long its oldest request waited for it;
     `counted` (metrics.Counted) each batch's statuses, pictures and latencies (a request's own, where submit names
     one: a canary's); `shadow` (shadow.Shadow), changed live by the routing, reads each batch's decoded pictures
-    after its replies."""
+    after its replies; `drift` (metrics.Drifting, where the archive has a baseline) is told the live pictures each
+    batch answered."""
 
     def __init__(
         self,
@@ -34,9 +35,10 @@ class MicroBatcher:
         *,
         counted=None,
         shadow=None,
+        drift=None,
     ):
         self.core, self.max_requests, self.on_batch = core, max_requests, on_batch
-        self.counted, self.shadow = counted, shadow
+        self.counted, self.shadow, self.drift = counted, shadow, drift
         self.pending: list[tuple[dict, dict, asyncio.Future, float, bytes | None, object, bool]] = []
         self.running = False
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="mnist-core")
@@ -78,34 +80,56 @@ class MicroBatcher:
                         future.set_exception(reply)
                     else:
                         future.set_result(reply)
-                if self.counted is not None or any(entry[5] is not None for entry in batch):
+                counting = self.counted is not None or self.drift is not None
+                if counting or any(entry[5] is not None for entry in batch):
                     self._count(batch, decoded, replies)
                 if shadow is not None and decoded is not None:
                     await asyncio.sleep(0)  # the replies go out first: the shadow adds no latency to them
                     sent = [(row, h, body) for row, h, _, _, body, _, _ in batch]
                     shadow.compare(decoded, sent, [entry[6] for entry in batch])
+                if self.drift is not None and self.drift.due():  # at most once a second, once the replies are out
+                    await asyncio.sleep(0)
+                    self.drift.publish()
                 await asyncio.sleep(0)  # the loop reads what arrived meanwhile: the next batch
         finally:
             self.running = False
 
     def _count(self, batch: list, decoded, replies: list) -> None:
-        """Each request counted in its role (metrics.Counted): its status, its pictures' flags where answered 200,
-        how long it took."""
+        """Each request counted in its role (metrics.Counted): its status, its pictures' flags and answers where
+        answered 200, why it was refused where it was, how long it took; and the pictures answered 200 to requests
+        naming no version (the live traffic, which a shadow may read) into the version's drift window."""
         now = time.perf_counter()
         statuses = [500 if isinstance(reply, Exception) else reply.status for reply in replies]
-        flags = [[] for _ in batch]  # each request's pictures' flags, if it was answered 200
+        answered = [[] for _ in batch]  # each request's pictures and their Answers, if it was answered 200
         if decoded is not None:
             answers = iter(decoded.answers)
             for n, (request, status) in enumerate(zip(decoded.requests, statuses)):
-                mine = [next(answers).flags for _ in request.images]
+                mine = [(picture, next(answers)) for picture in request.images]
                 if status == 200:
-                    flags[n] = mine
-        roles: dict = {}  # Counted → (statuses, flags, seconds waited)
-        for entry, status, mine in zip(batch, statuses, flags):
+                    answered[n] = mine
+        roles: dict = {}  # Counted → (statuses, Answers, seconds waited, reasons refused)
+        live = []
+        for entry, status, reply, mine in zip(batch, statuses, replies, answered):
+            if entry[6]:
+                live.extend(mine)
             if entry[5] is not None:
-                counted = roles.setdefault(entry[5], ([], [], []))
+                counted = roles.setdefault(entry[5], ([], [], [], []))
                 counted[0].append(status)
-                counted[1].extend(mine)
+                counted[1].extend(answer for _, answer in mine)
                 counted[2].append(now - entry[3])
-        for counted, (its_statuses, its_flags, waited) in roles.items():
-            counted.answered(its_statuses, len(its_flags), flags=its_flags, waited=waited)
+                if status != 200:
+                    counted[3].append(refused_for(status, reply))
+        for counted, (its_statuses, its_answers, waited, reasons) in roles.items():
+            flags = [answer.flags for answer in its_answers]
+            counted.answered(
+                its_statuses, len(its_answers), flags=flags, waited=waited, answers=its_answers, reasons=reasons
+            )
+        if self.drift is not None and live:
+            self.drift.add([picture.pixels for picture, _ in live], [answer for _, answer in live])
+
+
+def refused_for(status: int, reply) -> str:
+    """A refused request's reason (mnist_kit_rejected_total): its InputError's for a 4xx, "internal" for a 5xx."""
+    if status >= 500 or isinstance(reply, Exception):
+        return "internal"
+    return reply.reason or "invalid"

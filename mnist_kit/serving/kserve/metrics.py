@@ -4,14 +4,21 @@ and the runtime's per version and role (the default answers, a shadow only compa
 With several workers, the supervising process (server.py) gives them one folder in $PROMETHEUS_MULTIPROC_DIR before
 they import prometheus_client: every worker writes its figures there, and /metrics (`exposition`) reads them all,
 so a scrape adds up the workers whichever of them answers it. Counters are counted once per batch, and each request's
-latency is one histogram observation: a few microseconds a request.
+latency and each answered picture's confidence are one histogram observation: a few microseconds each. The drift
+gauges (`Drifting`, over worker/drift.py) are measured and set at most once a second, from each worker's own window,
+after the batch's replies are out.
 """
 
+import logging
 import os
+from collections import Counter as Tally
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, exposition, multiprocess
 
 from mnist_kit import constants as C
+from mnist_kit.worker import drift
+
+log = logging.getLogger(__name__)
 
 # The core's own metrics, under TorchServe's names.
 COUNTERS = {
@@ -55,6 +62,33 @@ DROPPED = Counter(
     "Disagreements not stored: the store's writer had too many waiting",
     ["default_version", "shadow_version"],
 )
+ANSWERS = Counter(
+    "mnist_kit_answers", "Pictures counted in mnist_kit_pictures, by the digit answered", ["version", "role", "digit"]
+)
+CONFIDENCE = Histogram(
+    "mnist_kit_confidence_ratio",
+    "The confidence (top probability, 0..1) of each picture counted in mnist_kit_pictures",
+    ["version", "role"],
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0),
+)
+REJECTED = Counter(
+    "mnist_kit_rejected",
+    "Requests refused, by reason: the serving core's (RejectedInputs's) for a 4xx, internal for a 5xx",
+    ["version", "reason"],
+)
+# Over several workers: each worker scores its own window; the latest score of any live worker is shown.
+DRIFT_PSI = Gauge(
+    "mnist_kit_drift_psi",
+    "Population stability index of a statistic of the pictures a version answered, against its training baseline",
+    ["version", "statistic"],
+    multiprocess_mode="livemostrecent",
+)
+DRIFT_PICTURES = Gauge(
+    "mnist_kit_drift_window_pictures",
+    "Pictures in the window behind mnist_kit_drift_psi",
+    ["version"],
+    multiprocess_mode="livemostrecent",
+)
 LATENCY = Histogram(
     "mnist_kit_request_seconds",
     "Seconds from a request's arrival at its version's batcher to its answer, per answering version",
@@ -83,14 +117,28 @@ class Counted:
     """One version's figures in one role, its labelled series looked up once: `answered` after each batch."""
 
     def __init__(self, version: str, role: str = "default"):
+        self.version = version
         self.pictures = PICTURES.labels(version, role)
         self.flags = {flag: FLAGS.labels(version, role, flag) for flag in C.FLAGS}
         self.requests = {cls: REQUESTS.labels(version, role, cls) for cls in ("2xx", "4xx", "5xx")}
+        self.answers = [ANSWERS.labels(version, role, str(digit)) for digit in range(C.NUM_CLASSES)]
+        self.confidence = CONFIDENCE.labels(version, role)
+        self.rejected: dict = {}  # by reason, as they come
         self.latency = LATENCY.labels(version) if role != "shadow" else None  # the versions that answer
 
-    def answered(self, statuses: list[int], pictures: int, *, flags: list = (), waited: list[float] = ()) -> None:
-        """A batch's replies: their statuses, the pictures of those answered 200 and each such picture's flags, and
-        (the default's) how long each request took, in seconds."""
+    def answered(
+        self,
+        statuses: list[int],
+        pictures: int,
+        *,
+        flags: list = (),
+        waited: list[float] = (),
+        answers: list = (),
+        reasons: list[str] = (),
+    ) -> None:
+        """A batch's replies: their statuses, the pictures of those answered 200 and each such picture's flags and
+        Answer (its digit and confidence), (the default's) how long each request took, in seconds, and why each
+        refused one was (`reasons`, a 4xx's or "internal")."""
         classes = [status // 100 for status in statuses]
         for cls, name in ((2, "2xx"), (4, "4xx"), (5, "5xx")):
             count = classes.count(cls)
@@ -103,9 +151,60 @@ class Counted:
             count = flagged.count(flag)
             if count:
                 series.inc(count)
+        if answers:
+            digits, confidences = digits_and_confidences(answers)
+            for digit, count in Tally(digits).items():
+                self.answers[digit].inc(count)
+            for confidence in confidences:  # a histogram takes one at a time
+                self.confidence.observe(confidence)
+        if reasons:
+            for reason, count in Tally(reasons).items():
+                if reason not in self.rejected:
+                    self.rejected[reason] = REJECTED.labels(self.version, reason)
+                self.rejected[reason].inc(count)
         if self.latency is not None:
             for seconds in waited:
                 self.latency.observe(seconds)
+
+
+def digits_and_confidences(answers: list) -> tuple[list[int], list[float]]:
+    """Each Answer's digit and confidence, reading its probabilities once (Answer.confidence finds the digit again)."""
+    tops = [max(a.probabilities) for a in answers]
+    return [a.probabilities.index(top) for a, top in zip(answers, tops)], tops
+
+
+class Drifting:
+    """One version's drift gauges over its live window (worker/drift.py's Drift against the archive's baseline):
+    `add` keeps each batch's answered pictures; `publish`, when `due`, measures them and sets the gauges, which exist
+    from the first time."""
+
+    def __init__(self, version: str, baseline: drift.Baseline, **window):
+        self.version, self.drift = version, drift.Drift(baseline, **window)
+        self.psi: dict = {}
+        self.failed = False
+
+    def add(self, pixels: list, answers: list) -> None:
+        """The 28×28s the model read and their Answers, of one batch's pictures answered 200."""
+        digits, confidences = digits_and_confidences(answers)
+        self.drift.add(pixels, digits, confidences)
+
+    def due(self) -> bool:
+        return self.drift.due()
+
+    def publish(self) -> None:
+        """Measure what was kept and set the gauges. A failure costs the figures, never an answer: logged once."""
+        try:
+            scores = self.drift.scores()
+        except Exception:
+            if not self.failed:
+                log.exception("the drift figures of version %s failed: they stay as they were", self.version)
+            self.failed = True
+            return
+        for statistic, score in scores.items():
+            if statistic not in self.psi:
+                self.psi[statistic] = DRIFT_PSI.labels(self.version, statistic)
+            self.psi[statistic].set(score)
+        DRIFT_PICTURES.labels(self.version).set(len(self.drift.window))
 
 
 def multiprocess_dir() -> str | None:

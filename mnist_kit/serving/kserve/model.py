@@ -21,7 +21,7 @@ from mnist_kit.serving.kserve import metrics, rest, versions
 from mnist_kit.serving.kserve.batcher import MicroBatcher
 from mnist_kit.serving.kserve.disagreements import DisagreementWriter, default_path
 from mnist_kit.serving.kserve.routing import Routed, seed_routing
-from mnist_kit.worker import protocols
+from mnist_kit.worker import drift, protocols
 from mnist_kit.worker.core import Core
 
 
@@ -69,12 +69,16 @@ class MnistModel(Model, Routed):
 
     def load(self) -> bool:
         """Unpack each archive as TorchServe would and load it into a core of its own: the same serving form chosen
-        the same way (timed on this CPU unless forced); then the routing, the command line's or the runtime's."""
+        the same way (timed on this CPU unless forced), and the drift window over its baseline where it has one;
+        then the routing, the command line's or the runtime's."""
         # Removed when the process ends (the objects' finalizers), as TorchServe removes a worker's model_dir.
         self.unpacked = [tempfile.TemporaryDirectory(prefix="mnist-kit-kserve-") for _ in self.archives]
         for archive, folder in zip(self.archives, self.unpacked):
             core = self.load_core(archive, folder.name)
-            batcher = MicroBatcher(core, on_batch=metrics.batched, counted=metrics.Counted(archive.version))
+            baseline = drift.Baseline.load(folder.name)  # none in an archive built before it: no drift figures
+            drifting = metrics.Drifting(archive.version, baseline) if baseline is not None else None
+            counted = metrics.Counted(archive.version)
+            batcher = MicroBatcher(core, on_batch=metrics.batched, counted=counted, drift=drifting)
             self.versions[archive.version] = versions.Version(archive, core, batcher)
         self.start_routing(seed_routing(self.version, self.shadow, self.shadow_share), path=self.routing_file)
         self.ready = True
