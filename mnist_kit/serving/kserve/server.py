@@ -13,8 +13,9 @@ the model, and an ONNX Runtime session does not pickle), and a stop loses nothin
   waits, then SIGTERM.
 
 With --workers N the process starts N workers, each a whole server on the same ports (SO_REUSEPORT: the kernel
-spreads connections over them), and hands a stop signal on to them; it gives them a folder for their Prometheus
-figures ($PROMETHEUS_MULTIPROC_DIR), so that /metrics adds up all of them, and removes it at the end.
+spreads connections over them), restarts one that dies, and hands a stop signal on to them (supervision.py); it
+gives them a folder for their Prometheus figures ($PROMETHEUS_MULTIPROC_DIR), so that /metrics adds up all of them,
+and removes it at the end.
 
 Several --archive (one model's versions, the first the default) are served side by side, each version by its own
 path; --shadow VERSION has that version read the default's pictures in process (shadow.py). Which version is the
@@ -30,7 +31,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -43,7 +43,7 @@ from mnist_kit import constants as C
 from mnist_kit import files
 from mnist_kit.errors import KitError
 from mnist_kit.serving.kserve import auth as kserve_auth
-from mnist_kit.serving.kserve import routing, versions
+from mnist_kit.serving.kserve import routing, supervision, versions
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -102,6 +102,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGUSR1, lambda signum, frame: early.set())
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stopped_while_starting)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, supervision.STOPS)  # a worker starts with them blocked: handled now
     if args.token_auth:  # one key for every worker: they inherit it
         os.environ[C.TOKEN_ENV] = kserve_auth.key(args.key_file)
     if args.workers > 1 and not args.worker:
@@ -118,34 +119,20 @@ def stopped_while_starting(signum, frame):
 
 def supervise(args: argparse.Namespace, argv: list[str]) -> int:
     """N workers and the runtime's folder, theirs: their Prometheus figures and the routing they all follow, seeded
-    from --shadow (routing.py); a stop signal to this process goes to each of them, and it ends when they have."""
+    from --shadow (routing.py); the supervisor (supervision.py) restarts a worker that dies and hands a stop signal on
+    to each of them, and this ends when they have."""
     folder = Path(tempfile.mkdtemp(prefix="mnist-kit-runtime-"))
     try:
         figures, routing_file = folder / "metrics", folder / C.ROUTING_FILE
         figures.mkdir()
         default = versions.read(args.archive)[0].version
         files.write_json(routing.seed_routing(default, args.shadow, args.shadow_share).as_dict(), routing_file)
-        argv = [*argv, "--routing-file", str(routing_file)]
-        return supervise_workers(args, argv, env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(figures)})
+        command = [sys.executable, "-m", "mnist_kit.serving.kserve.server", *argv]
+        command += ["--routing-file", str(routing_file), "--worker"]
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(figures)}
+        return supervision.Supervisor(command, args.workers, env=env).run()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def supervise_workers(args: argparse.Namespace, argv: list[str], *, env: dict) -> int:
-    workers = [
-        subprocess.Popen([sys.executable, "-m", "mnist_kit.serving.kserve.server", *argv, "--worker"], env=env)
-        for _ in range(args.workers)
-    ]
-
-    def forward(signum, frame):
-        for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-        signal.signal(signum, forward)
-    codes = [worker.wait() for worker in workers]
-    return max(codes, key=abs)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
