@@ -36,6 +36,36 @@ if ! command -v haproxy >/dev/null 2>&1; then
     fi
 fi
 
+# The monitoring tests and `mnist-kit export monitoring`'s files: Debian's prometheus (it brings promtool) and
+# prometheus-alertmanager (amtool). The tests run the tools, never the services: the install starts neither (a
+# policy-rc.d of the kit's, while apt runs, where the system has none) and, under systemd, leaves them disabled.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing prometheus and prometheus-alertmanager (promtool and amtool, for the monitoring tests)"
+        policy=/usr/sbin/policy-rc.d
+        if [ ! -e "$policy" ]; then
+            trap 'rm -f "$policy"' EXIT
+            printf '#!/bin/sh\n# mnist-kit setup: no service starts while it installs packages\nexit 101\n' >"$policy"
+            chmod 755 "$policy"
+        fi
+        if (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            prometheus prometheus-alertmanager) >/dev/null 2>&1; then
+            if [ -d /run/systemd/system ]; then
+                systemctl disable --now prometheus prometheus-alertmanager >/dev/null 2>&1 || true
+            fi
+        else
+            echo "setup: warning: could not install prometheus and prometheus-alertmanager; the monitoring tests need them" >&2
+        fi
+        if grep -q "mnist-kit setup" "$policy" 2>/dev/null; then
+            rm -f "$policy"
+            trap - EXIT
+        fi
+    else
+        echo "setup: warning: promtool or amtool not found; the monitoring tests need them" \
+            "(Debian, as root: apt-get install prometheus prometheus-alertmanager)" >&2
+    fi
+fi
+
 # The container tests and `mnist-kit image build`: podman with runc, and debootstrap to make a Debian base image where
 # no registry answers. Where the host's cgroups are hybrid, podman's default runtime (crun) cannot start containers,
 # and its default ulimits can exceed the host's: a drop-in of the kit's picks runc and the host's own limits.

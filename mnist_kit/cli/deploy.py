@@ -11,7 +11,7 @@ from mnist_kit.paths import home
 
 @cli.group()
 def export():
-    """Write what a cluster needs to serve the model: KServe, or plain Kubernetes.
+    """Write what a cluster needs to serve the model (KServe, or plain Kubernetes), and to watch it.
 
     \b
     Both write the layout KServe's TorchServe runtime mounts at /mnt/models, and the kit's image (Dockerfile)
@@ -26,6 +26,8 @@ def export():
     Pods ask for what `mnist-kit bench` measured (reports/bench.json: one core per worker, the server's
     memory with headroom), or KServe's runtime defaults without it; the command says which. OUT is written
     whole or not at all, and replaced only with --force. docs/DEPLOYING.md has the next steps.
+    \b
+      mnist-kit export monitoring deploy/monitoring   # Prometheus, Alertmanager, Grafana: docs/MONITORING.md
     """
 
 
@@ -230,6 +232,63 @@ def k8s(out, image, model_store, bench_report, name, cpus, memory_mib, min_repli
     click.echo(
         f"next: {copy}build and push the image with the model (podman build --target {target} "
         f"--build-arg LAYOUT={layout} -t {result.image} {context}), then kubectl apply -f {out}/kubernetes.yaml"
+    )
+
+
+@export.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option(
+    "--interval",
+    default=C.MONITORING_INTERVAL,
+    show_default=True,
+    help="Prometheus's scrape and evaluation interval; every alert's window and wait is a multiple of it.",
+)
+@click.option(
+    "--targets",
+    default=f"{C.HOST}:{C.INFERENCE_PORT}",
+    show_default=True,
+    help="The serving runtimes to scrape (their /metrics is on the inference port), HOST:PORT,...",
+)
+@click.option("--pad", default=None, metavar="HOST:PORT", help="Also scrape a pad's /metrics (its corrections).")
+@click.option("--alertmanager", default=C.MONITORING_ALERTMANAGER, show_default=True, metavar="HOST:PORT")
+@click.option("--name", default=C.MODEL_NAME, show_default=True, help="The Service the ServiceMonitor selects.")
+@click.option(
+    "--runbooks",
+    default="docs/MONITORING.md",
+    show_default=True,
+    help="Where the alerts' runbook_url points: docs/MONITORING.md as your people read it (a URL).",
+)
+@click.option("--force", is_flag=True, help="Replace OUT if it exists and is not empty.")
+def monitoring(out, interval, targets, pad, alertmanager, name, runbooks, force):
+    """Prometheus's config, alert rules and their tests, Alertmanager's config and a Grafana dashboard, in OUT.
+
+    \b
+      mnist-kit export monitoring deploy/monitoring --pad 127.0.0.1:8000
+      promtool test rules deploy/monitoring/prometheus/rules.test.yml
+      prometheus --config.file=deploy/monitoring/prometheus/prometheus.yml
+    \b
+    OUT/prometheus/      prometheus.yml, rules.yml (the alerts), rules.test.yml (promtool's tests of them)
+    OUT/alertmanager/    alertmanager.yml: replace its webhook url, a placeholder
+    OUT/grafana/         dashboard.json: import it, pick the Prometheus
+    OUT/kubernetes/      monitoring.yaml: a PrometheusRule and a ServiceMonitor (the Prometheus Operator)
+    What each alert means and what to do: docs/MONITORING.md.
+    """
+    from mnist_kit.deploy.monitoring import export_monitoring
+
+    result = export_monitoring(
+        out,
+        interval,
+        [t for t in targets.split(",") if t.strip()],
+        pad=pad,
+        alertmanager=alertmanager,
+        name=name,
+        runbooks=runbooks,
+        force=force,
+    )
+    click.echo(f"wrote {result.out}/: {', '.join(result.files)}")
+    click.echo(
+        f"next: promtool test rules {out}/prometheus/rules.test.yml; replace the webhook in "
+        f"{out}/alertmanager/alertmanager.yml; prometheus --config.file={out}/prometheus/prometheus.yml"
     )
 
 
