@@ -26,33 +26,20 @@ def binary(*names: str) -> str:
     raise ServerError(f"{names[0]} not found: scripts/setup.sh installs it (as root: apt-get install {names[0]})")
 
 
-class Watcher(processes.Launcher):
+class Watcher(processes.Spawned):
     """A server of Prometheus's family: its own folder and port, ready once /-/ready answers 200."""
 
     def __init__(self, argv: list[str], workdir: Path, port: int):
         self.argv, self.workdir, self.port = argv, workdir, port
         self.url = f"http://{C.HOST}:{port}"
+        self.ready_url = f"{self.url}/-/ready"
         self.log = workdir / "out.log"
-        self.server = None
 
     def preflight(self) -> None:
         """Nothing to check: the binary was found, the port is a free one, the folder its own."""
 
     def launch(self) -> None:
         self.server = processes.spawn(self.argv, self.log, cwd=self.workdir)
-
-    def running(self) -> bool:
-        return self.server is not None and self.server.poll() is None
-
-    def wait_ready(self, timeout: float) -> None:
-        processes.await_ready(self.answers, timeout, alive=self.running, name=self.name, log=self.log)
-
-    def answers(self) -> bool:
-        try:
-            client.request(f"{self.url}/-/ready", timeout=5)
-            return True
-        except client.ClientError:
-            return False
 
     def get(self, path: str, **query) -> dict:
         """One read of its HTTP API: the `data` of its JSON answer."""

@@ -20,6 +20,7 @@ import psutil
 
 from mnist_kit import constants as C
 from mnist_kit.errors import KitError
+from mnist_kit.serving import client
 
 
 class ServerError(KitError):
@@ -72,6 +73,27 @@ class Launcher(abc.ABC):
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class Spawned(Launcher):
+    """A server this process spawns (`spawn`) and watches: alive while its process is, ready once `ready_url`
+    answers 200. Subclasses set `argv`, `log` and `ready_url`, and launch it."""
+
+    server: subprocess.Popen | None = None
+    ready_url: str
+
+    def running(self) -> bool:
+        return self.server is not None and self.server.poll() is None
+
+    def wait_ready(self, timeout: float) -> None:
+        await_ready(self.answers, timeout, alive=self.running, name=self.name, log=self.log)
+
+    def answers(self) -> bool:
+        try:
+            client.request(self.ready_url, timeout=5)
+            return True
+        except client.ClientError:
+            return False
 
 
 def free_port() -> int:

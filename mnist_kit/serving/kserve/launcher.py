@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 
 from mnist_kit import constants as C
-from mnist_kit.serving import client, processes
+from mnist_kit.serving import processes
 from mnist_kit.serving.kserve import versions
 from mnist_kit.serving.processes import ServerError
 
@@ -64,7 +64,7 @@ def command(
     return line + (["--token-auth", "--key-file", str(key_file)] if key_file else [])
 
 
-class KServeLauncher(processes.Launcher):
+class KServeLauncher(processes.Spawned):
     """The runtime started in the background (processes.spawn: a session of its own, its output in `log`), its PID
     where `mnist-kit stop` finds it; ready once /v2/health/ready answers 200 (the model is loaded and a worker
     listens)."""
@@ -74,24 +74,11 @@ class KServeLauncher(processes.Launcher):
     def __init__(self, argv: list[str], inference_url: str, log: Path, *, env=None, tmp_dir=None):
         self.argv, self.inference_url, self.log = argv, inference_url, log
         self.env, self.tmp_dir = env, tmp_dir
-        self.server = None
+        self.ready_url = f"{inference_url}/v2/health/ready"
 
     def launch(self) -> None:
         self.server = processes.spawn(self.argv, self.log, env=self.env)
         pid_file(self.tmp_dir).write_text(str(self.server.pid))
-
-    def running(self) -> bool:
-        return self.server is not None and self.server.poll() is None
-
-    def wait_ready(self, timeout: float) -> None:
-        processes.await_ready(self.answers, timeout, alive=self.running, name=self.name, log=self.log)
-
-    def answers(self) -> bool:
-        try:
-            client.request(f"{self.inference_url}/v2/health/ready", timeout=5)
-            return True
-        except client.ClientError:
-            return False
 
 
 class HomeKServe(KServeLauncher):
