@@ -33,6 +33,12 @@ class Answer:
     def confidence(self) -> float:
         return self.probabilities[self.digit]
 
+    def read(self) -> tuple[int, float]:
+        """The digit and the confidence, the probabilities read once (`confidence` finds the digit again): what a
+        runtime's counts and drift window take of each picture."""
+        top = max(self.probabilities)
+        return self.probabilities.index(top), top
+
 
 def images(pictures: list[Picture]) -> list[np.ndarray]:
     """The 28×28s the network reads for `pictures`, in one batch: each picture's own, then the digits of those

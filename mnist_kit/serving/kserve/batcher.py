@@ -100,32 +100,30 @@ class MicroBatcher:
         naming no version (the live traffic, which a shadow may read) into the version's drift window."""
         now = time.perf_counter()
         statuses = [500 if isinstance(reply, Exception) else reply.status for reply in replies]
-        answered = [[] for _ in batch]  # each request's pictures and their Answers, if it was answered 200
+        answered = [[] for _ in batch]  # each request's pictures, their Answers and those read, if answered 200
         if decoded is not None:
             answers = iter(decoded.answers)
             for n, (request, status) in enumerate(zip(decoded.requests, statuses)):
                 mine = [(picture, next(answers)) for picture in request.images]
                 if status == 200:
-                    answered[n] = mine
-        roles: dict = {}  # Counted → (statuses, Answers, seconds waited, reasons refused)
+                    answered[n] = [(picture, answer, answer.read()) for picture, answer in mine]
+        roles: dict = {}  # Counted → (statuses, flags, (digit, confidence)s, seconds waited, reasons refused)
         live = []
         for entry, status, reply, mine in zip(batch, statuses, replies, answered):
             if entry[6]:
                 live.extend(mine)
             if entry[5] is not None:
-                counted = roles.setdefault(entry[5], ([], [], [], []))
+                counted = roles.setdefault(entry[5], ([], [], [], [], []))
                 counted[0].append(status)
-                counted[1].extend(answer for _, answer in mine)
-                counted[2].append(now - entry[3])
+                counted[1].extend(answer.flags for _, answer, _ in mine)
+                counted[2].extend(read for _, _, read in mine)
+                counted[3].append(now - entry[3])
                 if status != 200:
-                    counted[3].append(refused_for(status, reply))
-        for counted, (its_statuses, its_answers, waited, reasons) in roles.items():
-            flags = [answer.flags for answer in its_answers]
-            counted.answered(
-                its_statuses, len(its_answers), flags=flags, waited=waited, answers=its_answers, reasons=reasons
-            )
+                    counted[4].append(refused_for(status, reply))
+        for counted, (its_statuses, flags, read, waited, reasons) in roles.items():
+            counted.answered(its_statuses, len(read), flags=flags, waited=waited, read=read, reasons=reasons)
         if self.drift is not None and live:
-            self.drift.add([picture.pixels for picture, _ in live], [answer for _, answer in live])
+            self.drift.add([picture.pixels for picture, _, _ in live], [read for _, _, read in live])
 
 
 def refused_for(status: int, reply) -> str:

@@ -133,12 +133,12 @@ class Counted:
         *,
         flags: list = (),
         waited: list[float] = (),
-        answers: list = (),
+        read: list[tuple[int, float]] = (),
         reasons: list[str] = (),
     ) -> None:
         """A batch's replies: their statuses, the pictures of those answered 200 and each such picture's flags and
-        Answer (its digit and confidence), (the default's) how long each request took, in seconds, and why each
-        refused one was (`reasons`, a 4xx's or "internal")."""
+        digit and confidence (`read`, as Answer.read gives them), (the default's) how long each request took, in
+        seconds, and why each refused one was (`reasons`, a 4xx's or "internal")."""
         classes = [status // 100 for status in statuses]
         for cls, name in ((2, "2xx"), (4, "4xx"), (5, "5xx")):
             count = classes.count(cls)
@@ -151,11 +151,10 @@ class Counted:
             count = flagged.count(flag)
             if count:
                 series.inc(count)
-        if answers:
-            digits, confidences = digits_and_confidences(answers)
-            for digit, count in Tally(digits).items():
+        if read:
+            for digit, count in Tally(digit for digit, _ in read).items():
                 self.answers[digit].inc(count)
-            for confidence in confidences:  # a histogram takes one at a time
+            for _, confidence in read:  # a histogram takes one at a time
                 self.confidence.observe(confidence)
         if reasons:
             for reason, count in Tally(reasons).items():
@@ -165,12 +164,6 @@ class Counted:
         if self.latency is not None:
             for seconds in waited:
                 self.latency.observe(seconds)
-
-
-def digits_and_confidences(answers: list) -> tuple[list[int], list[float]]:
-    """Each Answer's digit and confidence, reading its probabilities once (Answer.confidence finds the digit again)."""
-    tops = [max(a.probabilities) for a in answers]
-    return [a.probabilities.index(top) for a, top in zip(answers, tops)], tops
 
 
 class Drifting:
@@ -183,10 +176,10 @@ class Drifting:
         self.psi: dict = {}
         self.failed = False
 
-    def add(self, pixels: list, answers: list) -> None:
-        """The 28×28s the model read and their Answers, of one batch's pictures answered 200."""
-        digits, confidences = digits_and_confidences(answers)
-        self.drift.add(pixels, digits, confidences)
+    def add(self, pixels: list, read: list[tuple[int, float]]) -> None:
+        """The 28×28s the model read and their digits and confidences (Answer.read), of one batch's pictures
+        answered 200."""
+        self.drift.add(pixels, [digit for digit, _ in read], [confidence for _, confidence in read])
 
     def due(self) -> bool:
         return self.drift.due()

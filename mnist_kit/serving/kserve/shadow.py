@@ -89,7 +89,8 @@ class Shadow:
                     if differ(mine, other):
                         self.keep(sent[n], mine, other, picture=k if count > 1 else None)
             compared = sum(count for _, _, count in picked)
-            self.counted.answered([200] * len(picked), compared, flags=[a.flags for a in theirs], answers=theirs)
+            read = [answer.read() for answer in theirs]
+            self.counted.answered([200] * len(picked), compared, flags=[a.flags for a in theirs], read=read)
             self.comparisons.inc(compared)
         except Exception:
             self.failures += 1
