@@ -127,10 +127,11 @@ def run(
 
     Each stage sets the runtime's routing (shadow; then canary at each share), waits at least --dwell seconds and
     until its gates can be judged, then passes when all hold: errors (5xx), p99 (at the canary stages), each flag's
-    share, the verdict on the labelled disagreements where they suffice ("default better" fails; without
-    --require-labels, too few labels does not block) and, with --mnist-limit, the per-digit guard at the shadow
-    stage. After the last stage, the candidate becomes the default. Every decision is printed with its figures and
-    recorded in feedback.db (`canary status --json` shows them); exit 1 when rolled back.
+    share (one shifted past 5 points waits for the labels' verdict and holds only on "candidate better"), the
+    verdict on the labelled disagreements where they suffice ("default better" fails; without --require-labels,
+    too few labels does not block) and, with --mnist-limit, the per-digit guard at the shadow stage. After the last
+    stage, the candidate becomes the default. Every decision is printed with its figures and recorded in feedback.db
+    (`canary status --json` shows them); exit 1 when rolled back.
 
     \b
       mnist-kit canary run --candidate 2.0
