@@ -70,11 +70,14 @@ KSERVE_GRACE_S = 30
 # in a row the restart waits KSERVE_RESTART_BACKOFF_S, doubling each time, and at the KSERVE_RESTART_LIMIT-th it is
 # left dead (its start and 4 restarts, 0 + 1 + 2 + 4 s apart), so that workers that cannot load their archive end
 # the runtime in about 20 s rather than never. The supervisor looks at its workers every KSERVE_SUPERVISE_POLL_S: a
-# restart or a stop signal handed on that late is nothing next to a worker's load or drain.
+# restart or a stop signal handed on that late is nothing next to a worker's load or drain. A spare worker, loaded and
+# waiting, takes a dead one's place at once; the next spare starts KSERVE_SPARE_AFTER_S later, so that its load (a
+# core's second or two) does not slow the workers while they take the dead one's share back.
 KSERVE_RESTART_BACKOFF_S = 1.0
 KSERVE_RESTART_STABLE_S = 60
 KSERVE_RESTART_LIMIT = 5
 KSERVE_SUPERVISE_POLL_S = 0.1
+KSERVE_SPARE_AFTER_S = 5.0
 # A replica told to stop keeps serving DRAIN_S seconds (its readiness failing) before it stops: Kubernetes takes a
 # terminating pod out of its EndpointSlices at once, but kube-proxy on each node and an ingress apply that a few
 # seconds later (kube-proxy syncs at most once a second, ingress controllers reload), and a proxy health-checking

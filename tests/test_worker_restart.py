@@ -47,8 +47,10 @@ import json, os, sys
 from mnist_kit import constants as C
 from mnist_kit.serving.kserve import supervision
 C.KSERVE_RESTART_BACKOFF_S = 0.01  # the policy's own test is above: here, quick
+C.KSERVE_SPARE_AFTER_S = 0.5
 env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": sys.argv[3]}
-sys.exit(supervision.Supervisor(json.loads(sys.argv[1]), int(sys.argv[2]), env=env).run())
+spare = json.loads(sys.argv[4]) if len(sys.argv) > 4 else None
+sys.exit(supervision.Supervisor(json.loads(sys.argv[1]), int(sys.argv[2]), env=env, spare=spare).run())
 """
 # A worker that takes 1 s to set its handlers (as a real one loading), says it serves, and ends 0 when stopped.
 WORKER = """
@@ -64,16 +66,29 @@ while True:
     time.sleep(1)
 """
 FAILING = "import sys; sys.exit(3)"
+# A spare: loads (1 s), says so, then serves as WORKER once it reads SERVE, and ends at once if it reads nothing.
+SPARE = """
+import os, sys, time
+time.sleep(1)
+open(os.path.join(sys.argv[1], f"waiting-{os.getpid()}"), "w").close()
+if sys.stdin.readline() != "SERVE\\n":
+    sys.exit(0)
+""" + WORKER.replace("time.sleep(1)", "", 1)
 
 
-def supervisor(tmp_path, worker: str, *args: str, count: int = 2) -> subprocess.Popen:
+def supervisor(tmp_path, worker: str, *args: str, count: int = 2, spare: str | None = None) -> subprocess.Popen:
     figures = tmp_path / "metrics"
     figures.mkdir()
-    command = json.dumps([sys.executable, "-c", worker, *args])
+    command = [json.dumps([sys.executable, "-c", worker, *args]), str(count), str(figures)]
+    if spare:
+        command.append(json.dumps([sys.executable, "-c", spare, *args]))
     with open(tmp_path / "supervisor.out", "w") as log:
-        return subprocess.Popen(
-            [sys.executable, "-c", DRIVER, command, str(count), str(figures)], stdout=log, stderr=subprocess.STDOUT
-        )
+        return subprocess.Popen([sys.executable, "-c", DRIVER, *command], stdout=log, stderr=subprocess.STDOUT)
+
+
+def pids(tmp_path, kind: str) -> set[int]:
+    """The stand-ins that have said `kind` (serving, waiting, stopped)."""
+    return {int(path.name.removeprefix(f"{kind}-")) for path in tmp_path.glob(f"{kind}-*")}
 
 
 def until(found, timeout: float, step: float = 0.05):
@@ -109,18 +124,56 @@ def test_a_stop_signal_reaches_a_restarted_worker_still_starting_and_ends_the_re
         assert process.wait(timeout=10) == 0  # not -SIGTERM: the new worker ended through its handler, as the other
     finally:
         process.kill()
-    stopped = {int(path.name.removeprefix("stopped-")) for path in tmp_path.glob("stopped-*")}
-    assert stopped == (first - {min(first)}) | {new}
+    assert pids(tmp_path, "stopped") == (first - {min(first)}) | {new}
     log = (tmp_path / "supervisor.out").read_text()
     assert f"(pid {min(first)}) was killed by SIGKILL after" in log and log.count("restarting it") == 1
+
+
+@pytest.mark.integration
+def test_the_spare_serves_in_a_dead_worker_s_place_at_once_and_a_new_spare_follows(tmp_path):
+    process = supervisor(tmp_path, WORKER, str(tmp_path), spare=SPARE)
+    try:
+        until(lambda: len(pids(tmp_path, "serving")) == 2 and len(pids(tmp_path, "waiting")) == 1, 10)
+        first, (spare,) = pids(tmp_path, "serving"), pids(tmp_path, "waiting")
+        os.kill(min(first), signal.SIGKILL)
+        killed_at = time.monotonic()
+        until(lambda: spare in pids(tmp_path, "serving"), 5, step=0.01)
+        took = time.monotonic() - killed_at
+        (new_spare,) = until(lambda: pids(tmp_path, "waiting") - {spare}, 10)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        process.kill()
+    assert took < 0.5  # a poll of the supervisor's (0.1 s), not a worker's 1 s load
+    assert pids(tmp_path, "stopped") == (first - {min(first)}) | {spare}  # the new spare ended too, not serving
+    assert not psutil.pid_exists(new_spare) or psutil.Process(new_spare).status() == psutil.STATUS_ZOMBIE
+    log = (tmp_path / "supervisor.out").read_text()
+    assert f"the spare (pid {spare}) serves in its place" in log and log.count("restarting it") == 1
+
+
+@pytest.mark.integration
+def test_a_waiting_spare_ends_when_its_supervisor_is_gone(tmp_path):
+    process = supervisor(tmp_path, WORKER, str(tmp_path), spare=SPARE)
+    try:
+        until(lambda: len(pids(tmp_path, "serving")) == 2 and len(pids(tmp_path, "waiting")) == 1, 10)
+        process.kill()  # no stop signal handed on: the spare's pipe closes with its supervisor
+        (spare,) = pids(tmp_path, "waiting")
+        until(lambda: not psutil.pid_exists(spare) or psutil.Process(spare).status() == psutil.STATUS_ZOMBIE, 5)
+    finally:
+        for pid in pids(tmp_path, "serving"):  # the workers, orphaned
+            os.kill(pid, signal.SIGKILL)
 
 
 # --- a real runtime of two workers, one killed with SIGKILL under load
 
 
-def worker_answering(url: str) -> int:
-    """The pid of the worker that answers a fresh connection (the kernel spreads connections over the workers)."""
-    (described,) = json.loads(urllib.request.urlopen(f"{url}/models/mnist", timeout=30).read())
+def worker_answering(url: str) -> int | None:
+    """The pid of the worker that answers a fresh connection (the kernel spreads connections over the workers); None
+    for one the kernel had queued at a worker as it was killed (reset)."""
+    try:
+        (described,) = json.loads(urllib.request.urlopen(f"{url}/models/mnist", timeout=30).read())
+    except ConnectionResetError:
+        return None
     return described["workers"][0]["pid"]
 
 
@@ -141,25 +194,29 @@ def samples(text: str) -> dict:
     }
 
 
+def children(pid: int) -> set[int]:
+    return {c.pid for c in psutil.Process(pid).children()}
+
+
 @pytest.fixture(scope="module")
 def killed(model_store):
-    """Two workers answering under load (8 clients, no retries); one killed with SIGKILL; what followed, until both
-    answer again and 2 s more of load."""
+    """Two workers answering under load (8 clients, no retries) and a spare waiting; one worker killed with SIGKILL;
+    what followed, until both answer again, 2 s more of load, and a new spare waits."""
     with PrivateKServe(model_store / "mnist.mar", workers=2) as runtime:
         url, supervisor_pid = runtime.inference_url, runtime.server.pid
-        workers = {c.pid for c in psutil.Process(supervisor_pid).children()}
-        seen = set()
-        until(lambda: seen.add(worker_answering(url)) or seen == workers, 60)
+        until(lambda: len(children(supervisor_pid)) == 3, 60)
+        workers = set()
+        until(lambda: workers.add(worker_answering(url)) or len(workers) == 2, 60)
+        (spare,) = children(supervisor_pid) - workers
         load = Load(url, [path.read_bytes() for path in DIGITS], concurrency=8, retries=0).start()
         time.sleep(2)
         victim, folder = min(workers), next(runtime.workdir.glob("mnist-kit-runtime-*")) / "metrics"
         live_before = [p.name for p in folder.glob(f"gauge_live*_{victim}.db")]
         killed_at = load.now()
         os.kill(victim, signal.SIGKILL)
-        (new,) = until(lambda: {c.pid for c in psutil.Process(supervisor_pid).children()} - workers, 5)
-        spawned_s = load.now() - killed_at
         ready, seen = [], set()
-        until(lambda: ready.append(readiness(url)) or seen.add(worker_answering(url)) or new in seen, 60, step=0.02)
+        probed = lambda: ready.append((load.now() - killed_at, readiness(url)))  # noqa: E731
+        until(lambda: probed() or seen.add(worker_answering(url)) or spare in seen, 30, step=0.02)
         answered_s = load.now() - killed_at
         answering = set()
         until(lambda: answering.add(worker_answering(url)) or len(answering) == 2, 10, step=0)
@@ -167,41 +224,49 @@ def killed(model_store):
         time.sleep(2)
         results = load.stop()
         metrics = urllib.request.urlopen(f"{url}/metrics", timeout=30).read().decode()
+        waiting = until(lambda: children(supervisor_pid) - workers - {spare}, C.KSERVE_SPARE_AFTER_S + 30)
         record = SimpleNamespace(
             victim=victim,
             survivor=(workers - {victim}).pop(),
-            new=new,
+            spare=spare,
+            new_spare=waiting,
             answering=answering,
-            spawned_s=spawned_s,
             answered_s=answered_s,
             ready=ready,
             results=results,
             failed=[r for r in results if not r.ok],
             after=[r for r in results if r.sent >= restarted_at],
+            before=[r for r in results if killed_at - 2 <= r.sent < killed_at],
             metrics=samples(metrics),
             live_before=live_before,
             live_after=[p.name for p in folder.glob(f"gauge_live*_{victim}.db")],
             log=runtime.log.read_text(errors="replace"),
         )
         print(
-            f"\nkilled worker {victim} under load: new worker {new} spawned after {spawned_s:.2f} s, answered after "
-            f"{answered_s:.2f} s; {len(record.failed)} of {len(results)} requests failed "
+            f"\nkilled worker {victim} under load: the spare {spare} answered after {answered_s:.2f} s; "
+            f"{len(record.failed)} of {len(results)} requests failed "
             f"(sent at {[round(r.sent - killed_at, 2) for r in record.failed]} s from the kill, taking "
-            f"{[round(r.ms) for r in record.failed]} ms); {len(record.after)} sent after both answered again; "
-            f"readiness probes in between: {sorted(set(map(str, ready)))} x{len(ready)}"
+            f"{[round(r.ms) for r in record.failed]} ms); {len(record.before)} sent in the 2 s before the kill, "
+            f"{len(record.after)} in the 2 s after both answered again; "
+            f"readiness probes in between: {[(round(t, 2), answer) for t, answer in ready]}"
         )
         yield record
 
 
-def test_a_killed_worker_is_replaced_within_5_seconds_and_both_workers_answer(killed):
-    assert killed.spawned_s < 5 and psutil.pid_exists(killed.new)
-    assert killed.answered_s < 30  # its load: 3 to 6 s on 2 cores busy with the load
-    assert killed.answering == {killed.survivor, killed.new}
+def test_a_killed_worker_s_place_is_taken_by_the_spare_within_5_seconds_and_both_workers_answer(killed):
+    assert killed.answered_s < 5
+    assert killed.answering == {killed.survivor, killed.spare}
+
+
+def test_a_new_spare_waits_after_the_spare_took_a_place(killed):
+    (new_spare,) = killed.new_spare
+    assert psutil.pid_exists(new_spare)
 
 
 def test_the_log_says_which_worker_died_of_sigkill_and_that_it_restarts_it(killed):
     (line,) = [line for line in killed.log.splitlines() if f"(pid {killed.victim})" in line]
     assert " of 2 (pid " in line and "was killed by SIGKILL after" in line and line.endswith(": restarting it")
+    assert f"the spare (pid {killed.spare}) serves in its place" in killed.log
 
 
 def test_metrics_count_the_restart_and_still_add_up_the_dead_worker_s_requests(killed):
@@ -218,8 +283,14 @@ def test_metrics_count_the_restart_and_still_add_up_the_dead_worker_s_requests(k
 
 
 def test_the_runtime_stays_ready_while_a_worker_restarts(killed):
-    assert set(killed.ready) == {200}  # the other worker answers meanwhile
+    """Every probe is answered 200 by a live worker; one sent as the victim died may find its connection reset, as
+    the requests in flight there are lost."""
+    assert killed.ready and all(answer == 200 or t < 0.2 for t, answer in killed.ready)
 
 
 def test_requests_after_the_restart_all_succeed(killed):
     assert killed.after and all(r.ok for r in killed.after)
+
+
+def test_capacity_is_back_once_both_workers_answer(killed):
+    assert len(killed.after) >= 0.8 * len(killed.before)  # the same 2 s of the same load, before the kill and after

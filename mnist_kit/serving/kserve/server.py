@@ -13,7 +13,9 @@ the model, and an ONNX Runtime session does not pickle), and a stop loses nothin
   waits, then SIGTERM.
 
 With --workers N the process starts N workers, each a whole server on the same ports (SO_REUSEPORT: the kernel
-spreads connections over them), restarts one that dies, and hands a stop signal on to them (supervision.py); it
+spreads connections over them), and a spare, loaded and waiting to take the place of one that dies (--no-spare: a
+worker's memory saved, a new worker started instead, seconds later); it hands a stop signal on to them
+(supervision.py), and it
 gives them a folder for their Prometheus figures ($PROMETHEUS_MULTIPROC_DIR), so that /metrics adds up all of them,
 and removes it at the end.
 
@@ -84,7 +86,14 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--shadow-store", default=None, metavar="PATH", help="Its disagreements' file (default: the kit's shadow.db)."
     )
+    parser.add_argument(
+        "--no-spare",
+        dest="spare",
+        action="store_false",
+        help="With --workers N, no spare worker waiting to replace one that dies (one worker's memory saved).",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--as-spare", action="store_true", help=argparse.SUPPRESS)  # the supervisor's, to its spare
     parser.add_argument("--routing-file", default=None, help=argparse.SUPPRESS)  # the supervisor's, to its workers
     args = parser.parse_args(argv)
     if args.shadow is None and args.shadow_share != 1.0:
@@ -130,7 +139,8 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
         command = [sys.executable, "-m", "mnist_kit.serving.kserve.server", *argv]
         command += ["--routing-file", str(routing_file), "--worker"]
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(figures)}
-        return supervision.Supervisor(command, args.workers, env=env).run()
+        spare = [*command, "--as-spare"] if args.spare else None
+        return supervision.Supervisor(command, args.workers, env=env, spare=spare).run()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -192,6 +202,11 @@ def serve(args: argparse.Namespace, *, drain_requested: threading.Event) -> None
     logging.getLogger("kserve.trace").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     grpc = AddressedGRPCServer(args.host, args.grpc_port, server, grace_period=args.grace_period, token=token)
+    if args.as_spare:  # loaded: bound and serving once the supervisor says so, ended if it is gone first
+        if sys.stdin.readline().encode() != supervision.SERVE:
+            model.close()
+            return
+        model.routes.refresh()  # what changed while it waited
     sock = listening_socket(args.host, args.http_port)
 
     rest_server = DrainingServer(rest.config, drain_seconds=args.drain_seconds, on_drain=model.drain)
