@@ -293,4 +293,4 @@ def test_requests_after_the_restart_all_succeed(killed):
 
 
 def test_capacity_is_back_once_both_workers_answer(killed):
-    assert len(killed.after) >= 0.8 * len(killed.before)  # the same 2 s of the same load, before the kill and after
+    assert len(killed.after) >= 0.75 * len(killed.before)  # the same 2 s of the same load, before the kill and after
