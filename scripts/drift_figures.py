@@ -47,8 +47,8 @@ def pictures_sent(data_dir) -> dict[str, list[bytes]]:
     return {
         "MNIST test digits as PNG": digits,
         "the same, colours inverted": [kinds.mnist_png(255 - image, None) for image in picked],
-        "three quarters of those MNIST digits, a quarter phone photos": digits[: C.DRIFT_WINDOW - PER_KIND]
-        + made["photo"],
+        "three quarters of those MNIST digits, a quarter phone photos": digits[: C.DRIFT_WINDOW - C.DRIFT_WINDOW // 4]
+        + made["photo"][: C.DRIFT_WINDOW // 4],
         "phone photos of test digits (photo)": made["photo"],
         "rotated phone photos (rotated)": made["rotated"],
         "drawing-app canvases (canvas)": made["canvas"],
@@ -68,7 +68,7 @@ def scored(core: Core, baseline: drift.Baseline, sent: list[bytes], batch_size: 
         for request, reply in zip(decoded.requests, replies):
             mine = [(picture, next(answers)) for picture in request.images]
             if reply.status == 200:
-                drifting.add([picture.pixels for picture, _ in mine], [answer for _, answer in mine])
+                drifting.add([picture.pixels for picture, _ in mine], [answer.read() for _, answer in mine])
             else:
                 refused += 1
     scores = drifting.drift.scores()

@@ -105,11 +105,13 @@ def main() -> None:
             phase = drill.phase(name, pictures[kind], seconds=seconds)
             print(f"{name}: {phase['sent']} sent, {phase['failed']} refused or failed; firing: {drill.firing()}")
         fired = [{**a, "at_unix": a["at"] + offset} for a in drill.webhook.received if a["status"] == "firing"]
-        per_phase = []  # each alert's first arrival in the phase it arrived in, seconds after the phase began
-        for phase, after in zip(drill.phases, [p["began"] for p in drill.phases[1:]] + [float("inf")]):
+        # Each alert that began firing in a phase: its first arrival, seconds after the phase began (a notification
+        # repeating an alert that fired in an earlier phase is not counted again).
+        per_phase = []
+        for phase, until in zip(drill.phases, [p["began_at"] for p in drill.phases[1:]] + [float("inf")]):
             first = {}
             for alert in fired:
-                if phase["began"] <= alert["at"] < after and alert["alertname"] not in first:
+                if phase["began_at"] <= alert["began_at"] < until and alert["alertname"] not in first:
                     first[alert["alertname"]] = round(alert["at"] - phase["began"], 2)
             per_phase.append({k: phase[k] for k in ("name", "sent", "failed")} | {"alerts_after_s": first})
         start, end = drill.phases[0]["began_at"], drill.phases[-1]["ended_at"]

@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from contextlib import ExitStack
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -34,7 +35,7 @@ INTERVAL = "1s"
 
 class Webhook:
     """Alertmanager's webhook receiver, on a free port in a thread: each alert of each notification, with the time
-    (time.monotonic()) it arrived."""
+    (time.monotonic()) it arrived and the time it began firing (Unix seconds, Prometheus's)."""
 
     def __init__(self):
         self.received: list[dict] = []
@@ -45,7 +46,8 @@ class Webhook:
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
                 now = time.monotonic()
                 for alert in body.get("alerts", []):
-                    received.append({"at": now, "status": alert["status"], **alert["labels"]})
+                    began = datetime.fromisoformat(alert["startsAt"]).timestamp()  # Unix seconds: when it fired
+                    received.append({"at": now, "began_at": began, "status": alert["status"], **alert["labels"]})
                 self.send_response(200)
                 self.end_headers()
 
@@ -130,10 +132,17 @@ class Drill:
         return phase
 
     def arrived(self, alertname: str, *, after: float | None = None) -> float | None:
-        """Seconds from `after` (the last phase's start) to the first firing notification of `alertname` at the
-        webhook since then; None if none came."""
-        after = self.phases[-1]["began"] if after is None else after
-        times = [a["at"] for a in self.webhook.received if a["alertname"] == alertname and a["status"] == "firing"]
+        """Seconds from `after` (the last phase's start) to the first firing notification at the webhook of an
+        `alertname` alert that began firing since then (a notification repeating one that fired before, as a group
+        whose other alerts resolve sends, is not a new alarm); None if none came."""
+        phase = self.phases[-1]
+        after = phase["began"] if after is None else after
+        began_at = phase["began_at"] + (after - phase["began"])  # the same moment, in Unix seconds
+        times = [
+            a["at"]
+            for a in self.webhook.received
+            if a["alertname"] == alertname and a["status"] == "firing" and a["began_at"] >= began_at
+        ]
         times = [t for t in times if t >= after]
         return round(min(times) - after, 2) if times else None
 

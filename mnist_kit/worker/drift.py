@@ -1,9 +1,9 @@
 """Input drift: a few cheap statistics of the pictures a version answers, against the same statistics of what its
 model was trained on, as a population stability index (PSI) per statistic.
 
-The archive carries the baseline (C.DRIFT_BASELINE_FILE: MNIST training images through the serving preprocessing
-and the float model, binned, packaging/archive.py); a runtime keeps the last C.DRIFT_WINDOW pictures a version
-answered (`Drift`: kept per batch, measured and scored at most once a second). The statistics read the 28×28 the
+The archive carries the baseline (C.DRIFT_BASELINE_FILE: MNIST training images through the serving preprocessing and
+the float model, binned, packaging/archive.py); a runtime keeps the last C.DRIFT_WINDOW pictures a version answered
+(`Drift`: kept per batch, measured and scored at most every C.DRIFT_INTERVAL_S). The statistics read the 28×28 the
 model read and its answer: a few array reductions over many pictures at once. Numpy only, and no server: packed into
 the .mar beside the handler, so either runtime can keep it.
 """
@@ -152,8 +152,8 @@ class Window:
 class Drift:
     """One version's live window against its baseline. `add` keeps each batch's answered pictures as they are (a
     list append: nothing measured on the request's path); when `due` (at least `minimum` pictures, at most once per
-    `interval` seconds, something new since the last), `scores` measures what was kept in one numpy pass, adds it
-    to the window and scores the window."""
+    `interval` seconds, something new since the last), `scores` measures the newest window's worth of what was kept
+    in one numpy pass, adds it to the window and scores the window."""
 
     def __init__(
         self,

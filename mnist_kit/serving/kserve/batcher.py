@@ -87,7 +87,7 @@ class MicroBatcher:
                     await asyncio.sleep(0)  # the replies go out first: the shadow adds no latency to them
                     sent = [(row, h, body) for row, h, _, _, body, _, _ in batch]
                     shadow.compare(decoded, sent, [entry[6] for entry in batch])
-                if self.drift is not None and self.drift.due():  # at most once a second, once the replies are out
+                if self.drift is not None and self.drift.due():  # at most every DRIFT_INTERVAL_S, replies out
                     await asyncio.sleep(0)
                     self.drift.publish()
                 await asyncio.sleep(0)  # the loop reads what arrived meanwhile: the next batch
