@@ -315,17 +315,18 @@ def test_the_service_monitor_scrapes_the_kserve_runtimes_service_as_job_mnist_ki
         "app.kubernetes.io/part-of": "mnist-kit",
     }
     endpoint = monitor["spec"]["endpoints"][0]
-    assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == ("http", "/metrics", "30s")
+    assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == ("http", "/metrics", "15s")
     assert endpoint["relabelings"] == [{"action": "replace", "targetLabel": "job", "replacement": alerts.JOB}]
 
 
 # Prometheus's and Alertmanager's configs
 
 
-def test_prometheus_scrapes_the_runtimes_and_the_pad_at_the_interval_and_alerts_alertmanager(exported):
+def test_prometheus_scrapes_the_runtimes_and_the_pad_twice_an_interval_and_alerts_alertmanager(exported):
     config = yaml.safe_load((exported / "prometheus" / "prometheus.yml").read_text())
     interval = exported.name
-    assert config["global"]["scrape_interval"] == config["global"]["evaluation_interval"] == interval
+    assert config["global"]["evaluation_interval"] == interval
+    assert config["global"]["scrape_interval"] == {"1s": "500ms", "30s": "15s"}[interval]
     jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
     assert jobs == {"mnist-kit": ["10.0.0.1:8080", "10.0.0.2:8080"], "mnist-kit-pad": ["127.0.0.1:8000"]}
     assert config["rule_files"] == ["rules.yml"]

@@ -36,7 +36,7 @@ def _histogram(version: str, per_bucket: tuple[int, ...], intervals: int) -> dic
 
 CASES = [
     Case(
-        "a target that fails three scrapes in a row is down; one that answers, or another job's, is not",
+        "a target down at three evaluations in a row is down; one that answers, or another job's, is not",
         {
             'up{job="mnist-kit", instance="10.0.0.1:8080"}': "1 1 0 0 0 0 0",
             'up{job="mnist-kit", instance="10.0.0.2:8080"}': "1x6",
@@ -50,7 +50,7 @@ CASES = [
         ],
     ),
     Case(
-        "a pad that fails three scrapes in a row is down, as a warning",
+        "a pad down at three evaluations in a row is down, as a warning",
         {
             'up{job="mnist-kit-pad", instance="127.0.0.1:8000"}': "1 0 0 0 0",
             'up{job="mnist-kit", instance="10.0.0.1:8080"}': "1x4",

@@ -27,8 +27,11 @@ def seconds(interval: str) -> int:
     return int(found[1]) * UNITS[found[2]]
 
 
-def duration(total_s: int) -> str:
-    """Seconds as Prometheus writes a duration: 3600 → 1h, 90 → 90s, 0 → 0s."""
+def duration(total_s: float) -> str:
+    """Seconds as Prometheus writes a duration: 3600 → 1h, 90 → 90s, 0.5 → 500ms, 0 → 0s."""
+    if total_s != int(total_s):
+        return f"{round(total_s * 1000)}ms"
+    total_s = int(total_s)
     for unit, size in UNITS.items():
         if total_s and total_s % size == 0:
             return f"{total_s // size}{unit}"
@@ -72,10 +75,10 @@ ALERTS = [
         wait=2,
         severity="critical",
         summary="The runtime at {{ $labels.instance }} is down",
-        description="Prometheus could not scrape {{ $labels.instance }} ({{ $labels.job }}) at its last three "
-        "scrapes: it is down, or its /metrics does not answer.",
-        why="Three failed scrapes in a row (for: 2 intervals): one lost scrape is a slow answer or a restart's "
-        "second, not an outage.",
+        description="Prometheus could not scrape {{ $labels.instance }} ({{ $labels.job }}) at three evaluations "
+        "in a row: it is down, or its /metrics does not answer.",
+        why="Down at three evaluations in a row (for: 2 intervals): one lost scrape is a slow answer or a "
+        "restart's second, not an outage.",
     ),
     Alert(
         "MnistKitPadDown",
@@ -84,9 +87,9 @@ ALERTS = [
         wait=2,
         severity="warning",
         summary="The pad at {{ $labels.instance }} is down",
-        description="Prometheus could not scrape the pad at {{ $labels.instance }} at its last three scrapes: its "
-        "corrections are not counted, and MnistKitCorrectionsSayWrong cannot fire.",
-        why="As the runtime's, three failed scrapes; a warning: nobody's answers depend on the pad.",
+        description="Prometheus could not scrape the pad at {{ $labels.instance }} at three evaluations in a row: "
+        "its corrections are not counted, and MnistKitCorrectionsSayWrong cannot fire.",
+        why="As the runtime's, down at three evaluations; a warning: nobody's answers depend on the pad.",
     ),
     Alert(
         "MnistKitErrorRate",
@@ -137,10 +140,10 @@ ALERTS = [
         description="{{ $value | humanizePercentage }} of the pictures version {{ $labels.version }} read as "
         "{{ $labels.role }} over the last <w> carried {{ $labels.flag }}; the alert starts above "
         f"{C.MONITORING_FLAG_SHARE:.0%} (on real digits, at most 4%).",
-        why="A surge is news only while it lasts: the shortest window a rate has (2 intervals: three samples), no "
-        "wait beyond it, so it fires at the first evaluation after the first flagged scrape, within two intervals "
-        "of the burst's start (one held interval more took 2.2 s at 1 s in the monitoring drill); the least "
-        "pictures keep a quiet minute's two blanks from being a 100 % share.",
+        why="A surge is news only while it lasts: a short window (2 intervals: four or five scrapes), no wait beyond "
+        "it, so it fires at the first evaluation after the first flagged scrape, within two intervals of the "
+        "burst's start (one held interval more took 2.2 s at 1 s in the monitoring drill); the least pictures "
+        "keep a quiet minute's two blanks from being a 100 % share.",
     ),
     Alert(
         "MnistKitInputDrift",

@@ -8,8 +8,8 @@
     kubernetes/monitoring.yaml      the same rules as a PrometheusRule, and a ServiceMonitor of the runtime's Service
 
 The Kubernetes documents stand apart from `export k8s`'s kubernetes.yaml: they need the Prometheus Operator's CRDs,
-and a cluster without them would refuse the whole file. Every interval (scrape, evaluation, the rules' windows) is
---interval or a multiple of it.
+and a cluster without them would refuse the whole file. --interval is the evaluation interval, and every rule's
+window and wait a multiple of it; Prometheus scrapes twice an interval (`scrape_every`).
 """
 
 import json
@@ -39,19 +39,27 @@ def address(text: str, option: str) -> str:
     return text.strip()
 
 
+def scrape_every(interval_s: int) -> float:
+    """Seconds between two scrapes: half the evaluation interval, so that a rule reads a figure at most half an
+    interval old, and an alert reaches Alertmanager within its wait and one and a half intervals of the change it
+    watches (and its figure's own delay: a rate's window, a drift window's turn), where scraping as often as it
+    evaluates costs up to two intervals."""
+    return interval_s / 2
+
+
 def prometheus_config(
     interval_s: int, targets: list[str], pad: str | None = None, *, alertmanager: str = C.MONITORING_ALERTMANAGER
 ) -> dict:
-    """prometheus.yml: the runtimes (their /metrics is on the inference port) and the pad, scraped every interval;
-    the rules evaluated as often."""
+    """prometheus.yml: the runtimes (their /metrics is on the inference port) and the pad, scraped twice an
+    interval; the rules evaluated every interval."""
     scrape_configs = [{"job_name": JOB, "metrics_path": "/metrics", "static_configs": [{"targets": targets}]}]
     if pad:
         scrape_configs.append({"job_name": PAD_JOB, "metrics_path": "/metrics", "static_configs": [{"targets": [pad]}]})
     return {
         "global": {
-            "scrape_interval": duration(interval_s),
-            # Prometheus refuses a scrape timeout longer than the interval; 10 s is its default.
-            "scrape_timeout": duration(min(interval_s, 10)),
+            "scrape_interval": duration(scrape_every(interval_s)),
+            # Prometheus refuses a scrape timeout longer than the scrape interval; 10 s is its default.
+            "scrape_timeout": duration(min(scrape_every(interval_s), 10)),
             "evaluation_interval": duration(interval_s),
         },
         "rule_files": ["rules.yml"],
@@ -96,8 +104,8 @@ def kubernetes_documents(interval_s: int, *, name: str = C.MODEL_NAME, runbooks:
                     {
                         "port": "http",
                         "path": "/metrics",
-                        "interval": duration(interval_s),
-                        "scrapeTimeout": duration(min(interval_s, 10)),
+                        "interval": duration(scrape_every(interval_s)),
+                        "scrapeTimeout": duration(min(scrape_every(interval_s), 10)),
                         "relabelings": [{"action": "replace", "targetLabel": "job", "replacement": JOB}],
                     }
                 ],
@@ -152,8 +160,9 @@ def files(
     return {
         "prometheus/prometheus.yml": dump_yaml(
             [prometheus_config(i, targets, pad, alertmanager=alertmanager)],
-            f"Prometheus for mnist-kit (mnist-kit export monitoring --interval {every}): every {every}, scrapes\n"
-            f"{jobs}, evaluates rules.yml, and alerts the Alertmanager at {alertmanager}.\n"
+            f"Prometheus for mnist-kit (mnist-kit export monitoring --interval {every}): scrapes {jobs}\n"
+            f"every {duration(scrape_every(i))}, evaluates rules.yml every {every}, and alerts the Alertmanager at "
+            f"{alertmanager}.\n"
             "A runtime in the production profile wants its token on /metrics too: add to its job\n"
             "  authorization: {credentials_file: /etc/prometheus/mnist-kit.token}\n"
             "Run: prometheus --config.file=prometheus.yml (docs/MONITORING.md)",
