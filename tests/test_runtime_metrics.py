@@ -3,12 +3,17 @@ digit and by confidence, the requests it refused by reason, and the input drift 
 its archive's baseline. In process, on real cores with random weights, as tests/test_shadow.py runs them."""
 
 import io
+import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
+from prometheus_client import REGISTRY, CollectorRegistry
 from test_shadow import PICTURES, PNG, Served, app_of, ask, figure, random_core, v2_body
 
 from mnist_kit.packaging import archive, mar
@@ -155,3 +160,68 @@ def test_an_archive_carries_its_drift_baseline_only_when_built_with_mnist_at_han
         folder = mar.read(built).extract(tmp_path / built.stem)
         found[built.name] = drift.Baseline.load(str(folder))
     assert isinstance(found[with_one.name], drift.Baseline) and found[without.name] is None
+
+
+# --- histograms counted a batch at a time
+
+HISTOGRAM_SCRIPT = """
+import json, os, sys
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from mnist_kit.serving.kserve import metrics
+
+values = json.loads(sys.argv[1])
+batched = metrics.BatchHistogram("kit_test_seconds", "a test", ["version"], buckets=(0.1, 0.5, 1))
+for start in range(0, len(values), 7):  # batches of 7
+    batched.labels("1.0").observe_all(values[start : start + 7])
+reference = CollectorRegistry()  # under another name: with a workers' folder, its values go there too
+one_by_one = Histogram("kit_reference_seconds", "a test", ["version"], buckets=(0.1, 0.5, 1), registry=reference)
+for value in values:
+    one_by_one.labels("1.0").observe(value)
+
+def shown(text, name):
+    return sorted(
+        (s.name.replace(name, "NAME"), sorted(s.labels.items()), round(s.value, 9))
+        for f in text_string_to_metric_families(text) if f.name == name
+        for s in f.samples if not s.name.endswith("_created")
+    )
+
+ours = shown(metrics.exposition_of_all_workers(None)[0].decode(), "kit_test_seconds")
+print(json.dumps([ours, shown(generate_latest(reference).decode(), "kit_reference_seconds")]))
+"""
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("workers_folder", [False, True], ids=["one process", "workers' folder"])
+def test_a_batch_histogram_shows_on_metrics_what_prometheus_clients_histogram_shows_for_the_same_values(
+    workers_folder, tmp_path
+):
+    """Through /metrics's own exposition, with and without $PROMETHEUS_MULTIPROC_DIR (read when prometheus_client
+    is imported: a process of its own)."""
+    values = [0.05, 0.1, 0.3, 0.5, 0.7, 1.0, 2.5, 0.0, 0.1000001, 9.0] * 3
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)} if workers_folder else dict(os.environ)
+    if not workers_folder:
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    done = subprocess.run(
+        [sys.executable, "-c", HISTOGRAM_SCRIPT, json.dumps(values)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    ours, reference = json.loads(done.stdout)
+    assert ours == reference and len(ours) == 6  # 4 buckets, _count and _sum
+
+
+LES = ("0.1", "1.0", "+Inf")
+
+
+@pytest.mark.unit
+def test_a_batch_histogram_shows_every_bucket_at_0_before_its_first_value():
+    series = metrics.BatchHistogram("kit_empty_seconds", "a test", ["version"], buckets=(0.1, 1)).labels("1.0")
+    shown = CollectorRegistry()
+    shown.register(metrics.AsHistograms(REGISTRY))
+    assert [
+        shown.get_sample_value("kit_empty_seconds_bucket", {"version": "1.0", "le": le})
+        for le in ("0.1", "1.0", "+Inf")
+    ] == [0, 0, 0]
+    series.observe_all([0.5, 0.5])
+    assert shown.get_sample_value("kit_empty_seconds_bucket", {"version": "1.0", "le": "1.0"}) == 2
+    assert shown.get_sample_value("kit_empty_seconds_count", {"version": "1.0"}) == 2

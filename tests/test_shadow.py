@@ -19,7 +19,7 @@ import torch
 from click.testing import CliRunner
 from conftest import DIGITS
 from fastapi import FastAPI
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 from test_kserve_hot_path import asgi
 
 from mnist_kit import constants as C
@@ -104,7 +104,11 @@ def ask(app, requests: list[tuple[str, list, bytes]], *, method="POST") -> list[
 
 
 def figure(name: str, **labels) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+    """A sample's value as the runtime's /metrics shows it (metrics.exposition_of_all_workers: batch histograms as
+    histograms), from this process's figures."""
+    shown = CollectorRegistry()
+    shown.register(metrics.AsHistograms(REGISTRY))
+    return shown.get_sample_value(name, labels) or 0.0
 
 
 def shadowing(cores, shadow_version: str, writer, *, share: float = 1.0, seed: int = 0) -> Shadow:

@@ -2,23 +2,110 @@
 and the runtime's per version and role (the default answers, a shadow only compares), on /metrics.
 
 With several workers, the supervising process (server.py) gives them one folder in $PROMETHEUS_MULTIPROC_DIR before
-they import prometheus_client: every worker writes its figures there, and /metrics (`exposition`) reads them all,
-so a scrape adds up the workers whichever of them answers it. Counters are counted once per batch, and each request's
-latency and each answered picture's confidence are one histogram observation: a few microseconds each. The drift
-gauges (`Drifting`, over worker/drift.py) are measured and set at most once a second, from each worker's own window,
-after the batch's replies are out.
+they import prometheus_client: every worker writes its figures there, and /metrics (`exposition`) reads them all, so a
+scrape adds up the workers whichever of them answers it. Counters are counted once per batch, and so are the
+histograms of each request's latency and each answered picture's confidence (`BatchHistogram`: a few counter
+additions a batch, where prometheus_client's Histogram takes two a value, a few microseconds each). The drift
+gauges (`Drifting`, over worker/drift.py) are measured and set at most every C.DRIFT_INTERVAL_S, from each worker's
+own window, after the batch's replies are out.
 """
 
+import bisect
 import logging
 import os
 from collections import Counter as Tally
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, exposition, multiprocess
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from mnist_kit import constants as C
 from mnist_kit.worker import drift
 
 log = logging.getLogger(__name__)
+
+
+class BatchHistogram:
+    """A Prometheus histogram observed a batch of values at a time: each bucket's count and the sum kept in counters
+    (`<name>_in_bucket`, `<name>_summed`, never shown as such), which /metrics (`exposition_of_all_workers`) shows
+    as the histogram `name`, exactly as prometheus_client's Histogram shows the same values (bucket by bucket,
+    cumulative, with _sum and _count). prometheus_client observes one value at a time, and its maintainers point
+    pre-counted buckets to a custom collector (client_python#733, #911); this is that, through the multiprocess
+    files every worker writes."""
+
+    def __init__(self, name: str, documentation: str, labelnames: list[str], buckets: tuple[float, ...]):
+        self.name, self.documentation, self.labelnames = name, documentation, list(labelnames)
+        self.bounds = [float(b) for b in buckets] + [float("inf")]
+        self.edges = [floatToGoString(b) for b in self.bounds]
+        self.counted, self.summed = f"{name}_in_bucket", f"{name}_summed"
+        self.counts = Counter(self.counted, documentation, [*labelnames, "le"])
+        self.sums = Counter(self.summed, documentation, labelnames)
+        HISTOGRAMS[self.counted] = HISTOGRAMS[self.summed] = self
+
+    def labels(self, *values: str) -> "BatchHistogram.Child":
+        return BatchHistogram.Child(self, values)
+
+    class Child:
+        """One series: its buckets' counters and its sum's, looked up once."""
+
+        def __init__(self, histogram: "BatchHistogram", values: tuple):
+            self.histogram = histogram
+            self.sum = histogram.sums.labels(*values)
+            # Every bucket shown from the start, at 0, as a Histogram's.
+            self.buckets = {le: histogram.counts.labels(*values, le) for le in histogram.edges}
+
+        def observe_all(self, values: list[float]) -> None:
+            """Each of `values` in the first bucket whose bound it does not exceed, as Histogram.observe."""
+            if not values:
+                return
+            bounds, edges = self.histogram.bounds, self.histogram.edges
+            if len(values) == 1:  # c=1's every batch: no tally
+                self.buckets[edges[bisect.bisect_left(bounds, values[0])]].inc(1)
+            else:
+                for index, count in Tally(bisect.bisect_left(bounds, v) for v in values).items():
+                    self.buckets[edges[index]].inc(count)
+            self.sum.inc(sum(values))
+
+    def family(self, counted: list, summed: list) -> HistogramMetricFamily:
+        """The histogram from its counters' samples (summed over the workers): buckets made cumulative."""
+        found = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        per_series: dict[tuple, dict[str, float]] = {}
+        for sample in counted:
+            key = tuple(sample.labels[label] for label in self.labelnames)
+            per_series.setdefault(key, {})[sample.labels["le"]] = sample.value
+        sums = {tuple(sample.labels[label] for label in self.labelnames): sample.value for sample in summed}
+        for key in sorted(per_series.keys() | sums.keys()):
+            counts, total = per_series.get(key, {}), 0.0
+            buckets = []
+            for le in self.edges:
+                total += counts.get(le, 0.0)
+                buckets.append((le, total))
+            found.add_metric(list(key), buckets, sums.get(key, 0.0))
+        return found
+
+
+HISTOGRAMS: dict[str, BatchHistogram] = {}  # by the name of each of its counters
+
+
+class AsHistograms:
+    """A collector showing `source`'s families, each BatchHistogram's two counters as the one histogram."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def collect(self):
+        held: dict[str, dict[str, list]] = {}
+        for family in self.source.collect():
+            histogram = HISTOGRAMS.get(family.name)
+            if histogram is None:
+                yield family
+                continue
+            part = "counted" if family.name == histogram.counted else "summed"
+            samples = [sample for sample in family.samples if sample.name.endswith("_total")]
+            held.setdefault(histogram.counted, {"counted": [], "summed": []})[part] = samples
+        for name, parts in held.items():
+            yield HISTOGRAMS[name].family(parts["counted"], parts["summed"])
+
 
 # The core's own metrics, under TorchServe's names.
 COUNTERS = {
@@ -65,7 +152,7 @@ DROPPED = Counter(
 ANSWERS = Counter(
     "mnist_kit_answers", "Pictures counted in mnist_kit_pictures, by the digit answered", ["version", "role", "digit"]
 )
-CONFIDENCE = Histogram(
+CONFIDENCE = BatchHistogram(
     "mnist_kit_confidence_ratio",
     "The confidence (top probability, 0..1) of each picture counted in mnist_kit_pictures",
     ["version", "role"],
@@ -89,7 +176,7 @@ DRIFT_PICTURES = Gauge(
     ["version"],
     multiprocess_mode="livemostrecent",
 )
-LATENCY = Histogram(
+LATENCY = BatchHistogram(
     "mnist_kit_request_seconds",
     "Seconds from a request's arrival at its version's batcher to its answer, per answering version",
     ["version"],
@@ -154,16 +241,14 @@ class Counted:
         if read:
             for digit, count in Tally(digit for digit, _ in read).items():
                 self.answers[digit].inc(count)
-            for _, confidence in read:  # a histogram takes one at a time
-                self.confidence.observe(confidence)
+            self.confidence.observe_all([confidence for _, confidence in read])
         if reasons:
             for reason, count in Tally(reasons).items():
                 if reason not in self.rejected:
                     self.rejected[reason] = REJECTED.labels(self.version, reason)
                 self.rejected[reason].inc(count)
         if self.latency is not None:
-            for seconds in waited:
-                self.latency.observe(seconds)
+            self.latency.observe_all(list(waited))
 
 
 class Drifting:
@@ -206,10 +291,10 @@ def multiprocess_dir() -> str | None:
 
 def exposition_of_all_workers(accept: str | None) -> tuple[bytes, str]:
     """/metrics summed over the workers' files in $PROMETHEUS_MULTIPROC_DIR (what a scrape of any worker reads), in
-    the format the scraper accepts; this process's own registry where there is no such folder."""
-    registry = REGISTRY
-    if multiprocess_dir():
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+    the format the scraper accepts; this process's own registry where there is no such folder. Batch histograms
+    shown as histograms either way."""
+    source = multiprocess.MultiProcessCollector(None) if multiprocess_dir() else REGISTRY
+    registry = CollectorRegistry()
+    registry.register(AsHistograms(source))
     encoder, content_type = exposition.choose_encoder(accept)
     return encoder(registry), content_type

@@ -88,13 +88,13 @@ def add_routes(app: FastAPI, model) -> None:
     ):
         methods = ["POST", "PUT"] if path.startswith(("/predictions", "/explanations")) else ["POST"]  # curl -T: PUT
         app.add_api_route(path, endpoint, methods=methods, include_in_schema=False)
-    if metrics.multiprocess_dir():  # ahead of ModelServer's, which reads this worker's figures alone
 
-        async def all_workers_metrics(request: Request) -> Response:
-            data, content_type = metrics.exposition_of_all_workers(request.headers.get("accept"))
-            return Response(data, headers={"content-type": content_type})
+    async def all_workers_metrics(request: Request) -> Response:
+        """Ahead of ModelServer's /metrics, which reads this worker's figures alone, batch histograms as counters."""
+        data, content_type = metrics.exposition_of_all_workers(request.headers.get("accept"))
+        return Response(data, headers={"content-type": content_type})
 
-        app.add_api_route("/metrics", all_workers_metrics, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/metrics", all_workers_metrics, methods=["GET"], include_in_schema=False)
 
 
 def add_management_routes(app: FastAPI, model, *, workers: int, token_checked: bool = False) -> None:
