@@ -33,7 +33,7 @@ class BatchHistogram:
     pre-counted buckets to a custom collector (client_python#733, #911); this is that, through the multiprocess
     files every worker writes."""
 
-    def __init__(self, name: str, documentation: str, labelnames: list[str], buckets: tuple[float, ...]):
+    def __init__(self, name: str, documentation: str, labelnames: list[str], *, buckets: tuple[float, ...]):
         self.name, self.documentation, self.labelnames = name, documentation, list(labelnames)
         self.bounds = [float(b) for b in buckets] + [float("inf")]
         self.edges = [floatToGoString(b) for b in self.bounds]
