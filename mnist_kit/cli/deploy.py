@@ -241,7 +241,8 @@ def k8s(out, image, model_store, bench_report, name, cpus, memory_mib, min_repli
     "--interval",
     default=C.MONITORING_INTERVAL,
     show_default=True,
-    help="Prometheus's scrape and evaluation interval; every alert's window and wait is a multiple of it.",
+    help="Prometheus's evaluation interval (it scrapes twice as often); every alert's window and wait is a multiple "
+    "of it.",
 )
 @click.option(
     "--targets",
